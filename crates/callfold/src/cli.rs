@@ -1,0 +1,97 @@
+//! The command line: every subcommand and option, each option also readable from the
+//! environment. Parsing only; `main` decides what to run.
+
+use std::net::SocketAddr;
+
+use clap::{Args, Parser, Subcommand};
+
+/// callfold turns Allo's signed webhooks into trustworthy per-call state.
+///
+/// The receiver also needs CALLFOLD_WEBHOOK_SECRETS: the whsec_... signing secret(s) from
+/// Allo's webhook settings, several separated by spaces or commas during a rotation. It is read
+/// from the environment only, never from the command line.
+#[derive(Debug, Parser)]
+#[command(name = "callfold", version, about, long_about)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run everything in one process (for now: the webhook receiver).
+    Serve(ReceiverArgs),
+    /// Run the webhook receiver only.
+    Ingest(ReceiverArgs),
+    /// Apply pending database migrations, then exit.
+    Migrate(DatabaseArgs),
+    /// Send Allo-like signed traffic to a receiver and report answers, throughput and latency.
+    Simulate(SimulateArgs),
+}
+
+/// Where the event log lives.
+#[derive(Debug, Args)]
+pub struct DatabaseArgs {
+    /// sqlite:PATH (created if missing) or postgres://USER@HOST:PORT/DB.
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite:callfold.db")]
+    pub database_url: String,
+}
+
+/// Options of the webhook receiver.
+#[derive(Debug, Args)]
+pub struct ReceiverArgs {
+    /// Address and port to listen on (port 0 picks a free one).
+    #[arg(long, env = "CALLFOLD_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// Largest accepted distance, in seconds, between webhook-timestamp and this clock.
+    #[arg(long, env = "CALLFOLD_TOLERANCE", default_value_t = 300)]
+    pub tolerance: u64,
+
+    /// Largest accepted body, in bytes (inclusive).
+    #[arg(long, env = "CALLFOLD_MAX_BODY", default_value_t = 1_048_576)]
+    pub max_body: usize,
+
+    /// Deliveries that may wait for the next commit; past it the receiver answers 503.
+    #[arg(long, env = "CALLFOLD_COMMIT_QUEUE", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub commit_queue: u32,
+
+    /// Most deliveries committed in one transaction.
+    #[arg(long, env = "CALLFOLD_COMMIT_BATCH", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub commit_batch: u32,
+}
+
+/// Options of the traffic simulator.
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// The receiver's webhook URL.
+    #[arg(long, env = "CALLFOLD_SIMULATE_URL", default_value = "http://127.0.0.1:8080/webhooks/allo")]
+    pub url: String,
+
+    /// Calls to invent (about five events each).
+    #[arg(long, default_value_t = 200)]
+    pub calls: usize,
+
+    /// Connections sending at once.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub concurrency: u32,
+
+    /// Fraction of messages sent twice with the same webhook-id, 0.0 to 1.0.
+    #[arg(long, default_value_t = 0.1)]
+    pub duplicates: f64,
+
+    /// Send in random order rather than in payload-time order.
+    #[arg(long)]
+    pub shuffle: bool,
+
+    /// Seed of the invented traffic, duplicates and shuffle.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}

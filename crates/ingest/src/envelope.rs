@@ -1,0 +1,146 @@
+//! Reading an authentic body: the envelope fields the log indexes on (topic, payload time, call
+//! key), or the reason the body is quarantined.
+//!
+//! The linking rules that find a call key live here, in one table: topic -> JSON pointers into
+//! the envelope, tried in order. They encode the defaults of Allo's spec, where Allo documents a
+//! call id for `call.completed` only and the rest are our assumptions.
+
+use callfold_store::{CallKey, Content, EventTime, Topic};
+use serde_json::Value;
+
+/// Topic -> JSON pointers (into the whole envelope) that may hold the call id, first match wins.
+/// Topics not listed (`sms.*`, `contact.*`, unknown ones) belong to no call.
+const DEFAULT_LINKING_RULES: &[(&str, &[&str])] = &[
+    ("call.completed", &["/data/id"]),
+    ("call.received", &["/data/call_id", "/data/id"]),
+    ("call.triggered", &["/data/call_id", "/data/id"]),
+    ("call.answered", &["/data/call_id", "/data/id"]),
+    ("summary.updated", &["/data/call_id", "/data/id"]),
+    ("tag.added", &["/data/call_id", "/data/call/id"]),
+    ("tag.removed", &["/data/call_id", "/data/call/id"]),
+];
+
+/// Where each topic keeps the id of its call.
+#[derive(Clone, Debug)]
+pub struct LinkingRules {
+    rules: Vec<(String, Vec<String>)>,
+}
+
+impl Default for LinkingRules {
+    /// The spec's defaults.
+    fn default() -> Self {
+        let rules = DEFAULT_LINKING_RULES
+            .iter()
+            .map(|(topic, pointers)| {
+                let pointers = pointers.iter().map(|p| (*p).to_owned()).collect();
+                ((*topic).to_owned(), pointers)
+            })
+            .collect();
+        Self { rules }
+    }
+}
+
+impl LinkingRules {
+    /// The call key of an envelope with `topic`: the first listed pointer that holds a
+    /// non-empty string (or an integer, kept as its decimal text).
+    pub fn call_key(&self, topic: &str, envelope: &Value) -> Option<CallKey> {
+        let (_, pointers) = self.rules.iter().find(|(rule_topic, _)| rule_topic == topic)?;
+        pointers.iter().find_map(|pointer| match envelope.pointer(pointer)? {
+            Value::String(id) if !id.is_empty() => Some(CallKey::new(id.clone())),
+            Value::Number(id) if id.is_i64() || id.is_u64() => Some(CallKey::new(id.to_string())),
+            _ => None,
+        })
+    }
+
+    /// Reads the envelope of an authentic body. Never fails: what cannot be used becomes
+    /// [`Content::Quarantined`] with the reason, so the raw bytes are still kept.
+    pub fn read(&self, body: &[u8]) -> Content {
+        let quarantined = |reason: String| Content::Quarantined { reason };
+        let envelope: Value = match serde_json::from_slice(body) {
+            Ok(envelope) => envelope,
+            Err(error) => return quarantined(format!("body is not JSON: {error}")),
+        };
+        let topic = match envelope.get("topic") {
+            Some(Value::String(topic)) if !topic.is_empty() => topic,
+            _ => return quarantined("body has no non-empty string `topic`".to_owned()),
+        };
+        let event_time = match envelope.get("timestamp").map(|t| t.as_str()) {
+            Some(Some(text)) => match EventTime::parse_rfc3339(text) {
+                Ok(time) => time,
+                Err(error) => return quarantined(format!("`timestamp` does not parse: {error}")),
+            },
+            Some(None) => return quarantined("`timestamp` is not a string".to_owned()),
+            None => return quarantined("body has no `timestamp`".to_owned()),
+        };
+        Content::Usable {
+            call_key: self.call_key(topic, &envelope),
+            topic: Topic::new(topic.clone()),
+            event_time,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(body: &str) -> Content {
+        LinkingRules::default().read(body.as_bytes())
+    }
+
+    fn call_key_of(body: &str) -> Option<String> {
+        match read(body) {
+            Content::Usable { call_key, .. } => call_key.map(|k| k.as_str().to_owned()),
+            Content::Quarantined { reason } => panic!("quarantined: {reason}"),
+        }
+    }
+
+    #[test]
+    fn call_keys_follow_the_spec_defaults() {
+        let ts = r#""timestamp":"2026-02-10T09:17:42.318Z""#;
+        let cases = [
+            (format!(r#"{{"topic":"call.completed",{ts},"data":{{"id":"cll_1"}}}}"#), Some("cll_1")),
+            (format!(r#"{{"topic":"tag.added",{ts},"data":{{"call_id":"cll_2","id":"x"}}}}"#), Some("cll_2")),
+            (format!(r#"{{"topic":"tag.removed",{ts},"data":{{"call":{{"id":"cll_3"}}}}}}"#), Some("cll_3")),
+            (format!(r#"{{"topic":"call.triggered",{ts},"data":{{"id":4}}}}"#), Some("4")),
+            (format!(r#"{{"topic":"call.received",{ts},"data":{{"from_number":"+33"}}}}"#), None),
+            (format!(r#"{{"topic":"sms.received",{ts},"data":{{"id":"sms_1"}}}}"#), None),
+            (format!(r#"{{"topic":"brand.new.topic",{ts},"data":{{"id":"z"}}}}"#), None),
+            (format!(r#"{{"topic":"call.completed",{ts},"data":{{"id":""}}}}"#), None),
+        ];
+        for (body, expected) in cases {
+            assert_eq!(call_key_of(&body).as_deref(), expected, "{body}");
+        }
+    }
+
+    #[test]
+    fn unusable_bodies_are_quarantined_with_a_reason() {
+        let cases = [
+            ("not json", "not JSON"),
+            (r#"["topic"]"#, "topic"),
+            (r#"{"timestamp":"2026-02-10T09:17:42Z"}"#, "topic"),
+            (r#"{"topic":"call.completed"}"#, "timestamp"),
+            (r#"{"topic":"call.completed","timestamp":17}"#, "timestamp"),
+            (r#"{"topic":"call.completed","timestamp":"2026-02-10T09:17:42"}"#, "timestamp"),
+            (r#"{"topic":"call.completed","timestamp":"yesterday"}"#, "timestamp"),
+        ];
+        for (body, mentioned) in cases {
+            match read(body) {
+                Content::Quarantined { reason } => {
+                    assert!(reason.contains(mentioned), "{body}: {reason}");
+                }
+                usable => panic!("{body} was read as {usable:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn deeply_nested_json_is_quarantined_not_a_crash() {
+        let body = format!(
+            r#"{{"topic":"x","timestamp":"2026-02-10T09:17:42Z","data":{}{}}}"#,
+            "[".repeat(10_000),
+            "]".repeat(10_000)
+        );
+        assert!(matches!(read(&body), Content::Quarantined { .. }));
+    }
+}

@@ -1,0 +1,200 @@
+//! The webhook endpoint, `POST /webhooks/allo`: the order of checks, the answer for each case,
+//! and the counters of outcomes.
+//!
+//! A 200 is only ever sent after the commit queue reports the event durable (or already logged).
+//! Nothing is written for a delivery that fails a check.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use callfold_store::{AppendOutcome, Content, EventTime, NewEvent};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::commit::{AppendError, CommitQueue};
+use crate::envelope::LinkingRules;
+use crate::signature::{HeaderError, SignedHeaders, Verifier, VerifyError};
+
+/// The path Allo is configured to POST to.
+pub const WEBHOOK_PATH: &str = "/webhooks/allo";
+
+/// What Allo is told to wait before the next attempt after a 503.
+const RETRY_AFTER_SECS: &str = "5";
+
+/// Everything the endpoint needs, shared by all requests.
+#[derive(Clone, Debug)]
+pub struct IngestState {
+    verifier: Arc<Verifier>,
+    linking_rules: Arc<LinkingRules>,
+    queue: CommitQueue,
+    max_body: usize,
+}
+
+impl IngestState {
+    /// Bundles the verifier, the linking rules, the commit queue and the largest accepted body
+    /// (in bytes, inclusive).
+    pub fn new(
+        verifier: Verifier,
+        linking_rules: LinkingRules,
+        queue: CommitQueue,
+        max_body: usize,
+    ) -> Self {
+        Self {
+            verifier: Arc::new(verifier),
+            linking_rules: Arc::new(linking_rules),
+            queue,
+            max_body,
+        }
+    }
+}
+
+/// The receiver's routes.
+pub fn router(state: IngestState) -> Router {
+    Router::new()
+        .route(WEBHOOK_PATH, post(receive))
+        .with_state(state)
+}
+
+/// Why a delivery was not stored. Each variant documents its status; the messages name the
+/// problem but never a secret or which secret was tried.
+#[derive(Debug, thiserror::Error)]
+enum Rejection {
+    /// 400: a `webhook-*` header is missing or malformed.
+    #[error(transparent)]
+    Header(#[from] HeaderError),
+    /// 400: the client stopped sending the body part-way.
+    #[error("could not read the request body")]
+    UnreadableBody,
+    /// 401: stale or future timestamp, or no matching signature.
+    #[error(transparent)]
+    Unverified(#[from] VerifyError),
+    /// 413: the body is larger than the configured limit.
+    #[error("body larger than the limit of {limit} bytes")]
+    TooLarge {
+        /// The limit, inclusive.
+        limit: usize,
+    },
+    /// 503: the queue is full or the store failed; the sender should retry.
+    #[error(transparent)]
+    Unavailable(#[from] AppendError),
+}
+
+impl Rejection {
+    fn status(&self) -> StatusCode {
+        match self {
+            Rejection::Header(_) | Rejection::UnreadableBody => StatusCode::BAD_REQUEST,
+            Rejection::Unverified(_) => StatusCode::UNAUTHORIZED,
+            Rejection::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Rejection::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn outcome_label(&self) -> &'static str {
+        match self {
+            Rejection::Header(_) | Rejection::UnreadableBody => "bad_request",
+            Rejection::Unverified(VerifyError::OutsideTolerance) => "stale_timestamp",
+            Rejection::Unverified(VerifyError::NoMatchingSignature) => "bad_signature",
+            Rejection::TooLarge { .. } => "too_large",
+            Rejection::Unavailable(AppendError::QueueFull) => "queue_full",
+            Rejection::Unavailable(AppendError::StoreUnavailable) => "store_unavailable",
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody {
+    error: String,
+}
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        count_delivery(self.outcome_label());
+        let status = self.status();
+        let mut response = (status, Json(ErrorBody { error: self.to_string() })).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+        }
+        response
+    }
+}
+
+/// The 200 answer: what became of the delivery, and where it is in the log.
+#[derive(Serialize)]
+struct Receipt {
+    status: &'static str,
+    seq: i64,
+}
+
+fn count_delivery(outcome: &'static str) {
+    metrics::counter!("callfold_deliveries_total", "outcome" => outcome).increment(1);
+}
+
+fn unix_now() -> i64 {
+    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX)
+}
+
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Vec<u8>, Rejection> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(Rejection::TooLarge { limit });
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes().into()),
+        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(Rejection::TooLarge { limit })
+        }
+        Err(_) => Err(Rejection::UnreadableBody),
+    }
+}
+
+#[tracing::instrument(skip_all, fields(webhook_id))]
+async fn receive(
+    State(state): State<IngestState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Receipt>, Rejection> {
+    let received_at = EventTime::now();
+    let signed = SignedHeaders::parse(&headers)?;
+    tracing::Span::current().record("webhook_id", signed.webhook_id.as_str());
+    let body = read_body(&headers, body, state.max_body).await?;
+    state.verifier.verify(&signed, &body, unix_now())?;
+
+    let content = state.linking_rules.read(&body);
+    let quarantined = matches!(content, Content::Quarantined { .. });
+    if let Content::Quarantined { reason } = &content {
+        tracing::warn!(%reason, "authentic delivery quarantined");
+    }
+    let event = NewEvent {
+        webhook_id: signed.webhook_id,
+        webhook_timestamp: signed.timestamp,
+        received_at,
+        body_sha256: Sha256::digest(&body).into(),
+        body,
+        content,
+    };
+    let receipt = match state.queue.append(event).await? {
+        AppendOutcome::Appended { seq } if quarantined => Receipt { status: "quarantined", seq },
+        AppendOutcome::Appended { seq } => Receipt { status: "accepted", seq },
+        AppendOutcome::Duplicate { seq, conflicting } => {
+            if conflicting {
+                tracing::warn!(seq, "webhook-id reused with a different body; kept the first copy");
+                metrics::counter!("callfold_webhook_id_conflicts_total").increment(1);
+            }
+            Receipt { status: "duplicate", seq }
+        }
+    };
+    count_delivery(receipt.status);
+    Ok(Json(receipt))
+}

@@ -1,0 +1,18 @@
+//! The receiver of callfold: turns a signed HTTP delivery from Allo into a durable, deduplicated
+//! record of the event log, then answers.
+//!
+//! Owns signature verification ([`signature`]), secrets ([`secret`]), envelope reading and the
+//! linking rules ([`envelope`]), the group commit ([`commit`]) and the endpoint ([`http`]). It
+//! never folds state: it only appends to the log through `callfold-store`.
+
+pub mod commit;
+pub mod envelope;
+pub mod http;
+pub mod secret;
+pub mod signature;
+
+pub use commit::{AppendError, CommitQueue};
+pub use envelope::LinkingRules;
+pub use http::{IngestState, WEBHOOK_PATH, router};
+pub use secret::{InvalidSecret, SECRETS_ENV, Secret, WebhookSecrets};
+pub use signature::{HeaderError, SignedHeaders, Verifier, VerifyError, sign};

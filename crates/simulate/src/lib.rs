@@ -1,0 +1,234 @@
+//! `callfold simulate`: Allo-like traffic for demos and load tests.
+//!
+//! Invents calls ([`traffic`]), signs every delivery exactly as a Standard Webhooks sender does,
+//! all before the clock starts, then keeps `concurrency` connections busy sending them and
+//! reports the answers, the throughput and the latency percentiles. It never reads the store:
+//! what it knows is what the receiver answered.
+
+pub mod traffic;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use callfold_ingest::signature::{WEBHOOK_ID, WEBHOOK_SIGNATURE, WEBHOOK_TIMESTAMP};
+use callfold_ingest::{Secret, sign};
+use callfold_store::WebhookId;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+
+pub use traffic::{SimulatedEvent, invent_events};
+
+/// What to send, where, and how.
+#[derive(Clone, Debug)]
+pub struct SimulateOptions {
+    /// The webhook endpoint, e.g. `http://127.0.0.1:8080/webhooks/allo`.
+    pub url: String,
+    /// How many calls to invent (about five events each).
+    pub calls: usize,
+    /// How many connections send at once.
+    pub concurrency: usize,
+    /// The fraction of messages sent a second time with the same webhook-id (0.0 to 1.0).
+    pub duplicates: f64,
+    /// Send in random order instead of payload-time order.
+    pub shuffle: bool,
+    /// Seed for the invented traffic, the duplicates and the shuffle.
+    pub seed: u64,
+}
+
+/// One signed request, ready to send.
+#[derive(Clone, Debug)]
+pub struct SignedDelivery {
+    /// Its `webhook-id`.
+    pub webhook_id: String,
+    webhook_timestamp: String,
+    signature: String,
+    body: Vec<u8>,
+}
+
+/// Signs `events` with `secret` at `timestamp` (Unix seconds), adds the duplicates and orders
+/// them as `options` say.
+pub fn sign_deliveries(
+    events: Vec<SimulatedEvent>,
+    secret: &Secret,
+    timestamp: i64,
+    options: &SimulateOptions,
+) -> Vec<SignedDelivery> {
+    let mut rng = StdRng::seed_from_u64(options.seed);
+    let deliveries: Vec<SignedDelivery> = events
+        .into_iter()
+        .map(|event| {
+            let id = WebhookId::parse(&event.webhook_id).expect("invented ids are valid");
+            SignedDelivery {
+                signature: sign(secret, &id, timestamp, &event.body),
+                webhook_id: event.webhook_id,
+                webhook_timestamp: timestamp.to_string(),
+                body: event.body,
+            }
+        })
+        .collect();
+    let duplicate_count = (deliveries.len() as f64 * options.duplicates.clamp(0.0, 1.0)) as usize;
+    let mut resend = vec![false; deliveries.len()];
+    for index in rand::seq::index::sample(&mut rng, deliveries.len(), duplicate_count) {
+        resend[index] = true;
+    }
+    // Each duplicate right after its original, like an impatient retry; shuffled below if asked.
+    let mut deliveries: Vec<SignedDelivery> = deliveries
+        .into_iter()
+        .zip(resend)
+        .flat_map(|(delivery, again)| {
+            let copy = again.then(|| delivery.clone());
+            std::iter::once(delivery).chain(copy)
+        })
+        .collect();
+    if options.shuffle {
+        deliveries.shuffle(&mut rng);
+    }
+    deliveries
+}
+
+/// What one request got back.
+#[derive(Clone, Debug)]
+pub struct Answer {
+    /// The delivery's webhook-id.
+    pub webhook_id: String,
+    /// `accepted`, `duplicate`, `quarantined`, `http 503`, `error: ...`.
+    pub label: String,
+    /// The `seq` of a 200 answer.
+    pub seq: Option<i64>,
+    /// Time from sending the request to reading the whole answer.
+    pub latency: Duration,
+}
+
+/// The outcome of a run.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// Every answer, in no particular order.
+    pub answers: Vec<Answer>,
+    /// Wall-clock time of the sending phase.
+    pub elapsed: Duration,
+}
+
+impl Report {
+    /// How many answers had each label.
+    pub fn counts(&self) -> BTreeMap<&str, usize> {
+        let mut counts = BTreeMap::new();
+        for answer in &self.answers {
+            *counts.entry(answer.label.as_str()).or_default() += 1;
+        }
+        counts
+    }
+
+    /// Requests per second over the sending phase.
+    pub fn throughput(&self) -> f64 {
+        self.answers.len() as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
+    }
+
+    /// The latency below which `quantile` (0.0 to 1.0) of the answers came back.
+    pub fn latency_quantile(&self, quantile: f64) -> Duration {
+        let mut latencies: Vec<Duration> = self.answers.iter().map(|a| a.latency).collect();
+        latencies.sort_unstable();
+        let rank = ((latencies.len() as f64 * quantile).ceil() as usize).saturating_sub(1);
+        latencies.get(rank).copied().unwrap_or_default()
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "sent {} requests in {:.2?}", self.answers.len(), self.elapsed)?;
+        for (label, count) in self.counts() {
+            writeln!(f, "  {label:<12} {count}")?;
+        }
+        writeln!(f, "throughput   {:.0} requests/s", self.throughput())?;
+        let ms = |q| self.latency_quantile(q).as_secs_f64() * 1000.0;
+        write!(
+            f,
+            "latency ms   p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
+            ms(0.5),
+            ms(0.9),
+            ms(0.99),
+            ms(1.0)
+        )
+    }
+}
+
+/// Sends `deliveries` to `url` over `concurrency` connections and collects the answers.
+pub async fn send(url: &str, deliveries: Vec<SignedDelivery>, concurrency: usize) -> Report {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()
+        .expect("a plain HTTP client builds");
+    let deliveries = Arc::new(deliveries);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let senders: Vec<_> = (0..concurrency.max(1))
+        .map(|_| {
+            let (client, url) = (client.clone(), url.to_owned());
+            let (deliveries, next) = (Arc::clone(&deliveries), Arc::clone(&next));
+            tokio::spawn(async move {
+                let mut answers = Vec::new();
+                while let Some(delivery) = deliveries.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    answers.push(deliver(&client, &url, delivery).await);
+                }
+                answers
+            })
+        })
+        .collect();
+    let mut answers = Vec::with_capacity(deliveries.len());
+    for sender in senders {
+        answers.extend(sender.await.expect("a sender task does not panic"));
+    }
+    Report {
+        answers,
+        elapsed: started.elapsed(),
+    }
+}
+
+async fn deliver(client: &reqwest::Client, url: &str, delivery: &SignedDelivery) -> Answer {
+    #[derive(serde::Deserialize)]
+    struct Receipt {
+        status: String,
+        seq: i64,
+    }
+    let started = Instant::now();
+    let result = client
+        .post(url)
+        .header(WEBHOOK_ID, &delivery.webhook_id)
+        .header(WEBHOOK_TIMESTAMP, &delivery.webhook_timestamp)
+        .header(WEBHOOK_SIGNATURE, &delivery.signature)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(delivery.body.clone())
+        .send()
+        .await;
+    let (label, seq) = match result {
+        Ok(response) if response.status().is_success() => match response.json::<Receipt>().await {
+            Ok(receipt) => (receipt.status, Some(receipt.seq)),
+            Err(_) => ("unreadable 2xx".to_owned(), None),
+        },
+        Ok(response) => {
+            let status = response.status().as_u16();
+            // Read the body so the connection can be reused.
+            let _ = response.bytes().await;
+            (format!("http {status}"), None)
+        }
+        Err(error) if error.is_connect() => ("error: connect".to_owned(), None),
+        Err(_) => ("error: transport".to_owned(), None),
+    };
+    Answer {
+        webhook_id: delivery.webhook_id.clone(),
+        label,
+        seq,
+        latency: started.elapsed(),
+    }
+}
+
+/// Invents, signs and sends the traffic `options` describe.
+pub async fn run(options: &SimulateOptions, secret: &Secret) -> Report {
+    let now = chrono::Utc::now();
+    let events = invent_events(options.calls, options.seed, now);
+    let deliveries = sign_deliveries(events, secret, now.timestamp(), options);
+    send(&options.url, deliveries, options.concurrency).await
+}

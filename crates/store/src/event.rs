@@ -1,0 +1,231 @@
+//! The vocabulary of the event log: parsed newtypes for what a delivery carries, the record
+//! appended, the record read back, and the outcome of an append.
+//!
+//! Values are parsed once, at the edge, into these types; nothing here touches the database.
+
+use std::fmt;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+/// The longest `webhook-id` accepted. Standard Webhooks ids are about 30 characters; the bound
+/// keeps a hostile header from becoming a huge unique-index key.
+const MAX_WEBHOOK_ID_LEN: usize = 256;
+
+/// A Standard Webhooks message id (`webhook-id` header): 1 to 256 printable ASCII characters
+/// (no spaces or control characters). Stable across retries of one message.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct WebhookId(String);
+
+/// Why a string is not a [`WebhookId`].
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("must be 1 to {MAX_WEBHOOK_ID_LEN} printable ASCII characters without spaces")]
+pub struct InvalidWebhookId;
+
+impl WebhookId {
+    /// Parses a header value; see the type's documentation for the grammar.
+    pub fn parse(value: &str) -> Result<Self, InvalidWebhookId> {
+        let printable = value.bytes().all(|b| b.is_ascii_graphic());
+        if value.is_empty() || value.len() > MAX_WEBHOOK_ID_LEN || !printable {
+            return Err(InvalidWebhookId);
+        }
+        Ok(Self(value.to_owned()))
+    }
+
+    /// The id as sent.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for WebhookId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An envelope topic such as `call.completed`. Open: unknown topics are kept as they are.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Topic(String);
+
+impl Topic {
+    /// Wraps a topic read from an envelope.
+    pub fn new(topic: impl Into<String>) -> Self {
+        Self(topic.into())
+    }
+
+    /// The topic as sent.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The id of the call an event belongs to (Allo's `cll_...`), found by the linking rules.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CallKey(String);
+
+impl CallKey {
+    /// Wraps a call id read from a payload.
+    pub fn new(key: impl Into<String>) -> Self {
+        Self(key.into())
+    }
+
+    /// The id as sent.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A UTC instant with microsecond precision, stored as microseconds since the Unix epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EventTime(i64);
+
+/// Why a string is not an RFC 3339 instant.
+#[derive(Debug, thiserror::Error)]
+#[error("not an RFC 3339 date-time with an offset or Z: {0}")]
+pub struct InvalidEventTime(#[from] chrono::ParseError);
+
+impl EventTime {
+    /// Parses an RFC 3339 date-time (`2026-02-10T09:17:42.318Z`; 0 to 9 fractional digits;
+    /// `Z` or a numeric offset). Digits below the microsecond are truncated.
+    pub fn parse_rfc3339(value: &str) -> Result<Self, InvalidEventTime> {
+        let instant = DateTime::parse_from_rfc3339(value)?;
+        Ok(Self(instant.timestamp_micros()))
+    }
+
+    /// The current time.
+    pub fn now() -> Self {
+        Self(Utc::now().timestamp_micros())
+    }
+
+    /// An instant given as microseconds since the Unix epoch.
+    pub fn from_unix_micros(micros: i64) -> Self {
+        Self(micros)
+    }
+
+    /// Microseconds since the Unix epoch.
+    pub fn unix_micros(self) -> i64 {
+        self.0
+    }
+}
+
+impl fmt::Display for EventTime {
+    /// RFC 3339 in UTC with exactly six fractional digits.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match DateTime::<Utc>::from_timestamp_micros(self.0) {
+            Some(instant) => f.write_str(&instant.to_rfc3339_opts(SecondsFormat::Micros, true)),
+            None => write!(f, "{}us", self.0),
+        }
+    }
+}
+
+/// What callfold could make of an authentic body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Content {
+    /// A usable envelope: what later stages index on.
+    Usable {
+        /// The envelope's `topic`.
+        topic: Topic,
+        /// The envelope's `timestamp`: the time to order by.
+        event_time: EventTime,
+        /// The call it belongs to, when the linking rules find one.
+        call_key: Option<CallKey>,
+    },
+    /// Authentic but unusable; kept raw with the reason, for operators.
+    Quarantined {
+        /// What was wrong with the body, in words.
+        reason: String,
+    },
+}
+
+/// One verified delivery, ready to append.
+#[derive(Clone, Debug)]
+pub struct NewEvent {
+    /// The dedup key.
+    pub webhook_id: WebhookId,
+    /// The `webhook-timestamp` header, Unix seconds.
+    pub webhook_timestamp: i64,
+    /// When the delivery arrived.
+    pub received_at: EventTime,
+    /// The exact body bytes that were signed.
+    pub body: Vec<u8>,
+    /// SHA-256 of `body`.
+    pub body_sha256: [u8; 32],
+    /// What the body says.
+    pub content: Content,
+}
+
+/// What the log did with one appended event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppendOutcome {
+    /// Newly written at `seq`.
+    Appended {
+        /// The new record's position in the log.
+        seq: i64,
+    },
+    /// The webhook-id was already in the log at `seq`; nothing was written.
+    Duplicate {
+        /// The first copy's position.
+        seq: i64,
+        /// True when the first copy's body differs from this one (same id, other bytes).
+        conflicting: bool,
+    },
+}
+
+/// A record of the log as read back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoggedEvent {
+    /// Position in the log.
+    pub seq: i64,
+    /// The dedup key.
+    pub webhook_id: WebhookId,
+    /// The `webhook-timestamp` header of the stored attempt.
+    pub webhook_timestamp: i64,
+    /// When the stored attempt arrived.
+    pub received_at: EventTime,
+    /// The exact body bytes.
+    pub body: Vec<u8>,
+    /// SHA-256 of `body`.
+    pub body_sha256: Vec<u8>,
+    /// Usable envelope fields, or the quarantine reason.
+    pub content: Content,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_time_accepts_zero_to_nine_fraction_digits_and_keeps_microseconds() {
+        let cases = [
+            ("2026-02-10T09:17:42Z", 0),
+            ("2026-02-10T09:17:42.3Z", 300_000),
+            ("2026-02-10T09:17:42.318Z", 318_000),
+            ("2026-02-10T09:17:42.318123Z", 318_123),
+            ("2026-02-10T09:17:42.318123999Z", 318_123),
+        ];
+        let whole_second = EventTime::parse_rfc3339(cases[0].0).expect("parses").unix_micros();
+        for (text, micros) in cases {
+            let parsed = EventTime::parse_rfc3339(text).expect(text);
+            assert_eq!(parsed.unix_micros() - whole_second, micros, "{text}");
+        }
+    }
+
+    #[test]
+    fn event_time_without_offset_is_refused() {
+        assert!(EventTime::parse_rfc3339("2026-04-30T00:00:00").is_err());
+    }
+
+    #[test]
+    fn event_time_displays_as_utc_with_microseconds() {
+        let time = EventTime::parse_rfc3339("2026-02-10T10:17:42.318+01:00").expect("parses");
+        assert_eq!(time.to_string(), "2026-02-10T09:17:42.318000Z");
+    }
+
+    #[test]
+    fn webhook_id_refuses_empty_spaced_long_and_non_ascii_values() {
+        assert!(WebhookId::parse("msg_2NfDK").is_ok());
+        for bad in ["", "msg 1", "msg_é", &"x".repeat(MAX_WEBHOOK_ID_LEN + 1)] {
+            assert_eq!(WebhookId::parse(bad), Err(InvalidWebhookId), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! The storage layer of callfold: the append-only event log on SQLite or PostgreSQL.
+//!
+//! Owns the connection pools, the migrations (the top-level `migrations/` folder, one folder per
+//! backend) and every SQL statement. It knows nothing of HTTP, signatures or folding: callers
+//! hand it parsed [`NewEvent`]s and get back what the log says.
+//!
+//! Both backends run the same runtime-checked SQL (see [`on_pool!`]): the compile-time `query!`
+//! macros would need one live database per build, and one behavioural test suite runs against
+//! both backends instead (see `docs/ARCHITECTURE.md`).
+
+mod event;
+mod log;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+pub use event::{
+    AppendOutcome, CallKey, Content, EventTime, InvalidEventTime, InvalidWebhookId, LoggedEvent,
+    NewEvent, Topic, WebhookId,
+};
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/postgres");
+
+/// How long a caller waits for a pooled connection before the store counts as unavailable.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What went wrong talking to the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The URL names neither SQLite nor PostgreSQL.
+    #[error(
+        "unsupported database URL (expected sqlite:PATH or postgres://...); got a URL starting with {scheme:?}"
+    )]
+    UnsupportedUrl {
+        /// The part of the URL before its first colon, never the credentials.
+        scheme: String,
+    },
+    /// The database refused or failed a statement, or could not be reached.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Applying the migrations failed.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// A connection pool to one of the two supported backends.
+#[derive(Clone, Debug)]
+pub enum Store {
+    /// The embedded default: one file, WAL journal, `synchronous=FULL`.
+    Sqlite(SqlitePool),
+    /// The production store.
+    Postgres(PgPool),
+}
+
+/// Runs the same generic body against whichever pool `$store` holds.
+///
+/// `sqlx::query` is generic over the database, so one body compiles once per backend; this is
+/// how every statement in this crate is written exactly once.
+macro_rules! on_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match $store {
+            $crate::Store::Sqlite($pool) => $body,
+            $crate::Store::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
+impl Store {
+    /// Opens a pool for `url`: `sqlite:PATH` (the file is created if missing) or
+    /// `postgres://...`. Does not migrate; see [`Store::migrate`].
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        let scheme = url.split(':').next().unwrap_or_default();
+        match scheme {
+            "sqlite" => {
+                // WAL with synchronous=FULL: a commit returns only after the WAL is fsync'd,
+                // which is what makes a 2xx mean "durable".
+                let options = SqliteConnectOptions::from_str(url)?
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Full)
+                    .busy_timeout(ACQUIRE_TIMEOUT);
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(4)
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .connect_with(options)
+                    .await?;
+                Ok(Store::Sqlite(pool))
+            }
+            "postgres" | "postgresql" => {
+                // Guard against a server or database configured with synchronous_commit=off:
+                // an acknowledged event must survive a crash of the server too.
+                let options =
+                    PgConnectOptions::from_str(url)?.options([("synchronous_commit", "on")]);
+                let pool = PgPoolOptions::new()
+                    .max_connections(8)
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .connect_with(options)
+                    .await?;
+                Ok(Store::Postgres(pool))
+            }
+            other => Err(StoreError::UnsupportedUrl {
+                scheme: other.to_owned(),
+            }),
+        }
+    }
+
+    /// Applies every pending migration of this backend. Safe to run from several processes
+    /// at once: sqlx serializes migrators with a lock (an advisory lock on PostgreSQL).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await?,
+            Store::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await?,
+        }
+        Ok(())
+    }
+
+    /// Which backend this is, for logs: `sqlite` or `postgres`.
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! Writing and reading the event log: the batched, deduplicating append and the reads that
+//! operators and tests need.
+//!
+//! The append never updates a row: a webhook-id already present leaves the log untouched and
+//! reports the first copy's `seq`. Dedup is a unique key checked inside the same transaction as
+//! the insert (`ON CONFLICT DO NOTHING`), so it is exact under any concurrency and permanent.
+
+use crate::event::{AppendOutcome, CallKey, Content, EventTime, LoggedEvent, NewEvent, Topic};
+use crate::{Store, StoreError, WebhookId, on_pool};
+
+const INSERT_EVENT: &str = "INSERT INTO events (webhook_id, webhook_timestamp, received_at_us, \
+     body, body_sha256, topic, event_time_us, call_key, quarantine_reason) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+     ON CONFLICT (webhook_id) DO NOTHING RETURNING seq";
+
+const FIND_FIRST_COPY: &str = "SELECT seq, body_sha256 FROM events WHERE webhook_id = $1";
+
+const SELECT_EVENT: &str = "SELECT seq, webhook_id, webhook_timestamp, received_at_us, body, \
+     body_sha256, topic, event_time_us, call_key, quarantine_reason FROM events";
+
+/// A row of `events` exactly as stored, before it is parsed back into a [`LoggedEvent`].
+#[derive(sqlx::FromRow)]
+struct EventRow {
+    seq: i64,
+    webhook_id: String,
+    webhook_timestamp: i64,
+    received_at_us: i64,
+    body: Vec<u8>,
+    body_sha256: Vec<u8>,
+    topic: Option<String>,
+    event_time_us: Option<i64>,
+    call_key: Option<String>,
+    quarantine_reason: Option<String>,
+}
+
+impl From<EventRow> for LoggedEvent {
+    fn from(row: EventRow) -> Self {
+        let content = match (row.topic, row.event_time_us, row.quarantine_reason) {
+            (Some(topic), Some(event_time), None) => Content::Usable {
+                topic: Topic::new(topic),
+                event_time: EventTime::from_unix_micros(event_time),
+                call_key: row.call_key.map(CallKey::new),
+            },
+            // The table's CHECK constraint leaves only this other shape.
+            (_, _, reason) => Content::Quarantined {
+                reason: reason.unwrap_or_default(),
+            },
+        };
+        LoggedEvent {
+            seq: row.seq,
+            // Only parsed ids were ever written.
+            webhook_id: WebhookId::parse(&row.webhook_id).unwrap_or_else(|_| {
+                unreachable!("the log holds an unparsable webhook-id at seq {}", row.seq)
+            }),
+            webhook_timestamp: row.webhook_timestamp,
+            received_at: EventTime::from_unix_micros(row.received_at_us),
+            body: row.body,
+            body_sha256: row.body_sha256,
+            content,
+        }
+    }
+}
+
+impl Store {
+    /// Appends `events` in one transaction (one commit, one fsync) and returns one outcome per
+    /// event, in order. Either every new event is durable when this returns `Ok`, or none is.
+    ///
+    /// An id repeated within the batch is appended once; its later copies are duplicates of it.
+    pub async fn append_batch(&self, events: &[NewEvent]) -> Result<Vec<AppendOutcome>, StoreError> {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let mut outcomes = Vec::with_capacity(events.len());
+            for event in events {
+                let (topic, event_time, call_key, reason) = match &event.content {
+                    Content::Usable { topic, event_time, call_key } => (
+                        Some(topic.as_str()),
+                        Some(event_time.unix_micros()),
+                        call_key.as_ref().map(CallKey::as_str),
+                        None,
+                    ),
+                    Content::Quarantined { reason } => (None, None, None, Some(reason.as_str())),
+                };
+                let appended: Option<i64> = sqlx::query_scalar(INSERT_EVENT)
+                    .bind(event.webhook_id.as_str())
+                    .bind(event.webhook_timestamp)
+                    .bind(event.received_at.unix_micros())
+                    .bind(event.body.as_slice())
+                    .bind(event.body_sha256.as_slice())
+                    .bind(topic)
+                    .bind(event_time)
+                    .bind(call_key)
+                    .bind(reason)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let outcome = match appended {
+                    Some(seq) => AppendOutcome::Appended { seq },
+                    None => {
+                        let (seq, first_sha256): (i64, Vec<u8>) = sqlx::query_as(FIND_FIRST_COPY)
+                            .bind(event.webhook_id.as_str())
+                            .fetch_one(&mut *tx)
+                            .await?;
+                        AppendOutcome::Duplicate {
+                            seq,
+                            conflicting: first_sha256 != event.body_sha256,
+                        }
+                    }
+                };
+                outcomes.push(outcome);
+            }
+            tx.commit().await?;
+            Ok(outcomes)
+        })
+    }
+
+    /// The logged copy of `webhook_id`, if any.
+    pub async fn event_by_webhook_id(
+        &self,
+        webhook_id: &WebhookId,
+    ) -> Result<Option<LoggedEvent>, StoreError> {
+        let sql = format!("{SELECT_EVENT} WHERE webhook_id = $1");
+        on_pool!(self, pool => {
+            let row: Option<EventRow> = sqlx::query_as(&sql)
+                .bind(webhook_id.as_str())
+                .fetch_optional(pool)
+                .await?;
+            Ok(row.map(LoggedEvent::from))
+        })
+    }
+
+    /// How many records the log holds.
+    pub async fn log_len(&self) -> Result<i64, StoreError> {
+        on_pool!(self, pool => {
+            Ok(sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(pool).await?)
+        })
+    }
+}
