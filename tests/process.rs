@@ -1,1 +1,256 @@
-//! placeholder
+//! The real `callfold` executable as a child process: start-up checks, metrics, and crash
+//! safety (SIGKILL with deliveries in flight, then a restart on the same database).
+
+mod support;
+
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use callfold_store::WebhookId;
+use serde_json::json;
+use support::{Answer, SECRET, TestDb, envelope, signature, unix_now};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::Notify;
+
+const CALLFOLD: &str = env!("CARGO_BIN_EXE_callfold");
+
+/// A running `callfold ingest` and the base URL it listens on.
+struct RunningReceiver {
+    child: Child,
+    base_url: String,
+}
+
+/// Starts `callfold ingest` on a free port against `database_url` and waits for the line in
+/// which it reports the address it listens on.
+async fn start_ingest(database_url: &str) -> RunningReceiver {
+    let mut child = Command::new(CALLFOLD)
+        .args([
+            "ingest",
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            database_url,
+        ])
+        .env("CALLFOLD_WEBHOOK_SECRETS", SECRET)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the callfold executable starts");
+    let mut lines = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
+    let addr = loop {
+        let line = lines
+            .next_line()
+            .await
+            .expect("stderr readable")
+            .expect("callfold exited before it listened");
+        if let Some(rest) = line
+            .split("addr=")
+            .nth(1)
+            .filter(|_| line.contains("listening"))
+        {
+            break rest
+                .split_whitespace()
+                .next()
+                .expect("an address")
+                .to_owned();
+        }
+    };
+    // Keep draining stderr so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    RunningReceiver {
+        child,
+        base_url: format!("http://{addr}"),
+    }
+}
+
+/// One signed delivery, ready to be sent (and sent again).
+#[derive(Clone)]
+struct Delivery {
+    webhook_id: String,
+    timestamp: String,
+    signature: String,
+    body: Vec<u8>,
+}
+
+impl Delivery {
+    fn new(webhook_id: &str, body: Vec<u8>) -> Self {
+        let timestamp = unix_now();
+        Self {
+            signature: signature(SECRET, webhook_id, timestamp, &body),
+            webhook_id: webhook_id.to_owned(),
+            timestamp: timestamp.to_string(),
+            body,
+        }
+    }
+
+    async fn send(&self, client: &reqwest::Client, base_url: &str) -> reqwest::Result<Answer> {
+        let response = client
+            .post(format!("{base_url}/webhooks/allo"))
+            .header("webhook-id", &self.webhook_id)
+            .header("webhook-timestamp", &self.timestamp)
+            .header("webhook-signature", &self.signature)
+            .body(self.body.clone())
+            .send()
+            .await?;
+        Ok(Answer::read(response).await)
+    }
+}
+
+fn completed(call: usize) -> Vec<u8> {
+    envelope(
+        "call.completed",
+        "2026-02-10T09:17:42.318Z",
+        json!({"id": format!("cll_{call}")}),
+    )
+}
+
+async fn acknowledged_deliveries_survive_sigkill_and_none_is_logged_twice(db: TestDb) {
+    const TOTAL: usize = 400;
+    const KILL_AFTER_ACKS: usize = 100;
+    let deliveries: Arc<Vec<Delivery>> = Arc::new(
+        (0..TOTAL)
+            .map(|n| Delivery::new(&format!("msg_crash_{n}"), completed(n)))
+            .collect(),
+    );
+    let mut receiver = start_ingest(&db.url).await;
+    let acknowledged = Arc::new(Mutex::new(Vec::<(String, i64)>::new()));
+    let enough_acks = Arc::new(Notify::new());
+    let next = Arc::new(AtomicUsize::new(0));
+    let client = reqwest::Client::new();
+    let senders: Vec<_> = (0..16)
+        .map(|_| {
+            let (deliveries, next, client) = (deliveries.clone(), next.clone(), client.clone());
+            let (acknowledged, enough_acks) = (acknowledged.clone(), enough_acks.clone());
+            let base_url = receiver.base_url.clone();
+            tokio::spawn(async move {
+                while let Some(delivery) = deliveries.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    // After the kill, requests fail: those deliveries were never acknowledged.
+                    let Ok(answer) = delivery.send(&client, &base_url).await else {
+                        continue;
+                    };
+                    if answer.status == 200 {
+                        let mut acks = acknowledged.lock().expect("not poisoned");
+                        acks.push((delivery.webhook_id.clone(), answer.seq()));
+                        if acks.len() == KILL_AFTER_ACKS {
+                            enough_acks.notify_one();
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    enough_acks.notified().await;
+    receiver.child.start_kill().expect("SIGKILL");
+    receiver.child.wait().await.expect("reaped");
+    for sender in senders {
+        sender.await.expect("sender finished");
+    }
+    let acknowledged = acknowledged.lock().expect("not poisoned").clone();
+    assert!(acknowledged.len() >= KILL_AFTER_ACKS);
+
+    let restarted = start_ingest(&db.url).await;
+    for (webhook_id, seq) in &acknowledged {
+        let id = WebhookId::parse(webhook_id).expect("id");
+        let event = db
+            .store
+            .event_by_webhook_id(&id)
+            .await
+            .expect("read")
+            .expect(webhook_id);
+        assert_eq!(event.seq, *seq, "{webhook_id} moved");
+    }
+    // Everything again: acknowledged ones are duplicates at their seq, and the log ends with
+    // every message exactly once.
+    for delivery in deliveries.iter() {
+        let answer = delivery
+            .send(&client, &restarted.base_url)
+            .await
+            .expect("restarted");
+        assert_eq!(answer.status, 200, "{answer:?}");
+        if let Some((_, seq)) = acknowledged
+            .iter()
+            .find(|(id, _)| *id == delivery.webhook_id)
+        {
+            assert_eq!(answer.json, json!({"status": "duplicate", "seq": seq}));
+        }
+    }
+    assert_eq!(db.store.log_len().await.expect("len"), TOTAL as i64);
+}
+
+async fn a_reused_webhook_id_is_counted_as_a_conflict_in_metrics(db: TestDb) {
+    let receiver = start_ingest(&db.url).await;
+    let client = reqwest::Client::new();
+    let conflicts = || async {
+        let text = client
+            .get(format!("{}/metrics", receiver.base_url))
+            .send()
+            .await
+            .expect("metrics answer")
+            .text()
+            .await
+            .expect("metrics text");
+        text.lines()
+            .find_map(|line| line.strip_prefix("callfold_webhook_id_conflicts_total "))
+            .map(|value| value.trim().to_owned())
+    };
+    let first = Delivery::new("msg_conflict", completed(1));
+    first.send(&client, &receiver.base_url).await.expect("sent");
+    first
+        .send(&client, &receiver.base_url)
+        .await
+        .expect("retry sent");
+    assert_eq!(conflicts().await, None, "a plain retry is not a conflict");
+    let reused = Delivery::new("msg_conflict", completed(2));
+    let answer = reused
+        .send(&client, &receiver.base_url)
+        .await
+        .expect("sent");
+    assert_eq!(answer.json["status"], "duplicate");
+    assert_eq!(conflicts().await.as_deref(), Some("1"));
+}
+
+on_both_stores!(
+    acknowledged_deliveries_survive_sigkill_and_none_is_logged_twice,
+    a_reused_webhook_id_is_counted_as_a_conflict_in_metrics,
+);
+
+#[tokio::test]
+async fn the_receiver_refuses_to_start_without_a_secret_and_says_how_to_set_one() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let output = Command::new(CALLFOLD)
+        .args(["ingest", "--listen", "127.0.0.1:0"])
+        .current_dir(dir.path())
+        .env_remove("CALLFOLD_WEBHOOK_SECRETS")
+        .output()
+        .await
+        .expect("runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("set CALLFOLD_WEBHOOK_SECRETS"), "{stderr}");
+    assert!(
+        !dir.path().join("callfold.db").exists(),
+        "nothing is created before the check"
+    );
+}
+
+#[tokio::test]
+async fn migrate_creates_and_migrates_the_default_sqlite_file() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let status = Command::new(CALLFOLD)
+        .arg("migrate")
+        .current_dir(dir.path())
+        .env_remove("DATABASE_URL")
+        .status()
+        .await
+        .expect("runs");
+    assert!(status.success());
+    let url = format!("sqlite:{}", dir.path().join("callfold.db").display());
+    let store = callfold_store::Store::connect(&url)
+        .await
+        .expect("the file exists");
+    assert_eq!(store.log_len().await.expect("the log table exists"), 0);
+}

@@ -1,1 +1,149 @@
-//! placeholder
+//! The event log's contract, run against SQLite and PostgreSQL alike: dedup inside a batch,
+//! conflicts told apart from retries, quarantined records kept, and no way to rewrite history.
+
+mod support;
+
+use callfold_store::{
+    AppendOutcome, CallKey, Content, EventTime, NewEvent, Store, Topic, WebhookId,
+};
+use sha2::{Digest, Sha256};
+use support::TestDb;
+
+fn event(id: &str, body: &[u8], content: Content) -> NewEvent {
+    NewEvent {
+        webhook_id: WebhookId::parse(id).expect("test id"),
+        webhook_timestamp: 1_770_715_062,
+        received_at: EventTime::from_unix_micros(1_770_715_062_000_001),
+        body: body.to_vec(),
+        body_sha256: Sha256::digest(body).into(),
+        content,
+    }
+}
+
+fn usable(call: Option<&str>) -> Content {
+    Content::Usable {
+        topic: Topic::new("call.completed"),
+        event_time: EventTime::parse_rfc3339("2026-02-10T09:17:42.318123Z").expect("time"),
+        call_key: call.map(CallKey::new),
+    }
+}
+
+async fn an_id_repeated_in_one_batch_is_appended_once(db: TestDb) {
+    let outcomes = db
+        .store
+        .append_batch(&[
+            event("msg_a", b"{1}", usable(Some("cll_1"))),
+            event("msg_b", b"{2}", usable(None)),
+            event("msg_a", b"{1}", usable(Some("cll_1"))),
+        ])
+        .await
+        .expect("append");
+    let AppendOutcome::Appended { seq: first } = outcomes[0] else {
+        panic!("{outcomes:?}")
+    };
+    let AppendOutcome::Appended { seq: second } = outcomes[1] else {
+        panic!("{outcomes:?}")
+    };
+    assert!(second > first, "seq grows in append order");
+    assert_eq!(
+        outcomes[2],
+        AppendOutcome::Duplicate {
+            seq: first,
+            conflicting: false
+        }
+    );
+    assert_eq!(db.store.log_len().await.expect("len"), 2);
+}
+
+async fn a_reused_id_with_another_body_is_a_conflicting_duplicate_and_keeps_the_first(db: TestDb) {
+    let first = db
+        .store
+        .append_batch(&[event("msg_a", b"first", usable(None))])
+        .await
+        .expect("1");
+    let again = db
+        .store
+        .append_batch(&[event("msg_a", b"second", usable(None))])
+        .await
+        .expect("2");
+    let AppendOutcome::Appended { seq } = first[0] else {
+        panic!("{first:?}")
+    };
+    assert_eq!(
+        again,
+        [AppendOutcome::Duplicate {
+            seq,
+            conflicting: true
+        }]
+    );
+    let logged = db
+        .store
+        .event_by_webhook_id(&WebhookId::parse("msg_a").expect("id"))
+        .await;
+    assert_eq!(logged.expect("read").expect("present").body, b"first");
+}
+
+async fn every_field_reads_back_as_written(db: TestDb) {
+    let written = [
+        event("msg_usable", b"{\"x\":1}", usable(Some("cll_1"))),
+        event(
+            "msg_bad",
+            b"\xff\x00not json",
+            Content::Quarantined {
+                reason: "not JSON".into(),
+            },
+        ),
+    ];
+    let outcomes = db.store.append_batch(&written).await.expect("append");
+    for (event, outcome) in written.iter().zip(outcomes) {
+        let AppendOutcome::Appended { seq } = outcome else {
+            panic!("{outcome:?}")
+        };
+        let logged = db
+            .store
+            .event_by_webhook_id(&event.webhook_id)
+            .await
+            .expect("read")
+            .expect("present");
+        assert_eq!(logged.seq, seq);
+        assert_eq!(logged.webhook_id, event.webhook_id);
+        assert_eq!(logged.webhook_timestamp, event.webhook_timestamp);
+        assert_eq!(logged.received_at, event.received_at);
+        assert_eq!(logged.body, event.body);
+        assert_eq!(logged.body_sha256, event.body_sha256);
+        assert_eq!(logged.content, event.content);
+    }
+}
+
+async fn the_log_refuses_updates_and_deletes(db: TestDb) {
+    db.store
+        .append_batch(&[event("msg_a", b"{}", usable(None))])
+        .await
+        .expect("append");
+    let statements = ["UPDATE events SET body = body", "DELETE FROM events"];
+    for statement in statements {
+        let refused = match &db.store {
+            Store::Sqlite(pool) => sqlx::query(statement).execute(pool).await.is_err(),
+            Store::Postgres(pool) => sqlx::query(statement).execute(pool).await.is_err(),
+        };
+        assert!(refused, "{statement} was allowed");
+    }
+    assert_eq!(db.store.log_len().await.expect("len"), 1);
+}
+
+async fn migrating_again_changes_nothing(db: TestDb) {
+    db.store
+        .append_batch(&[event("msg_a", b"{}", usable(None))])
+        .await
+        .expect("append");
+    db.store.migrate().await.expect("second migration run");
+    assert_eq!(db.store.log_len().await.expect("len"), 1);
+}
+
+on_both_stores!(
+    an_id_repeated_in_one_batch_is_appended_once,
+    a_reused_id_with_another_body_is_a_conflicting_duplicate_and_keeps_the_first,
+    every_field_reads_back_as_written,
+    the_log_refuses_updates_and_deletes,
+    migrating_again_changes_nothing,
+);

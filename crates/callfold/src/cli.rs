@@ -72,7 +72,11 @@ pub struct ReceiverArgs {
 #[derive(Debug, Args)]
 pub struct SimulateArgs {
     /// The receiver's webhook URL.
-    #[arg(long, env = "CALLFOLD_SIMULATE_URL", default_value = "http://127.0.0.1:8080/webhooks/allo")]
+    #[arg(
+        long,
+        env = "CALLFOLD_SIMULATE_URL",
+        default_value = "http://127.0.0.1:8080/webhooks/allo"
+    )]
     pub url: String,
 
     /// Calls to invent (about five events each).

@@ -50,7 +50,10 @@ async fn open_store(args: &DatabaseArgs) -> anyhow::Result<Store> {
     let store = Store::connect(&args.database_url)
         .await
         .context("cannot open the database given by --database-url / DATABASE_URL")?;
-    store.migrate().await.context("cannot migrate the database")?;
+    store
+        .migrate()
+        .await
+        .context("cannot migrate the database")?;
     Ok(store)
 }
 
@@ -66,16 +69,21 @@ async fn run_receiver(args: ReceiverArgs) -> anyhow::Result<()> {
     let metrics = PrometheusBuilder::new()
         .install_recorder()
         .context("cannot install the metrics recorder")?;
-    let (queue, committer) =
-        CommitQueue::start(store.clone(), args.commit_queue as usize, args.commit_batch as usize);
+    let (queue, committer) = CommitQueue::start(
+        store.clone(),
+        args.commit_queue as usize,
+        args.commit_batch as usize,
+    );
     let state = IngestState::new(
         Verifier::new(secrets, args.tolerance),
         LinkingRules::default(),
         queue,
         args.max_body,
     );
-    let app = callfold_ingest::router(state)
-        .route("/metrics", get(move || std::future::ready(metrics.render())));
+    let app = callfold_ingest::router(state).route(
+        "/metrics",
+        get(move || std::future::ready(metrics.render())),
+    );
 
     let listener = TcpListener::bind(args.listen)
         .await
@@ -86,6 +94,7 @@ async fn run_receiver(args: ReceiverArgs) -> anyhow::Result<()> {
         .await?;
     // The router, and with it every queue handle, is gone: the committer drains and stops.
     committer.await.context("the committer task failed")?;
+    store.close().await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -104,7 +113,10 @@ async fn shutdown_signal() {
 
 async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
     let secrets = WebhookSecrets::from_env()?;
-    let secret = secrets.iter().next().context("at least one secret is configured")?;
+    let secret = secrets
+        .iter()
+        .next()
+        .context("at least one secret is configured")?;
     let options = SimulateOptions {
         url: args.url,
         calls: args.calls,

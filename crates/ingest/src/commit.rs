@@ -64,8 +64,10 @@ impl CommitQueue {
 async fn run_committer(store: Store, mut queue: mpsc::Receiver<PendingAppend>, max_batch: usize) {
     let mut batch = Vec::with_capacity(max_batch);
     while queue.recv_many(&mut batch, max_batch).await > 0 {
-        let (events, replies): (Vec<NewEvent>, Vec<_>) =
-            batch.drain(..).map(|pending| (pending.event, pending.reply)).unzip();
+        let (events, replies): (Vec<NewEvent>, Vec<_>) = batch
+            .drain(..)
+            .map(|pending| (pending.event, pending.reply))
+            .unzip();
         metrics::histogram!("callfold_commit_batch_size").record(events.len() as f64);
         match store.append_batch(&events).await {
             Ok(outcomes) => {

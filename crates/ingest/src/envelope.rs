@@ -44,12 +44,19 @@ impl LinkingRules {
     /// The call key of an envelope with `topic`: the first listed pointer that holds a
     /// non-empty string (or an integer, kept as its decimal text).
     pub fn call_key(&self, topic: &str, envelope: &Value) -> Option<CallKey> {
-        let (_, pointers) = self.rules.iter().find(|(rule_topic, _)| rule_topic == topic)?;
-        pointers.iter().find_map(|pointer| match envelope.pointer(pointer)? {
-            Value::String(id) if !id.is_empty() => Some(CallKey::new(id.clone())),
-            Value::Number(id) if id.is_i64() || id.is_u64() => Some(CallKey::new(id.to_string())),
-            _ => None,
-        })
+        let (_, pointers) = self
+            .rules
+            .iter()
+            .find(|(rule_topic, _)| rule_topic == topic)?;
+        pointers
+            .iter()
+            .find_map(|pointer| match envelope.pointer(pointer)? {
+                Value::String(id) if !id.is_empty() => Some(CallKey::new(id.clone())),
+                Value::Number(id) if id.is_i64() || id.is_u64() => {
+                    Some(CallKey::new(id.to_string()))
+                }
+                _ => None,
+            })
     }
 
     /// Reads the envelope of an authentic body. Never fails: what cannot be used becomes
@@ -99,14 +106,38 @@ mod tests {
     fn call_keys_follow_the_spec_defaults() {
         let ts = r#""timestamp":"2026-02-10T09:17:42.318Z""#;
         let cases = [
-            (format!(r#"{{"topic":"call.completed",{ts},"data":{{"id":"cll_1"}}}}"#), Some("cll_1")),
-            (format!(r#"{{"topic":"tag.added",{ts},"data":{{"call_id":"cll_2","id":"x"}}}}"#), Some("cll_2")),
-            (format!(r#"{{"topic":"tag.removed",{ts},"data":{{"call":{{"id":"cll_3"}}}}}}"#), Some("cll_3")),
-            (format!(r#"{{"topic":"call.triggered",{ts},"data":{{"id":4}}}}"#), Some("4")),
-            (format!(r#"{{"topic":"call.received",{ts},"data":{{"from_number":"+33"}}}}"#), None),
-            (format!(r#"{{"topic":"sms.received",{ts},"data":{{"id":"sms_1"}}}}"#), None),
-            (format!(r#"{{"topic":"brand.new.topic",{ts},"data":{{"id":"z"}}}}"#), None),
-            (format!(r#"{{"topic":"call.completed",{ts},"data":{{"id":""}}}}"#), None),
+            (
+                format!(r#"{{"topic":"call.completed",{ts},"data":{{"id":"cll_1"}}}}"#),
+                Some("cll_1"),
+            ),
+            (
+                format!(r#"{{"topic":"tag.added",{ts},"data":{{"call_id":"cll_2","id":"x"}}}}"#),
+                Some("cll_2"),
+            ),
+            (
+                format!(r#"{{"topic":"tag.removed",{ts},"data":{{"call":{{"id":"cll_3"}}}}}}"#),
+                Some("cll_3"),
+            ),
+            (
+                format!(r#"{{"topic":"call.triggered",{ts},"data":{{"id":4}}}}"#),
+                Some("4"),
+            ),
+            (
+                format!(r#"{{"topic":"call.received",{ts},"data":{{"from_number":"+33"}}}}"#),
+                None,
+            ),
+            (
+                format!(r#"{{"topic":"sms.received",{ts},"data":{{"id":"sms_1"}}}}"#),
+                None,
+            ),
+            (
+                format!(r#"{{"topic":"brand.new.topic",{ts},"data":{{"id":"z"}}}}"#),
+                None,
+            ),
+            (
+                format!(r#"{{"topic":"call.completed",{ts},"data":{{"id":""}}}}"#),
+                None,
+            ),
         ];
         for (body, expected) in cases {
             assert_eq!(call_key_of(&body).as_deref(), expected, "{body}");
@@ -121,8 +152,14 @@ mod tests {
             (r#"{"timestamp":"2026-02-10T09:17:42Z"}"#, "topic"),
             (r#"{"topic":"call.completed"}"#, "timestamp"),
             (r#"{"topic":"call.completed","timestamp":17}"#, "timestamp"),
-            (r#"{"topic":"call.completed","timestamp":"2026-02-10T09:17:42"}"#, "timestamp"),
-            (r#"{"topic":"call.completed","timestamp":"yesterday"}"#, "timestamp"),
+            (
+                r#"{"topic":"call.completed","timestamp":"2026-02-10T09:17:42"}"#,
+                "timestamp",
+            ),
+            (
+                r#"{"topic":"call.completed","timestamp":"yesterday"}"#,
+                "timestamp",
+            ),
         ];
         for (body, mentioned) in cases {
             match read(body) {

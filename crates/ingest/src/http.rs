@@ -117,11 +117,18 @@ impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
         count_delivery(self.outcome_label());
         let status = self.status();
-        let mut response = (status, Json(ErrorBody { error: self.to_string() })).into_response();
+        let mut response = (
+            status,
+            Json(ErrorBody {
+                error: self.to_string(),
+            }),
+        )
+            .into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
         }
         response
     }
@@ -139,7 +146,9 @@ fn count_delivery(outcome: &'static str) {
 }
 
 fn unix_now() -> i64 {
-    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX)
 }
 
@@ -185,14 +194,26 @@ async fn receive(
         content,
     };
     let receipt = match state.queue.append(event).await? {
-        AppendOutcome::Appended { seq } if quarantined => Receipt { status: "quarantined", seq },
-        AppendOutcome::Appended { seq } => Receipt { status: "accepted", seq },
+        AppendOutcome::Appended { seq } if quarantined => Receipt {
+            status: "quarantined",
+            seq,
+        },
+        AppendOutcome::Appended { seq } => Receipt {
+            status: "accepted",
+            seq,
+        },
         AppendOutcome::Duplicate { seq, conflicting } => {
             if conflicting {
-                tracing::warn!(seq, "webhook-id reused with a different body; kept the first copy");
+                tracing::warn!(
+                    seq,
+                    "webhook-id reused with a different body; kept the first copy"
+                );
                 metrics::counter!("callfold_webhook_id_conflicts_total").increment(1);
             }
-            Receipt { status: "duplicate", seq }
+            Receipt {
+                status: "duplicate",
+                seq,
+            }
         }
     };
     count_delivery(receipt.status);

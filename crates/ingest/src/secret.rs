@@ -100,7 +100,8 @@ mod tests {
 
     #[test]
     fn secrets_split_on_spaces_and_commas() {
-        let secrets = WebhookSecrets::parse(" whsec_AAEC, whsec_AwQF  whsec_Bgc= ").expect("parses");
+        let secrets =
+            WebhookSecrets::parse(" whsec_AAEC, whsec_AwQF  whsec_Bgc= ").expect("parses");
         let keys: Vec<&[u8]> = secrets.iter().map(Secret::key).collect();
         assert_eq!(keys, [&[0u8, 1, 2][..], &[3, 4, 5], &[6, 7]]);
     }
@@ -109,7 +110,10 @@ mod tests {
     fn missing_or_malformed_secrets_name_the_problem_and_the_position() {
         let error = |list| WebhookSecrets::parse(list).expect_err(list);
         assert_eq!(error(" , "), InvalidSecret::Missing);
-        assert_eq!(error("whsec_AAEC sk_live"), InvalidSecret::NoPrefix { position: 2 });
+        assert_eq!(
+            error("whsec_AAEC sk_live"),
+            InvalidSecret::NoPrefix { position: 2 }
+        );
         assert_eq!(error("whsec_!!!"), InvalidSecret::NotBase64 { position: 1 });
         assert!(InvalidSecret::Missing.to_string().contains(SECRETS_ENV));
     }

@@ -138,7 +138,12 @@ impl Report {
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "sent {} requests in {:.2?}", self.answers.len(), self.elapsed)?;
+        writeln!(
+            f,
+            "sent {} requests in {:.2?}",
+            self.answers.len(),
+            self.elapsed
+        )?;
         for (label, count) in self.counts() {
             writeln!(f, "  {label:<12} {count}")?;
         }

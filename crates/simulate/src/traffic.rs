@@ -52,46 +52,90 @@ fn invent_call(rng: &mut StdRng, start: DateTime<Utc>, out: &mut Vec<(DateTime<U
     let end = start + Duration::seconds(length_secs);
 
     let start_event = if inbound {
-        envelope("call.received", start, json!({
-            "from_number": caller, "to_number": line, "started_at": iso(start),
-            "user_email": user, "company": null, "deals": null,
-        }))
+        envelope(
+            "call.received",
+            start,
+            json!({
+                "from_number": caller, "to_number": line, "started_at": iso(start),
+                "user_email": user, "company": null, "deals": null,
+            }),
+        )
     } else {
-        envelope("call.triggered", start, json!({
-            "call_id": call_id, "from_number": line, "to_number": caller, "started_at": iso(start),
-            "user_email": user,
-        }))
+        envelope(
+            "call.triggered",
+            start,
+            json!({
+                "call_id": call_id, "from_number": line, "to_number": caller, "started_at": iso(start),
+                "user_email": user,
+            }),
+        )
     };
     out.push((start, start_event));
 
-    let (from, to) = if inbound { (&caller, &line) } else { (&line, &caller) };
-    out.push((end, envelope("call.completed", end, json!({
-        "id": call_id, "from_number": from, "to": to,
-        "type": if inbound { "INBOUND" } else { "OUTBOUND" },
-        "result": RESULTS.choose(rng).copied().unwrap_or("ANSWERED"),
-        "start_date": iso(start), "length": length_secs, "user_email": user,
-        "summary": "Simulated call.",
-    }))));
+    let (from, to) = if inbound {
+        (&caller, &line)
+    } else {
+        (&line, &caller)
+    };
+    out.push((
+        end,
+        envelope(
+            "call.completed",
+            end,
+            json!({
+                "id": call_id, "from_number": from, "to": to,
+                "type": if inbound { "INBOUND" } else { "OUTBOUND" },
+                "result": RESULTS.choose(rng).copied().unwrap_or("ANSWERED"),
+                "start_date": iso(start), "length": length_secs, "user_email": user,
+                "summary": "Simulated call.",
+            }),
+        ),
+    ));
 
     if rng.random_bool(0.8) {
         let tag = TAGS.choose(rng).copied().unwrap_or("sales");
         let added = end + Duration::milliseconds(rng.random_range(500..60_000));
-        out.push((added, envelope("tag.added", added, json!({"call_id": call_id, "tag": tag}))));
+        out.push((
+            added,
+            envelope("tag.added", added, json!({"call_id": call_id, "tag": tag})),
+        ));
         if rng.random_bool(0.3) {
             let removed = added + Duration::milliseconds(rng.random_range(500..600_000));
-            out.push((removed, envelope("tag.removed", removed, json!({"call_id": call_id, "tag": tag}))));
+            out.push((
+                removed,
+                envelope(
+                    "tag.removed",
+                    removed,
+                    json!({"call_id": call_id, "tag": tag}),
+                ),
+            ));
         }
     }
     if rng.random_bool(0.4) {
-        let topic = if rng.random_bool(0.5) { "sms.received" } else { "sms.sent" };
+        let topic = if rng.random_bool(0.5) {
+            "sms.received"
+        } else {
+            "sms.sent"
+        };
         let at = end + Duration::seconds(rng.random_range(1..3_600));
-        out.push((at, envelope(topic, at, json!({
-            "id": format!("sms_{}", random_id(rng, 16)), "from_number": caller,
-            "to_number": line, "content": "Simulated message.",
-        }))));
+        out.push((
+            at,
+            envelope(
+                topic,
+                at,
+                json!({
+                    "id": format!("sms_{}", random_id(rng, 16)), "from_number": caller,
+                    "to_number": line, "content": "Simulated message.",
+                }),
+            ),
+        ));
     }
     if rng.random_bool(0.3) {
-        let topic = if rng.random_bool(0.5) { "contact.created" } else { "contact.updated" };
+        let topic = if rng.random_bool(0.5) {
+            "contact.created"
+        } else {
+            "contact.updated"
+        };
         let at = start + Duration::seconds(rng.random_range(1..120));
         out.push((at, envelope(topic, at, json!({
             "id": format!("con_{}", random_id(rng, 16)), "name": "Simulated", "numbers": [caller],
@@ -121,7 +165,10 @@ mod tests {
     fn the_same_seed_invents_the_same_traffic() {
         let until = Utc::now();
         let bodies = |seed| -> Vec<Vec<u8>> {
-            invent_events(20, seed, until).into_iter().map(|e| e.body).collect()
+            invent_events(20, seed, until)
+                .into_iter()
+                .map(|e| e.body)
+                .collect()
         };
         assert_eq!(bodies(7), bodies(7));
         assert_ne!(bodies(7), bodies(8));
@@ -137,7 +184,10 @@ mod tests {
         let count = |topic: &str| parsed.iter().filter(|v| v["topic"] == topic).count();
         assert_eq!(count("call.completed"), 50);
         assert_eq!(count("call.received") + count("call.triggered"), 50);
-        let times: Vec<&str> = parsed.iter().map(|v| v["timestamp"].as_str().expect("ts")).collect();
+        let times: Vec<&str> = parsed
+            .iter()
+            .map(|v| v["timestamp"].as_str().expect("ts"))
+            .collect();
         assert!(times.windows(2).all(|pair| pair[0] <= pair[1]));
     }
 }

@@ -203,7 +203,9 @@ mod tests {
             ("2026-02-10T09:17:42.318123Z", 318_123),
             ("2026-02-10T09:17:42.318123999Z", 318_123),
         ];
-        let whole_second = EventTime::parse_rfc3339(cases[0].0).expect("parses").unix_micros();
+        let whole_second = EventTime::parse_rfc3339(cases[0].0)
+            .expect("parses")
+            .unix_micros();
         for (text, micros) in cases {
             let parsed = EventTime::parse_rfc3339(text).expect(text);
             assert_eq!(parsed.unix_micros() - whole_second, micros, "{text}");

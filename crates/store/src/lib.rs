@@ -122,6 +122,12 @@ impl Store {
         Ok(())
     }
 
+    /// Closes the pool: waits for checked-out connections to come back, then closes them all.
+    /// Every later call fails with [`StoreError::Database`].
+    pub async fn close(&self) {
+        on_pool!(self, pool => pool.close().await)
+    }
+
     /// Which backend this is, for logs: `sqlite` or `postgres`.
     pub fn backend_name(&self) -> &'static str {
         match self {

@@ -66,7 +66,10 @@ impl Store {
     /// event, in order. Either every new event is durable when this returns `Ok`, or none is.
     ///
     /// An id repeated within the batch is appended once; its later copies are duplicates of it.
-    pub async fn append_batch(&self, events: &[NewEvent]) -> Result<Vec<AppendOutcome>, StoreError> {
+    pub async fn append_batch(
+        &self,
+        events: &[NewEvent],
+    ) -> Result<Vec<AppendOutcome>, StoreError> {
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let mut outcomes = Vec::with_capacity(events.len());

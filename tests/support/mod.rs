@@ -1,0 +1,314 @@
+//! Shared helpers of the top-level test suites: a fresh database per test on either backend,
+//! an in-process receiver on a real socket, signed requests, and the macro that instantiates one
+//! behavioural test for both stores.
+//!
+//! Each test binary uses a different subset of these helpers.
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use callfold_ingest::{
+    CommitQueue, IngestState, LinkingRules, Verifier, WEBHOOK_PATH, WebhookSecrets, sign,
+};
+use callfold_store::{Store, WebhookId};
+use sqlx::Connection;
+use tokio::net::TcpListener;
+
+/// The secret every test receiver accepts (not a real one).
+pub const SECRET: &str = "whsec_Y2FsbGZvbGQtdGVzdC1zZWNyZXQ=";
+/// A second secret, as during a rotation.
+pub const ROTATED_SECRET: &str = "whsec_cm90YXRlZC10ZXN0LXNlY3JldA==";
+
+/// Where the PostgreSQL suite runs; each test gets its own schema inside it.
+pub fn postgres_base_url() -> String {
+    std::env::var("CALLFOLD_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// Instantiates each named `async fn(TestDb)` once per backend, as `sqlite::NAME` and
+/// `postgres::NAME`, so that both stores run one behavioural suite.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::support::TestDb::sqlite().await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::support::TestDb::postgres().await).await;
+                }
+            )*
+        }
+    };
+}
+
+/// A fresh, migrated, empty database: a temporary SQLite file or a PostgreSQL schema.
+pub struct TestDb {
+    /// The URL a `callfold` process would be given.
+    pub url: String,
+    /// An open, migrated pool.
+    pub store: Store,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    /// A new SQLite file in a temporary folder.
+    pub async fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let url = format!("sqlite:{}", dir.path().join("callfold.db").display());
+        Self::open(url, Some(dir)).await
+    }
+
+    /// A new schema in the test PostgreSQL database. Fails (never skips) when PostgreSQL is
+    /// not reachable: the PostgreSQL suite is part of the tests.
+    pub async fn postgres() -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let base = postgres_base_url();
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock")
+            .subsec_nanos();
+        let schema = format!(
+            "cf_test_{}_{}_{nanos}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut admin = sqlx::PgConnection::connect(&base)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL at {base} is required for the tests: {e}"));
+        sqlx::query(&format!("CREATE SCHEMA {schema}"))
+            .execute(&mut admin)
+            .await
+            .expect("create test schema");
+        let separator = if base.contains('?') { '&' } else { '?' };
+        Self::open(
+            format!("{base}{separator}options[search_path]={schema}"),
+            None,
+        )
+        .await
+    }
+
+    async fn open(url: String, dir: Option<tempfile::TempDir>) -> Self {
+        let store = Store::connect(&url).await.expect("connect test store");
+        store.migrate().await.expect("migrate test store");
+        Self {
+            url,
+            store,
+            _dir: dir,
+        }
+    }
+
+    /// Blocks every append to the log until the returned guard is released: a second
+    /// connection holds the write lock (SQLite) or a table lock (PostgreSQL).
+    pub async fn hold_write_lock(&self) -> WriteLock {
+        match &self.store {
+            Store::Sqlite(_) => {
+                let mut connection = sqlx::SqliteConnection::connect(&self.url)
+                    .await
+                    .expect("second SQLite connection");
+                sqlx::query("BEGIN IMMEDIATE")
+                    .execute(&mut connection)
+                    .await
+                    .expect("take the write lock");
+                WriteLock::Sqlite(connection)
+            }
+            Store::Postgres(_) => {
+                let mut connection = sqlx::PgConnection::connect(&self.url)
+                    .await
+                    .expect("second PostgreSQL connection");
+                sqlx::query("BEGIN")
+                    .execute(&mut connection)
+                    .await
+                    .expect("begin");
+                sqlx::query("LOCK TABLE events IN EXCLUSIVE MODE")
+                    .execute(&mut connection)
+                    .await
+                    .expect("lock the log");
+                WriteLock::Postgres(connection)
+            }
+        }
+    }
+}
+
+/// A held write lock; see [`TestDb::hold_write_lock`].
+pub enum WriteLock {
+    /// Inside `BEGIN IMMEDIATE`.
+    Sqlite(sqlx::SqliteConnection),
+    /// Inside a transaction holding `LOCK TABLE events`.
+    Postgres(sqlx::PgConnection),
+}
+
+impl WriteLock {
+    /// Ends the locking transaction.
+    pub async fn release(self) {
+        match self {
+            WriteLock::Sqlite(mut c) => sqlx::query("ROLLBACK").execute(&mut c).await.map(drop),
+            WriteLock::Postgres(mut c) => sqlx::query("ROLLBACK").execute(&mut c).await.map(drop),
+        }
+        .expect("release the write lock");
+    }
+}
+
+/// How a test receiver is configured.
+pub struct ReceiverConfig {
+    /// The accepted secrets, space separated.
+    pub secrets: &'static str,
+    /// The largest accepted body.
+    pub max_body: usize,
+    /// Commit queue capacity.
+    pub queue_capacity: usize,
+    /// Most events per transaction.
+    pub max_batch: usize,
+}
+
+impl Default for ReceiverConfig {
+    /// The defaults of `callfold ingest`.
+    fn default() -> Self {
+        Self {
+            secrets: SECRET,
+            max_body: 1_048_576,
+            queue_capacity: 1024,
+            max_batch: 256,
+        }
+    }
+}
+
+/// A receiver serving the real router on a real socket of this process.
+pub struct TestReceiver {
+    /// The full URL of the webhook endpoint.
+    pub url: String,
+    /// An HTTP client for it.
+    pub client: reqwest::Client,
+}
+
+/// Starts a receiver on `store` on a free loopback port.
+pub async fn start_receiver(store: &Store, config: ReceiverConfig) -> TestReceiver {
+    let secrets = WebhookSecrets::parse(config.secrets).expect("test secrets");
+    let (queue, _committer) =
+        CommitQueue::start(store.clone(), config.queue_capacity, config.max_batch);
+    let state = IngestState::new(
+        Verifier::new(secrets, 300),
+        LinkingRules::default(),
+        queue,
+        config.max_body,
+    );
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("bound address");
+    tokio::spawn(async move {
+        axum::serve(listener, callfold_ingest::router(state))
+            .await
+            .expect("test server runs");
+    });
+    TestReceiver {
+        url: format!("http://{addr}{WEBHOOK_PATH}"),
+        client: reqwest::Client::new(),
+    }
+}
+
+/// The receiver's clock, in Unix seconds.
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64
+}
+
+/// The `webhook-signature` value for `body` under `secret`.
+pub fn signature(secret: &str, webhook_id: &str, timestamp: i64, body: &[u8]) -> String {
+    let secrets = WebhookSecrets::parse(secret).expect("test secret");
+    let secret = secrets.iter().next().expect("one secret");
+    let id = WebhookId::parse(webhook_id).expect("test webhook-id");
+    sign(secret, &id, timestamp, body)
+}
+
+/// An Allo envelope with `topic`, payload time `timestamp` and `data`.
+pub fn envelope(topic: &str, timestamp: &str, data: serde_json::Value) -> Vec<u8> {
+    serde_json::json!({"topic": topic, "version": "2.0", "timestamp": timestamp, "data": data})
+        .to_string()
+        .into_bytes()
+}
+
+/// What the receiver answered.
+#[derive(Debug)]
+pub struct Answer {
+    /// HTTP status.
+    pub status: u16,
+    /// The Retry-After header, if any.
+    pub retry_after: Option<String>,
+    /// The JSON body.
+    pub json: serde_json::Value,
+}
+
+impl Answer {
+    /// Reads a response.
+    pub async fn read(response: reqwest::Response) -> Self {
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().expect("ascii").to_owned());
+        let json = response.json().await.expect("every answer is JSON");
+        Self {
+            status,
+            retry_after,
+            json,
+        }
+    }
+
+    /// The `seq` of a 200 answer.
+    pub fn seq(&self) -> i64 {
+        self.json["seq"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("no seq in {:?}", self.json))
+    }
+}
+
+impl TestReceiver {
+    /// POSTs `body` with exactly the given headers (`None` leaves a header out).
+    pub async fn post_raw(&self, headers: &[(&str, Option<&str>)], body: Vec<u8>) -> Answer {
+        let mut request = self.client.post(&self.url).body(body);
+        for (name, value) in headers {
+            if let Some(value) = value {
+                request = request.header(*name, *value);
+            }
+        }
+        Answer::read(request.send().await.expect("request reaches the receiver")).await
+    }
+
+    /// POSTs `body` as webhook `webhook_id`, signed now with [`SECRET`].
+    pub async fn deliver(&self, webhook_id: &str, body: &[u8]) -> Answer {
+        self.deliver_signed_by(SECRET, webhook_id, unix_now(), body)
+            .await
+    }
+
+    /// POSTs `body` as webhook `webhook_id` at `timestamp`, signed with `secret`.
+    pub async fn deliver_signed_by(
+        &self,
+        secret: &str,
+        webhook_id: &str,
+        timestamp: i64,
+        body: &[u8],
+    ) -> Answer {
+        let signature = signature(secret, webhook_id, timestamp, body);
+        let timestamp = timestamp.to_string();
+        self.post_raw(
+            &[
+                ("webhook-id", Some(webhook_id)),
+                ("webhook-timestamp", Some(&timestamp)),
+                ("webhook-signature", Some(&signature)),
+            ],
+            body.to_vec(),
+        )
+        .await
+    }
+}
