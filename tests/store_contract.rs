@@ -55,6 +55,43 @@ async fn an_id_repeated_in_one_batch_is_appended_once(db: TestDb) {
     assert_eq!(db.store.log_len().await.expect("len"), 2);
 }
 
+async fn a_large_batch_keeps_arrival_order_and_dedup_across_statements(db: TestDb) {
+    // More events than one INSERT statement carries, with repeats from the first statement
+    // arriving in a later one.
+    let mut batch: Vec<NewEvent> = (0..600)
+        .map(|n| event(&format!("msg_{n}"), b"{}", usable(None)))
+        .collect();
+    batch.push(event("msg_5", b"{other}", usable(None)));
+    batch.push(event("msg_300", b"{}", usable(None)));
+    let outcomes = db.store.append_batch(&batch).await.expect("append");
+    let seqs: Vec<i64> = outcomes[..600]
+        .iter()
+        .map(|outcome| match outcome {
+            AppendOutcome::Appended { seq } => *seq,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert!(
+        seqs.windows(2).all(|pair| pair[0] < pair[1]),
+        "seq follows batch order"
+    );
+    assert_eq!(
+        outcomes[600],
+        AppendOutcome::Duplicate {
+            seq: seqs[5],
+            conflicting: true
+        }
+    );
+    assert_eq!(
+        outcomes[601],
+        AppendOutcome::Duplicate {
+            seq: seqs[300],
+            conflicting: false
+        }
+    );
+    assert_eq!(db.store.log_len().await.expect("len"), 600);
+}
+
 async fn a_reused_id_with_another_body_is_a_conflicting_duplicate_and_keeps_the_first(db: TestDb) {
     let first = db
         .store
@@ -142,6 +179,7 @@ async fn migrating_again_changes_nothing(db: TestDb) {
 
 on_both_stores!(
     an_id_repeated_in_one_batch_is_appended_once,
+    a_large_batch_keeps_arrival_order_and_dedup_across_statements,
     a_reused_id_with_another_body_is_a_conflicting_duplicate_and_keeps_the_first,
     every_field_reads_back_as_written,
     the_log_refuses_updates_and_deletes,

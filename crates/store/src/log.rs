@@ -5,13 +5,38 @@
 //! reports the first copy's `seq`. Dedup is a unique key checked inside the same transaction as
 //! the insert (`ON CONFLICT DO NOTHING`), so it is exact under any concurrency and permanent.
 
+use std::collections::HashMap;
+
 use crate::event::{AppendOutcome, CallKey, Content, EventTime, LoggedEvent, NewEvent, Topic};
 use crate::{Store, StoreError, WebhookId, on_pool};
 
-const INSERT_EVENT: &str = "INSERT INTO events (webhook_id, webhook_timestamp, received_at_us, \
-     body, body_sha256, topic, event_time_us, call_key, quarantine_reason) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-     ON CONFLICT (webhook_id) DO NOTHING RETURNING seq";
+/// The columns an append writes, in the order of their parameters.
+const INSERT_COLUMNS: &str = "webhook_id, webhook_timestamp, received_at_us, body, body_sha256, \
+     topic, event_time_us, call_key, quarantine_reason";
+const PARAMETERS_PER_ROW: usize = 9;
+
+/// Rows per INSERT statement: 256 rows of 9 parameters stay far below the parameter limits of
+/// both backends (32,766 on SQLite, 65,535 on PostgreSQL).
+const ROWS_PER_INSERT: usize = 256;
+
+/// `INSERT ... VALUES (...), (...) ON CONFLICT DO NOTHING RETURNING seq, webhook_id` for `rows`
+/// rows: it returns exactly the rows it wrote.
+fn insert_statement(rows: usize) -> String {
+    let values: Vec<String> = (0..rows)
+        .map(|row| {
+            let first = row * PARAMETERS_PER_ROW;
+            let placeholders: Vec<String> = (1..=PARAMETERS_PER_ROW)
+                .map(|column| format!("${}", first + column))
+                .collect();
+            format!("({})", placeholders.join(", "))
+        })
+        .collect();
+    format!(
+        "INSERT INTO events ({INSERT_COLUMNS}) VALUES {} \
+         ON CONFLICT (webhook_id) DO NOTHING RETURNING seq, webhook_id",
+        values.join(", ")
+    )
+}
 
 const FIND_FIRST_COPY: &str = "SELECT seq, body_sha256 FROM events WHERE webhook_id = $1";
 
@@ -70,41 +95,63 @@ impl Store {
         &self,
         events: &[NewEvent],
     ) -> Result<Vec<AppendOutcome>, StoreError> {
+        let mut first_copy: HashMap<&str, usize> = HashMap::with_capacity(events.len());
+        for (index, event) in events.iter().enumerate() {
+            first_copy.entry(event.webhook_id.as_str()).or_insert(index);
+        }
+        let firsts: Vec<&NewEvent> = events
+            .iter()
+            .enumerate()
+            .filter(|(index, event)| first_copy[event.webhook_id.as_str()] == *index)
+            .map(|(_, event)| event)
+            .collect();
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
+            let mut appended: HashMap<String, i64> = HashMap::with_capacity(firsts.len());
+            for chunk in firsts.chunks(ROWS_PER_INSERT) {
+                let sql = insert_statement(chunk.len());
+                let mut insert = sqlx::query_as::<_, (i64, String)>(&sql);
+                for event in chunk {
+                    let (topic, event_time, call_key, reason) = match &event.content {
+                        Content::Usable { topic, event_time, call_key } => (
+                            Some(topic.as_str()),
+                            Some(event_time.unix_micros()),
+                            call_key.as_ref().map(CallKey::as_str),
+                            None,
+                        ),
+                        Content::Quarantined { reason } => (None, None, None, Some(reason.as_str())),
+                    };
+                    insert = insert
+                        .bind(event.webhook_id.as_str())
+                        .bind(event.webhook_timestamp)
+                        .bind(event.received_at.unix_micros())
+                        .bind(event.body.as_slice())
+                        .bind(event.body_sha256.as_slice())
+                        .bind(topic)
+                        .bind(event_time)
+                        .bind(call_key)
+                        .bind(reason);
+                }
+                appended.extend(insert.fetch_all(&mut *tx).await?.into_iter().map(|(seq, id)| (id, seq)));
+            }
             let mut outcomes = Vec::with_capacity(events.len());
-            for event in events {
-                let (topic, event_time, call_key, reason) = match &event.content {
-                    Content::Usable { topic, event_time, call_key } => (
-                        Some(topic.as_str()),
-                        Some(event_time.unix_micros()),
-                        call_key.as_ref().map(CallKey::as_str),
-                        None,
-                    ),
-                    Content::Quarantined { reason } => (None, None, None, Some(reason.as_str())),
-                };
-                let appended: Option<i64> = sqlx::query_scalar(INSERT_EVENT)
-                    .bind(event.webhook_id.as_str())
-                    .bind(event.webhook_timestamp)
-                    .bind(event.received_at.unix_micros())
-                    .bind(event.body.as_slice())
-                    .bind(event.body_sha256.as_slice())
-                    .bind(topic)
-                    .bind(event_time)
-                    .bind(call_key)
-                    .bind(reason)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                let outcome = match appended {
-                    Some(seq) => AppendOutcome::Appended { seq },
+            for (index, event) in events.iter().enumerate() {
+                let id = event.webhook_id.as_str();
+                let first = first_copy[id];
+                let outcome = match appended.get(id) {
+                    Some(&seq) if first == index => AppendOutcome::Appended { seq },
+                    Some(&seq) => AppendOutcome::Duplicate {
+                        seq,
+                        conflicting: events[first].body_sha256 != event.body_sha256,
+                    },
                     None => {
-                        let (seq, first_sha256): (i64, Vec<u8>) = sqlx::query_as(FIND_FIRST_COPY)
-                            .bind(event.webhook_id.as_str())
+                        let (seq, logged_sha256): (i64, Vec<u8>) = sqlx::query_as(FIND_FIRST_COPY)
+                            .bind(id)
                             .fetch_one(&mut *tx)
                             .await?;
                         AppendOutcome::Duplicate {
                             seq,
-                            conflicting: first_sha256 != event.body_sha256,
+                            conflicting: logged_sha256 != event.body_sha256,
                         }
                     }
                 };
