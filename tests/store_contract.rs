@@ -168,6 +168,33 @@ async fn the_log_refuses_updates_and_deletes(db: TestDb) {
     assert_eq!(db.store.log_len().await.expect("len"), 1);
 }
 
+async fn commits_are_configured_to_reach_the_disk_before_returning(db: TestDb) {
+    match &db.store {
+        Store::Sqlite(pool) => {
+            let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+                .fetch_one(pool)
+                .await
+                .expect("mode");
+            let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+                .fetch_one(pool)
+                .await
+                .expect("sync");
+            assert_eq!(
+                (mode.as_str(), synchronous),
+                ("wal", 2),
+                "WAL with synchronous=FULL"
+            );
+        }
+        Store::Postgres(pool) => {
+            let setting: String = sqlx::query_scalar("SHOW synchronous_commit")
+                .fetch_one(pool)
+                .await
+                .expect("show");
+            assert_eq!(setting, "on");
+        }
+    }
+}
+
 async fn migrating_again_changes_nothing(db: TestDb) {
     db.store
         .append_batch(&[event("msg_a", b"{}", usable(None))])
@@ -184,4 +211,5 @@ on_both_stores!(
     every_field_reads_back_as_written,
     the_log_refuses_updates_and_deletes,
     migrating_again_changes_nothing,
+    commits_are_configured_to_reach_the_disk_before_returning,
 );

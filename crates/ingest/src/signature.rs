@@ -300,15 +300,20 @@ mod tests {
         assert!(error.to_string().contains(WEBHOOK_SIGNATURE), "{error}");
     }
 
-    #[test]
-    fn a_signature_made_by_sign_verifies_and_a_tampered_body_does_not() {
+    /// A verifier with one secret, and headers signing `body` with it at t=1000.
+    fn signed_at_1000(body: &[u8]) -> (Verifier, SignedHeaders) {
         let secrets = WebhookSecrets::parse("whsec_a2V5").expect("secret");
         let secret = secrets.iter().next().expect("one").clone();
         let id = WebhookId::parse("msg_1").expect("id");
-        let signature = sign(&secret, &id, 1000, b"{}");
+        let signature = sign(&secret, &id, 1000, body);
         let parsed =
             SignedHeaders::parse(&headers("msg_1", "1000", signature.as_bytes())).expect("parses");
-        let verifier = Verifier::new(secrets, 300);
+        (Verifier::new(secrets, 300), parsed)
+    }
+
+    #[test]
+    fn a_signature_made_by_sign_verifies_and_a_tampered_body_does_not() {
+        let (verifier, parsed) = signed_at_1000(b"{}");
         assert_eq!(verifier.verify(&parsed, b"{}", 1000), Ok(()));
         assert_eq!(
             verifier.verify(&parsed, b"{} ", 1000),
@@ -318,13 +323,7 @@ mod tests {
 
     #[test]
     fn tolerance_is_inclusive_in_both_directions() {
-        let secrets = WebhookSecrets::parse("whsec_a2V5").expect("secret");
-        let secret = secrets.iter().next().expect("one").clone();
-        let id = WebhookId::parse("msg_1").expect("id");
-        let signature = sign(&secret, &id, 1000, b"{}");
-        let parsed =
-            SignedHeaders::parse(&headers("msg_1", "1000", signature.as_bytes())).expect("parses");
-        let verifier = Verifier::new(secrets, 300);
+        let (verifier, parsed) = signed_at_1000(b"{}");
         for now in [700, 1300] {
             assert_eq!(verifier.verify(&parsed, b"{}", now), Ok(()), "now={now}");
         }
