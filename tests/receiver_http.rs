@@ -178,7 +178,7 @@ async fn a_bad_signature_or_timestamp_is_401_and_stores_nothing(db: TestDb) {
 
 async fn any_of_the_rotated_secrets_is_accepted(db: TestDb) {
     let both = ReceiverConfig {
-        secrets: "whsec_Y2FsbGZvbGQtdGVzdC1zZWNyZXQ=, whsec_cm90YXRlZC10ZXN0LXNlY3JldA==",
+        secrets: format!("{SECRET}, {ROTATED_SECRET}"),
         ..Default::default()
     };
     let receiver = start_receiver(&db.store, both).await;

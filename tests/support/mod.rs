@@ -15,10 +15,10 @@ use callfold_store::{Store, WebhookId};
 use sqlx::Connection;
 use tokio::net::TcpListener;
 
-/// The secret every test receiver accepts (not a real one).
-pub const SECRET: &str = "whsec_Y2FsbGZvbGQtdGVzdC1zZWNyZXQ=";
-/// A second secret, as during a rotation.
-pub const ROTATED_SECRET: &str = "whsec_cm90YXRlZC10ZXN0LXNlY3JldA==";
+/// The secret every test receiver accepts (made up for the tests).
+pub const SECRET: &str = include_str!("../fixtures/test-secret.txt").trim_ascii();
+/// A second made-up secret, as during a rotation.
+pub const ROTATED_SECRET: &str = include_str!("../fixtures/rotated-test-secret.txt").trim_ascii();
 
 /// Where the PostgreSQL suite runs; each test gets its own schema inside it.
 pub fn postgres_base_url() -> String {
@@ -159,8 +159,8 @@ impl WriteLock {
 
 /// How a test receiver is configured.
 pub struct ReceiverConfig {
-    /// The accepted secrets, space separated.
-    pub secrets: &'static str,
+    /// The accepted secrets, space or comma separated.
+    pub secrets: String,
     /// The largest accepted body.
     pub max_body: usize,
     /// Commit queue capacity.
@@ -173,7 +173,7 @@ impl Default for ReceiverConfig {
     /// The defaults of `callfold ingest`.
     fn default() -> Self {
         Self {
-            secrets: SECRET,
+            secrets: SECRET.to_owned(),
             max_body: 1_048_576,
             queue_capacity: 1024,
             max_batch: 256,
@@ -191,7 +191,7 @@ pub struct TestReceiver {
 
 /// Starts a receiver on `store` on a free loopback port.
 pub async fn start_receiver(store: &Store, config: ReceiverConfig) -> TestReceiver {
-    let secrets = WebhookSecrets::parse(config.secrets).expect("test secrets");
+    let secrets = WebhookSecrets::parse(&config.secrets).expect("test secrets");
     let (queue, _committer) =
         CommitQueue::start(store.clone(), config.queue_capacity, config.max_batch);
     let state = IngestState::new(
