@@ -118,6 +118,20 @@ impl fmt::Display for EventTime {
     }
 }
 
+impl serde::Serialize for EventTime {
+    /// As its RFC 3339 text (see `Display`).
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for EventTime {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        EventTime::parse_rfc3339(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 /// What callfold could make of an authentic body.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Content {

@@ -1,0 +1,382 @@
+//! The fold: a call's document as a pure function of the set of its events, applied in
+//! effective order = (payload timestamp, topic precedence rank, webhook-id).
+//!
+//! [`CallDocument::apply`] is the one step of the fold. Applied to events in effective order it
+//! gives the same document whatever order they arrived in; that is what lets the projector
+//! apply an on-time event in O(1) and re-fold a call only when an event arrives late.
+
+use std::collections::BTreeSet;
+
+use callfold_store::EventTime;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::precedence::Precedence;
+
+/// Where an event stands in its call's effective order. Unique per event (webhook-ids are).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct EffectiveKey {
+    /// The payload `timestamp`.
+    pub event_time: EventTime,
+    /// The topic's precedence rank, for equal timestamps.
+    pub rank: u32,
+    /// The webhook-id, for equal timestamps and ranks.
+    pub webhook_id: String,
+}
+
+/// One event of a call, as the fold needs it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FoldEvent {
+    /// Its place in effective order.
+    pub key: EffectiveKey,
+    /// The envelope topic.
+    pub topic: String,
+    /// The envelope's `data` object (`Value::Null` when absent).
+    pub data: Value,
+}
+
+impl FoldEvent {
+    /// Builds a fold event from envelope fields; `precedence` gives the rank of `topic`.
+    pub fn new(
+        precedence: &Precedence,
+        webhook_id: &str,
+        topic: &str,
+        event_time: EventTime,
+        data: Value,
+    ) -> Self {
+        Self {
+            key: EffectiveKey {
+                event_time,
+                rank: precedence.rank(topic),
+                webhook_id: webhook_id.to_owned(),
+            },
+            topic: topic.to_owned(),
+            data,
+        }
+    }
+}
+
+/// How far a call has got. Ordered: a later stage is more advanced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallStatus {
+    /// Inbound, ringing (`call.received`).
+    Ringing,
+    /// Outbound, started (`call.triggered`).
+    Initiated,
+    /// The remote side answered (`call.answered`).
+    Answered,
+    /// Over (`call.completed`).
+    Completed,
+}
+
+/// What `call.completed` tells about the finished call. Open values are kept as sent.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Completion {
+    /// `ANSWERED`, `VOICEMAIL`, ... (open enum).
+    pub result: Option<Value>,
+    /// Where the recording is.
+    pub recording_url: Option<Value>,
+    /// Duration as Allo sends it (`length`, else `length_in_minutes`).
+    pub duration: Option<Value>,
+    /// The `transcriptions` array.
+    pub transcript: Option<Value>,
+    /// The Allo user who handled the call (`user_email`).
+    pub user: Option<Value>,
+}
+
+/// The state of one call: everything here depends only on the set of its events.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CallDocument {
+    /// The call's id.
+    pub call_id: String,
+    /// The most advanced stage seen.
+    pub status: Option<CallStatus>,
+    /// `inbound` or `outbound`.
+    pub direction: Option<String>,
+    /// The calling number.
+    pub from_number: Option<Value>,
+    /// The called number.
+    pub to_number: Option<Value>,
+    /// When the call started, as sent.
+    pub started_at: Option<Value>,
+    /// The latest summary (`call.completed` or `summary.updated`).
+    pub summary: Option<Value>,
+    /// The finished call's data, once `call.completed` is seen.
+    pub completed: Option<Completion>,
+    /// Contact context (`person`, `company`, `deals`) when an event carried it.
+    pub contact: Option<Map<String, Value>>,
+    /// The call's tags, sorted.
+    pub tags: BTreeSet<String>,
+    /// Distinct events folded.
+    pub event_count: u64,
+    /// Earliest payload time folded.
+    pub first_event_at: Option<EventTime>,
+    /// Latest payload time folded.
+    pub last_event_at: Option<EventTime>,
+}
+
+fn field(data: &Value, name: &str) -> Option<Value> {
+    data.get(name).filter(|value| !value.is_null()).cloned()
+}
+
+/// The tag a tag event names: `data.tag` as a string, else `data.tag.key`, else `data.tag.name`.
+fn tag_name(tag: &Value) -> Option<String> {
+    match tag {
+        Value::String(name) => Some(name.clone()),
+        Value::Object(object) => ["key", "name"]
+            .iter()
+            .find_map(|k| object.get(*k)?.as_str().map(str::to_owned)),
+        _ => None,
+    }
+}
+
+impl CallDocument {
+    /// The document of a call before any event.
+    pub fn new(call_id: &str) -> Self {
+        Self {
+            call_id: call_id.to_owned(),
+            status: None,
+            direction: None,
+            from_number: None,
+            to_number: None,
+            started_at: None,
+            summary: None,
+            completed: None,
+            contact: None,
+            tags: BTreeSet::new(),
+            event_count: 0,
+            first_event_at: None,
+            last_event_at: None,
+        }
+    }
+
+    /// Folds one more event in. Correct only when `event` is later, in effective order, than
+    /// every event already folded; callers re-fold from scratch otherwise.
+    pub fn apply(&mut self, event: &FoldEvent) {
+        let data = &event.data;
+        let set = |slot: &mut Option<Value>, value: Option<Value>| {
+            if value.is_some() {
+                *slot = value;
+            }
+        };
+        match event.topic.as_str() {
+            "call.received" | "call.triggered" => {
+                let inbound = event.topic == "call.received";
+                self.advance(if inbound {
+                    CallStatus::Ringing
+                } else {
+                    CallStatus::Initiated
+                });
+                self.direction = Some(if inbound { "inbound" } else { "outbound" }.to_owned());
+                set(&mut self.from_number, field(data, "from_number"));
+                set(&mut self.to_number, field(data, "to_number"));
+                set(&mut self.started_at, field(data, "started_at"));
+                self.absorb_contact(data);
+            }
+            "call.answered" => self.advance(CallStatus::Answered),
+            "call.completed" => {
+                self.advance(CallStatus::Completed);
+                if let Some(kind) = data.get("type").and_then(Value::as_str) {
+                    self.direction = Some(kind.to_ascii_lowercase());
+                }
+                set(&mut self.from_number, field(data, "from_number"));
+                set(&mut self.to_number, field(data, "to"));
+                set(&mut self.started_at, field(data, "start_date"));
+                set(&mut self.summary, field(data, "summary"));
+                self.completed = Some(Completion {
+                    result: field(data, "result"),
+                    recording_url: field(data, "recording_url"),
+                    duration: field(data, "length").or_else(|| field(data, "length_in_minutes")),
+                    transcript: field(data, "transcriptions"),
+                    user: field(data, "user_email"),
+                });
+                if let Some(Value::Array(tags)) = data.get("tags") {
+                    self.tags = tags.iter().filter_map(tag_name).collect();
+                }
+                self.absorb_contact(data);
+            }
+            "summary.updated" => set(&mut self.summary, field(data, "summary")),
+            "tag.added" => {
+                if let Some(tag) = data.get("tag").and_then(tag_name) {
+                    self.tags.insert(tag);
+                }
+            }
+            "tag.removed" => {
+                if let Some(tag) = data.get("tag").and_then(tag_name) {
+                    self.tags.remove(&tag);
+                }
+            }
+            _ => {}
+        }
+        self.event_count += 1;
+        let at = event.key.event_time;
+        self.first_event_at = Some(self.first_event_at.map_or(at, |first| first.min(at)));
+        self.last_event_at = Some(self.last_event_at.map_or(at, |last| last.max(at)));
+    }
+
+    fn advance(&mut self, status: CallStatus) {
+        self.status = Some(self.status.map_or(status, |current| current.max(status)));
+    }
+
+    fn absorb_contact(&mut self, data: &Value) {
+        for key in ["person", "company", "deals"] {
+            if let Some(value) = field(data, key) {
+                self.contact
+                    .get_or_insert_with(Map::new)
+                    .insert(key.to_owned(), value);
+            }
+        }
+    }
+}
+
+/// Folds `events` (any order, no two with the same webhook-id) into the call's document.
+pub fn fold(call_id: &str, mut events: Vec<FoldEvent>) -> CallDocument {
+    events.sort_by(|a, b| a.key.cmp(&b.key));
+    let mut document = CallDocument::new(call_id);
+    for event in &events {
+        document.apply(event);
+    }
+    document
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+
+    const TOPICS: &[&str] = &[
+        "call.received",
+        "call.triggered",
+        "call.answered",
+        "call.completed",
+        "summary.updated",
+        "tag.added",
+        "tag.removed",
+        "sms.received",
+    ];
+    const TAGS: &[&str] = &["sales", "support", "urgent"];
+
+    fn event(index: usize, topic: &str, second: i64, tag: &str, snapshot: bool) -> FoldEvent {
+        let data = match topic {
+            "call.completed" if snapshot => json!({"id": "cll_1", "type": "INBOUND",
+                "result": "ANSWERED", "to": "+331", "summary": format!("s{index}"), "tags": [tag]}),
+            "call.completed" => json!({"id": "cll_1", "type": "OUTBOUND", "result": "VOICEMAIL"}),
+            "tag.added" | "tag.removed" => json!({"call_id": "cll_1", "tag": tag}),
+            "summary.updated" => json!({"call_id": "cll_1", "summary": format!("s{index}")}),
+            _ => json!({"from_number": format!("+33{index}"), "to_number": "+331",
+                "person": {"id": format!("con_{index}")}}),
+        };
+        let at = EventTime::from_unix_micros(1_770_000_000_000_000 + second * 1_000_000);
+        FoldEvent::new(
+            &Precedence::default(),
+            &format!("msg_{index:03}"),
+            topic,
+            at,
+            data,
+        )
+    }
+
+    fn history() -> impl Strategy<Value = Vec<FoldEvent>> {
+        // Few distinct seconds, so equal timestamps are common.
+        prop::collection::vec(
+            (0..TOPICS.len(), 0..4i64, 0..TAGS.len(), any::<bool>()),
+            1..30,
+        )
+        .prop_map(|specs| {
+            specs
+                .into_iter()
+                .enumerate()
+                .map(|(i, (t, second, tag, snap))| event(i, TOPICS[t], second, TAGS[tag], snap))
+                .collect()
+        })
+    }
+
+    fn json_of(document: &CallDocument) -> String {
+        serde_json::to_string(document).expect("documents serialize")
+    }
+
+    /// What the projector does: apply on-time events, re-fold the call on a late one, and
+    /// ignore a webhook-id already folded (the log never holds one twice).
+    fn incremental(arrivals: &[FoldEvent]) -> CallDocument {
+        let mut seen: Vec<FoldEvent> = Vec::new();
+        let mut document = CallDocument::new("cll_1");
+        for event in arrivals {
+            if seen
+                .iter()
+                .any(|e| e.key.webhook_id == event.key.webhook_id)
+            {
+                continue;
+            }
+            let on_time = seen.iter().all(|e| e.key < event.key);
+            seen.push(event.clone());
+            if on_time {
+                document.apply(event);
+            } else {
+                document = fold("cll_1", seen.clone());
+            }
+        }
+        document
+    }
+
+    proptest! {
+        #[test]
+        fn any_arrival_order_gives_a_byte_identical_document(
+            (events, shuffled) in history().prop_flat_map(|events| {
+                let shuffled = Just(events.clone()).prop_shuffle();
+                (Just(events), shuffled)
+            })
+        ) {
+            prop_assert_eq!(json_of(&fold("cll_1", events)), json_of(&fold("cll_1", shuffled)));
+        }
+
+        #[test]
+        fn incremental_folding_with_duplicates_equals_a_fold_from_scratch(
+            (events, arrivals) in history().prop_flat_map(|events| {
+                let len = events.len();
+                let repeats = prop::collection::vec(0..len, 0..len);
+                (Just(events), repeats).prop_flat_map(|(events, repeats)| {
+                    let mut arrivals = events.clone();
+                    arrivals.extend(repeats.into_iter().map(|i| events[i].clone()));
+                    (Just(events), Just(arrivals).prop_shuffle())
+                })
+            })
+        ) {
+            let expected = fold("cll_1", events);
+            prop_assert_eq!(json_of(&incremental(&arrivals)), json_of(&expected));
+        }
+    }
+
+    #[test]
+    fn tag_added_before_call_completed_yields_a_tagged_completed_call() {
+        let completed = event(0, "call.completed", 0, "sales", false);
+        let tagged = event(1, "tag.added", 1, "urgent", false);
+        let document = incremental(&[tagged, completed]);
+        assert_eq!(document.status, Some(CallStatus::Completed));
+        assert_eq!(document.tags.iter().collect::<Vec<_>>(), ["urgent"]);
+    }
+
+    #[test]
+    fn a_tag_snapshot_in_call_completed_sets_the_whole_set_as_of_its_time() {
+        let before = event(0, "tag.added", 0, "support", false);
+        let snapshot = event(1, "call.completed", 1, "sales", true);
+        let after = event(2, "tag.added", 2, "urgent", false);
+        let document = fold("cll_1", vec![after, snapshot, before]);
+        assert_eq!(
+            document.tags.iter().collect::<Vec<_>>(),
+            ["sales", "urgent"]
+        );
+    }
+
+    #[test]
+    fn equal_timestamps_follow_the_precedence_graph() {
+        let completed = event(0, "call.completed", 0, "sales", false);
+        let received = event(1, "call.received", 0, "sales", false);
+        assert!(received.key < completed.key);
+        let document = fold("cll_1", vec![completed, received]);
+        assert_eq!(document.status, Some(CallStatus::Completed));
+        assert_eq!(document.direction.as_deref(), Some("outbound"));
+    }
+}
