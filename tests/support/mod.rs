@@ -192,27 +192,37 @@ pub struct TestReceiver {
 /// Starts a receiver on `store` on a free loopback port.
 pub async fn start_receiver(store: &Store, config: ReceiverConfig) -> TestReceiver {
     let secrets = WebhookSecrets::parse(&config.secrets).expect("test secrets");
-    let (queue, _committer) =
-        CommitQueue::start(store.clone(), config.queue_capacity, config.max_batch);
+    let (queue, _committer) = CommitQueue::start(
+        store.clone(),
+        config.queue_capacity,
+        config.max_batch,
+        Default::default(),
+    );
     let state = IngestState::new(
         Verifier::new(secrets, 300),
         LinkingRules::default(),
         queue,
         config.max_body,
     );
+    let base_url = serve_on_loopback(callfold_ingest::router(state)).await;
+    TestReceiver {
+        url: format!("{base_url}{WEBHOOK_PATH}"),
+        client: reqwest::Client::new(),
+    }
+}
+
+/// Serves `router` on a free loopback port and returns its base URL.
+pub async fn serve_on_loopback(router: axum::Router) -> String {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind loopback");
     let addr = listener.local_addr().expect("bound address");
     tokio::spawn(async move {
-        axum::serve(listener, callfold_ingest::router(state))
+        axum::serve(listener, router)
             .await
-            .expect("test server runs");
+            .expect("test server runs")
     });
-    TestReceiver {
-        url: format!("http://{addr}{WEBHOOK_PATH}"),
-        client: reqwest::Client::new(),
-    }
+    format!("http://{addr}")
 }
 
 /// The receiver's clock, in Unix seconds.

@@ -21,10 +21,29 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run everything in one process (for now: the webhook receiver).
-    Serve(ReceiverArgs),
+    /// Run everything in one process: the webhook receiver, the projector and the query API.
+    Serve {
+        #[command(flatten)]
+        service: ServiceArgs,
+        #[command(flatten)]
+        receiver: ReceiverOptions,
+        #[command(flatten)]
+        projector: ProjectorOptions,
+    },
     /// Run the webhook receiver only.
-    Ingest(ReceiverArgs),
+    Ingest {
+        #[command(flatten)]
+        service: ServiceArgs,
+        #[command(flatten)]
+        receiver: ReceiverOptions,
+    },
+    /// Run the projector only, with the query API on --listen.
+    Projector {
+        #[command(flatten)]
+        service: ServiceArgs,
+        #[command(flatten)]
+        projector: ProjectorOptions,
+    },
     /// Apply pending database migrations, then exit.
     Migrate(DatabaseArgs),
     /// Send Allo-like signed traffic to a receiver and report answers, throughput and latency.
@@ -39,16 +58,20 @@ pub struct DatabaseArgs {
     pub database_url: String,
 }
 
-/// Options of the webhook receiver.
+/// What every long-running service needs: a listener and a database.
 #[derive(Debug, Args)]
-pub struct ReceiverArgs {
+pub struct ServiceArgs {
     /// Address and port to listen on (port 0 picks a free one).
     #[arg(long, env = "CALLFOLD_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
     #[command(flatten)]
     pub database: DatabaseArgs,
+}
 
+/// Options of the webhook receiver.
+#[derive(Debug, Args)]
+pub struct ReceiverOptions {
     /// Largest accepted distance, in seconds, between webhook-timestamp and this clock.
     #[arg(long, env = "CALLFOLD_TOLERANCE", default_value_t = 300)]
     pub tolerance: u64,
@@ -66,6 +89,21 @@ pub struct ReceiverArgs {
     #[arg(long, env = "CALLFOLD_COMMIT_BATCH", default_value_t = 256,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub commit_batch: u32,
+}
+
+/// Options of the projector.
+#[derive(Debug, Args)]
+pub struct ProjectorOptions {
+    /// Most log records folded in one transaction.
+    #[arg(long, env = "CALLFOLD_PROJECTOR_BATCH", default_value_t = 1000,
+          value_parser = clap::value_parser!(i64).range(1..))]
+    pub projector_batch: i64,
+
+    /// How often, in milliseconds, the projector polls the log when no append wakes it (an
+    /// append in the same process wakes it at once).
+    #[arg(long, env = "CALLFOLD_POLL_INTERVAL_MS", default_value_t = 500,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub poll_interval_ms: u64,
 }
 
 /// Options of the traffic simulator.

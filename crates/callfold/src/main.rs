@@ -3,26 +3,42 @@
 
 mod cli;
 
+use std::future::ready;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
+use axum::Router;
 use axum::routing::get;
 use callfold_ingest::{CommitQueue, IngestState, LinkingRules, Verifier, WebhookSecrets};
+use callfold_projector::{Precedence, Projector};
 use callfold_simulate::SimulateOptions;
 use callfold_store::Store;
 use clap::Parser;
 use metrics_exporter_prometheus::PrometheusBuilder;
 use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::{Cli, Command, DatabaseArgs, ReceiverArgs, SimulateArgs};
+use crate::cli::{
+    Cli, Command, DatabaseArgs, ProjectorOptions, ReceiverOptions, ServiceArgs, SimulateArgs,
+};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     init_tracing();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) | Command::Ingest(args) => run_receiver(args).await,
+        Command::Serve {
+            service,
+            receiver,
+            projector,
+        } => run_services(service, Some(receiver), Some(projector)).await,
+        Command::Ingest { service, receiver } => run_services(service, Some(receiver), None).await,
+        Command::Projector { service, projector } => {
+            run_services(service, None, Some(projector)).await
+        }
         Command::Migrate(args) => migrate(args).await,
         Command::Simulate(args) => simulate(args).await,
     };
@@ -63,37 +79,77 @@ async fn migrate(args: DatabaseArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_receiver(args: ReceiverArgs) -> anyhow::Result<()> {
-    let secrets = WebhookSecrets::from_env()?;
-    let store = open_store(&args.database).await?;
+/// Runs the receiver, the projector, or both, on one listener until SIGINT or SIGTERM.
+async fn run_services(
+    service: ServiceArgs,
+    receiver: Option<ReceiverOptions>,
+    projector: Option<ProjectorOptions>,
+) -> anyhow::Result<()> {
+    let secrets = receiver
+        .as_ref()
+        .map(|_| WebhookSecrets::from_env())
+        .transpose()?;
+    let store = open_store(&service.database).await?;
     let metrics = PrometheusBuilder::new()
         .install_recorder()
         .context("cannot install the metrics recorder")?;
-    let (queue, committer) = CommitQueue::start(
-        store.clone(),
-        args.commit_queue as usize,
-        args.commit_batch as usize,
-    );
-    let state = IngestState::new(
-        Verifier::new(secrets, args.tolerance),
-        LinkingRules::default(),
-        queue,
-        args.max_body,
-    );
-    let app = callfold_ingest::router(state).route(
-        "/metrics",
-        get(move || std::future::ready(metrics.render())),
-    );
+    let (stop, stopped) = watch::channel(false);
+    let shutdown = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        }
+    };
+    let appended = Arc::new(Notify::new());
+    let mut app = Router::new().route("/metrics", get(move || ready(metrics.render())));
 
-    let listener = TcpListener::bind(args.listen)
+    let mut committer = None;
+    if let (Some(options), Some(secrets)) = (receiver, secrets) {
+        let (queue, task) = CommitQueue::start(
+            store.clone(),
+            options.commit_queue as usize,
+            options.commit_batch as usize,
+            Arc::clone(&appended),
+        );
+        committer = Some(task);
+        let state = IngestState::new(
+            Verifier::new(secrets, options.tolerance),
+            LinkingRules::default(),
+            queue,
+            options.max_body,
+        );
+        app = app.merge(callfold_ingest::router(state));
+    }
+    let mut projector_task = None;
+    if let Some(options) = projector {
+        let projector = Projector::new(
+            store.clone(),
+            Precedence::default(),
+            options.projector_batch,
+        );
+        let poll = Duration::from_millis(options.poll_interval_ms);
+        let (wake, stop_projector) = (Arc::clone(&appended), shutdown());
+        projector_task = Some(tokio::spawn(async move {
+            projector.run(wake, poll, stop_projector).await
+        }));
+        app = app.merge(callfold_projector::router(store.clone()));
+    }
+
+    let listener = TcpListener::bind(service.listen)
         .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+        .with_context(|| format!("cannot listen on {}", service.listen))?;
     tracing::info!(addr = %listener.local_addr()?, backend = store.backend_name(), "listening");
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(shutdown())
         .await?;
     // The router, and with it every queue handle, is gone: the committer drains and stops.
-    committer.await.context("the committer task failed")?;
+    for task in [committer, projector_task].into_iter().flatten() {
+        task.await.context("a background task failed")?;
+    }
     store.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -6,8 +6,10 @@
 //! stops once every [`CommitQueue`] handle is dropped and the queue is drained, which is how
 //! shutdown finishes the appends already accepted into the queue.
 
+use std::sync::Arc;
+
 use callfold_store::{AppendOutcome, NewEvent, Store};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 /// Why an append did not happen. Both mean "try again later" to the sender.
@@ -42,11 +44,17 @@ impl std::fmt::Debug for PendingAppend {
 
 impl CommitQueue {
     /// Starts the committer on `store`. At most `capacity` events wait; at most `max_batch`
-    /// share one transaction. The returned task ends when all handles are dropped and the queue
-    /// is empty.
-    pub fn start(store: Store, capacity: usize, max_batch: usize) -> (Self, JoinHandle<()>) {
+    /// share one transaction; `appended` is notified after each commit that wrote something
+    /// (an in-process projector waits on it). The returned task ends when all handles are
+    /// dropped and the queue is empty.
+    pub fn start(
+        store: Store,
+        capacity: usize,
+        max_batch: usize,
+        appended: Arc<Notify>,
+    ) -> (Self, JoinHandle<()>) {
         let (sender, receiver) = mpsc::channel(capacity);
-        let committer = tokio::spawn(run_committer(store, receiver, max_batch));
+        let committer = tokio::spawn(run_committer(store, receiver, max_batch, appended));
         (Self { sender }, committer)
     }
 
@@ -61,7 +69,12 @@ impl CommitQueue {
     }
 }
 
-async fn run_committer(store: Store, mut queue: mpsc::Receiver<PendingAppend>, max_batch: usize) {
+async fn run_committer(
+    store: Store,
+    mut queue: mpsc::Receiver<PendingAppend>,
+    max_batch: usize,
+    appended: Arc<Notify>,
+) {
     let mut batch = Vec::with_capacity(max_batch);
     while queue.recv_many(&mut batch, max_batch).await > 0 {
         let (events, replies): (Vec<NewEvent>, Vec<_>) = batch
@@ -71,6 +84,12 @@ async fn run_committer(store: Store, mut queue: mpsc::Receiver<PendingAppend>, m
         metrics::histogram!("callfold_commit_batch_size").record(events.len() as f64);
         match store.append_batch(&events).await {
             Ok(outcomes) => {
+                if outcomes
+                    .iter()
+                    .any(|o| matches!(o, AppendOutcome::Appended { .. }))
+                {
+                    appended.notify_one();
+                }
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     // A sender that hung up will retry; its event is durable either way.
                     let _ = reply.send(Ok(outcome));

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 
-use callfold_store::EventTime;
+use callfold_store::{CallKey, Content, EventTime, LoggedEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -53,6 +53,26 @@ impl FoldEvent {
             topic: topic.to_owned(),
             data,
         }
+    }
+
+    /// The fold event of a logged record and the call it belongs to; `None` for quarantined
+    /// records and records of no call.
+    pub fn from_logged(precedence: &Precedence, event: &LoggedEvent) -> Option<(CallKey, Self)> {
+        let Content::Usable {
+            topic,
+            event_time,
+            call_key: Some(call_key),
+        } = &event.content
+        else {
+            return None;
+        };
+        let data = serde_json::from_slice::<Value>(&event.body)
+            .ok()
+            .and_then(|mut envelope| envelope.get_mut("data").map(Value::take))
+            .unwrap_or(Value::Null);
+        let webhook_id = event.webhook_id.as_str();
+        let folded = Self::new(precedence, webhook_id, topic.as_str(), *event_time, data);
+        Some((call_key.clone(), folded))
     }
 }
 

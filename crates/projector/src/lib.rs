@@ -1,11 +1,16 @@
 //! The projector of callfold: folds the event log into per-call state, ordered by payload time
-//! rather than arrival.
+//! rather than arrival, and answers queries about it.
 //!
-//! Owns the topic precedence graph ([`precedence`]) and the fold itself ([`fold`]). It only
+//! Owns the topic precedence graph ([`precedence`]), the fold itself ([`fold`]), the loop that
+//! keeps projections up to date with the log ([`worker`]) and the query API ([`http`]). It only
 //! reads the log; it never writes to it.
 
 pub mod fold;
+pub mod http;
 pub mod precedence;
+pub mod worker;
 
 pub use fold::{CallDocument, CallStatus, EffectiveKey, FoldEvent, fold};
+pub use http::router;
 pub use precedence::{Precedence, PrecedenceCycle};
+pub use worker::{CHECKPOINT, Projector};

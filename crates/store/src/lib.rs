@@ -10,6 +10,7 @@
 
 mod event;
 mod log;
+mod projection;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -24,6 +25,7 @@ pub use event::{
     AppendOutcome, CallKey, Content, EventTime, InvalidEventTime, InvalidWebhookId, LoggedEvent,
     NewEvent, Topic, WebhookId,
 };
+pub use projection::StoredProjection;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/postgres");

@@ -177,6 +177,37 @@ impl Store {
         })
     }
 
+    /// Up to `limit` records with `seq > after_seq`, in seq order.
+    pub async fn read_log_after(
+        &self,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<LoggedEvent>, StoreError> {
+        let sql = format!("{SELECT_EVENT} WHERE seq > $1 ORDER BY seq LIMIT $2");
+        on_pool!(self, pool => {
+            let rows: Vec<EventRow> =
+                sqlx::query_as(&sql).bind(after_seq).bind(limit).fetch_all(pool).await?;
+            Ok(rows.into_iter().map(LoggedEvent::from).collect())
+        })
+    }
+
+    /// Every usable event of call `call_key` with `seq <= up_to_seq`, in seq order.
+    pub async fn call_events_up_to(
+        &self,
+        call_key: &CallKey,
+        up_to_seq: i64,
+    ) -> Result<Vec<LoggedEvent>, StoreError> {
+        let sql = format!("{SELECT_EVENT} WHERE call_key = $1 AND seq <= $2 ORDER BY seq");
+        on_pool!(self, pool => {
+            let rows: Vec<EventRow> = sqlx::query_as(&sql)
+                .bind(call_key.as_str())
+                .bind(up_to_seq)
+                .fetch_all(pool)
+                .await?;
+            Ok(rows.into_iter().map(LoggedEvent::from).collect())
+        })
+    }
+
     /// How many records the log holds.
     pub async fn log_len(&self) -> Result<i64, StoreError> {
         on_pool!(self, pool => {

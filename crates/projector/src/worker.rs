@@ -1,0 +1,174 @@
+//! The projector's loop: read the log after the checkpoint, fold each event into its call, and
+//! commit the touched projections together with the new checkpoint.
+//!
+//! An event later (in effective order) than everything folded for its call is applied to the
+//! stored document in O(1). An earlier one re-folds that call from the log, reading only that
+//! call's events up to the current record. The projector only reads the log.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use callfold_store::{CallKey, EventTime, Store, StoreError, StoredProjection};
+use tokio::sync::Notify;
+
+use crate::fold::{CallDocument, EffectiveKey, FoldEvent, fold};
+use crate::precedence::Precedence;
+
+/// The checkpoint name of the per-call projector.
+pub const CHECKPOINT: &str = "calls";
+
+/// Folds the log into per-call projections.
+#[derive(Clone, Debug)]
+pub struct Projector {
+    store: Store,
+    precedence: Precedence,
+    batch_size: i64,
+}
+
+/// A call being folded within one batch.
+struct Working {
+    document: CallDocument,
+    last_key: Option<EffectiveKey>,
+    last_seq: i64,
+    late_events: i64,
+}
+
+impl Projector {
+    /// A projector over `store`, reading at most `batch_size` log records per transaction.
+    pub fn new(store: Store, precedence: Precedence, batch_size: i64) -> Self {
+        Self {
+            store,
+            precedence,
+            batch_size,
+        }
+    }
+
+    /// The call's document folded from every one of its events with `seq <= up_to_seq`.
+    async fn refold(&self, call_key: &CallKey, up_to_seq: i64) -> Result<Working, StoreError> {
+        let events: Vec<FoldEvent> = self
+            .store
+            .call_events_up_to(call_key, up_to_seq)
+            .await?
+            .iter()
+            .filter_map(|event| {
+                FoldEvent::from_logged(&self.precedence, event).map(|(_, folded)| folded)
+            })
+            .collect();
+        let last_key = events.iter().map(|event| event.key.clone()).max();
+        Ok(Working {
+            document: fold(call_key.as_str(), events),
+            last_key,
+            last_seq: up_to_seq,
+            late_events: 0,
+        })
+    }
+
+    async fn load(&self, call_key: &CallKey) -> Result<Option<Working>, StoreError> {
+        let Some(stored) = self.store.projection(call_key).await? else {
+            return Ok(None);
+        };
+        let Ok(document) = serde_json::from_str(&stored.document) else {
+            tracing::warn!(
+                call_key = call_key.as_str(),
+                "unreadable projection; re-folding it"
+            );
+            return Ok(None);
+        };
+        Ok(Some(Working {
+            document,
+            last_key: Some(EffectiveKey {
+                event_time: stored.last_event_time,
+                rank: u32::try_from(stored.last_rank).unwrap_or(u32::MAX),
+                webhook_id: stored.last_webhook_id.as_str().to_owned(),
+            }),
+            last_seq: stored.last_seq,
+            late_events: stored.late_events,
+        }))
+    }
+
+    /// Folds the next batch of the log and commits it with the checkpoint. Returns how many log
+    /// records it consumed: 0 means the projections are caught up.
+    pub async fn fold_next_batch(&self) -> Result<usize, StoreError> {
+        let checkpoint = self.store.checkpoint(CHECKPOINT).await?;
+        let records = self
+            .store
+            .read_log_after(checkpoint, self.batch_size)
+            .await?;
+        let Some(last) = records.last() else {
+            return Ok(0);
+        };
+        let mut touched: HashMap<CallKey, Working> = HashMap::new();
+        for record in &records {
+            let Some((call_key, event)) = FoldEvent::from_logged(&self.precedence, record) else {
+                continue;
+            };
+            if !touched.contains_key(&call_key) {
+                let working = match self.load(&call_key).await? {
+                    Some(working) => working,
+                    None => self.refold(&call_key, record.seq - 1).await?,
+                };
+                touched.insert(call_key.clone(), working);
+            }
+            let working = touched.get_mut(&call_key).expect("inserted above");
+            if working
+                .last_key
+                .as_ref()
+                .is_none_or(|last| *last < event.key)
+            {
+                working.document.apply(&event);
+                working.last_key = Some(event.key);
+                working.last_seq = record.seq;
+            } else {
+                let late_events = working.late_events + 1;
+                *working = self.refold(&call_key, record.seq).await?;
+                working.late_events = late_events;
+            }
+        }
+        let now = EventTime::now();
+        let projections: Vec<StoredProjection> = touched
+            .into_iter()
+            .filter_map(|(call_key, working)| {
+                let last_key = working.last_key?;
+                Some(StoredProjection {
+                    document: serde_json::to_string(&working.document).ok()?,
+                    last_event_time: last_key.event_time,
+                    last_rank: i64::from(last_key.rank),
+                    last_webhook_id: callfold_store::WebhookId::parse(&last_key.webhook_id).ok()?,
+                    last_seq: working.last_seq,
+                    late_events: working.late_events,
+                    updated_at: now,
+                    call_key,
+                })
+            })
+            .collect();
+        self.store
+            .commit_projections(CHECKPOINT, last.seq, &projections)
+            .await?;
+        Ok(records.len())
+    }
+
+    /// Folds batches until `shutdown` resolves: immediately while there is a backlog, then on
+    /// each `wake` (a new append) or every `poll`, whichever comes first. A failed batch is
+    /// logged and retried after `poll`; nothing of it was committed.
+    pub async fn run(&self, wake: Arc<Notify>, poll: Duration, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            let caught_up = match self.fold_next_batch().await {
+                Ok(consumed) => consumed == 0,
+                Err(error) => {
+                    tracing::error!(%error, "projector batch failed; retrying");
+                    true
+                }
+            };
+            let pause = if caught_up { poll } else { Duration::ZERO };
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => return,
+                _ = wake.notified(), if caught_up => {}
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+}
