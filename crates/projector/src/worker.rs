@@ -65,18 +65,25 @@ impl Projector {
         })
     }
 
-    async fn load(&self, call_key: &CallKey) -> Result<Option<Working>, StoreError> {
+    /// The call as folded so far, before the record at `seq`. A call without a projection has
+    /// no folded events yet (each batch stores every call it touches), so it starts empty.
+    async fn load(&self, call_key: &CallKey, seq: i64) -> Result<Working, StoreError> {
         let Some(stored) = self.store.projection(call_key).await? else {
-            return Ok(None);
+            return Ok(Working {
+                document: CallDocument::new(call_key.as_str()),
+                last_key: None,
+                last_seq: 0,
+                late_events: 0,
+            });
         };
         let Ok(document) = serde_json::from_str(&stored.document) else {
             tracing::warn!(
                 call_key = call_key.as_str(),
                 "unreadable projection; re-folding it"
             );
-            return Ok(None);
+            return self.refold(call_key, seq - 1).await;
         };
-        Ok(Some(Working {
+        Ok(Working {
             document,
             last_key: Some(EffectiveKey {
                 event_time: stored.last_event_time,
@@ -85,7 +92,7 @@ impl Projector {
             }),
             last_seq: stored.last_seq,
             late_events: stored.late_events,
-        }))
+        })
     }
 
     /// Folds the next batch of the log and commits it with the checkpoint. Returns how many log
@@ -105,10 +112,7 @@ impl Projector {
                 continue;
             };
             if !touched.contains_key(&call_key) {
-                let working = match self.load(&call_key).await? {
-                    Some(working) => working,
-                    None => self.refold(&call_key, record.seq - 1).await?,
-                };
+                let working = self.load(&call_key, record.seq).await?;
                 touched.insert(call_key.clone(), working);
             }
             let working = touched.get_mut(&call_key).expect("inserted above");
