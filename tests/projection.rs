@@ -6,7 +6,7 @@ mod support;
 
 use std::collections::BTreeSet;
 
-use callfold_projector::{FoldEvent, Precedence, Projector, fold};
+use callfold_projector::{Precedence, Projector, fold, fold_events};
 use callfold_simulate::SimulateOptions;
 use callfold_store::{CallKey, Content, Store, WebhookId};
 use serde_json::{Value, json};
@@ -30,9 +30,8 @@ async fn fold_from_scratch(store: &Store, call_key: &CallKey) -> String {
         .call_events_up_to(call_key, i64::MAX)
         .await
         .expect("read call");
-    let folded = events
-        .iter()
-        .filter_map(|event| FoldEvent::from_logged(&precedence, event).map(|(_, folded)| folded))
+    let folded = fold_events(&precedence, &events)
+        .map(|(_, event)| event)
         .collect();
     serde_json::to_string(&fold(call_key.as_str(), folded)).expect("serializes")
 }
@@ -55,7 +54,11 @@ async fn tag_added_before_call_completed_yields_a_tagged_completed_call(db: Test
     receiver.deliver("msg_completed_late", &completed).await;
     catch_up(&projector).await;
 
-    let api = serve_on_loopback(callfold_projector::router(db.store.clone())).await;
+    let api = serve_on_loopback(callfold_projector::router(
+        db.store.clone(),
+        Precedence::default(),
+    ))
+    .await;
     let (status, call) = get_json(&format!("{api}/v1/calls/cll_9")).await;
     assert_eq!(status, 200, "{call}");
     assert_eq!(call["status"], "completed");
@@ -66,8 +69,96 @@ async fn tag_added_before_call_completed_yields_a_tagged_completed_call(db: Test
     assert_eq!(call["meta"]["late_events"], 1);
 }
 
+/// Delivers, out of order, a call completed at 09:00 and tagged `early` at 09:05 and `late` at
+/// 09:10, folds them, and returns the query API's base URL.
+async fn tagged_twice(db: &TestDb) -> String {
+    let receiver = start_receiver(&db.store, ReceiverConfig::default()).await;
+    let tag = |tag, at| envelope("tag.added", at, json!({"call_id": "cll_t", "tag": tag}));
+    let completed = envelope(
+        "call.completed",
+        "2026-02-10T09:00:00Z",
+        json!({"id": "cll_t"}),
+    );
+    receiver
+        .deliver("msg_late_tag", &tag("late", "2026-02-10T09:10:00Z"))
+        .await;
+    receiver.deliver("msg_completed", &completed).await;
+    receiver
+        .deliver("msg_early_tag", &tag("early", "2026-02-10T09:05:00Z"))
+        .await;
+    catch_up(&Projector::new(
+        db.store.clone(),
+        Precedence::default(),
+        100,
+    ))
+    .await;
+    serve_on_loopback(callfold_projector::router(
+        db.store.clone(),
+        Precedence::default(),
+    ))
+    .await
+}
+
+async fn as_of_returns_the_state_at_that_payload_time(db: TestDb) {
+    let api = tagged_twice(&db).await;
+    let (status, now) = get_json(&format!("{api}/v1/calls/cll_t")).await;
+    assert_eq!((status, &now["tags"]), (200, &json!(["early", "late"])));
+    let (status, then) =
+        get_json(&format!("{api}/v1/calls/cll_t?as_of=2026-02-10T09:07:00Z")).await;
+    assert_eq!(status, 200, "{then}");
+    assert_eq!(then["tags"], json!(["early"]));
+    assert_eq!(then["event_count"], 2);
+    assert_eq!(then["meta"]["as_of"], "2026-02-10T09:07:00.000000Z");
+    let (status, _) = get_json(&format!("{api}/v1/calls/cll_t?as_of=2026-02-10T08:00:00Z")).await;
+    assert_eq!(status, 404, "nothing was known of the call yet");
+}
+
+async fn a_bad_as_of_is_400_naming_the_parameter(db: TestDb) {
+    let api = tagged_twice(&db).await;
+    let (status, body) = get_json(&format!("{api}/v1/calls/cll_t?as_of=yesterday")).await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"].as_str().expect("message").contains("as_of"),
+        "{body}"
+    );
+}
+
+async fn events_come_in_effective_order_with_late_arrivals_marked(db: TestDb) {
+    let api = tagged_twice(&db).await;
+    let (status, body) = get_json(&format!("{api}/v1/calls/cll_t/events")).await;
+    assert_eq!(status, 200, "{body}");
+    let events = body["events"].as_array().expect("events");
+    let summary: Vec<(&str, bool)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["webhook_id"].as_str().expect("id"),
+                e["late"].as_bool().expect("late"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("msg_completed", true),
+            ("msg_early_tag", true),
+            ("msg_late_tag", false)
+        ]
+    );
+    assert_eq!(events[0]["timestamp"], "2026-02-10T09:00:00.000000Z");
+    assert!(
+        events
+            .iter()
+            .all(|e| e["seq"].is_i64() && e["received_at"].is_string())
+    );
+}
+
 async fn an_unknown_call_is_404(db: TestDb) {
-    let api = serve_on_loopback(callfold_projector::router(db.store.clone())).await;
+    let api = serve_on_loopback(callfold_projector::router(
+        db.store.clone(),
+        Precedence::default(),
+    ))
+    .await;
     let (status, body) = get_json(&format!("{api}/v1/calls/cll_nobody")).await;
     assert_eq!(status, 404);
     assert!(
@@ -130,5 +221,8 @@ async fn shuffled_duplicated_traffic_projects_exactly_like_a_fold_from_scratch(d
 on_both_stores!(
     tag_added_before_call_completed_yields_a_tagged_completed_call,
     an_unknown_call_is_404,
+    as_of_returns_the_state_at_that_payload_time,
+    a_bad_as_of_is_400_naming_the_parameter,
+    events_come_in_effective_order_with_late_arrivals_marked,
     shuffled_duplicated_traffic_projects_exactly_like_a_fold_from_scratch,
 );

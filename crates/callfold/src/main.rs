@@ -132,7 +132,10 @@ async fn run_services(
         projector_task = Some(tokio::spawn(async move {
             projector.run(wake, poll, stop_projector).await
         }));
-        app = app.merge(callfold_projector::router(store.clone()));
+        app = app.merge(callfold_projector::router(
+            store.clone(),
+            Precedence::default(),
+        ));
     }
 
     let listener = TcpListener::bind(service.listen)

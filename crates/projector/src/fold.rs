@@ -250,6 +250,17 @@ impl CallDocument {
     }
 }
 
+/// The fold events of one call's logged records, each beside its record (records of no call
+/// are skipped).
+pub fn fold_events<'a>(
+    precedence: &'a Precedence,
+    logged: &'a [LoggedEvent],
+) -> impl Iterator<Item = (&'a LoggedEvent, FoldEvent)> + 'a {
+    logged
+        .iter()
+        .filter_map(|record| FoldEvent::from_logged(precedence, record).map(|(_, e)| (record, e)))
+}
+
 /// Folds `events` (any order, no two with the same webhook-id) into the call's document.
 pub fn fold(call_id: &str, mut events: Vec<FoldEvent>) -> CallDocument {
     events.sort_by(|a, b| a.key.cmp(&b.key));

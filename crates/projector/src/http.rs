@@ -1,27 +1,54 @@
-//! The query API over projections: `GET /v1/calls/{call_id}`.
+//! The query API over calls: `GET /v1/calls/{call_id}` (optionally `?as_of=`) and
+//! `GET /v1/calls/{call_id}/events`.
 //!
-//! Answers from the stored projections only; it never folds. Everything that depends on arrival
-//! order is under `meta`.
+//! The current state comes from the stored projections; a state `as_of` a past payload time and
+//! a call's event history are folded or ordered from that call's own events in the log. Nothing
+//! here writes. Everything that depends on arrival order is under `meta` or marked `late`.
 
-use axum::extract::{Path, State};
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use callfold_store::{CallKey, Store, StoreError};
+use callfold_store::{CallKey, EventTime, Store, StoreError};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
-/// The query routes, over `store`.
-pub fn router(store: Store) -> Router {
+use crate::fold::{EffectiveKey, FoldEvent, fold, fold_events};
+use crate::precedence::Precedence;
+
+/// What the query routes share.
+#[derive(Clone, Debug)]
+struct QueryState {
+    store: Store,
+    precedence: Arc<Precedence>,
+}
+
+/// The query routes, over `store`, ordering ties by `precedence`.
+pub fn router(store: Store, precedence: Precedence) -> Router {
     Router::new()
         .route("/v1/calls/{call_id}", get(show_call))
-        .with_state(store)
+        .route("/v1/calls/{call_id}/events", get(call_events))
+        .with_state(QueryState {
+            store,
+            precedence: Arc::new(precedence),
+        })
 }
 
 /// Why a query failed. Each variant documents its status.
 #[derive(Debug, thiserror::Error)]
 enum QueryError {
-    /// 404: no event of this call has been folded.
+    /// 400: a query parameter does not parse.
+    #[error("bad parameter {name}: {problem}")]
+    BadParameter {
+        /// The parameter's name.
+        name: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// 404: no event of this call is known (at or before `as_of`, when given).
     #[error("no call with id {0:?}")]
     UnknownCall(String),
     /// 503: the store failed; the cause is logged, not shown.
@@ -32,6 +59,7 @@ enum QueryError {
 impl IntoResponse for QueryError {
     fn into_response(self) -> Response {
         let status = match &self {
+            QueryError::BadParameter { .. } => StatusCode::BAD_REQUEST,
             QueryError::UnknownCall(_) => StatusCode::NOT_FOUND,
             QueryError::Store(error) => {
                 tracing::error!(%error, "query failed");
@@ -42,24 +70,89 @@ impl IntoResponse for QueryError {
     }
 }
 
+#[derive(Deserialize)]
+struct ShowParams {
+    as_of: Option<String>,
+}
+
+/// Adds `meta` to a serialized call document.
+fn with_meta(document: Value, meta: Value) -> Value {
+    match document {
+        Value::Object(mut fields) => {
+            fields.insert("meta".to_owned(), meta);
+            Value::Object(fields)
+        }
+        other => other,
+    }
+}
+
 async fn show_call(
-    State(store): State<Store>,
+    State(state): State<QueryState>,
     Path(call_id): Path<String>,
+    Query(params): Query<ShowParams>,
 ) -> Result<Json<Value>, QueryError> {
-    let projection = store
-        .projection(&CallKey::new(call_id.clone()))
+    let call_key = CallKey::new(call_id.clone());
+    if let Some(text) = params.as_of {
+        let as_of = EventTime::parse_rfc3339(&text).map_err(|error| QueryError::BadParameter {
+            name: "as_of",
+            problem: error.to_string(),
+        })?;
+        let logged = state.store.call_events_up_to(&call_key, i64::MAX).await?;
+        let events: Vec<FoldEvent> = fold_events(&state.precedence, &logged)
+            .map(|(_, event)| event)
+            .filter(|event| event.key.event_time <= as_of)
+            .collect();
+        if events.is_empty() {
+            return Err(QueryError::UnknownCall(call_id));
+        }
+        let document = serde_json::to_value(fold(&call_id, events)).unwrap_or(Value::Null);
+        return Ok(Json(with_meta(document, json!({ "as_of": as_of }))));
+    }
+    let projection = state
+        .store
+        .projection(&call_key)
         .await?
         .ok_or(QueryError::UnknownCall(call_id))?;
-    let mut document: Value = serde_json::from_str(&projection.document).unwrap_or(Value::Null);
-    if let Value::Object(fields) = &mut document {
-        fields.insert(
-            "meta".to_owned(),
-            json!({
-                "last_seq": projection.last_seq,
-                "late_events": projection.late_events,
-                "updated_at": projection.updated_at,
-            }),
-        );
+    let document = serde_json::from_str(&projection.document).unwrap_or(Value::Null);
+    let meta = json!({
+        "last_seq": projection.last_seq,
+        "late_events": projection.late_events,
+        "updated_at": projection.updated_at,
+    });
+    Ok(Json(with_meta(document, meta)))
+}
+
+async fn call_events(
+    State(state): State<QueryState>,
+    Path(call_id): Path<String>,
+) -> Result<Json<Value>, QueryError> {
+    let logged = state
+        .store
+        .call_events_up_to(&CallKey::new(call_id.clone()), i64::MAX)
+        .await?;
+    // The log is read in seq (arrival) order: an event is late when an event of the same call
+    // that arrived before it is later in effective order.
+    let mut latest: Option<EffectiveKey> = None;
+    let mut events: Vec<(EffectiveKey, Value)> = Vec::with_capacity(logged.len());
+    for (record, event) in fold_events(&state.precedence, &logged) {
+        let late = latest.as_ref().is_some_and(|latest| event.key < *latest);
+        if !late {
+            latest = Some(event.key.clone());
+        }
+        let shown = json!({
+            "seq": record.seq,
+            "webhook_id": record.webhook_id.as_str(),
+            "topic": event.topic,
+            "timestamp": event.key.event_time,
+            "received_at": record.received_at,
+            "late": late,
+        });
+        events.push((event.key, shown));
     }
-    Ok(Json(document))
+    if events.is_empty() {
+        return Err(QueryError::UnknownCall(call_id));
+    }
+    events.sort_by(|a, b| a.0.cmp(&b.0));
+    let events: Vec<Value> = events.into_iter().map(|(_, shown)| shown).collect();
+    Ok(Json(json!({ "call_id": call_id, "events": events })))
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use callfold_store::{CallKey, EventTime, Store, StoreError, StoredProjection};
 use tokio::sync::Notify;
 
-use crate::fold::{CallDocument, EffectiveKey, FoldEvent, fold};
+use crate::fold::{CallDocument, EffectiveKey, FoldEvent, fold, fold_events};
 use crate::precedence::Precedence;
 
 /// The checkpoint name of the per-call projector.
@@ -47,14 +47,9 @@ impl Projector {
 
     /// The call's document folded from every one of its events with `seq <= up_to_seq`.
     async fn refold(&self, call_key: &CallKey, up_to_seq: i64) -> Result<Working, StoreError> {
-        let events: Vec<FoldEvent> = self
-            .store
-            .call_events_up_to(call_key, up_to_seq)
-            .await?
-            .iter()
-            .filter_map(|event| {
-                FoldEvent::from_logged(&self.precedence, event).map(|(_, folded)| folded)
-            })
+        let logged = self.store.call_events_up_to(call_key, up_to_seq).await?;
+        let events: Vec<FoldEvent> = fold_events(&self.precedence, &logged)
+            .map(|(_, event)| event)
             .collect();
         let last_key = events.iter().map(|event| event.key.clone()).max();
         Ok(Working {
