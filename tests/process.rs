@@ -16,23 +16,33 @@ use tokio::sync::Notify;
 
 const CALLFOLD: &str = env!("CARGO_BIN_EXE_callfold");
 
-/// A running `callfold ingest` and the base URL it listens on.
-struct RunningReceiver {
+/// A running `callfold` service and the base URL it listens on.
+struct RunningService {
     child: Child,
     base_url: String,
 }
 
-/// Starts `callfold ingest` on a free port against `database_url` and waits for the line in
-/// which it reports the address it listens on.
-async fn start_ingest(database_url: &str) -> RunningReceiver {
+/// Starts `callfold ingest` on a free port against `database_url`.
+async fn start_ingest(database_url: &str) -> RunningService {
+    start_service("ingest", database_url, &[]).await
+}
+
+/// Starts `callfold SUBCOMMAND` on a free port against `database_url`, with `env` added, and
+/// waits for the line in which it reports the address it listens on.
+async fn start_service(
+    subcommand: &str,
+    database_url: &str,
+    env: &[(&str, &str)],
+) -> RunningService {
     let mut child = Command::new(CALLFOLD)
         .args([
-            "ingest",
+            subcommand,
             "--listen",
             "127.0.0.1:0",
             "--database-url",
             database_url,
         ])
+        .envs(env.iter().copied())
         .env("CALLFOLD_WEBHOOK_SECRETS", SECRET)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
@@ -61,7 +71,7 @@ async fn start_ingest(database_url: &str) -> RunningReceiver {
     };
     // Keep draining stderr so the child never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    RunningReceiver {
+    RunningService {
         child,
         base_url: format!("http://{addr}"),
     }
@@ -213,7 +223,61 @@ async fn a_reused_webhook_id_is_counted_as_a_conflict_in_metrics(db: TestDb) {
     assert_eq!(conflicts().await.as_deref(), Some("1"));
 }
 
+async fn serve_folds_what_it_receives_and_guards_the_query_api(db: TestDb) {
+    let service = start_service("serve", &db.url, &[("CALLFOLD_API_TOKEN", "let-me-in")]).await;
+    let client = reqwest::Client::new();
+    let base = &service.base_url;
+    let get = |path: &str, token: Option<&str>| {
+        let mut request = client.get(format!("{base}{path}"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move { request.send().await.expect("service answers") }
+    };
+    assert_eq!(get("/healthz", None).await.status(), 200);
+    assert_eq!(get("/readyz", None).await.status(), 200);
+
+    let answer = Delivery::new("msg_serve", completed(7))
+        .send(&client, base)
+        .await
+        .expect("sent");
+    assert_eq!(answer.json["status"], "accepted");
+    // The projector is woken by the append; wait (bounded) for the fold to be visible.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let call = loop {
+        let response = get("/v1/calls/cll_7", Some("let-me-in")).await;
+        if response.status() == 200 {
+            break response.json::<serde_json::Value>().await.expect("JSON");
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "cll_7 was never projected"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    assert_eq!(call["status"], "completed");
+    assert_eq!(get("/v1/calls/cll_7", None).await.status(), 401);
+    assert_eq!(
+        get("/v1/calls/cll_7", Some("let-me-out")).await.status(),
+        401
+    );
+
+    let metrics = get("/metrics", None)
+        .await
+        .text()
+        .await
+        .expect("metrics text");
+    for name in [
+        "callfold_deliveries_total",
+        "callfold_events_folded_total",
+        "callfold_projection_lag_events",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from /metrics");
+    }
+}
+
 on_both_stores!(
+    serve_folds_what_it_receives_and_guards_the_query_api,
     acknowledged_deliveries_survive_sigkill_and_none_is_logged_twice,
     a_reused_webhook_id_is_counted_as_a_conflict_in_metrics,
 );

@@ -57,6 +57,7 @@ async fn tag_added_before_call_completed_yields_a_tagged_completed_call(db: Test
     let api = serve_on_loopback(callfold_projector::router(
         db.store.clone(),
         Precedence::default(),
+        None,
     ))
     .await;
     let (status, call) = get_json(&format!("{api}/v1/calls/cll_9")).await;
@@ -95,6 +96,7 @@ async fn tagged_twice(db: &TestDb) -> String {
     serve_on_loopback(callfold_projector::router(
         db.store.clone(),
         Precedence::default(),
+        None,
     ))
     .await
 }
@@ -157,6 +159,7 @@ async fn an_unknown_call_is_404(db: TestDb) {
     let api = serve_on_loopback(callfold_projector::router(
         db.store.clone(),
         Precedence::default(),
+        None,
     ))
     .await;
     let (status, body) = get_json(&format!("{api}/v1/calls/cll_nobody")).await;

@@ -2,17 +2,15 @@
 //! wires the crates into the service asked for. No logic of its own beyond that wiring.
 
 mod cli;
+mod ops;
 
-use std::future::ready;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::Router;
-use axum::routing::get;
 use callfold_ingest::{CommitQueue, IngestState, LinkingRules, Verifier, WebhookSecrets};
-use callfold_projector::{Precedence, Projector};
+use callfold_projector::{ApiToken, Precedence, Projector};
 use callfold_simulate::SimulateOptions;
 use callfold_store::Store;
 use clap::Parser;
@@ -101,7 +99,7 @@ async fn run_services(
         }
     };
     let appended = Arc::new(Notify::new());
-    let mut app = Router::new().route("/metrics", get(move || ready(metrics.render())));
+    let mut app = ops::router(store.clone(), metrics);
 
     let mut committer = None;
     if let (Some(options), Some(secrets)) = (receiver, secrets) {
@@ -135,6 +133,7 @@ async fn run_services(
         app = app.merge(callfold_projector::router(
             store.clone(),
             Precedence::default(),
+            ApiToken::from_env(),
         ));
     }
 

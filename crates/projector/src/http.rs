@@ -1,20 +1,23 @@
 //! The query API over calls: `GET /v1/calls/{call_id}` (optionally `?as_of=`) and
-//! `GET /v1/calls/{call_id}/events`.
+//! `GET /v1/calls/{call_id}/events`, behind an optional bearer token.
 //!
 //! The current state comes from the stored projections; a state `as_of` a past payload time and
 //! a call's event history are folded or ordered from that call's own events in the log. Nothing
 //! here writes. Everything that depends on arrival order is under `meta` or marked `late`.
 
+use std::fmt;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use callfold_store::{CallKey, EventTime, Store, StoreError};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
 
 use crate::fold::{EffectiveKey, FoldEvent, fold, fold_events};
 use crate::precedence::Precedence;
@@ -26,15 +29,67 @@ struct QueryState {
     precedence: Arc<Precedence>,
 }
 
-/// The query routes, over `store`, ordering ties by `precedence`.
-pub fn router(store: Store, precedence: Precedence) -> Router {
-    Router::new()
+/// The environment variable holding the query API's bearer token.
+pub const API_TOKEN_ENV: &str = "CALLFOLD_API_TOKEN";
+
+/// The bearer token `/v1` requires when one is configured. `Debug` never shows it.
+#[derive(Clone)]
+pub struct ApiToken(String);
+
+impl fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiToken(<redacted>)")
+    }
+}
+
+impl ApiToken {
+    /// The token in [`API_TOKEN_ENV`], if set and not empty.
+    pub fn from_env() -> Option<Self> {
+        std::env::var(API_TOKEN_ENV)
+            .ok()
+            .filter(|token| !token.is_empty())
+            .map(Self)
+    }
+
+    /// Compares in constant time, so timing does not tell how much of a guess was right.
+    fn matches(&self, presented: &str) -> bool {
+        self.0.as_bytes().ct_eq(presented.as_bytes()).into()
+    }
+}
+
+/// The query routes, over `store`, ordering ties by `precedence`; with `token`, every route
+/// requires `Authorization: Bearer <token>`.
+pub fn router(store: Store, precedence: Precedence, token: Option<ApiToken>) -> Router {
+    let routes = Router::new()
         .route("/v1/calls/{call_id}", get(show_call))
         .route("/v1/calls/{call_id}/events", get(call_events))
         .with_state(QueryState {
             store,
             precedence: Arc::new(precedence),
-        })
+        });
+    match token {
+        Some(token) => routes.layer(middleware::from_fn_with_state(
+            Arc::new(token),
+            require_token,
+        )),
+        None => routes,
+    }
+}
+
+async fn require_token(
+    State(token): State<Arc<ApiToken>>,
+    request: Request,
+    next: Next,
+) -> Result<Response, QueryError> {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    match presented {
+        Some(presented) if token.matches(presented) => Ok(next.run(request).await),
+        _ => Err(QueryError::Unauthorized),
+    }
 }
 
 /// Why a query failed. Each variant documents its status.
@@ -48,6 +103,9 @@ enum QueryError {
         /// What is wrong with it.
         problem: String,
     },
+    /// 401: a token is configured and the request does not carry it.
+    #[error("missing or wrong bearer token")]
+    Unauthorized,
     /// 404: no event of this call is known (at or before `as_of`, when given).
     #[error("no call with id {0:?}")]
     UnknownCall(String),
@@ -60,6 +118,7 @@ impl IntoResponse for QueryError {
     fn into_response(self) -> Response {
         let status = match &self {
             QueryError::BadParameter { .. } => StatusCode::BAD_REQUEST,
+            QueryError::Unauthorized => StatusCode::UNAUTHORIZED,
             QueryError::UnknownCall(_) => StatusCode::NOT_FOUND,
             QueryError::Store(error) => {
                 tracing::error!(%error, "query failed");

@@ -11,6 +11,6 @@ pub mod precedence;
 pub mod worker;
 
 pub use fold::{CallDocument, CallStatus, EffectiveKey, FoldEvent, fold, fold_events};
-pub use http::router;
+pub use http::{API_TOKEN_ENV, ApiToken, router};
 pub use precedence::{Precedence, PrecedenceCycle};
 pub use worker::{CHECKPOINT, Projector};

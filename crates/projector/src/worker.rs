@@ -99,9 +99,11 @@ impl Projector {
             .read_log_after(checkpoint, self.batch_size)
             .await?;
         let Some(last) = records.last() else {
+            self.record_lag(checkpoint).await?;
             return Ok(0);
         };
         let mut touched: HashMap<CallKey, Working> = HashMap::new();
+        let mut late_in_batch = 0;
         for record in &records {
             let Some((call_key, event)) = FoldEvent::from_logged(&self.precedence, record) else {
                 continue;
@@ -120,6 +122,7 @@ impl Projector {
                 working.last_key = Some(event.key);
                 working.last_seq = record.seq;
             } else {
+                late_in_batch += 1;
                 let late_events = working.late_events + 1;
                 *working = self.refold(&call_key, record.seq).await?;
                 working.late_events = late_events;
@@ -145,7 +148,17 @@ impl Projector {
         self.store
             .commit_projections(CHECKPOINT, last.seq, &projections)
             .await?;
+        metrics::counter!("callfold_events_folded_total").increment(records.len() as u64);
+        metrics::counter!("callfold_late_events_total").increment(late_in_batch);
+        self.record_lag(last.seq).await?;
         Ok(records.len())
+    }
+
+    /// Publishes how many log records are not folded yet.
+    async fn record_lag(&self, checkpoint: i64) -> Result<(), StoreError> {
+        let lag = self.store.last_seq().await? - checkpoint;
+        metrics::gauge!("callfold_projection_lag_events").set(lag as f64);
+        Ok(())
     }
 
     /// Folds batches until `shutdown` resolves: immediately while there is a backlog, then on

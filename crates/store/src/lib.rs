@@ -47,6 +47,14 @@ pub enum StoreError {
     /// The database refused or failed a statement, or could not be reached.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// The database lacks migrations this build needs.
+    #[error("the database has {applied} of {known} migrations applied; run callfold migrate")]
+    NotMigrated {
+        /// Migrations applied.
+        applied: i64,
+        /// Migrations this build knows.
+        known: usize,
+    },
     /// Applying the migrations failed.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -120,6 +128,23 @@ impl Store {
         match self {
             Store::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await?,
             Store::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await?,
+        }
+        Ok(())
+    }
+
+    /// Ok when the store answers and every migration this build knows is applied.
+    pub async fn check_ready(&self) -> Result<(), StoreError> {
+        let known = match self {
+            Store::Sqlite(_) => SQLITE_MIGRATIONS.iter().count(),
+            Store::Postgres(_) => POSTGRES_MIGRATIONS.iter().count(),
+        };
+        let applied: i64 = on_pool!(self, pool => {
+            sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+                .fetch_one(pool)
+                .await?
+        });
+        if usize::try_from(applied).unwrap_or(0) < known {
+            return Err(StoreError::NotMigrated { applied, known });
         }
         Ok(())
     }
