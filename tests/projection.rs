@@ -6,9 +6,9 @@ mod support;
 
 use std::collections::BTreeSet;
 
-use callfold_projector::{Precedence, Projector, fold, fold_events};
+use callfold_projector::{CHECKPOINT, Precedence, Projector, fold, fold_events};
 use callfold_simulate::SimulateOptions;
-use callfold_store::{CallKey, Content, Store, WebhookId};
+use callfold_store::{CallKey, Content, EventTime, Store, StoredProjection, WebhookId};
 use serde_json::{Value, json};
 use support::{ReceiverConfig, SECRET, TestDb, envelope, serve_on_loopback, start_receiver};
 
@@ -172,22 +172,21 @@ async fn an_unknown_call_is_404(db: TestDb) {
     );
 }
 
-async fn shuffled_duplicated_traffic_projects_exactly_like_a_fold_from_scratch(db: TestDb) {
+/// Sends `calls` simulated calls (shuffled, 30% duplicates) through a receiver on `db` and
+/// returns the ids of the calls they produced.
+async fn send_simulated_calls(db: &TestDb, calls: usize, seed: u64) -> BTreeSet<CallKey> {
     let receiver = start_receiver(&db.store, ReceiverConfig::default()).await;
     let options = SimulateOptions {
         url: receiver.url.clone(),
-        calls: 30,
+        calls,
         concurrency: 8,
         duplicates: 0.3,
         shuffle: true,
-        seed: 11,
+        seed,
     };
     let secrets = callfold_ingest::WebhookSecrets::parse(SECRET).expect("secret");
     let report = callfold_simulate::run(&options, secrets.iter().next().expect("one")).await;
-    // Small batches, so late events and re-folds cross batch boundaries.
-    catch_up(&Projector::new(db.store.clone(), Precedence::default(), 7)).await;
-
-    let mut calls = BTreeSet::new();
+    let mut call_keys = BTreeSet::new();
     for answer in &report.answers {
         let id = WebhookId::parse(&answer.webhook_id).expect("id");
         let event = db
@@ -201,24 +200,132 @@ async fn shuffled_duplicated_traffic_projects_exactly_like_a_fold_from_scratch(d
             ..
         } = event.content
         {
-            calls.insert(call_key.as_str().to_owned());
+            call_keys.insert(call_key);
         }
     }
-    assert_eq!(calls.len(), 30);
-    for call in calls {
-        let key = CallKey::new(call);
+    assert_eq!(call_keys.len(), calls);
+    call_keys
+}
+
+/// Every call's projection, without the time it was written.
+async fn projections_without_update_time(
+    db: &TestDb,
+    calls: &BTreeSet<CallKey>,
+) -> Vec<StoredProjection> {
+    let mut projections = Vec::with_capacity(calls.len());
+    for key in calls {
+        let mut projection = db
+            .store
+            .projection(key)
+            .await
+            .expect("read")
+            .expect("projected");
+        projection.updated_at = EventTime::from_unix_micros(0);
+        projections.push(projection);
+    }
+    projections
+}
+
+async fn shuffled_duplicated_traffic_projects_exactly_like_a_fold_from_scratch(db: TestDb) {
+    let calls = send_simulated_calls(&db, 30, 11).await;
+    // Small batches, so late events and re-folds cross batch boundaries.
+    catch_up(&Projector::new(db.store.clone(), Precedence::default(), 7)).await;
+    for key in &calls {
         let projection = db
             .store
-            .projection(&key)
+            .projection(key)
             .await
             .expect("read")
             .expect("projected");
         assert_eq!(
             projection.document,
-            fold_from_scratch(&db.store, &key).await,
+            fold_from_scratch(&db.store, key).await,
             "{key:?}"
         );
     }
+}
+
+async fn a_rebuild_reproduces_incremental_projections_byte_for_byte(db: TestDb) {
+    let calls = send_simulated_calls(&db, 30, 12).await;
+    let projector = Projector::new(db.store.clone(), Precedence::default(), 7);
+    catch_up(&projector).await;
+    let incremental = projections_without_update_time(&db, &calls).await;
+    let mut progress = Vec::new();
+    let rebuilt_calls = projector
+        .rebuild(|read, _| progress.push(read))
+        .await
+        .expect("rebuild");
+    assert_eq!(rebuilt_calls, 30);
+    assert!(progress.windows(2).all(|pair| pair[0] < pair[1]) && !progress.is_empty());
+    assert_eq!(
+        projections_without_update_time(&db, &calls).await,
+        incremental
+    );
+    assert_eq!(
+        db.store.checkpoint(CHECKPOINT).await.expect("checkpoint"),
+        db.store.last_seq().await.expect("seq")
+    );
+
+    let one = calls.first().expect("a call");
+    assert!(projector.rebuild_call(one).await.expect("rebuild one call"));
+    assert_eq!(
+        projections_without_update_time(&db, &calls).await,
+        incremental
+    );
+}
+
+async fn a_rebuild_during_ingest_load_leaves_every_event_folded_exactly_once(db: TestDb) {
+    let projector = Projector::new(db.store.clone(), Precedence::default(), 50);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = {
+        let projector = projector.clone();
+        tokio::spawn(async move {
+            let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+            let poll = std::time::Duration::from_millis(5);
+            projector
+                .run(wake, poll, async { stopped.await.unwrap_or_default() })
+                .await;
+        })
+    };
+    let (calls, rebuilt) = tokio::join!(send_simulated_calls(&db, 60, 13), async {
+        projector
+            .rebuild(|_, _| {})
+            .await
+            .expect("rebuild under load")
+    });
+    assert!(rebuilt <= 60);
+    stop.send(()).expect("projector still running");
+    running.await.expect("projector stopped");
+    catch_up(&projector).await;
+    let mut folded = 0;
+    for key in &calls {
+        let projection = db
+            .store
+            .projection(key)
+            .await
+            .expect("read")
+            .expect("projected");
+        assert_eq!(
+            projection.document,
+            fold_from_scratch(&db.store, key).await,
+            "{key:?}"
+        );
+        let document: Value = serde_json::from_str(&projection.document).expect("json");
+        folded += document["event_count"].as_i64().expect("count");
+    }
+    let mut call_events = 0;
+    for key in &calls {
+        call_events += db
+            .store
+            .call_events_up_to(key, i64::MAX)
+            .await
+            .expect("read")
+            .len() as i64;
+    }
+    assert_eq!(
+        folded, call_events,
+        "each logged call event folded exactly once"
+    );
 }
 
 on_both_stores!(
@@ -228,4 +335,6 @@ on_both_stores!(
     a_bad_as_of_is_400_naming_the_parameter,
     events_come_in_effective_order_with_late_arrivals_marked,
     shuffled_duplicated_traffic_projects_exactly_like_a_fold_from_scratch,
+    a_rebuild_reproduces_incremental_projections_byte_for_byte,
+    a_rebuild_during_ingest_load_leaves_every_event_folded_exactly_once,
 );

@@ -44,6 +44,15 @@ pub enum Command {
         #[command(flatten)]
         projector: ProjectorOptions,
     },
+    /// Re-fold projections from the log (all calls, or one), then exit. Safe while the
+    /// services run: queries keep answering from the old projections until the swap.
+    Rebuild {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// Rebuild only this call.
+        #[arg(long)]
+        call: Option<String>,
+    },
     /// Apply pending database migrations, then exit.
     Migrate(DatabaseArgs),
     /// Send Allo-like signed traffic to a receiver and report answers, throughput and latency.

@@ -6,13 +6,13 @@ mod ops;
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use callfold_ingest::{CommitQueue, IngestState, LinkingRules, Verifier, WebhookSecrets};
 use callfold_projector::{ApiToken, Precedence, Projector};
 use callfold_simulate::SimulateOptions;
-use callfold_store::Store;
+use callfold_store::{CallKey, Store};
 use clap::Parser;
 use metrics_exporter_prometheus::PrometheusBuilder;
 use tokio::net::TcpListener;
@@ -37,6 +37,7 @@ async fn main() -> ExitCode {
         Command::Projector { service, projector } => {
             run_services(service, None, Some(projector)).await
         }
+        Command::Rebuild { database, call } => rebuild(database, call).await,
         Command::Migrate(args) => migrate(args).await,
         Command::Simulate(args) => simulate(args).await,
     };
@@ -74,6 +75,35 @@ async fn open_store(args: &DatabaseArgs) -> anyhow::Result<Store> {
 async fn migrate(args: DatabaseArgs) -> anyhow::Result<()> {
     let store = open_store(&args).await?;
     tracing::info!(backend = store.backend_name(), "migrations applied");
+    Ok(())
+}
+
+async fn rebuild(database: DatabaseArgs, call: Option<String>) -> anyhow::Result<()> {
+    let store = open_store(&database).await?;
+    let projector = Projector::new(store, Precedence::default(), 1);
+    if let Some(call) = call {
+        let found = projector.rebuild_call(&CallKey::new(call.clone())).await?;
+        anyhow::ensure!(found, "the log holds no event of call {call:?}");
+        eprintln!("rebuild: call {call} re-folded");
+        return Ok(());
+    }
+    let started = Instant::now();
+    let mut reported = started;
+    let calls = projector
+        .rebuild(|read, up_to_seq| {
+            if reported.elapsed() >= Duration::from_secs(1) {
+                reported = Instant::now();
+                let rate = read as f64 / started.elapsed().as_secs_f64();
+                // Seqs also count records of no call, so this estimate errs long.
+                let eta = (up_to_seq as f64 - read as f64).max(0.0) / rate.max(1.0);
+                eprintln!("rebuild: {read} events read, {rate:.0} events/s, ETA {eta:.0}s");
+            }
+        })
+        .await?;
+    eprintln!(
+        "rebuild: {calls} calls swapped in after {:.1?}",
+        started.elapsed()
+    );
     Ok(())
 }
 

@@ -261,6 +261,21 @@ pub fn fold_events<'a>(
         .filter_map(|record| FoldEvent::from_logged(precedence, record).map(|(_, e)| (record, e)))
 }
 
+/// Marks each of one call's events, given in arrival (seq) order, as late when an event that
+/// arrived before it is later in effective order.
+pub fn mark_late<T>(
+    arrivals: impl IntoIterator<Item = (T, FoldEvent)>,
+) -> impl Iterator<Item = (T, FoldEvent, bool)> {
+    let mut latest: Option<EffectiveKey> = None;
+    arrivals.into_iter().map(move |(with, event)| {
+        let late = latest.as_ref().is_some_and(|latest| event.key < *latest);
+        if !late {
+            latest = Some(event.key.clone());
+        }
+        (with, event, late)
+    })
+}
+
 /// Folds `events` (any order, no two with the same webhook-id) into the call's document.
 pub fn fold(call_id: &str, mut events: Vec<FoldEvent>) -> CallDocument {
     events.sort_by(|a, b| a.key.cmp(&b.key));

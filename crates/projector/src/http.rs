@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
-use crate::fold::{EffectiveKey, FoldEvent, fold, fold_events};
+use crate::fold::{EffectiveKey, FoldEvent, fold, fold_events, mark_late};
 use crate::precedence::Precedence;
 
 /// What the query routes share.
@@ -189,25 +189,20 @@ async fn call_events(
         .store
         .call_events_up_to(&CallKey::new(call_id.clone()), i64::MAX)
         .await?;
-    // The log is read in seq (arrival) order: an event is late when an event of the same call
-    // that arrived before it is later in effective order.
-    let mut latest: Option<EffectiveKey> = None;
-    let mut events: Vec<(EffectiveKey, Value)> = Vec::with_capacity(logged.len());
-    for (record, event) in fold_events(&state.precedence, &logged) {
-        let late = latest.as_ref().is_some_and(|latest| event.key < *latest);
-        if !late {
-            latest = Some(event.key.clone());
-        }
-        let shown = json!({
-            "seq": record.seq,
-            "webhook_id": record.webhook_id.as_str(),
-            "topic": event.topic,
-            "timestamp": event.key.event_time,
-            "received_at": record.received_at,
-            "late": late,
-        });
-        events.push((event.key, shown));
-    }
+    // The log is read in seq (arrival) order, which is what lateness is judged by.
+    let mut events: Vec<(EffectiveKey, Value)> = mark_late(fold_events(&state.precedence, &logged))
+        .map(|(record, event, late)| {
+            let shown = json!({
+                "seq": record.seq,
+                "webhook_id": record.webhook_id.as_str(),
+                "topic": event.topic,
+                "timestamp": event.key.event_time,
+                "received_at": record.received_at,
+                "late": late,
+            });
+            (event.key, shown)
+        })
+        .collect();
     if events.is_empty() {
         return Err(QueryError::UnknownCall(call_id));
     }

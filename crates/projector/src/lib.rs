@@ -10,7 +10,7 @@ pub mod http;
 pub mod precedence;
 pub mod worker;
 
-pub use fold::{CallDocument, CallStatus, EffectiveKey, FoldEvent, fold, fold_events};
+pub use fold::{CallDocument, CallStatus, EffectiveKey, FoldEvent, fold, fold_events, mark_late};
 pub use http::{API_TOKEN_ENV, ApiToken, router};
 pub use precedence::{Precedence, PrecedenceCycle};
 pub use worker::{CHECKPOINT, Projector};

@@ -10,10 +10,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use callfold_store::{CallKey, EventTime, Store, StoreError, StoredProjection};
+use callfold_store::{
+    CallKey, EventTime, LoggedEvent, Store, StoreError, StoredProjection, WebhookId,
+};
 use tokio::sync::Notify;
 
-use crate::fold::{CallDocument, EffectiveKey, FoldEvent, fold, fold_events};
+use crate::fold::{CallDocument, EffectiveKey, FoldEvent, fold, fold_events, mark_late};
 use crate::precedence::Precedence;
 
 /// The checkpoint name of the per-call projector.
@@ -35,6 +37,45 @@ struct Working {
     late_events: i64,
 }
 
+impl Working {
+    /// A call folded from scratch from its logged records (in seq order), with the late
+    /// arrivals among them counted as the incremental path counts them.
+    fn from_log(precedence: &Precedence, call_key: &CallKey, logged: &[LoggedEvent]) -> Self {
+        let mut events = Vec::with_capacity(logged.len());
+        let (mut last_key, mut last_seq, mut late_events) = (None, 0, 0);
+        for (record, event, late) in mark_late(fold_events(precedence, logged)) {
+            if late {
+                late_events += 1;
+            } else {
+                last_key = Some(event.key.clone());
+            }
+            last_seq = last_seq.max(record.seq);
+            events.push(event);
+        }
+        Self {
+            document: fold(call_key.as_str(), events),
+            last_key,
+            last_seq,
+            late_events,
+        }
+    }
+
+    /// The projection to store; `None` for a call with no event folded.
+    fn into_stored(self, call_key: CallKey, updated_at: EventTime) -> Option<StoredProjection> {
+        let last_key = self.last_key?;
+        Some(StoredProjection {
+            document: serde_json::to_string(&self.document).ok()?,
+            last_event_time: last_key.event_time,
+            last_rank: i64::from(last_key.rank),
+            last_webhook_id: WebhookId::parse(&last_key.webhook_id).ok()?,
+            last_seq: self.last_seq,
+            late_events: self.late_events,
+            updated_at,
+            call_key,
+        })
+    }
+}
+
 impl Projector {
     /// A projector over `store`, reading at most `batch_size` log records per transaction.
     pub fn new(store: Store, precedence: Precedence, batch_size: i64) -> Self {
@@ -45,19 +86,10 @@ impl Projector {
         }
     }
 
-    /// The call's document folded from every one of its events with `seq <= up_to_seq`.
+    /// The call folded from every one of its events with `seq <= up_to_seq`.
     async fn refold(&self, call_key: &CallKey, up_to_seq: i64) -> Result<Working, StoreError> {
         let logged = self.store.call_events_up_to(call_key, up_to_seq).await?;
-        let events: Vec<FoldEvent> = fold_events(&self.precedence, &logged)
-            .map(|(_, event)| event)
-            .collect();
-        let last_key = events.iter().map(|event| event.key.clone()).max();
-        Ok(Working {
-            document: fold(call_key.as_str(), events),
-            last_key,
-            last_seq: up_to_seq,
-            late_events: 0,
-        })
+        Ok(Working::from_log(&self.precedence, call_key, &logged))
     }
 
     /// The call as folded so far, before the record at `seq`. A call without a projection has
@@ -123,27 +155,13 @@ impl Projector {
                 working.last_seq = record.seq;
             } else {
                 late_in_batch += 1;
-                let late_events = working.late_events + 1;
                 *working = self.refold(&call_key, record.seq).await?;
-                working.late_events = late_events;
             }
         }
         let now = EventTime::now();
         let projections: Vec<StoredProjection> = touched
             .into_iter()
-            .filter_map(|(call_key, working)| {
-                let last_key = working.last_key?;
-                Some(StoredProjection {
-                    document: serde_json::to_string(&working.document).ok()?,
-                    last_event_time: last_key.event_time,
-                    last_rank: i64::from(last_key.rank),
-                    last_webhook_id: callfold_store::WebhookId::parse(&last_key.webhook_id).ok()?,
-                    last_seq: working.last_seq,
-                    late_events: working.late_events,
-                    updated_at: now,
-                    call_key,
-                })
-            })
+            .filter_map(|(call_key, working)| working.into_stored(call_key, now))
             .collect();
         self.store
             .commit_projections(CHECKPOINT, last.seq, &projections)
@@ -152,6 +170,35 @@ impl Projector {
         metrics::counter!("callfold_late_events_total").increment(late_in_batch);
         self.record_lag(last.seq).await?;
         Ok(records.len())
+    }
+
+    /// Re-folds every call from the log up to its current end, beside the live projections,
+    /// then swaps the result in with the checkpoint (see `Store::rebuild_projections`).
+    /// `progress` hears the number of log records read so far and the seq the rebuild reads
+    /// up to. Returns the number of calls rebuilt.
+    pub async fn rebuild(&self, mut progress: impl FnMut(u64, i64)) -> Result<u64, StoreError> {
+        let up_to_seq = self.store.last_seq().await?;
+        let now = EventTime::now();
+        let project = |call_key: &CallKey, logged: &[LoggedEvent]| {
+            Working::from_log(&self.precedence, call_key, logged).into_stored(call_key.clone(), now)
+        };
+        self.store
+            .rebuild_projections(CHECKPOINT, up_to_seq, project, |read| {
+                progress(read, up_to_seq)
+            })
+            .await
+    }
+
+    /// Re-folds one call from its events up to the checkpoint and replaces its projection.
+    /// Returns false when the log holds no event of that call yet.
+    pub async fn rebuild_call(&self, call_key: &CallKey) -> Result<bool, StoreError> {
+        let checkpoint = self.store.checkpoint(CHECKPOINT).await?;
+        let working = self.refold(call_key, checkpoint).await?;
+        let Some(projection) = working.into_stored(call_key.clone(), EventTime::now()) else {
+            return Ok(false);
+        };
+        self.store.put_projections(&[projection]).await?;
+        Ok(true)
     }
 
     /// Publishes how many log records are not folded yet.

@@ -60,7 +60,7 @@ impl Topic {
 }
 
 /// The id of the call an event belongs to (Allo's `cll_...`), found by the linking rules.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct CallKey(String);
 
 impl CallKey {

@@ -40,12 +40,12 @@ fn insert_statement(rows: usize) -> String {
 
 const FIND_FIRST_COPY: &str = "SELECT seq, body_sha256 FROM events WHERE webhook_id = $1";
 
-const SELECT_EVENT: &str = "SELECT seq, webhook_id, webhook_timestamp, received_at_us, body, \
+pub(crate) const SELECT_EVENT: &str = "SELECT seq, webhook_id, webhook_timestamp, received_at_us, body, \
      body_sha256, topic, event_time_us, call_key, quarantine_reason FROM events";
 
 /// A row of `events` exactly as stored, before it is parsed back into a [`LoggedEvent`].
 #[derive(sqlx::FromRow)]
-struct EventRow {
+pub(crate) struct EventRow {
     seq: i64,
     webhook_id: String,
     webhook_timestamp: i64,

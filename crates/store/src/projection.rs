@@ -5,8 +5,18 @@
 //! the checkpoint that covers them are written in one transaction, so a crash can neither skip
 //! nor double-apply an event.
 
-use crate::event::{CallKey, EventTime, WebhookId};
+use tokio_stream::StreamExt;
+
+use crate::event::{CallKey, Content, EventTime, LoggedEvent, WebhookId};
+use crate::log::{EventRow, SELECT_EVENT};
 use crate::{Store, StoreError, on_pool};
+
+fn call_key_of(event: &LoggedEvent) -> Option<&CallKey> {
+    match &event.content {
+        Content::Usable { call_key, .. } => call_key.as_ref(),
+        Content::Quarantined { .. } => None,
+    }
+}
 
 /// One call's projection as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,13 +69,25 @@ impl From<ProjectionRow> for StoredProjection {
     }
 }
 
-const UPSERT_PROJECTION: &str = "INSERT INTO call_projections (call_key, document, \
-     last_event_time_us, last_rank, last_webhook_id, last_seq, late_events, updated_at_us) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-     ON CONFLICT (call_key) DO UPDATE SET document = excluded.document, \
-     last_event_time_us = excluded.last_event_time_us, last_rank = excluded.last_rank, \
-     last_webhook_id = excluded.last_webhook_id, last_seq = excluded.last_seq, \
-     late_events = excluded.late_events, updated_at_us = excluded.updated_at_us";
+/// The live projections, which queries read.
+const LIVE: &str = "call_projections";
+/// Where a rebuild writes before the swap.
+const SHADOW: &str = "call_projections_rebuild";
+
+/// Calls written per transaction while rebuilding.
+const REBUILD_WRITE_BATCH: usize = 500;
+
+fn upsert_projection(table: &str) -> String {
+    format!(
+        "INSERT INTO {table} (call_key, document, last_event_time_us, last_rank, \
+         last_webhook_id, last_seq, late_events, updated_at_us) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+         ON CONFLICT (call_key) DO UPDATE SET document = excluded.document, \
+         last_event_time_us = excluded.last_event_time_us, last_rank = excluded.last_rank, \
+         last_webhook_id = excluded.last_webhook_id, last_seq = excluded.last_seq, \
+         late_events = excluded.late_events, updated_at_us = excluded.updated_at_us"
+    )
+}
 
 const UPSERT_CHECKPOINT: &str = "INSERT INTO projector_checkpoints (name, last_seq) \
      VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET last_seq = excluded.last_seq";
@@ -105,10 +127,30 @@ impl Store {
         last_seq: i64,
         projections: &[StoredProjection],
     ) -> Result<(), StoreError> {
+        self.write_projections(LIVE, projections, Some((name, last_seq)))
+            .await
+    }
+
+    /// Replaces `projections` without moving any checkpoint.
+    pub async fn put_projections(
+        &self,
+        projections: &[StoredProjection],
+    ) -> Result<(), StoreError> {
+        self.write_projections(LIVE, projections, None).await
+    }
+
+    /// Upserts `projections` into `table`, and moves `checkpoint` when given, in one transaction.
+    async fn write_projections(
+        &self,
+        table: &str,
+        projections: &[StoredProjection],
+        checkpoint: Option<(&str, i64)>,
+    ) -> Result<(), StoreError> {
+        let upsert = upsert_projection(table);
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             for projection in projections {
-                sqlx::query(UPSERT_PROJECTION)
+                sqlx::query(&upsert)
                     .bind(projection.call_key.as_str())
                     .bind(projection.document.as_str())
                     .bind(projection.last_event_time.unix_micros())
@@ -120,9 +162,70 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
-            sqlx::query(UPSERT_CHECKPOINT).bind(name).bind(last_seq).execute(&mut *tx).await?;
+            if let Some((name, last_seq)) = checkpoint {
+                sqlx::query(UPSERT_CHECKPOINT).bind(name).bind(last_seq).execute(&mut *tx).await?;
+            }
             tx.commit().await?;
             Ok(())
+        })
+    }
+
+    /// Rebuilds every projection from the log records with `seq <= up_to_seq`: streams them
+    /// grouped by call (one call in memory at a time), hands each call's records, in seq
+    /// order, to `project`, writes the results beside the live projections, then swaps them in
+    /// and moves checkpoint `name` to `up_to_seq` in one transaction. Until the swap, readers
+    /// see the old projections. `progress` hears the number of records read so far. Returns
+    /// the number of calls rebuilt.
+    pub async fn rebuild_projections(
+        &self,
+        name: &str,
+        up_to_seq: i64,
+        mut project: impl FnMut(&CallKey, &[LoggedEvent]) -> Option<StoredProjection>,
+        mut progress: impl FnMut(u64),
+    ) -> Result<u64, StoreError> {
+        let select = format!(
+            "{SELECT_EVENT} WHERE call_key IS NOT NULL AND seq <= $1 ORDER BY call_key, seq"
+        );
+        let mut calls = 0;
+        let mut read = 0;
+        let mut pending: Vec<StoredProjection> = Vec::with_capacity(REBUILD_WRITE_BATCH);
+        let mut call: Vec<LoggedEvent> = Vec::new();
+        on_pool!(self, pool => {
+            sqlx::query(&format!("DELETE FROM {SHADOW}")).execute(pool).await?;
+            let mut rows = sqlx::query_as::<_, EventRow>(&select).bind(up_to_seq).fetch(pool);
+            loop {
+                let next = rows.next().await.transpose()?.map(LoggedEvent::from);
+                let call_ends = match (&next, call.first()) {
+                    (Some(event), Some(first)) => call_key_of(event) != call_key_of(first),
+                    (None, Some(_)) => true,
+                    (_, None) => false,
+                };
+                if call_ends {
+                    if let Some(key) = call_key_of(&call[0]).cloned() {
+                        pending.extend(project(&key, &call));
+                        calls += 1;
+                    }
+                    call.clear();
+                    if pending.len() >= REBUILD_WRITE_BATCH || next.is_none() {
+                        self.write_projections(SHADOW, &pending, None).await?;
+                        pending.clear();
+                    }
+                }
+                let Some(event) = next else { break };
+                call.push(event);
+                read += 1;
+                progress(read);
+            }
+            drop(rows);
+            let mut tx = pool.begin().await?;
+            sqlx::query(&format!("DELETE FROM {LIVE}")).execute(&mut *tx).await?;
+            sqlx::query(&format!("INSERT INTO {LIVE} SELECT * FROM {SHADOW}"))
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(&format!("DELETE FROM {SHADOW}")).execute(&mut *tx).await?;
+            sqlx::query(UPSERT_CHECKPOINT).bind(name).bind(up_to_seq).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(calls)
         })
     }
 }
