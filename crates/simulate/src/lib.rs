@@ -110,6 +110,8 @@ pub struct Report {
     pub answers: Vec<Answer>,
     /// Wall-clock time of the sending phase.
     pub elapsed: Duration,
+    /// The id of one invented call, to look up afterwards.
+    pub sample_call: Option<String>,
 }
 
 impl Report {
@@ -156,7 +158,11 @@ impl fmt::Display for Report {
             ms(0.9),
             ms(0.99),
             ms(1.0)
-        )
+        )?;
+        match &self.sample_call {
+            Some(call) => write!(f, "\none call   {call} (GET /v1/calls/{call})"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -189,6 +195,7 @@ pub async fn send(url: &str, deliveries: Vec<SignedDelivery>, concurrency: usize
     Report {
         answers,
         elapsed: started.elapsed(),
+        sample_call: None,
     }
 }
 
@@ -234,6 +241,16 @@ async fn deliver(client: &reqwest::Client, url: &str, delivery: &SignedDelivery)
 pub async fn run(options: &SimulateOptions, secret: &Secret) -> Report {
     let now = chrono::Utc::now();
     let events = invent_events(options.calls, options.seed, now);
+    let sample_call = events.iter().find_map(|event| {
+        let envelope: serde_json::Value = serde_json::from_slice(&event.body).ok()?;
+        if envelope["topic"] != "call.completed" {
+            return None;
+        }
+        envelope["data"]["id"].as_str().map(str::to_owned)
+    });
     let deliveries = sign_deliveries(events, secret, now.timestamp(), options);
-    send(&options.url, deliveries, options.concurrency).await
+    Report {
+        sample_call,
+        ..send(&options.url, deliveries, options.concurrency).await
+    }
 }
