@@ -30,8 +30,8 @@ CREATE TABLE events (
     CHECK ((quarantine_reason IS NULL) = (topic IS NOT NULL AND event_time_us IS NOT NULL))
 );
 
--- How the projector finds one call's events in payload-time order.
-CREATE INDEX events_by_call ON events (call_key, event_time_us) WHERE call_key IS NOT NULL;
+-- How the projector reads one call's events, and a rebuild every call's, in arrival order.
+CREATE INDEX events_by_call ON events (call_key, seq) WHERE call_key IS NOT NULL;
 
 CREATE TRIGGER events_refuse_update BEFORE UPDATE ON events
 BEGIN

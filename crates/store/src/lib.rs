@@ -97,8 +97,11 @@ impl Store {
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Full)
                     .busy_timeout(ACQUIRE_TIMEOUT);
+                // One connection: SQLite has one writer at a time, and writers that wait on
+                // SQLite's own lock sleep in its busy handler (tens of milliseconds), while
+                // tasks waiting for the pool's connection are woken the moment it is free.
                 let pool = SqlitePoolOptions::new()
-                    .max_connections(4)
+                    .max_connections(1)
                     .acquire_timeout(ACQUIRE_TIMEOUT)
                     .connect_with(options)
                     .await?;

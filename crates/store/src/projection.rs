@@ -5,8 +5,6 @@
 //! the checkpoint that covers them are written in one transaction, so a crash can neither skip
 //! nor double-apply an event.
 
-use tokio_stream::StreamExt;
-
 use crate::event::{CallKey, Content, EventTime, LoggedEvent, WebhookId};
 use crate::log::{EventRow, SELECT_EVENT};
 use crate::{Store, StoreError, on_pool};
@@ -74,8 +72,8 @@ const LIVE: &str = "call_projections";
 /// Where a rebuild writes before the swap.
 const SHADOW: &str = "call_projections_rebuild";
 
-/// Calls written per transaction while rebuilding.
-const REBUILD_WRITE_BATCH: usize = 500;
+/// Log records read per page while rebuilding.
+const REBUILD_PAGE: i64 = 2000;
 
 fn upsert_projection(table: &str) -> String {
     format!(
@@ -170,12 +168,12 @@ impl Store {
         })
     }
 
-    /// Rebuilds every projection from the log records with `seq <= up_to_seq`: streams them
-    /// grouped by call (one call in memory at a time), hands each call's records, in seq
-    /// order, to `project`, writes the results beside the live projections, then swaps them in
-    /// and moves checkpoint `name` to `up_to_seq` in one transaction. Until the swap, readers
-    /// see the old projections. `progress` hears the number of records read so far. Returns
-    /// the number of calls rebuilt.
+    /// Rebuilds every projection from the log records with `seq <= up_to_seq`: reads them in
+    /// pages ordered by (call, seq), hands each call's records, in seq order, to `project`,
+    /// writes the results beside the live projections, then swaps them in and moves checkpoint
+    /// `name` to `up_to_seq` in one transaction. Memory holds one page and one call; no
+    /// connection is held between pages. Until the swap, readers see the old projections.
+    /// `progress` hears the number of records read so far. Returns the number of calls rebuilt.
     pub async fn rebuild_projections(
         &self,
         name: &str,
@@ -183,40 +181,44 @@ impl Store {
         mut project: impl FnMut(&CallKey, &[LoggedEvent]) -> Option<StoredProjection>,
         mut progress: impl FnMut(u64),
     ) -> Result<u64, StoreError> {
-        let select = format!(
-            "{SELECT_EVENT} WHERE call_key IS NOT NULL AND seq <= $1 ORDER BY call_key, seq"
+        let page_sql = format!(
+            "{SELECT_EVENT} WHERE call_key IS NOT NULL AND seq <= $1 \
+             AND (call_key, seq) > ($2, $3) ORDER BY call_key, seq LIMIT $4"
         );
-        let mut calls = 0;
-        let mut read = 0;
-        let mut pending: Vec<StoredProjection> = Vec::with_capacity(REBUILD_WRITE_BATCH);
+        let (mut calls, mut read) = (0, 0);
         let mut call: Vec<LoggedEvent> = Vec::new();
+        let mut after: (String, i64) = (String::new(), 0);
         on_pool!(self, pool => {
             sqlx::query(&format!("DELETE FROM {SHADOW}")).execute(pool).await?;
-            let mut rows = sqlx::query_as::<_, EventRow>(&select).bind(up_to_seq).fetch(pool);
             loop {
-                let next = rows.next().await.transpose()?.map(LoggedEvent::from);
-                let call_ends = match (&next, call.first()) {
-                    (Some(event), Some(first)) => call_key_of(event) != call_key_of(first),
-                    (None, Some(_)) => true,
-                    (_, None) => false,
-                };
-                if call_ends {
-                    if let Some(key) = call_key_of(&call[0]).cloned() {
-                        pending.extend(project(&key, &call));
-                        calls += 1;
+                let page: Vec<EventRow> = sqlx::query_as(&page_sql)
+                    .bind(up_to_seq)
+                    .bind(after.0.as_str())
+                    .bind(after.1)
+                    .bind(REBUILD_PAGE)
+                    .fetch_all(pool)
+                    .await?;
+                let last_page = (page.len() as i64) < REBUILD_PAGE;
+                let mut projections = Vec::new();
+                for event in page.into_iter().map(LoggedEvent::from) {
+                    let key = call_key_of(&event).cloned().unwrap_or_else(|| CallKey::new(""));
+                    if call.first().and_then(call_key_of).is_some_and(|current| *current != key) {
+                        projections.extend(project_call(&mut project, &call, &mut calls));
+                        call.clear();
                     }
-                    call.clear();
-                    if pending.len() >= REBUILD_WRITE_BATCH || next.is_none() {
-                        self.write_projections(SHADOW, &pending, None).await?;
-                        pending.clear();
-                    }
+                    after = (key.as_str().to_owned(), event.seq);
+                    call.push(event);
+                    read += 1;
                 }
-                let Some(event) = next else { break };
-                call.push(event);
-                read += 1;
                 progress(read);
+                if last_page {
+                    projections.extend(project_call(&mut project, &call, &mut calls));
+                }
+                self.write_projections(SHADOW, &projections, None).await?;
+                if last_page {
+                    break;
+                }
             }
-            drop(rows);
             let mut tx = pool.begin().await?;
             sqlx::query(&format!("DELETE FROM {LIVE}")).execute(&mut *tx).await?;
             sqlx::query(&format!("INSERT INTO {LIVE} SELECT * FROM {SHADOW}"))
@@ -228,4 +230,15 @@ impl Store {
             Ok(calls)
         })
     }
+}
+
+/// The projection of one call's complete records, counting it in `calls`.
+fn project_call(
+    project: &mut impl FnMut(&CallKey, &[LoggedEvent]) -> Option<StoredProjection>,
+    call: &[LoggedEvent],
+    calls: &mut u64,
+) -> Option<StoredProjection> {
+    let key = call_key_of(call.first()?)?;
+    *calls += 1;
+    project(key, call)
 }
