@@ -4,7 +4,7 @@
 mod support;
 
 use callfold_store::{
-    AppendOutcome, CallKey, Content, EventTime, NewEvent, Store, Topic, WebhookId,
+    AppendOutcome, CallKey, Content, EventTime, NewEvent, Store, StoredProjection, Topic, WebhookId,
 };
 use sha2::{Digest, Sha256};
 use support::TestDb;
@@ -195,6 +195,46 @@ async fn commits_are_configured_to_reach_the_disk_before_returning(db: TestDb) {
     }
 }
 
+fn projection(call: &str, document: &str) -> StoredProjection {
+    StoredProjection {
+        call_key: CallKey::new(call),
+        document: document.to_owned(),
+        last_event_time: EventTime::from_unix_micros(1),
+        last_rank: 0,
+        last_webhook_id: WebhookId::parse("msg_a").expect("id"),
+        last_seq: 1,
+        late_events: 0,
+        updated_at: EventTime::from_unix_micros(2),
+    }
+}
+
+async fn projections_commit_only_from_the_checkpoint_they_were_folded_from(db: TestDb) {
+    let store = &db.store;
+    let first = projection("cll_1", "{\"v\":1}");
+    assert!(
+        store
+            .commit_projections("calls", 0, 5, &[first.clone()])
+            .await
+            .expect("commit")
+    );
+    assert_eq!(store.checkpoint("calls").await.expect("read"), 5);
+    // A second writer that read the checkpoint at 0 must not overwrite or move anything.
+    let stale = projection("cll_1", "{\"v\":2}");
+    assert!(
+        !store
+            .commit_projections("calls", 0, 9, &[stale])
+            .await
+            .expect("commit")
+    );
+    assert_eq!(store.checkpoint("calls").await.expect("read"), 5);
+    let kept = store
+        .projection(&CallKey::new("cll_1"))
+        .await
+        .expect("read")
+        .expect("present");
+    assert_eq!(kept, first);
+}
+
 async fn migrating_again_changes_nothing(db: TestDb) {
     db.store
         .append_batch(&[event("msg_a", b"{}", usable(None))])
@@ -211,5 +251,6 @@ on_both_stores!(
     every_field_reads_back_as_written,
     the_log_refuses_updates_and_deletes,
     migrating_again_changes_nothing,
+    projections_commit_only_from_the_checkpoint_they_were_folded_from,
     commits_are_configured_to_reach_the_disk_before_returning,
 );

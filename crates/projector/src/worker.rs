@@ -122,8 +122,9 @@ impl Projector {
         })
     }
 
-    /// Folds the next batch of the log and commits it with the checkpoint. Returns how many log
-    /// records it consumed: 0 means the projections are caught up.
+    /// Folds the next batch of the log and commits it with the checkpoint, unless the
+    /// checkpoint moved meanwhile (then the batch is dropped, to be read again). Returns how
+    /// many log records it read: 0 means the projections are caught up.
     pub async fn fold_next_batch(&self) -> Result<usize, StoreError> {
         let checkpoint = self.store.checkpoint(CHECKPOINT).await?;
         let records = self
@@ -163,9 +164,19 @@ impl Projector {
             .into_iter()
             .filter_map(|(call_key, working)| working.into_stored(call_key, now))
             .collect();
-        self.store
-            .commit_projections(CHECKPOINT, last.seq, &projections)
+        let committed = self
+            .store
+            .commit_projections(CHECKPOINT, checkpoint, last.seq, &projections)
             .await?;
+        if !committed {
+            // A rebuild moved the checkpoint under this batch: drop it and read again from
+            // where the checkpoint now is.
+            tracing::info!(
+                checkpoint,
+                "checkpoint moved during the batch; folding again"
+            );
+            return Ok(records.len());
+        }
         metrics::counter!("callfold_events_folded_total").increment(records.len() as u64);
         metrics::counter!("callfold_late_events_total").increment(late_in_batch);
         self.record_lag(last.seq).await?;

@@ -90,6 +90,11 @@ fn upsert_projection(table: &str) -> String {
 const UPSERT_CHECKPOINT: &str = "INSERT INTO projector_checkpoints (name, last_seq) \
      VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET last_seq = excluded.last_seq";
 
+/// Moves a checkpoint only from the value the caller read: `$2` expected, `$3` new.
+const ADVANCE_CHECKPOINT: &str = "INSERT INTO projector_checkpoints (name, last_seq) \
+     VALUES ($1, $3) ON CONFLICT (name) DO UPDATE SET last_seq = excluded.last_seq \
+     WHERE projector_checkpoints.last_seq = $2";
+
 impl Store {
     /// The projection of `call_key`, if the projector has folded any of its events.
     pub async fn projection(
@@ -118,14 +123,17 @@ impl Store {
         })
     }
 
-    /// Writes `projections` and moves checkpoint `name` to `last_seq`, in one transaction.
+    /// Writes `projections` and moves checkpoint `name` from `from_seq` to `to_seq`, in one
+    /// transaction; or, when the checkpoint is no longer at `from_seq` (a rebuild, or another
+    /// projector, moved it), writes nothing and returns false.
     pub async fn commit_projections(
         &self,
         name: &str,
-        last_seq: i64,
+        from_seq: i64,
+        to_seq: i64,
         projections: &[StoredProjection],
-    ) -> Result<(), StoreError> {
-        self.write_projections(LIVE, projections, Some((name, last_seq)))
+    ) -> Result<bool, StoreError> {
+        self.write_projections(LIVE, projections, Some((name, from_seq, to_seq)))
             .await
     }
 
@@ -134,16 +142,20 @@ impl Store {
         &self,
         projections: &[StoredProjection],
     ) -> Result<(), StoreError> {
-        self.write_projections(LIVE, projections, None).await
+        self.write_projections(LIVE, projections, None)
+            .await
+            .map(drop)
     }
 
-    /// Upserts `projections` into `table`, and moves `checkpoint` when given, in one transaction.
+    /// Upserts `projections` into `table`, and moves `checkpoint` (name, from, to) when given,
+    /// in one transaction. Returns false, having written nothing, when the checkpoint was not
+    /// at `from`.
     async fn write_projections(
         &self,
         table: &str,
         projections: &[StoredProjection],
-        checkpoint: Option<(&str, i64)>,
-    ) -> Result<(), StoreError> {
+        checkpoint: Option<(&str, i64, i64)>,
+    ) -> Result<bool, StoreError> {
         let upsert = upsert_projection(table);
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
@@ -160,11 +172,21 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
-            if let Some((name, last_seq)) = checkpoint {
-                sqlx::query(UPSERT_CHECKPOINT).bind(name).bind(last_seq).execute(&mut *tx).await?;
+            if let Some((name, from_seq, to_seq)) = checkpoint {
+                let moved = sqlx::query(ADVANCE_CHECKPOINT)
+                    .bind(name)
+                    .bind(from_seq)
+                    .bind(to_seq)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if moved == 0 {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
             }
             tx.commit().await?;
-            Ok(())
+            Ok(true)
         })
     }
 
