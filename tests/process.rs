@@ -276,7 +276,49 @@ async fn serve_folds_what_it_receives_and_guards_the_query_api(db: TestDb) {
     }
 }
 
+async fn the_calls_command_answers_like_the_api(db: TestDb) {
+    let service = start_service("serve", &db.url, &[]).await;
+    let client = reqwest::Client::new();
+    Delivery::new("msg_cli", completed(8))
+        .send(&client, &service.base_url)
+        .await
+        .expect("sent");
+    let cli = |args: &[&str]| {
+        let mut command = Command::new(CALLFOLD);
+        command
+            .arg("calls")
+            .args(args)
+            .args(["--database-url", &db.url]);
+        async move { command.output().await.expect("callfold runs") }
+    };
+    // Wait (bounded) until the running service has folded the call.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let shown = loop {
+        let output = cli(&["show", "cll_8"]).await;
+        if output.status.success() {
+            break output;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "cll_8 was never projected"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    let call: serde_json::Value = serde_json::from_slice(&shown.stdout).expect("JSON on stdout");
+    assert_eq!(
+        (call["call_id"].as_str(), call["status"].as_str()),
+        (Some("cll_8"), Some("completed"))
+    );
+    let listed = cli(&["list", "--status", "completed"]).await;
+    let list: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("JSON on stdout");
+    assert_eq!(list["calls"][0]["call_id"], "cll_8");
+    let refused = cli(&["list", "--status", "over"]).await;
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("status"));
+}
+
 on_both_stores!(
+    the_calls_command_answers_like_the_api,
     serve_folds_what_it_receives_and_guards_the_query_api,
     acknowledged_deliveries_survive_sigkill_and_none_is_logged_twice,
     a_reused_webhook_id_is_counted_as_a_conflict_in_metrics,

@@ -155,6 +155,78 @@ async fn events_come_in_effective_order_with_late_arrivals_marked(db: TestDb) {
     );
 }
 
+async fn listing_pages_through_every_call_once_and_filters(db: TestDb) {
+    let calls = send_simulated_calls(&db, 30, 14).await;
+    catch_up(&Projector::new(
+        db.store.clone(),
+        Precedence::default(),
+        100,
+    ))
+    .await;
+    let api = serve_on_loopback(callfold_projector::router(
+        db.store.clone(),
+        Precedence::default(),
+        None,
+    ))
+    .await;
+
+    let mut listed = Vec::new();
+    let mut query = format!("{api}/v1/calls?limit=7");
+    loop {
+        let (status, page) = get_json(&query).await;
+        assert_eq!(status, 200, "{page}");
+        let ids = page["calls"].as_array().expect("calls");
+        assert!(ids.len() <= 7);
+        listed.extend(
+            ids.iter()
+                .map(|c| c["call_id"].as_str().expect("id").to_owned()),
+        );
+        match page["next"].as_str() {
+            Some(next) => query = format!("{api}/v1/calls?limit=7&after={next}"),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = calls.iter().map(|k| k.as_str().to_owned()).collect();
+    assert_eq!(listed, expected, "every call once, in id order");
+
+    let (_, all) = get_json(&format!("{api}/v1/calls?limit=1000")).await;
+    let all = all["calls"].as_array().expect("calls").clone();
+    for (filter, keep) in [
+        (
+            "tag=sales",
+            Box::new(|c: &Value| {
+                c["tags"]
+                    .as_array()
+                    .expect("tags")
+                    .contains(&json!("sales"))
+            }) as Box<dyn Fn(&Value) -> bool>,
+        ),
+        (
+            "status=completed",
+            Box::new(|c: &Value| c["status"] == "completed"),
+        ),
+        ("since=2100-01-01T00:00:00Z", Box::new(|_: &Value| false)),
+    ] {
+        let (status, page) = get_json(&format!("{api}/v1/calls?limit=1000&{filter}")).await;
+        assert_eq!(status, 200, "{filter}: {page}");
+        let expected: Vec<&Value> = all.iter().filter(|c| keep(c)).collect();
+        let got: Vec<&Value> = page["calls"].as_array().expect("calls").iter().collect();
+        assert_eq!(got, expected, "{filter}");
+    }
+    for (bad, named) in [
+        ("limit=0", "limit"),
+        ("status=ringin", "status"),
+        ("until=soon", "until"),
+    ] {
+        let (status, body) = get_json(&format!("{api}/v1/calls?{bad}")).await;
+        assert_eq!(status, 400, "{bad}");
+        assert!(
+            body["error"].as_str().expect("message").contains(named),
+            "{body}"
+        );
+    }
+}
+
 async fn an_unknown_call_is_404(db: TestDb) {
     let api = serve_on_loopback(callfold_projector::router(
         db.store.clone(),
@@ -329,6 +401,7 @@ async fn a_rebuild_during_ingest_load_leaves_every_event_folded_exactly_once(db:
 on_both_stores!(
     tag_added_before_call_completed_yields_a_tagged_completed_call,
     an_unknown_call_is_404,
+    listing_pages_through_every_call_once_and_filters,
     as_of_returns_the_state_at_that_payload_time,
     a_bad_as_of_is_400_naming_the_parameter,
     events_come_in_effective_order_with_late_arrivals_marked,

@@ -213,7 +213,7 @@ async fn projections_commit_only_from_the_checkpoint_they_were_folded_from(db: T
     let first = projection("cll_1", "{\"v\":1}");
     assert!(
         store
-            .commit_projections("calls", 0, 5, &[first.clone()])
+            .commit_projections("calls", 0, 5, std::slice::from_ref(&first))
             .await
             .expect("commit")
     );

@@ -53,17 +53,68 @@ pub enum Command {
         #[arg(long)]
         call: Option<String>,
     },
+    /// Query calls, as the /v1 API does; JSON on stdout.
+    Calls {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[command(subcommand)]
+        query: CallsQuery,
+    },
     /// Apply pending database migrations, then exit.
     Migrate(DatabaseArgs),
     /// Send Allo-like signed traffic to a receiver and report answers, throughput and latency.
     Simulate(SimulateArgs),
 }
 
+/// The queries of `callfold calls`.
+#[derive(Debug, Subcommand)]
+pub enum CallsQuery {
+    /// One call's state: now, or as of a payload time.
+    Show {
+        /// The call's id (cll_...).
+        id: String,
+        /// An RFC 3339 time: fold only the events at or before it.
+        #[arg(long)]
+        as_of: Option<String>,
+    },
+    /// One call's events in effective order, late arrivals marked.
+    Events {
+        /// The call's id (cll_...).
+        id: String,
+    },
+    /// Calls matching every filter given, in id order, with a cursor for the next page.
+    List {
+        /// Only calls carrying this tag.
+        #[arg(long)]
+        tag: Option<String>,
+        /// Only calls in this status: ringing, initiated, answered or completed.
+        #[arg(long)]
+        status: Option<String>,
+        /// Only calls whose first event is at or after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only calls whose first event is before this RFC 3339 time.
+        #[arg(long)]
+        until: Option<String>,
+        /// Most calls to print (1 to 1000, default 100).
+        #[arg(long)]
+        limit: Option<String>,
+        /// The `next` cursor printed by the previous page.
+        #[arg(long)]
+        after: Option<String>,
+    },
+}
+
 /// Where the event log lives.
 #[derive(Debug, Args)]
 pub struct DatabaseArgs {
     /// sqlite:PATH (created if missing) or postgres://USER@HOST:PORT/DB.
-    #[arg(long, env = "DATABASE_URL", default_value = "sqlite:callfold.db")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite:callfold.db",
+        global = true
+    )]
     pub database_url: String,
 }
 

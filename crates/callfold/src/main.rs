@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use callfold_ingest::{CommitQueue, IngestState, LinkingRules, Verifier, WebhookSecrets};
-use callfold_projector::{ApiToken, Precedence, Projector};
+use callfold_projector::{ApiToken, Calls, ListFilter, Precedence, Projector};
 use callfold_simulate::SimulateOptions;
 use callfold_store::{CallKey, Store};
 use clap::Parser;
@@ -20,7 +20,8 @@ use tokio::sync::{Notify, watch};
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{
-    Cli, Command, DatabaseArgs, ProjectorOptions, ReceiverOptions, ServiceArgs, SimulateArgs,
+    CallsQuery, Cli, Command, DatabaseArgs, ProjectorOptions, ReceiverOptions, ServiceArgs,
+    SimulateArgs,
 };
 
 #[tokio::main]
@@ -38,6 +39,7 @@ async fn main() -> ExitCode {
             run_services(service, None, Some(projector)).await
         }
         Command::Rebuild { database, call } => rebuild(database, call).await,
+        Command::Calls { database, query } => query_calls(database, query).await,
         Command::Migrate(args) => migrate(args).await,
         Command::Simulate(args) => simulate(args).await,
     };
@@ -75,6 +77,34 @@ async fn open_store(args: &DatabaseArgs) -> anyhow::Result<Store> {
 async fn migrate(args: DatabaseArgs) -> anyhow::Result<()> {
     let store = open_store(&args).await?;
     tracing::info!(backend = store.backend_name(), "migrations applied");
+    Ok(())
+}
+
+async fn query_calls(database: DatabaseArgs, query: CallsQuery) -> anyhow::Result<()> {
+    let calls = Calls::new(open_store(&database).await?, Precedence::default());
+    let answer = match query {
+        CallsQuery::Show { id, as_of } => calls.show(&id, as_of.as_deref()).await,
+        CallsQuery::Events { id } => calls.events(&id).await,
+        CallsQuery::List {
+            tag,
+            status,
+            since,
+            until,
+            limit,
+            after,
+        } => {
+            let filter = ListFilter {
+                tag,
+                status,
+                since,
+                until,
+                limit,
+                after,
+            };
+            calls.list(&filter).await
+        }
+    }?;
+    println!("{}", serde_json::to_string_pretty(&answer)?);
     Ok(())
 }
 

@@ -2,15 +2,17 @@
 //! rather than arrival, and answers queries about it.
 //!
 //! Owns the topic precedence graph ([`precedence`]), the fold itself ([`fold`]), the loop that
-//! keeps projections up to date with the log ([`worker`]) and the query API ([`http`]). It only
-//! reads the log; it never writes to it.
+//! keeps projections up to date with the log ([`worker`]), the queries over calls ([`query`])
+//! and their HTTP API ([`http`]). It only reads the log; it never writes to it.
 
 pub mod fold;
 pub mod http;
 pub mod precedence;
+pub mod query;
 pub mod worker;
 
 pub use fold::{CallDocument, CallStatus, EffectiveKey, FoldEvent, fold, fold_events, mark_late};
 pub use http::{API_TOKEN_ENV, ApiToken, router};
 pub use precedence::{Precedence, PrecedenceCycle};
+pub use query::{Calls, ListFilter, QueryError};
 pub use worker::{CHECKPOINT, Projector};

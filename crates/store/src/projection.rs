@@ -111,6 +111,26 @@ impl Store {
         })
     }
 
+    /// Up to `limit` projections with a call key after `after` (from the first when `None`), in
+    /// call key order: the pages of a stable cursor.
+    pub async fn list_projections(
+        &self,
+        after: Option<&CallKey>,
+        limit: i64,
+    ) -> Result<Vec<StoredProjection>, StoreError> {
+        let after = after.map_or("", CallKey::as_str);
+        on_pool!(self, pool => {
+            let rows: Vec<ProjectionRow> = sqlx::query_as(
+                "SELECT * FROM call_projections WHERE call_key > $1 ORDER BY call_key LIMIT $2",
+            )
+            .bind(after)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
+            Ok(rows.into_iter().map(StoredProjection::from).collect())
+        })
+    }
+
     /// The seq up to which projector `name` has folded the log (0 before its first batch).
     pub async fn checkpoint(&self, name: &str) -> Result<i64, StoreError> {
         on_pool!(self, pool => {
