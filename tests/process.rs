@@ -7,9 +7,13 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use callfold_projector::CHECKPOINT;
 use callfold_store::WebhookId;
 use serde_json::json;
-use support::{Answer, SECRET, TestDb, envelope, signature, unix_now};
+use support::{
+    Answer, SECRET, TestDb, assert_projections_equal_a_fold_from_scratch, envelope,
+    send_simulated_calls, signature, unix_now,
+};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::Notify;
@@ -317,7 +321,53 @@ async fn the_calls_command_answers_like_the_api(db: TestDb) {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("status"));
 }
 
+/// Waits (bounded) until `condition` holds of the checkpoint.
+async fn wait_for_checkpoint(db: &TestDb, condition: impl Fn(i64) -> bool) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !condition(
+        db.store
+            .checkpoint(CHECKPOINT)
+            .await
+            .expect("read checkpoint"),
+    ) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the checkpoint never got there"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+async fn a_projector_killed_mid_run_converges_after_a_restart(db: TestDb) {
+    let calls = send_simulated_calls(&db, 200, 21).await;
+    let end = db.store.last_seq().await.expect("log end");
+    let small_batches = [("CALLFOLD_PROJECTOR_BATCH", "20")];
+    let mut projector = start_service("projector", &db.url, &small_batches).await;
+    wait_for_checkpoint(&db, |seq| seq > 0).await;
+    projector.child.start_kill().expect("SIGKILL");
+    projector.child.wait().await.expect("reaped");
+    let killed_at = db.store.checkpoint(CHECKPOINT).await.expect("checkpoint");
+
+    let _restarted = start_service("projector", &db.url, &small_batches).await;
+    wait_for_checkpoint(&db, |seq| seq == end).await;
+    let folded = assert_projections_equal_a_fold_from_scratch(&db, &calls).await;
+    let mut call_events = 0;
+    for key in &calls {
+        call_events += db
+            .store
+            .call_events_up_to(key, end)
+            .await
+            .expect("read")
+            .len() as i64;
+    }
+    assert_eq!(
+        folded, call_events,
+        "killed at seq {killed_at} of {end}: every event folded once"
+    );
+}
+
 on_both_stores!(
+    a_projector_killed_mid_run_converges_after_a_restart,
     the_calls_command_answers_like_the_api,
     serve_folds_what_it_receives_and_guards_the_query_api,
     acknowledged_deliveries_survive_sigkill_and_none_is_logged_twice,

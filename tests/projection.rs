@@ -6,11 +6,13 @@ mod support;
 
 use std::collections::BTreeSet;
 
-use callfold_projector::{CHECKPOINT, Precedence, Projector, fold, fold_events};
-use callfold_simulate::SimulateOptions;
-use callfold_store::{CallKey, Content, EventTime, Store, StoredProjection, WebhookId};
+use callfold_projector::{CHECKPOINT, Precedence, Projector};
+use callfold_store::{CallKey, EventTime, StoredProjection};
 use serde_json::{Value, json};
-use support::{ReceiverConfig, SECRET, TestDb, envelope, serve_on_loopback, start_receiver};
+use support::{
+    ReceiverConfig, TestDb, assert_projections_equal_a_fold_from_scratch, envelope,
+    send_simulated_calls, serve_on_loopback, start_receiver,
+};
 
 /// Runs `projector` until it has folded the whole log.
 async fn catch_up(projector: &Projector) {
@@ -21,19 +23,6 @@ async fn get_json(url: &str) -> (u16, Value) {
     let response = reqwest::get(url).await.expect("query API answers");
     let status = response.status().as_u16();
     (status, response.json().await.expect("JSON answer"))
-}
-
-/// The document of `call_key` folded from scratch from every one of its logged events.
-async fn fold_from_scratch(store: &Store, call_key: &CallKey) -> String {
-    let precedence = Precedence::default();
-    let events = store
-        .call_events_up_to(call_key, i64::MAX)
-        .await
-        .expect("read call");
-    let folded = fold_events(&precedence, &events)
-        .map(|(_, event)| event)
-        .collect();
-    serde_json::to_string(&fold(call_key.as_str(), folded)).expect("serializes")
 }
 
 async fn tag_added_before_call_completed_yields_a_tagged_completed_call(db: TestDb) {
@@ -244,41 +233,6 @@ async fn an_unknown_call_is_404(db: TestDb) {
     );
 }
 
-/// Sends `calls` simulated calls (shuffled, 30% duplicates) through a receiver on `db` and
-/// returns the ids of the calls they produced.
-async fn send_simulated_calls(db: &TestDb, calls: usize, seed: u64) -> BTreeSet<CallKey> {
-    let receiver = start_receiver(&db.store, ReceiverConfig::default()).await;
-    let options = SimulateOptions {
-        url: receiver.url.clone(),
-        calls,
-        concurrency: 8,
-        duplicates: 0.3,
-        shuffle: true,
-        seed,
-    };
-    let secrets = callfold_ingest::WebhookSecrets::parse(SECRET).expect("secret");
-    let report = callfold_simulate::run(&options, secrets.iter().next().expect("one")).await;
-    let mut call_keys = BTreeSet::new();
-    for answer in &report.answers {
-        let id = WebhookId::parse(&answer.webhook_id).expect("id");
-        let event = db
-            .store
-            .event_by_webhook_id(&id)
-            .await
-            .expect("read")
-            .expect("logged");
-        if let Content::Usable {
-            call_key: Some(call_key),
-            ..
-        } = event.content
-        {
-            call_keys.insert(call_key);
-        }
-    }
-    assert_eq!(call_keys.len(), calls);
-    call_keys
-}
-
 /// Every call's projection, without the time it was written.
 async fn projections_without_update_time(
     db: &TestDb,
@@ -296,31 +250,6 @@ async fn projections_without_update_time(
         projections.push(projection);
     }
     projections
-}
-
-/// Checks each call's projected document against a fold from scratch; returns how many events
-/// the projections say they folded, summed over the calls.
-async fn assert_projections_equal_a_fold_from_scratch(
-    db: &TestDb,
-    calls: &BTreeSet<CallKey>,
-) -> i64 {
-    let mut folded = 0;
-    for key in calls {
-        let projection = db
-            .store
-            .projection(key)
-            .await
-            .expect("read")
-            .expect("projected");
-        assert_eq!(
-            projection.document,
-            fold_from_scratch(&db.store, key).await,
-            "{key:?}"
-        );
-        let document: Value = serde_json::from_str(&projection.document).expect("json");
-        folded += document["event_count"].as_i64().expect("count");
-    }
-    folded
 }
 
 async fn shuffled_duplicated_traffic_projects_exactly_like_a_fold_from_scratch(db: TestDb) {

@@ -5,13 +5,17 @@
 //! Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use callfold_ingest::{
     CommitQueue, IngestState, LinkingRules, Verifier, WEBHOOK_PATH, WebhookSecrets, sign,
 };
-use callfold_store::{Store, WebhookId};
+use callfold_projector::{Precedence, fold, fold_events};
+use callfold_simulate::SimulateOptions;
+use callfold_store::{CallKey, Content, Store, WebhookId};
+use serde_json::Value;
 use sqlx::Connection;
 use tokio::net::TcpListener;
 
@@ -321,4 +325,77 @@ impl TestReceiver {
         )
         .await
     }
+}
+
+/// The document of `call_key` folded from scratch from every one of its logged events.
+pub async fn fold_from_scratch(store: &Store, call_key: &CallKey) -> String {
+    let precedence = Precedence::default();
+    let events = store
+        .call_events_up_to(call_key, i64::MAX)
+        .await
+        .expect("read call");
+    let folded = fold_events(&precedence, &events)
+        .map(|(_, event)| event)
+        .collect();
+    serde_json::to_string(&fold(call_key.as_str(), folded)).expect("serializes")
+}
+
+/// Sends `calls` simulated calls (shuffled, 30% duplicates) through a receiver on `db` and
+/// returns the ids of the calls they produced.
+pub async fn send_simulated_calls(db: &TestDb, calls: usize, seed: u64) -> BTreeSet<CallKey> {
+    let receiver = start_receiver(&db.store, ReceiverConfig::default()).await;
+    let options = SimulateOptions {
+        url: receiver.url.clone(),
+        calls,
+        concurrency: 8,
+        duplicates: 0.3,
+        shuffle: true,
+        seed,
+    };
+    let secrets = callfold_ingest::WebhookSecrets::parse(SECRET).expect("secret");
+    let report = callfold_simulate::run(&options, secrets.iter().next().expect("one")).await;
+    let mut call_keys = BTreeSet::new();
+    for answer in &report.answers {
+        let id = WebhookId::parse(&answer.webhook_id).expect("id");
+        let event = db
+            .store
+            .event_by_webhook_id(&id)
+            .await
+            .expect("read")
+            .expect("logged");
+        if let Content::Usable {
+            call_key: Some(call_key),
+            ..
+        } = event.content
+        {
+            call_keys.insert(call_key);
+        }
+    }
+    assert_eq!(call_keys.len(), calls);
+    call_keys
+}
+
+/// Checks each call's projected document against a fold from scratch; returns how many events
+/// the projections say they folded, summed over the calls.
+pub async fn assert_projections_equal_a_fold_from_scratch(
+    db: &TestDb,
+    calls: &BTreeSet<CallKey>,
+) -> i64 {
+    let mut folded = 0;
+    for key in calls {
+        let projection = db
+            .store
+            .projection(key)
+            .await
+            .expect("read")
+            .expect("projected");
+        assert_eq!(
+            projection.document,
+            fold_from_scratch(&db.store, key).await,
+            "{key:?}"
+        );
+        let document: Value = serde_json::from_str(&projection.document).expect("json");
+        folded += document["event_count"].as_i64().expect("count");
+    }
+    folded
 }
