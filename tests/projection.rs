@@ -216,6 +216,52 @@ async fn listing_pages_through_every_call_once_and_filters(db: TestDb) {
     }
 }
 
+async fn unlinked_call_events_are_kept_counted_and_listed(db: TestDb) {
+    let receiver = start_receiver(&db.store, ReceiverConfig::default()).await;
+    let ringing = |n: u32| {
+        let data = json!({"from_number": format!("+3361234567{n}"), "to_number": "+33199"});
+        envelope("call.received", "2026-02-10T09:00:00Z", data)
+    };
+    for n in 0..3 {
+        let answer = receiver
+            .deliver(&format!("msg_ring_{n}"), &ringing(n))
+            .await;
+        assert_eq!(answer.json["status"], "accepted");
+    }
+    let sms = envelope(
+        "sms.received",
+        "2026-02-10T09:00:00Z",
+        json!({"id": "sms_1"}),
+    );
+    receiver.deliver("msg_sms", &sms).await;
+    let api = serve_on_loopback(callfold_projector::router(
+        db.store.clone(),
+        Precedence::default(),
+        None,
+    ))
+    .await;
+
+    let (status, first) = get_json(&format!("{api}/v1/unlinked?limit=2")).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(
+        first["total"], 3,
+        "an SMS is not a call event, so not unlinked"
+    );
+    let (_, rest) = get_json(&format!(
+        "{api}/v1/unlinked?limit=2&after={}",
+        first["next"]
+    ))
+    .await;
+    let ids: Vec<&str> = [&first, &rest]
+        .iter()
+        .flat_map(|page| page["events"].as_array().expect("events"))
+        .map(|event| event["webhook_id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(ids, ["msg_ring_0", "msg_ring_1", "msg_ring_2"]);
+    assert_eq!(rest["next"], Value::Null);
+    assert_eq!(first["events"][0]["topic"], "call.received");
+}
+
 async fn an_unknown_call_is_404(db: TestDb) {
     let api = serve_on_loopback(callfold_projector::router(
         db.store.clone(),
@@ -330,6 +376,7 @@ async fn a_rebuild_during_ingest_load_leaves_every_event_folded_exactly_once(db:
 on_both_stores!(
     tag_added_before_call_completed_yields_a_tagged_completed_call,
     an_unknown_call_is_404,
+    unlinked_call_events_are_kept_counted_and_listed,
     listing_pages_through_every_call_once_and_filters,
     as_of_returns_the_state_at_that_payload_time,
     a_bad_as_of_is_400_naming_the_parameter,

@@ -7,7 +7,7 @@ mod support;
 use std::collections::HashSet;
 
 use callfold_simulate::SimulateOptions;
-use callfold_store::{Content, WebhookId};
+use callfold_store::{CallKey, CallLink, Content, WebhookId};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use serde_json::json;
@@ -53,14 +53,14 @@ async fn a_new_message_is_accepted_and_logged_with_its_index_fields(db: TestDb) 
     let Content::Usable {
         topic,
         event_time,
-        call_key,
+        call,
     } = event.content
     else {
         panic!("{:?}", event.content)
     };
     assert_eq!(topic.as_str(), "call.completed");
     assert_eq!(event_time.to_string(), "2026-02-10T09:17:42.318000Z");
-    assert_eq!(call_key.expect("linked").as_str(), "cll_7QvRt2");
+    assert_eq!(call, CallLink::Linked(CallKey::new("cll_7QvRt2")));
 }
 
 async fn a_retry_answers_duplicate_with_the_first_seq(db: TestDb) {

@@ -4,7 +4,8 @@
 mod support;
 
 use callfold_store::{
-    AppendOutcome, CallKey, Content, EventTime, NewEvent, Store, StoredProjection, Topic, WebhookId,
+    AppendOutcome, CallKey, CallLink, Content, EventTime, NewEvent, Store, StoredProjection, Topic,
+    WebhookId,
 };
 use sha2::{Digest, Sha256};
 use support::TestDb;
@@ -21,10 +22,11 @@ fn event(id: &str, body: &[u8], content: Content) -> NewEvent {
 }
 
 fn usable(call: Option<&str>) -> Content {
+    let call = call.map_or(CallLink::NotACall, |id| CallLink::Linked(CallKey::new(id)));
     Content::Usable {
         topic: Topic::new("call.completed"),
         event_time: EventTime::parse_rfc3339("2026-02-10T09:17:42.318123Z").expect("time"),
-        call_key: call.map(CallKey::new),
+        call,
     }
 }
 
@@ -128,6 +130,15 @@ async fn every_field_reads_back_as_written(db: TestDb) {
             b"\xff\x00not json",
             Content::Quarantined {
                 reason: "not JSON".into(),
+            },
+        ),
+        event(
+            "msg_unlinked",
+            b"{}",
+            Content::Usable {
+                topic: Topic::new("call.received"),
+                event_time: EventTime::from_unix_micros(5),
+                call: CallLink::Unlinked,
             },
         ),
     ];

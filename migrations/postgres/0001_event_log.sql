@@ -23,11 +23,18 @@ CREATE TABLE events (
     -- The call this event belongs to, found by the linking rules; NULL for events that are not
     -- about a call (sms.*, contact.*) and for call events that carry no call id (unlinked).
     call_key TEXT,
+    -- True for a call event whose call the linking rules could not find (call_key is NULL):
+    -- such events are kept and listed for operators, never dropped.
+    unlinked BOOLEAN NOT NULL DEFAULT FALSE,
     -- Why an authentic body could not be used (not JSON, no topic, bad timestamp). Such events
     -- are kept, raw, for operators; NULL for usable events.
     quarantine_reason TEXT,
-    CHECK ((quarantine_reason IS NULL) = (topic IS NOT NULL AND event_time_us IS NOT NULL))
+    CHECK ((quarantine_reason IS NULL) = (topic IS NOT NULL AND event_time_us IS NOT NULL)),
+    CHECK (NOT unlinked OR call_key IS NULL)
 );
+
+-- How operators list unlinked events.
+CREATE INDEX events_unlinked ON events (seq) WHERE unlinked;
 
 -- How the projector reads one call's events, and a rebuild every call's, in arrival order.
 CREATE INDEX events_by_call ON events (call_key, seq) WHERE call_key IS NOT NULL;

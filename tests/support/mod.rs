@@ -14,7 +14,7 @@ use callfold_ingest::{
 };
 use callfold_projector::{Precedence, fold, fold_events};
 use callfold_simulate::SimulateOptions;
-use callfold_store::{CallKey, Content, Store, WebhookId};
+use callfold_store::{CallKey, CallLink, Content, Store, WebhookId};
 use serde_json::Value;
 use sqlx::Connection;
 use tokio::net::TcpListener;
@@ -364,7 +364,7 @@ pub async fn send_simulated_calls(db: &TestDb, calls: usize, seed: u64) -> BTree
             .expect("read")
             .expect("logged");
         if let Content::Usable {
-            call_key: Some(call_key),
+            call: CallLink::Linked(call_key),
             ..
         } = event.content
         {

@@ -5,7 +5,7 @@
 //! the envelope, tried in order. They encode the defaults of Allo's spec, where Allo documents a
 //! call id for `call.completed` only and the rest are our assumptions.
 
-use callfold_store::{CallKey, Content, EventTime, Topic};
+use callfold_store::{CallKey, CallLink, Content, EventTime, Topic};
 use serde_json::Value;
 
 /// Topic -> JSON pointers (into the whole envelope) that may hold the call id, first match wins.
@@ -41,14 +41,18 @@ impl Default for LinkingRules {
 }
 
 impl LinkingRules {
-    /// The call key of an envelope with `topic`: the first listed pointer that holds a
-    /// non-empty string (or an integer, kept as its decimal text).
-    pub fn call_key(&self, topic: &str, envelope: &Value) -> Option<CallKey> {
-        let (_, pointers) = self
+    /// The call of an envelope with `topic`: not a call when no rule names the topic; else
+    /// the first listed pointer that holds a non-empty string (or an integer, kept as its
+    /// decimal text), or unlinked when none does.
+    pub fn link(&self, topic: &str, envelope: &Value) -> CallLink {
+        let Some((_, pointers)) = self
             .rules
             .iter()
-            .find(|(rule_topic, _)| rule_topic == topic)?;
-        pointers
+            .find(|(rule_topic, _)| rule_topic == topic)
+        else {
+            return CallLink::NotACall;
+        };
+        let found = pointers
             .iter()
             .find_map(|pointer| match envelope.pointer(pointer)? {
                 Value::String(id) if !id.is_empty() => Some(CallKey::new(id.clone())),
@@ -56,7 +60,8 @@ impl LinkingRules {
                     Some(CallKey::new(id.to_string()))
                 }
                 _ => None,
-            })
+            });
+        found.map_or(CallLink::Unlinked, CallLink::Linked)
     }
 
     /// Reads the envelope of an authentic body. Never fails: what cannot be used becomes
@@ -80,7 +85,7 @@ impl LinkingRules {
             None => return quarantined("body has no `timestamp`".to_owned()),
         };
         Content::Usable {
-            call_key: self.call_key(topic, &envelope),
+            call: self.link(topic, &envelope),
             topic: Topic::new(topic.clone()),
             event_time,
         }
@@ -95,52 +100,42 @@ mod tests {
         LinkingRules::default().read(body.as_bytes())
     }
 
-    fn call_key_of(body: &str) -> Option<String> {
+    fn link_of(body: &str) -> CallLink {
         match read(body) {
-            Content::Usable { call_key, .. } => call_key.map(|k| k.as_str().to_owned()),
+            Content::Usable { call, .. } => call,
             Content::Quarantined { reason } => panic!("quarantined: {reason}"),
         }
     }
 
     #[test]
-    fn call_keys_follow_the_spec_defaults() {
+    fn calls_are_linked_by_the_spec_defaults() {
         let ts = r#""timestamp":"2026-02-10T09:17:42.318Z""#;
+        let linked = |id: &str| CallLink::Linked(CallKey::new(id));
         let cases = [
+            (r#""call.completed","data":{"id":"cll_1"}"#, linked("cll_1")),
             (
-                format!(r#"{{"topic":"call.completed",{ts},"data":{{"id":"cll_1"}}}}"#),
-                Some("cll_1"),
+                r#""tag.added","data":{"call_id":"cll_2","id":"x"}"#,
+                linked("cll_2"),
             ),
             (
-                format!(r#"{{"topic":"tag.added",{ts},"data":{{"call_id":"cll_2","id":"x"}}}}"#),
-                Some("cll_2"),
+                r#""tag.removed","data":{"call":{"id":"cll_3"}}"#,
+                linked("cll_3"),
             ),
+            (r#""call.triggered","data":{"id":4}"#, linked("4")),
             (
-                format!(r#"{{"topic":"tag.removed",{ts},"data":{{"call":{{"id":"cll_3"}}}}}}"#),
-                Some("cll_3"),
+                r#""call.received","data":{"from_number":"+33"}"#,
+                CallLink::Unlinked,
             ),
+            (r#""call.completed","data":{"id":""}"#, CallLink::Unlinked),
             (
-                format!(r#"{{"topic":"call.triggered",{ts},"data":{{"id":4}}}}"#),
-                Some("4"),
+                r#""sms.received","data":{"id":"sms_1"}"#,
+                CallLink::NotACall,
             ),
-            (
-                format!(r#"{{"topic":"call.received",{ts},"data":{{"from_number":"+33"}}}}"#),
-                None,
-            ),
-            (
-                format!(r#"{{"topic":"sms.received",{ts},"data":{{"id":"sms_1"}}}}"#),
-                None,
-            ),
-            (
-                format!(r#"{{"topic":"brand.new.topic",{ts},"data":{{"id":"z"}}}}"#),
-                None,
-            ),
-            (
-                format!(r#"{{"topic":"call.completed",{ts},"data":{{"id":""}}}}"#),
-                None,
-            ),
+            (r#""brand.new.topic","data":{"id":"z"}"#, CallLink::NotACall),
         ];
-        for (body, expected) in cases {
-            assert_eq!(call_key_of(&body).as_deref(), expected, "{body}");
+        for (topic_and_data, expected) in cases {
+            let body = format!(r#"{{"topic":{topic_and_data},{ts}}}"#);
+            assert_eq!(link_of(&body), expected, "{body}");
         }
     }
 

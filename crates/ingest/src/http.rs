@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use callfold_store::{AppendOutcome, Content, EventTime, NewEvent};
+use callfold_store::{AppendOutcome, CallLink, Content, EventTime, NewEvent};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -182,6 +182,13 @@ async fn receive(
 
     let content = state.linking_rules.read(&body);
     let quarantined = matches!(content, Content::Quarantined { .. });
+    let unlinked = matches!(
+        content,
+        Content::Usable {
+            call: CallLink::Unlinked,
+            ..
+        }
+    );
     if let Content::Quarantined { reason } = &content {
         tracing::warn!(%reason, "authentic delivery quarantined");
     }
@@ -198,10 +205,15 @@ async fn receive(
             status: "quarantined",
             seq,
         },
-        AppendOutcome::Appended { seq } => Receipt {
-            status: "accepted",
-            seq,
-        },
+        AppendOutcome::Appended { seq } => {
+            if unlinked {
+                metrics::counter!("callfold_unlinked_events_total").increment(1);
+            }
+            Receipt {
+                status: "accepted",
+                seq,
+            }
+        }
         AppendOutcome::Duplicate { seq, conflicting } => {
             if conflicting {
                 tracing::warn!(

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 
-use callfold_store::{CallKey, Content, EventTime, LoggedEvent};
+use callfold_store::{CallKey, CallLink, Content, EventTime, LoggedEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -61,7 +61,7 @@ impl FoldEvent {
         let Content::Usable {
             topic,
             event_time,
-            call_key: Some(call_key),
+            call: CallLink::Linked(call_key),
         } = &event.content
         else {
             return None;

@@ -1,7 +1,7 @@
-//! The query API over calls, behind an optional bearer token: `GET /v1/calls` (filters and a
-//! cursor), `GET /v1/calls/{call_id}` (optionally `?as_of=`) and
-//! `GET /v1/calls/{call_id}/events`. The answers come from [`crate::query`]; this module owns
-//! the routes, the token check and the status of each error.
+//! The query API, behind an optional bearer token: `GET /v1/calls` (filters and a cursor),
+//! `GET /v1/calls/{call_id}` (optionally `?as_of=`), `GET /v1/calls/{call_id}/events` and
+//! `GET /v1/unlinked`. The answers come from [`crate::query`]; this module owns the routes, the
+//! token check and the status of each error.
 
 use std::fmt;
 use std::sync::Arc;
@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
 use crate::precedence::Precedence;
-use crate::query::{Calls, ListFilter, QueryError};
+use crate::query::{Calls, ListFilter, QueryError, UnlinkedPage};
 
 /// The environment variable holding the query API's bearer token.
 pub const API_TOKEN_ENV: &str = "CALLFOLD_API_TOKEN";
@@ -55,6 +55,7 @@ pub fn router(store: Store, precedence: Precedence, token: Option<ApiToken>) -> 
         .route("/v1/calls", get(list_calls))
         .route("/v1/calls/{call_id}", get(show_call))
         .route("/v1/calls/{call_id}/events", get(call_events))
+        .route("/v1/unlinked", get(unlinked_events))
         .with_state(Arc::new(Calls::new(store, precedence)));
     match token {
         Some(token) => routes.layer(middleware::from_fn_with_state(
@@ -129,4 +130,11 @@ async fn list_calls(
     Query(filter): Query<ListFilter>,
 ) -> Result<Json<Value>, QueryError> {
     calls.list(&filter).await.map(Json)
+}
+
+async fn unlinked_events(
+    State(calls): State<Arc<Calls>>,
+    Query(page): Query<UnlinkedPage>,
+) -> Result<Json<Value>, QueryError> {
+    calls.unlinked(&page).await.map(Json)
 }

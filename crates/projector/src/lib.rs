@@ -14,5 +14,5 @@ pub mod worker;
 pub use fold::{CallDocument, CallStatus, EffectiveKey, FoldEvent, fold, fold_events, mark_late};
 pub use http::{API_TOKEN_ENV, ApiToken, router};
 pub use precedence::{Precedence, PrecedenceCycle};
-pub use query::{Calls, ListFilter, QueryError};
+pub use query::{Calls, ListFilter, QueryError, UnlinkedPage};
 pub use worker::{CHECKPOINT, Projector};

@@ -1,12 +1,12 @@
 //! The read side over calls, shared by the HTTP API and the CLI so both validate and answer
-//! alike: one call (now, or as of a payload time), one call's events in effective order, and
-//! filtered lists of calls with a stable cursor.
+//! alike: one call (now, or as of a payload time), one call's events in effective order,
+//! filtered lists of calls with a stable cursor, and the unlinked call events.
 //!
 //! Current state comes from the stored projections; a state `as_of` a past payload time and a
 //! call's event history are folded or ordered from that call's own events in the log. Nothing
 //! here writes. Everything that depends on arrival order is under `meta` or marked `late`.
 
-use callfold_store::{CallKey, EventTime, Store, StoreError, StoredProjection};
+use callfold_store::{CallKey, Content, EventTime, Store, StoreError, StoredProjection};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -57,11 +57,33 @@ pub struct ListFilter {
     pub after: Option<String>,
 }
 
+/// A page of unlinked events, as given by a user.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct UnlinkedPage {
+    /// Most events in the answer (1 to 1000, default 100).
+    pub limit: Option<String>,
+    /// The `next` seq of the previous page.
+    pub after: Option<String>,
+}
+
 /// Queries over calls.
 #[derive(Clone, Debug)]
 pub struct Calls {
     store: Store,
     precedence: Precedence,
+}
+
+fn parse_limit(text: Option<&str>) -> Result<usize, QueryError> {
+    let Some(text) = text else {
+        return Ok(DEFAULT_LIMIT);
+    };
+    text.parse()
+        .ok()
+        .filter(|n| (1..=MAX_LIMIT).contains(n))
+        .ok_or(QueryError::BadParameter {
+            name: "limit",
+            problem: format!("must be a whole number from 1 to {MAX_LIMIT}"),
+        })
 }
 
 fn parse_time(name: &'static str, text: Option<&str>) -> Result<Option<EventTime>, QueryError> {
@@ -157,19 +179,45 @@ impl Calls {
         Ok(json!({ "call_id": call_id, "events": events }))
     }
 
+    /// Call events that name no call the linking rules can find, in seq order after the `after`
+    /// seq: `{"events": [...], "total": N, "next": seq | null}`.
+    pub async fn unlinked(&self, page: &UnlinkedPage) -> Result<Value, QueryError> {
+        let limit = parse_limit(page.limit.as_deref())?;
+        let after = match page.after.as_deref() {
+            None => 0,
+            Some(text) => text.parse().map_err(|_| QueryError::BadParameter {
+                name: "after",
+                problem: "must be the seq given as next".to_owned(),
+            })?,
+        };
+        let (events, total) = self.store.unlinked_events(after, limit as i64).await?;
+        let next = (events.len() == limit)
+            .then(|| events.last().map(|e| e.seq))
+            .flatten();
+        let events: Vec<Value> = events
+            .iter()
+            .map(|event| {
+                let (topic, timestamp) = match &event.content {
+                    Content::Usable {
+                        topic, event_time, ..
+                    } => (topic.as_str(), Some(*event_time)),
+                    Content::Quarantined { .. } => ("", None),
+                };
+                json!({
+                    "seq": event.seq,
+                    "webhook_id": event.webhook_id.as_str(),
+                    "topic": topic,
+                    "timestamp": timestamp,
+                    "received_at": event.received_at,
+                })
+            })
+            .collect();
+        Ok(json!({ "events": events, "total": total, "next": next }))
+    }
+
     /// Calls matching `filter`, in call id order: `{"calls": [...], "next": cursor | null}`.
     pub async fn list(&self, filter: &ListFilter) -> Result<Value, QueryError> {
-        let limit = match filter.limit.as_deref() {
-            None => DEFAULT_LIMIT,
-            Some(text) => text
-                .parse()
-                .ok()
-                .filter(|n| (1..=MAX_LIMIT).contains(n))
-                .ok_or(QueryError::BadParameter {
-                    name: "limit",
-                    problem: format!("must be a whole number from 1 to {MAX_LIMIT}"),
-                })?,
-        };
+        let limit = parse_limit(filter.limit.as_deref())?;
         let status = filter
             .status
             .as_deref()

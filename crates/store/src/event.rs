@@ -132,6 +132,27 @@ impl<'de> serde::Deserialize<'de> for EventTime {
     }
 }
 
+/// Which call an event belongs to, by the linking rules.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CallLink {
+    /// A call event whose call id was found.
+    Linked(CallKey),
+    /// A call event that carries no call id the rules can find: kept, counted and listed.
+    Unlinked,
+    /// Not about a call (`sms.*`, `contact.*`, unknown topics).
+    NotACall,
+}
+
+impl CallLink {
+    /// The call's id, when linked.
+    pub fn call_key(&self) -> Option<&CallKey> {
+        match self {
+            CallLink::Linked(call_key) => Some(call_key),
+            CallLink::Unlinked | CallLink::NotACall => None,
+        }
+    }
+}
+
 /// What callfold could make of an authentic body.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Content {
@@ -141,8 +162,8 @@ pub enum Content {
         topic: Topic,
         /// The envelope's `timestamp`: the time to order by.
         event_time: EventTime,
-        /// The call it belongs to, when the linking rules find one.
-        call_key: Option<CallKey>,
+        /// The call it belongs to, by the linking rules.
+        call: CallLink,
     },
     /// Authentic but unusable; kept raw with the reason, for operators.
     Quarantined {

@@ -22,8 +22,8 @@ use sqlx::sqlite::{
 };
 
 pub use event::{
-    AppendOutcome, CallKey, Content, EventTime, InvalidEventTime, InvalidWebhookId, LoggedEvent,
-    NewEvent, Topic, WebhookId,
+    AppendOutcome, CallKey, CallLink, Content, EventTime, InvalidEventTime, InvalidWebhookId,
+    LoggedEvent, NewEvent, Topic, WebhookId,
 };
 pub use projection::StoredProjection;
 

@@ -7,15 +7,17 @@
 
 use std::collections::HashMap;
 
-use crate::event::{AppendOutcome, CallKey, Content, EventTime, LoggedEvent, NewEvent, Topic};
+use crate::event::{
+    AppendOutcome, CallKey, CallLink, Content, EventTime, LoggedEvent, NewEvent, Topic,
+};
 use crate::{Store, StoreError, WebhookId, on_pool};
 
 /// The columns an append writes, in the order of their parameters.
 const INSERT_COLUMNS: &str = "webhook_id, webhook_timestamp, received_at_us, body, body_sha256, \
-     topic, event_time_us, call_key, quarantine_reason";
-const PARAMETERS_PER_ROW: usize = 9;
+     topic, event_time_us, call_key, unlinked, quarantine_reason";
+const PARAMETERS_PER_ROW: usize = 10;
 
-/// Rows per INSERT statement: 256 rows of 9 parameters stay far below the parameter limits of
+/// Rows per INSERT statement: 256 rows of 10 parameters stay far below the parameter limits of
 /// both backends (32,766 on SQLite, 65,535 on PostgreSQL).
 const ROWS_PER_INSERT: usize = 256;
 
@@ -41,7 +43,7 @@ fn insert_statement(rows: usize) -> String {
 const FIND_FIRST_COPY: &str = "SELECT seq, body_sha256 FROM events WHERE webhook_id = $1";
 
 pub(crate) const SELECT_EVENT: &str = "SELECT seq, webhook_id, webhook_timestamp, received_at_us, body, \
-     body_sha256, topic, event_time_us, call_key, quarantine_reason FROM events";
+     body_sha256, topic, event_time_us, call_key, unlinked, quarantine_reason FROM events";
 
 /// A row of `events` exactly as stored, before it is parsed back into a [`LoggedEvent`].
 #[derive(sqlx::FromRow)]
@@ -55,6 +57,7 @@ pub(crate) struct EventRow {
     topic: Option<String>,
     event_time_us: Option<i64>,
     call_key: Option<String>,
+    unlinked: bool,
     quarantine_reason: Option<String>,
 }
 
@@ -64,7 +67,11 @@ impl From<EventRow> for LoggedEvent {
             (Some(topic), Some(event_time), None) => Content::Usable {
                 topic: Topic::new(topic),
                 event_time: EventTime::from_unix_micros(event_time),
-                call_key: row.call_key.map(CallKey::new),
+                call: match (row.call_key, row.unlinked) {
+                    (Some(call_key), _) => CallLink::Linked(CallKey::new(call_key)),
+                    (None, true) => CallLink::Unlinked,
+                    (None, false) => CallLink::NotACall,
+                },
             },
             // The table's CHECK constraint leaves only this other shape.
             (_, _, reason) => Content::Quarantined {
@@ -112,14 +119,17 @@ impl Store {
                 let sql = insert_statement(chunk.len());
                 let mut insert = sqlx::query_as::<_, (i64, String)>(&sql);
                 for event in chunk {
-                    let (topic, event_time, call_key, reason) = match &event.content {
-                        Content::Usable { topic, event_time, call_key } => (
+                    let (topic, event_time, call_key, unlinked, reason) = match &event.content {
+                        Content::Usable { topic, event_time, call } => (
                             Some(topic.as_str()),
                             Some(event_time.unix_micros()),
-                            call_key.as_ref().map(CallKey::as_str),
+                            call.call_key().map(CallKey::as_str),
+                            *call == CallLink::Unlinked,
                             None,
                         ),
-                        Content::Quarantined { reason } => (None, None, None, Some(reason.as_str())),
+                        Content::Quarantined { reason } => {
+                            (None, None, None, false, Some(reason.as_str()))
+                        }
                     };
                     insert = insert
                         .bind(event.webhook_id.as_str())
@@ -130,6 +140,7 @@ impl Store {
                         .bind(topic)
                         .bind(event_time)
                         .bind(call_key)
+                        .bind(unlinked)
                         .bind(reason);
                 }
                 appended.extend(insert.fetch_all(&mut *tx).await?.into_iter().map(|(seq, id)| (id, seq)));
@@ -205,6 +216,24 @@ impl Store {
                 .fetch_all(pool)
                 .await?;
             Ok(rows.into_iter().map(LoggedEvent::from).collect())
+        })
+    }
+
+    /// Up to `limit` unlinked events with `seq > after_seq`, in seq order, and how many unlinked
+    /// events the log holds in all.
+    pub async fn unlinked_events(
+        &self,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<(Vec<LoggedEvent>, i64), StoreError> {
+        let sql = format!("{SELECT_EVENT} WHERE unlinked AND seq > $1 ORDER BY seq LIMIT $2");
+        on_pool!(self, pool => {
+            let rows: Vec<EventRow> =
+                sqlx::query_as(&sql).bind(after_seq).bind(limit).fetch_all(pool).await?;
+            let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE unlinked")
+                .fetch_one(pool)
+                .await?;
+            Ok((rows.into_iter().map(LoggedEvent::from).collect(), total))
         })
     }
 

@@ -11,7 +11,7 @@ use crate::{Store, StoreError, on_pool};
 
 fn call_key_of(event: &LoggedEvent) -> Option<&CallKey> {
     match &event.content {
-        Content::Usable { call_key, .. } => call_key.as_ref(),
+        Content::Usable { call, .. } => call.call_key(),
         Content::Quarantined { .. } => None,
     }
 }
