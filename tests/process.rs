@@ -410,3 +410,47 @@ async fn migrate_creates_and_migrates_the_default_sqlite_file() {
         .expect("the file exists");
     assert_eq!(store.log_len().await.expect("the log table exists"), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_notifications_wake_a_projector_in_another_process() {
+    let db = TestDb::postgres().await;
+    // Polling so rare that only a notification can explain a prompt fold.
+    let no_polling = [("CALLFOLD_POLL_INTERVAL_MS", "600000")];
+    let projector = start_service("projector", &db.url, &no_polling).await;
+    let client = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    // The lag gauge appears after the projector's first (empty) batch: from then on it waits.
+    loop {
+        let metrics = client
+            .get(format!("{}/metrics", projector.base_url))
+            .send()
+            .await
+            .expect("metrics answer")
+            .text()
+            .await
+            .expect("metrics text");
+        if metrics.contains("callfold_projection_lag_events") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the projector never ran"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // Appends from this process; each one notifies (the first may come before LISTEN is set).
+    let receiver = support::start_receiver(&db.store, support::ReceiverConfig::default()).await;
+    for n in 0.. {
+        receiver
+            .deliver(&format!("msg_notify_{n}"), &completed(n))
+            .await;
+        if db.store.checkpoint(CHECKPOINT).await.expect("checkpoint") > 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no append woke the projector"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

@@ -187,6 +187,12 @@ async fn run_services(
         );
         let poll = Duration::from_millis(options.poll_interval_ms);
         let (wake, stop_projector) = (Arc::clone(&appended), shutdown());
+        let (store_watched, woken) = (store.clone(), Arc::clone(&appended));
+        tokio::spawn(async move {
+            if let Err(error) = store_watched.watch_appends(|| woken.notify_one()).await {
+                tracing::warn!(%error, "no longer notified of appends; polling only");
+            }
+        });
         projector_task = Some(tokio::spawn(async move {
             projector.run(wake, poll, stop_projector).await
         }));

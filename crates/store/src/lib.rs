@@ -16,7 +16,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -29,6 +29,9 @@ pub use projection::StoredProjection;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/postgres");
+
+/// The PostgreSQL channel on which appends are announced (see migration 0004).
+const APPENDED_CHANNEL: &str = "callfold_appended";
 
 /// How long a caller waits for a pooled connection before the store counts as unavailable.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -156,6 +159,24 @@ impl Store {
     /// Every later call fails with [`StoreError::Database`].
     pub async fn close(&self) {
         on_pool!(self, pool => pool.close().await)
+    }
+
+    /// Calls `on_append` each time any process commits an append to the log. On PostgreSQL this
+    /// is LISTEN on the channel migration 0004 notifies; it returns only on an error (a lost
+    /// connection ends it, and notifications sent meanwhile are missed: callers also poll). On
+    /// SQLite, whose only writer is this process, it never returns.
+    pub async fn watch_appends(&self, mut on_append: impl FnMut()) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(_) => std::future::pending().await,
+            Store::Postgres(pool) => {
+                let mut listener = PgListener::connect_with(pool).await?;
+                listener.listen(APPENDED_CHANNEL).await?;
+                loop {
+                    listener.recv().await?;
+                    on_append();
+                }
+            }
+        }
     }
 
     /// Which backend this is, for logs: `sqlite` or `postgres`.
