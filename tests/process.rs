@@ -275,6 +275,7 @@ async fn serve_folds_what_it_receives_and_guards_the_query_api(db: TestDb) {
         "callfold_deliveries_total",
         "callfold_events_folded_total",
         "callfold_projection_lag_events",
+        "callfold_projection_lag_seconds",
     ] {
         assert!(metrics.contains(name), "{name} missing from /metrics");
     }

@@ -212,10 +212,24 @@ impl Projector {
         Ok(true)
     }
 
-    /// Publishes how many log records are not folded yet.
+    /// Publishes how many log records are not folded yet, and how long ago the oldest of them
+    /// arrived.
     async fn record_lag(&self, checkpoint: i64) -> Result<(), StoreError> {
         let lag = self.store.last_seq().await? - checkpoint;
         metrics::gauge!("callfold_projection_lag_events").set(lag as f64);
+        let oldest_waiting = match lag {
+            0 => None,
+            _ => self
+                .store
+                .read_log_after(checkpoint, 1)
+                .await?
+                .first()
+                .map(|e| e.received_at),
+        };
+        let waited_micros = oldest_waiting.map_or(0, |arrived| {
+            EventTime::now().unix_micros() - arrived.unix_micros()
+        });
+        metrics::gauge!("callfold_projection_lag_seconds").set(waited_micros.max(0) as f64 / 1e6);
         Ok(())
     }
 
