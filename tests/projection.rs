@@ -8,10 +8,14 @@ use std::collections::BTreeSet;
 
 use callfold_projector::{CHECKPOINT, Precedence, Projector};
 use callfold_store::{CallKey, EventTime, StoredProjection};
+use callfold_store::{NewEvent, WebhookId};
+use proptest::prelude::*;
+use proptest::test_runner::{Config as ProptestConfig, TestRunner};
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 use support::{
     ReceiverConfig, TestDb, assert_projections_equal_a_fold_from_scratch, envelope,
-    send_simulated_calls, serve_on_loopback, start_receiver,
+    fold_from_scratch, send_simulated_calls, serve_on_loopback, start_receiver,
 };
 
 /// Runs `projector` until it has folded the whole log.
@@ -373,10 +377,93 @@ async fn a_rebuild_during_ingest_load_leaves_every_event_folded_exactly_once(db:
     );
 }
 
+const HISTORY_TOPICS: &[&str] = &[
+    "call.received",
+    "call.triggered",
+    "call.answered",
+    "call.completed",
+    "summary.updated",
+    "tag.added",
+    "tag.removed",
+];
+
+/// A random call history (topic, payload second, tag) and the order its events arrive in:
+/// indices into the history, shuffled, some repeated (redeliveries). Few distinct seconds, so
+/// equal timestamps are common.
+fn history_and_arrivals() -> impl Strategy<Value = (Vec<(usize, u32, &'static str)>, Vec<usize>)> {
+    let spec = (
+        0..HISTORY_TOPICS.len(),
+        0..3u32,
+        prop::sample::select(vec!["vip", "sales", "spam"]),
+    );
+    prop::collection::vec(spec, 1..12).prop_flat_map(|history| {
+        let len = history.len();
+        let redelivered = prop::collection::vec(0..len, 0..len);
+        let arrivals = redelivered
+            .prop_map(move |again| (0..len).chain(again).collect::<Vec<_>>())
+            .prop_shuffle();
+        (Just(history), arrivals)
+    })
+}
+
+/// Event `n` of a history, for call `call`, as the receiver would append it.
+fn history_event(call: &CallKey, n: usize, (topic, second, tag): (usize, u32, &str)) -> NewEvent {
+    let at = format!("2026-02-10T09:00:0{second}Z");
+    let data = json!({"id": call.as_str(), "call_id": call.as_str(), "tag": tag,
+        "type": "INBOUND", "tags": [tag], "summary": format!("s{n}")});
+    let body = envelope(HISTORY_TOPICS[topic], &at, data);
+    NewEvent {
+        webhook_id: WebhookId::parse(&format!("msg_{}_{n}", call.as_str())).expect("id"),
+        webhook_timestamp: 0,
+        received_at: EventTime::from_unix_micros(0),
+        body_sha256: Sha256::digest(&body).into(),
+        content: callfold_ingest::LinkingRules::default().read(&body),
+        body,
+    }
+}
+
+async fn random_histories_in_random_orders_project_like_a_fold_and_a_rebuild(db: TestDb) {
+    let (runtime, store) = (tokio::runtime::Handle::current(), db.store.clone());
+    let mut runner = TestRunner::new(ProptestConfig::with_cases(12));
+    let cases = std::sync::atomic::AtomicUsize::new(0);
+    let result = runner.run(&history_and_arrivals(), |(history, arrivals)| {
+        // Each case is a call of its own: cases share the database, not a projection.
+        let case = cases.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let call = CallKey::new(format!("cll_p{case}"));
+        tokio::task::block_in_place(|| {
+            runtime.block_on(async {
+                let projector = Projector::new(store.clone(), Precedence::default(), 3);
+                for n in arrivals {
+                    let event = history_event(&call, n, history[n]);
+                    store.append_batch(&[event]).await.expect("append");
+                    catch_up(&projector).await;
+                }
+                let incremental = store
+                    .projection(&call)
+                    .await
+                    .expect("read")
+                    .expect("projected");
+                assert_eq!(incremental.document, fold_from_scratch(&store, &call).await);
+                assert!(projector.rebuild_call(&call).await.expect("rebuild"));
+                let rebuilt = store
+                    .projection(&call)
+                    .await
+                    .expect("read")
+                    .expect("projected");
+                assert_eq!(rebuilt.document, incremental.document);
+                assert_eq!(rebuilt.late_events, incremental.late_events);
+            })
+        });
+        Ok(())
+    });
+    result.expect("every random history projects consistently");
+}
+
 on_both_stores!(
     tag_added_before_call_completed_yields_a_tagged_completed_call,
     an_unknown_call_is_404,
     unlinked_call_events_are_kept_counted_and_listed,
+    random_histories_in_random_orders_project_like_a_fold_and_a_rebuild,
     listing_pages_through_every_call_once_and_filters,
     as_of_returns_the_state_at_that_payload_time,
     a_bad_as_of_is_400_naming_the_parameter,
