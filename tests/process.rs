@@ -26,6 +26,15 @@ struct RunningService {
     base_url: String,
 }
 
+impl RunningService {
+    /// The service's `/metrics` text.
+    async fn metrics(&self) -> String {
+        let response = reqwest::get(format!("{}/metrics", self.base_url));
+        let response = response.await.expect("metrics answer");
+        response.text().await.expect("metrics text")
+    }
+}
+
 /// Starts `callfold ingest` on a free port against `database_url`.
 async fn start_ingest(database_url: &str) -> RunningService {
     start_service("ingest", database_url, &[]).await
@@ -199,14 +208,7 @@ async fn a_reused_webhook_id_is_counted_as_a_conflict_in_metrics(db: TestDb) {
     let receiver = start_ingest(&db.url).await;
     let client = reqwest::Client::new();
     let conflicts = || async {
-        let text = client
-            .get(format!("{}/metrics", receiver.base_url))
-            .send()
-            .await
-            .expect("metrics answer")
-            .text()
-            .await
-            .expect("metrics text");
+        let text = receiver.metrics().await;
         text.lines()
             .find_map(|line| line.strip_prefix("callfold_webhook_id_conflicts_total "))
             .map(|value| value.trim().to_owned())
@@ -418,19 +420,14 @@ async fn postgres_notifications_wake_a_projector_in_another_process() {
     // Polling so rare that only a notification can explain a prompt fold.
     let no_polling = [("CALLFOLD_POLL_INTERVAL_MS", "600000")];
     let projector = start_service("projector", &db.url, &no_polling).await;
-    let client = reqwest::Client::new();
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
     // The lag gauge appears after the projector's first (empty) batch: from then on it waits.
     loop {
-        let metrics = client
-            .get(format!("{}/metrics", projector.base_url))
-            .send()
+        if projector
+            .metrics()
             .await
-            .expect("metrics answer")
-            .text()
-            .await
-            .expect("metrics text");
-        if metrics.contains("callfold_projection_lag_events") {
+            .contains("callfold_projection_lag_events")
+        {
             break;
         }
         assert!(
