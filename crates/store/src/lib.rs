@@ -1,8 +1,9 @@
-//! The storage layer of callfold: the append-only event log on SQLite or PostgreSQL.
+//! The storage layer of callfold, on SQLite or PostgreSQL: the append-only event log
+//! ([`log`]), the per-call projections and the projector's checkpoint ([`projection`]).
 //!
 //! Owns the connection pools, the migrations (the top-level `migrations/` folder, one folder per
 //! backend) and every SQL statement. It knows nothing of HTTP, signatures or folding: callers
-//! hand it parsed [`NewEvent`]s and get back what the log says.
+//! hand it parsed [`NewEvent`]s and serialized projections, and get back what is stored.
 //!
 //! Both backends run the same runtime-checked SQL (see [`on_pool!`]): the compile-time `query!`
 //! macros would need one live database per build, and one behavioural test suite runs against
