@@ -7,7 +7,6 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use callfold_projector::CHECKPOINT;
 use callfold_store::WebhookId;
 use serde_json::json;
 use support::{
@@ -276,7 +275,7 @@ async fn serve_folds_what_it_receives_and_guards_the_query_api(db: TestDb) {
     for name in [
         "callfold_deliveries_total",
         "callfold_events_folded_total",
-        "callfold_projection_lag_events",
+        "callfold_projection_lag_calls",
         "callfold_projection_lag_seconds",
     ] {
         assert!(metrics.contains(name), "{name} missing from /metrics");
@@ -324,18 +323,13 @@ async fn the_calls_command_answers_like_the_api(db: TestDb) {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("status"));
 }
 
-/// Waits (bounded) until `condition` holds of the checkpoint.
-async fn wait_for_checkpoint(db: &TestDb, condition: impl Fn(i64) -> bool) {
+/// Waits (bounded) until `condition` holds of the number of calls waiting to be folded.
+async fn wait_for_queue(db: &TestDb, condition: impl Fn(i64) -> bool) {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !condition(
-        db.store
-            .checkpoint(CHECKPOINT)
-            .await
-            .expect("read checkpoint"),
-    ) {
+    while !condition(db.store.queue_depth().await.expect("read queue").calls) {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the checkpoint never got there"
+            "the fold queue never got there"
         );
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
@@ -343,29 +337,28 @@ async fn wait_for_checkpoint(db: &TestDb, condition: impl Fn(i64) -> bool) {
 
 async fn a_projector_killed_mid_run_converges_after_a_restart(db: TestDb) {
     let calls = send_simulated_calls(&db, 200, 21).await;
-    let end = db.store.last_seq().await.expect("log end");
-    let small_batches = [("CALLFOLD_PROJECTOR_BATCH", "20")];
+    let waiting = db.store.queue_depth().await.expect("queue").calls;
+    assert_eq!(waiting, 200, "every appended call is marked to be folded");
+    let small_batches = [
+        ("CALLFOLD_PROJECTOR_BATCH", "5"),
+        ("CALLFOLD_CLAIM_LEASE_MS", "500"),
+    ];
     let mut projector = start_service("projector", &db.url, &small_batches).await;
-    wait_for_checkpoint(&db, |seq| seq > 0).await;
+    wait_for_queue(&db, |calls| calls < waiting).await;
     projector.child.start_kill().expect("SIGKILL");
     projector.child.wait().await.expect("reaped");
-    let killed_at = db.store.checkpoint(CHECKPOINT).await.expect("checkpoint");
+    let killed_at = db.store.queue_depth().await.expect("queue").calls;
 
     let _restarted = start_service("projector", &db.url, &small_batches).await;
-    wait_for_checkpoint(&db, |seq| seq == end).await;
+    wait_for_queue(&db, |calls| calls == 0).await;
     let folded = assert_projections_equal_a_fold_from_scratch(&db, &calls).await;
     let mut call_events = 0;
     for key in &calls {
-        call_events += db
-            .store
-            .call_events_up_to(key, end)
-            .await
-            .expect("read")
-            .len() as i64;
+        call_events += db.store.call_events(key).await.expect("read").len() as i64;
     }
     assert_eq!(
         folded, call_events,
-        "killed at seq {killed_at} of {end}: every event folded once"
+        "killed with {killed_at} calls left to fold: every event folded once"
     );
 }
 
@@ -426,7 +419,7 @@ async fn postgres_notifications_wake_a_projector_in_another_process() {
         if projector
             .metrics()
             .await
-            .contains("callfold_projection_lag_events")
+            .contains("callfold_projection_lag_calls")
         {
             break;
         }
@@ -442,7 +435,8 @@ async fn postgres_notifications_wake_a_projector_in_another_process() {
         receiver
             .deliver(&format!("msg_notify_{n}"), &completed(n))
             .await;
-        if db.store.checkpoint(CHECKPOINT).await.expect("checkpoint") > 0 {
+        let projected = db.store.list_projections(None, 1).await.expect("read");
+        if !projected.is_empty() {
             break;
         }
         assert!(

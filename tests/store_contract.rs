@@ -1,14 +1,17 @@
-//! The event log's contract, run against SQLite and PostgreSQL alike: dedup inside a batch,
-//! conflicts told apart from retries, quarantined records kept, and no way to rewrite history.
+//! The store's contract, run against SQLite and PostgreSQL alike: dedup inside a batch,
+//! conflicts told apart from retries, quarantined records kept, no way to rewrite history, and
+//! the fold queue's marks, claims, leases and fencing.
 
 mod support;
 
+use std::time::Duration;
+
 use callfold_store::{
-    AppendOutcome, CallKey, CallLink, Content, EventTime, NewEvent, Store, StoredProjection, Topic,
-    WebhookId,
+    AppendOutcome, CallKey, CallLink, Content, EventTime, NewEvent, Settled, Store,
+    StoredProjection, Topic, WebhookId,
 };
 use sha2::{Digest, Sha256};
-use support::TestDb;
+use support::{LEASE, TestDb};
 
 fn event(id: &str, body: &[u8], content: Content) -> NewEvent {
     NewEvent {
@@ -57,7 +60,7 @@ async fn an_id_repeated_in_one_batch_is_appended_once(db: TestDb) {
     assert_eq!(db.store.log_len().await.expect("len"), 2);
 }
 
-async fn a_large_batch_keeps_arrival_order_and_dedup_across_statements(db: TestDb) {
+async fn a_large_batch_dedups_across_statements(db: TestDb) {
     // More events than one INSERT statement carries, with repeats from the first statement
     // arriving in a later one.
     let mut batch: Vec<NewEvent> = (0..600)
@@ -73,10 +76,8 @@ async fn a_large_batch_keeps_arrival_order_and_dedup_across_statements(db: TestD
             other => panic!("{other:?}"),
         })
         .collect();
-    assert!(
-        seqs.windows(2).all(|pair| pair[0] < pair[1]),
-        "seq follows batch order"
-    );
+    let distinct: std::collections::BTreeSet<i64> = seqs.iter().copied().collect();
+    assert_eq!(distinct.len(), 600, "one record per distinct id");
     assert_eq!(
         outcomes[600],
         AppendOutcome::Duplicate {
@@ -210,40 +211,132 @@ fn projection(call: &str, document: &str) -> StoredProjection {
     StoredProjection {
         call_key: CallKey::new(call),
         document: document.to_owned(),
-        last_event_time: EventTime::from_unix_micros(1),
-        last_rank: 0,
-        last_webhook_id: WebhookId::parse("msg_a").expect("id"),
         last_seq: 1,
         late_events: 0,
+        events_folded: 1,
         updated_at: EventTime::from_unix_micros(2),
     }
 }
 
-async fn projections_commit_only_from_the_checkpoint_they_were_folded_from(db: TestDb) {
+async fn append_call_event(store: &Store, id: &str, call: &str) {
+    store
+        .append_batch(&[event(id, id.as_bytes(), usable(Some(call)))])
+        .await
+        .expect("append");
+}
+
+async fn a_claim_settles_only_the_version_it_folded(db: TestDb) {
     let store = &db.store;
+    append_call_event(store, "msg_1", "cll_1").await;
+    store
+        .append_batch(&[event("msg_sms", b"{}", usable(None))])
+        .await
+        .expect("append");
+    assert_eq!(
+        store.queue_depth().await.expect("depth").calls,
+        1,
+        "only calls are marked"
+    );
+    let claimed = store.claim_calls(10, LEASE).await.expect("claim");
+    assert_eq!(claimed.claims.len(), 1);
+    // An event of the call lands while it is being folded: the fold misses it.
+    append_call_event(store, "msg_2", "cll_1").await;
     let first = projection("cll_1", "{\"v\":1}");
-    assert!(
-        store
-            .commit_projections("calls", 0, 5, std::slice::from_ref(&first))
-            .await
-            .expect("commit")
+    let settled = store
+        .settle_claims(&claimed, std::slice::from_ref(&first))
+        .await
+        .expect("settle");
+    assert_eq!(
+        settled,
+        Settled {
+            folded: 0,
+            to_refold: 1,
+            lost: 0
+        }
     );
-    assert_eq!(store.checkpoint("calls").await.expect("read"), 5);
-    // A second writer that read the checkpoint at 0 must not overwrite or move anything.
-    let stale = projection("cll_1", "{\"v\":2}");
-    assert!(
-        !store
-            .commit_projections("calls", 0, 9, &[stale])
-            .await
-            .expect("commit")
-    );
-    assert_eq!(store.checkpoint("calls").await.expect("read"), 5);
-    let kept = store
+    let written = store
         .projection(&CallKey::new("cll_1"))
         .await
-        .expect("read")
-        .expect("present");
-    assert_eq!(kept, first);
+        .expect("read");
+    assert_eq!(written, Some(first));
+    assert_eq!(
+        store.queue_depth().await.expect("depth").calls,
+        1,
+        "still to fold"
+    );
+
+    let again = store.claim_calls(10, LEASE).await.expect("claim");
+    assert_eq!(again.claims[0].version, claimed.claims[0].version + 1);
+    let second = projection("cll_1", "{\"v\":2}");
+    let settled = store
+        .settle_claims(&again, &[second])
+        .await
+        .expect("settle");
+    assert_eq!(
+        settled,
+        Settled {
+            folded: 1,
+            to_refold: 0,
+            lost: 0
+        }
+    );
+    assert_eq!(store.queue_depth().await.expect("depth").calls, 0);
+}
+
+async fn a_claim_is_exclusive_until_its_lease_ends_and_then_fenced_out(db: TestDb) {
+    let store = &db.store;
+    append_call_event(store, "msg_1", "cll_1").await;
+    let held = store.claim_calls(10, LEASE).await.expect("claim");
+    assert_eq!(held.claims.len(), 1);
+    let nothing = store.claim_calls(10, LEASE).await.expect("claim");
+    assert!(nothing.claims.is_empty(), "a live lease is not shared");
+    assert!(
+        store
+            .claim_call(&CallKey::new("cll_1"), LEASE)
+            .await
+            .expect("claim")
+            .claims
+            .is_empty()
+    );
+
+    append_call_event(store, "msg_2", "cll_2").await;
+    let expired = store.claim_calls(1, Duration::ZERO).await.expect("claim");
+    assert_eq!(expired.claims[0].call_key, CallKey::new("cll_2"));
+    let taken_over = store.claim_calls(10, LEASE).await.expect("claim");
+    assert_eq!(
+        taken_over.claims, expired.claims,
+        "an ended lease is taken over"
+    );
+    let late = store
+        .settle_claims(&expired, &[projection("cll_2", "{\"stale\":true}")])
+        .await
+        .expect("settle");
+    assert_eq!(
+        late,
+        Settled {
+            folded: 0,
+            to_refold: 0,
+            lost: 1
+        }
+    );
+    assert_eq!(
+        store
+            .projection(&CallKey::new("cll_2"))
+            .await
+            .expect("read"),
+        None
+    );
+    let current = projection("cll_2", "{\"v\":1}");
+    let settled = store
+        .settle_claims(&taken_over, std::slice::from_ref(&current))
+        .await
+        .expect("settle");
+    assert_eq!(settled.folded, 1);
+    let written = store
+        .projection(&CallKey::new("cll_2"))
+        .await
+        .expect("read");
+    assert_eq!(written, Some(current));
 }
 
 async fn migrating_again_changes_nothing(db: TestDb) {
@@ -257,11 +350,12 @@ async fn migrating_again_changes_nothing(db: TestDb) {
 
 on_both_stores!(
     an_id_repeated_in_one_batch_is_appended_once,
-    a_large_batch_keeps_arrival_order_and_dedup_across_statements,
+    a_large_batch_dedups_across_statements,
     a_reused_id_with_another_body_is_a_conflicting_duplicate_and_keeps_the_first,
     every_field_reads_back_as_written,
     the_log_refuses_updates_and_deletes,
     migrating_again_changes_nothing,
-    projections_commit_only_from_the_checkpoint_they_were_folded_from,
+    a_claim_settles_only_the_version_it_folded,
+    a_claim_is_exclusive_until_its_lease_ends_and_then_fenced_out,
     commits_are_configured_to_reach_the_disk_before_returning,
 );

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use callfold_ingest::{
     CommitQueue, IngestState, LinkingRules, Verifier, WEBHOOK_PATH, WebhookSecrets, sign,
@@ -18,6 +18,10 @@ use callfold_store::{CallKey, CallLink, Content, Store, WebhookId};
 use serde_json::Value;
 use sqlx::Connection;
 use tokio::net::TcpListener;
+
+/// How long test projectors hold their claims: longer than any test, so that a claim only
+/// changes hands when a test says so.
+pub const LEASE: Duration = Duration::from_secs(600);
 
 /// The secret every test receiver accepts (made up for the tests).
 pub const SECRET: &str = include_str!("../fixtures/test-secret.txt").trim_ascii();
@@ -330,10 +334,7 @@ impl TestReceiver {
 /// The document of `call_key` folded from scratch from every one of its logged events.
 pub async fn fold_from_scratch(store: &Store, call_key: &CallKey) -> String {
     let precedence = Precedence::default();
-    let events = store
-        .call_events_up_to(call_key, i64::MAX)
-        .await
-        .expect("read call");
+    let events = store.call_events(call_key).await.expect("read call");
     let folded = fold_events(&precedence, &events)
         .map(|(_, event)| event)
         .collect();

@@ -2,6 +2,9 @@
 //! environment. Parsing only; `main` decides what to run.
 
 use std::net::SocketAddr;
+use std::time::Duration;
+
+use callfold_store::PoolLimits;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -116,6 +119,42 @@ pub struct DatabaseArgs {
         global = true
     )]
     pub database_url: String,
+
+    /// Most PostgreSQL connections this process opens (SQLite always uses one).
+    #[arg(long, env = "CALLFOLD_DB_MAX_CONNECTIONS", default_value_t = 8, global = true,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub db_max_connections: u32,
+
+    /// How long, in milliseconds, a request waits for a database connection before the
+    /// database counts as unavailable (the receiver then answers 503).
+    #[arg(
+        long,
+        env = "CALLFOLD_DB_ACQUIRE_TIMEOUT_MS",
+        default_value_t = 5000,
+        global = true
+    )]
+    pub db_acquire_timeout_ms: u64,
+
+    /// Longest a statement may run, in milliseconds (PostgreSQL statement_timeout; on SQLite,
+    /// longest wait for another process's write lock).
+    #[arg(
+        long,
+        env = "CALLFOLD_DB_STATEMENT_TIMEOUT_MS",
+        default_value_t = 30_000,
+        global = true
+    )]
+    pub db_statement_timeout_ms: u64,
+}
+
+impl DatabaseArgs {
+    /// The pool limits these options ask for.
+    pub fn pool_limits(&self) -> PoolLimits {
+        PoolLimits {
+            max_connections: self.db_max_connections,
+            acquire_timeout: Duration::from_millis(self.db_acquire_timeout_ms),
+            statement_timeout: Duration::from_millis(self.db_statement_timeout_ms),
+        }
+    }
 }
 
 /// What every long-running service needs: a listener and a database.
@@ -154,13 +193,19 @@ pub struct ReceiverOptions {
 /// Options of the projector.
 #[derive(Debug, Args)]
 pub struct ProjectorOptions {
-    /// Most log records folded in one transaction.
-    #[arg(long, env = "CALLFOLD_PROJECTOR_BATCH", default_value_t = 1000,
+    /// Most calls a worker claims and folds in one transaction.
+    #[arg(long, env = "CALLFOLD_PROJECTOR_BATCH", default_value_t = 256,
           value_parser = clap::value_parser!(i64).range(1..))]
     pub projector_batch: i64,
 
-    /// How often, in milliseconds, the projector polls the log when no append wakes it (an
-    /// append in the same process wakes it at once).
+    /// How long, in milliseconds, a worker's claim on calls lasts: if the worker dies, other
+    /// workers take its calls over after this long.
+    #[arg(long, env = "CALLFOLD_CLAIM_LEASE_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub claim_lease_ms: u64,
+
+    /// How often, in milliseconds, the projector polls the fold queue when no append wakes it
+    /// (an append in this process, or on PostgreSQL in any process, wakes it at once).
     #[arg(long, env = "CALLFOLD_POLL_INTERVAL_MS", default_value_t = 500,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub poll_interval_ms: u64,

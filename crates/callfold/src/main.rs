@@ -64,7 +64,7 @@ fn init_tracing() {
 }
 
 async fn open_store(args: &DatabaseArgs) -> anyhow::Result<Store> {
-    let store = Store::connect(&args.database_url)
+    let store = Store::connect_with(&args.database_url, args.pool_limits())
         .await
         .context("cannot open the database given by --database-url / DATABASE_URL")?;
     store
@@ -108,11 +108,14 @@ async fn query_calls(database: DatabaseArgs, query: CallsQuery) -> anyhow::Resul
     Ok(())
 }
 
+/// How long `rebuild --call` holds the call it re-folds.
+const REBUILD_CALL_LEASE: Duration = Duration::from_secs(30);
+
 async fn rebuild(database: DatabaseArgs, call: Option<String>) -> anyhow::Result<()> {
     let store = open_store(&database).await?;
-    let projector = Projector::new(store, Precedence::default(), 1);
+    let projector = Projector::new(store, Precedence::default(), 1, REBUILD_CALL_LEASE);
     if let Some(call) = call {
-        let found = projector.rebuild_call(&CallKey::new(call.clone())).await?;
+        let found = projector.refold_call(&CallKey::new(call.clone())).await?;
         anyhow::ensure!(found, "the log holds no event of call {call:?}");
         eprintln!("rebuild: call {call} re-folded");
         return Ok(());
@@ -120,12 +123,12 @@ async fn rebuild(database: DatabaseArgs, call: Option<String>) -> anyhow::Result
     let started = Instant::now();
     let mut reported = started;
     let calls = projector
-        .rebuild(|read, up_to_seq| {
+        .rebuild(|read, log_len| {
             if reported.elapsed() >= Duration::from_secs(1) {
                 reported = Instant::now();
                 let rate = read as f64 / started.elapsed().as_secs_f64();
-                // Seqs also count records of no call, so this estimate errs long.
-                let eta = (up_to_seq as f64 - read as f64).max(0.0) / rate.max(1.0);
+                // The log also holds records of no call, so this estimate errs long.
+                let eta = (log_len as f64 - read as f64).max(0.0) / rate.max(1.0);
                 eprintln!("rebuild: {read} events read, {rate:.0} events/s, ETA {eta:.0}s");
             }
         })
@@ -184,6 +187,7 @@ async fn run_services(
             store.clone(),
             Precedence::default(),
             options.projector_batch,
+            Duration::from_millis(options.claim_lease_ms),
         );
         let poll = Duration::from_millis(options.poll_interval_ms);
         let (wake, stop_projector) = (Arc::clone(&appended), shutdown());

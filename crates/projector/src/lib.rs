@@ -15,4 +15,4 @@ pub use fold::{CallDocument, CallStatus, EffectiveKey, FoldEvent, fold, fold_eve
 pub use http::{API_TOKEN_ENV, ApiToken, router};
 pub use precedence::{Precedence, PrecedenceCycle};
 pub use query::{Calls, ListFilter, QueryError, UnlinkedPage};
-pub use worker::{CHECKPOINT, Projector};
+pub use worker::Projector;

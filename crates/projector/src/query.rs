@@ -130,7 +130,7 @@ impl Calls {
         let call_key = CallKey::new(call_id);
         let unknown = || QueryError::UnknownCall(call_id.to_owned());
         if let Some(as_of) = parse_time("as_of", as_of)? {
-            let logged = self.store.call_events_up_to(&call_key, i64::MAX).await?;
+            let logged = self.store.call_events(&call_key).await?;
             let events: Vec<FoldEvent> = fold_events(&self.precedence, &logged)
                 .map(|(_, event)| event)
                 .filter(|event| event.key.event_time <= as_of)
@@ -153,10 +153,7 @@ impl Calls {
     /// One call's events in effective order, each marked late when it arrived after an event
     /// of the call that is later in effective order.
     pub async fn events(&self, call_id: &str) -> Result<Value, QueryError> {
-        let logged = self
-            .store
-            .call_events_up_to(&CallKey::new(call_id), i64::MAX)
-            .await?;
+        let logged = self.store.call_events(&CallKey::new(call_id)).await?;
         let mut events: Vec<(EffectiveKey, Value)> =
             mark_late(fold_events(&self.precedence, &logged))
                 .map(|(record, event, late)| {

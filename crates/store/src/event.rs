@@ -172,6 +172,16 @@ pub enum Content {
     },
 }
 
+impl Content {
+    /// The call a usable, linked event belongs to.
+    pub fn call_key(&self) -> Option<&CallKey> {
+        match self {
+            Content::Usable { call, .. } => call.call_key(),
+            Content::Quarantined { .. } => None,
+        }
+    }
+}
+
 /// One verified delivery, ready to append.
 #[derive(Clone, Debug)]
 pub struct NewEvent {

@@ -1,5 +1,6 @@
 //! The storage layer of callfold, on SQLite or PostgreSQL: the append-only event log
-//! ([`log`]), the per-call projections and the projector's checkpoint ([`projection`]).
+//! ([`log`]), the per-call projections ([`projection`]) and the queue of calls to fold
+//! ([`queue`]).
 //!
 //! Owns the connection pools, the migrations (the top-level `migrations/` folder, one folder per
 //! backend) and every SQL statement. It knows nothing of HTTP, signatures or folding: callers
@@ -12,6 +13,8 @@
 mod event;
 mod log;
 mod projection;
+mod queue;
+mod sql;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -27,6 +30,7 @@ pub use event::{
     LoggedEvent, NewEvent, Topic, WebhookId,
 };
 pub use projection::StoredProjection;
+pub use queue::{Claim, ClaimedCalls, QueueDepth, Settled};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/postgres");
@@ -34,8 +38,29 @@ static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/postgres
 /// The PostgreSQL channel on which appends are announced (see migration 0004).
 const APPENDED_CHANNEL: &str = "callfold_appended";
 
-/// How long a caller waits for a pooled connection before the store counts as unavailable.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Limits of the connection pool and of each statement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolLimits {
+    /// Most connections this process opens (PostgreSQL; SQLite always uses one, as it has one
+    /// writer at a time).
+    pub max_connections: u32,
+    /// How long a caller waits for a connection (including opening one) before the store
+    /// counts as unavailable.
+    pub acquire_timeout: Duration,
+    /// Longest a statement may run (PostgreSQL `statement_timeout`); on SQLite, longest a
+    /// statement waits for another process's write lock.
+    pub statement_timeout: Duration,
+}
+
+impl Default for PoolLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(30),
+        }
+    }
+}
 
 /// What went wrong talking to the store.
 #[derive(Debug, thiserror::Error)]
@@ -88,9 +113,16 @@ macro_rules! on_pool {
 pub(crate) use on_pool;
 
 impl Store {
-    /// Opens a pool for `url`: `sqlite:PATH` (the file is created if missing) or
-    /// `postgres://...`. Does not migrate; see [`Store::migrate`].
+    /// Opens a pool for `url` with the default [`PoolLimits`]; see [`Store::connect_with`].
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        Self::connect_with(url, PoolLimits::default()).await
+    }
+
+    /// Opens a pool for `url`: `sqlite:PATH` (the file is created if missing) or
+    /// `postgres://...`, within `limits`. Does not migrate; see [`Store::migrate`]. A connection
+    /// found broken is replaced on a later call, so a database that goes away makes calls fail
+    /// until it is back, and then they succeed again without a restart.
+    pub async fn connect_with(url: &str, limits: PoolLimits) -> Result<Store, StoreError> {
         let scheme = url.split(':').next().unwrap_or_default();
         match scheme {
             "sqlite" => {
@@ -100,13 +132,13 @@ impl Store {
                     .create_if_missing(true)
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Full)
-                    .busy_timeout(ACQUIRE_TIMEOUT);
+                    .busy_timeout(limits.statement_timeout);
                 // One connection: SQLite has one writer at a time, and writers that wait on
                 // SQLite's own lock sleep in its busy handler (tens of milliseconds), while
                 // tasks waiting for the pool's connection are woken the moment it is free.
                 let pool = SqlitePoolOptions::new()
                     .max_connections(1)
-                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .acquire_timeout(limits.acquire_timeout)
                     .connect_with(options)
                     .await?;
                 Ok(Store::Sqlite(pool))
@@ -114,11 +146,14 @@ impl Store {
             "postgres" | "postgresql" => {
                 // Guard against a server or database configured with synchronous_commit=off:
                 // an acknowledged event must survive a crash of the server too.
-                let options =
-                    PgConnectOptions::from_str(url)?.options([("synchronous_commit", "on")]);
+                let statement_timeout = limits.statement_timeout.as_millis().to_string();
+                let options = PgConnectOptions::from_str(url)?.options([
+                    ("synchronous_commit", "on"),
+                    ("statement_timeout", statement_timeout.as_str()),
+                ]);
                 let pool = PgPoolOptions::new()
-                    .max_connections(8)
-                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .max_connections(limits.max_connections)
+                    .acquire_timeout(limits.acquire_timeout)
                     .connect_with(options)
                     .await?;
                 Ok(Store::Postgres(pool))

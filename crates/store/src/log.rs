@@ -10,6 +10,8 @@ use std::collections::HashMap;
 use crate::event::{
     AppendOutcome, CallKey, CallLink, Content, EventTime, LoggedEvent, NewEvent, Topic,
 };
+use crate::queue::mark_statement;
+use crate::sql::{ROWS_PER_STATEMENT, placeholder_list, values_list};
 use crate::{Store, StoreError, WebhookId, on_pool};
 
 /// The columns an append writes, in the order of their parameters.
@@ -17,26 +19,13 @@ const INSERT_COLUMNS: &str = "webhook_id, webhook_timestamp, received_at_us, bod
      topic, event_time_us, call_key, unlinked, quarantine_reason";
 const PARAMETERS_PER_ROW: usize = 10;
 
-/// Rows per INSERT statement: 256 rows of 10 parameters stay far below the parameter limits of
-/// both backends (32,766 on SQLite, 65,535 on PostgreSQL).
-const ROWS_PER_INSERT: usize = 256;
-
 /// `INSERT ... VALUES (...), (...) ON CONFLICT DO NOTHING RETURNING seq, webhook_id` for `rows`
 /// rows: it returns exactly the rows it wrote.
 fn insert_statement(rows: usize) -> String {
-    let values: Vec<String> = (0..rows)
-        .map(|row| {
-            let first = row * PARAMETERS_PER_ROW;
-            let placeholders: Vec<String> = (1..=PARAMETERS_PER_ROW)
-                .map(|column| format!("${}", first + column))
-                .collect();
-            format!("({})", placeholders.join(", "))
-        })
-        .collect();
     format!(
         "INSERT INTO events ({INSERT_COLUMNS}) VALUES {} \
          ON CONFLICT (webhook_id) DO NOTHING RETURNING seq, webhook_id",
-        values.join(", ")
+        values_list(rows, PARAMETERS_PER_ROW, 1)
     )
 }
 
@@ -98,6 +87,8 @@ impl Store {
     /// event, in order. Either every new event is durable when this returns `Ok`, or none is.
     ///
     /// An id repeated within the batch is appended once; its later copies are duplicates of it.
+    /// The same transaction marks the calls of the new events in the fold queue (see
+    /// [`Store::claim_calls`]), so no appended event can be missed by the projector.
     pub async fn append_batch(
         &self,
         events: &[NewEvent],
@@ -106,16 +97,20 @@ impl Store {
         for (index, event) in events.iter().enumerate() {
             first_copy.entry(event.webhook_id.as_str()).or_insert(index);
         }
-        let firsts: Vec<&NewEvent> = events
+        let mut firsts: Vec<&NewEvent> = events
             .iter()
             .enumerate()
             .filter(|(index, event)| first_copy[event.webhook_id.as_str()] == *index)
             .map(|(_, event)| event)
             .collect();
+        // Every transaction takes its row locks in the same order (webhook-ids, then calls), so
+        // concurrent appends on PostgreSQL wait for each other but never deadlock. The
+        // deliveries of one batch arrived concurrently, so their order in the log is free.
+        firsts.sort_by(|a, b| a.webhook_id.as_str().cmp(b.webhook_id.as_str()));
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let mut appended: HashMap<String, i64> = HashMap::with_capacity(firsts.len());
-            for chunk in firsts.chunks(ROWS_PER_INSERT) {
+            for chunk in firsts.chunks(ROWS_PER_STATEMENT) {
                 let sql = insert_statement(chunk.len());
                 let mut insert = sqlx::query_as::<_, (i64, String)>(&sql);
                 for event in chunk {
@@ -144,6 +139,22 @@ impl Store {
                         .bind(reason);
                 }
                 appended.extend(insert.fetch_all(&mut *tx).await?.into_iter().map(|(seq, id)| (id, seq)));
+            }
+            let mut touched: Vec<&str> = firsts
+                .iter()
+                .filter(|event| appended.contains_key(event.webhook_id.as_str()))
+                .filter_map(|event| event.content.call_key().map(CallKey::as_str))
+                .collect();
+            touched.sort_unstable();
+            touched.dedup();
+            let marked_at = EventTime::now().unix_micros();
+            for chunk in touched.chunks(ROWS_PER_STATEMENT) {
+                let sql = mark_statement(chunk.len());
+                let mut mark = sqlx::query(&sql);
+                for call_key in chunk {
+                    mark = mark.bind(*call_key).bind(marked_at);
+                }
+                mark.execute(&mut *tx).await?;
             }
             let mut outcomes = Vec::with_capacity(events.len());
             for (index, event) in events.iter().enumerate() {
@@ -188,35 +199,31 @@ impl Store {
         })
     }
 
-    /// Up to `limit` records with `seq > after_seq`, in seq order.
-    pub async fn read_log_after(
-        &self,
-        after_seq: i64,
-        limit: i64,
-    ) -> Result<Vec<LoggedEvent>, StoreError> {
-        let sql = format!("{SELECT_EVENT} WHERE seq > $1 ORDER BY seq LIMIT $2");
-        on_pool!(self, pool => {
-            let rows: Vec<EventRow> =
-                sqlx::query_as(&sql).bind(after_seq).bind(limit).fetch_all(pool).await?;
-            Ok(rows.into_iter().map(LoggedEvent::from).collect())
-        })
+    /// Every event of call `call_key`, in seq order.
+    pub async fn call_events(&self, call_key: &CallKey) -> Result<Vec<LoggedEvent>, StoreError> {
+        self.events_of_calls(std::slice::from_ref(call_key)).await
     }
 
-    /// Every usable event of call `call_key` with `seq <= up_to_seq`, in seq order.
-    pub async fn call_events_up_to(
+    /// Every event of the calls `call_keys`: each call's events together, in seq order.
+    pub async fn events_of_calls(
         &self,
-        call_key: &CallKey,
-        up_to_seq: i64,
+        call_keys: &[CallKey],
     ) -> Result<Vec<LoggedEvent>, StoreError> {
-        let sql = format!("{SELECT_EVENT} WHERE call_key = $1 AND seq <= $2 ORDER BY seq");
-        on_pool!(self, pool => {
-            let rows: Vec<EventRow> = sqlx::query_as(&sql)
-                .bind(call_key.as_str())
-                .bind(up_to_seq)
-                .fetch_all(pool)
-                .await?;
-            Ok(rows.into_iter().map(LoggedEvent::from).collect())
-        })
+        let mut events = Vec::new();
+        for chunk in call_keys.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "{SELECT_EVENT} WHERE call_key IN ({}) ORDER BY call_key, seq",
+                placeholder_list(chunk.len(), 1)
+            );
+            on_pool!(self, pool => {
+                let mut query = sqlx::query_as::<_, EventRow>(&sql);
+                for call_key in chunk {
+                    query = query.bind(call_key.as_str());
+                }
+                events.extend(query.fetch_all(pool).await?.into_iter().map(LoggedEvent::from));
+            });
+        }
+        Ok(events)
     }
 
     /// Up to `limit` unlinked events with `seq > after_seq`, in seq order, and how many unlinked

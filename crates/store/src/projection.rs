@@ -1,20 +1,15 @@
-//! Reading and writing per-call projections and the projector's checkpoint.
+//! Reading and writing per-call projections, and rebuilding them all from the log.
 //!
 //! The store keeps a projection as the projector hands it over (a document already serialized,
-//! plus the bookkeeping the projector needs); it does not interpret documents. Projections and
-//! the checkpoint that covers them are written in one transaction, so a crash can neither skip
-//! nor double-apply an event.
+//! plus the bookkeeping the projector needs); it does not interpret documents. Projections are
+//! written only together with the fold-queue marks they settle (see `queue.rs`), or by a
+//! rebuild's swap.
 
-use crate::event::{CallKey, Content, EventTime, LoggedEvent, WebhookId};
+use crate::event::{CallKey, EventTime, LoggedEvent};
 use crate::log::{EventRow, SELECT_EVENT};
+use crate::queue::MARK_ON_CONFLICT;
+use crate::sql::{ROWS_PER_STATEMENT, placeholder_list, values_list};
 use crate::{Store, StoreError, on_pool};
-
-fn call_key_of(event: &LoggedEvent) -> Option<&CallKey> {
-    match &event.content {
-        Content::Usable { call, .. } => call.call_key(),
-        Content::Quarantined { .. } => None,
-    }
-}
 
 /// One call's projection as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,16 +18,13 @@ pub struct StoredProjection {
     pub call_key: CallKey,
     /// The call document, serialized JSON.
     pub document: String,
-    /// Payload time of the latest event folded (first part of its effective key).
-    pub last_event_time: EventTime,
-    /// Precedence rank of the latest event folded.
-    pub last_rank: i64,
-    /// Webhook-id of the latest event folded.
-    pub last_webhook_id: WebhookId,
     /// Highest log seq folded into this call.
     pub last_seq: i64,
     /// Events of this call that arrived after a later one.
     pub late_events: i64,
+    /// How many events were folded: the log only grows, so a call whose log holds more events
+    /// than this is behind.
+    pub events_folded: i64,
     /// When the projector last changed it.
     pub updated_at: EventTime,
 }
@@ -41,59 +33,78 @@ pub struct StoredProjection {
 struct ProjectionRow {
     call_key: String,
     document: String,
-    last_event_time_us: i64,
-    last_rank: i64,
-    last_webhook_id: String,
     last_seq: i64,
     late_events: i64,
+    events_folded: i64,
     updated_at_us: i64,
 }
 
 impl From<ProjectionRow> for StoredProjection {
     fn from(row: ProjectionRow) -> Self {
-        // Only ids read from the log are written here.
-        let last_webhook_id = WebhookId::parse(&row.last_webhook_id)
-            .unwrap_or_else(|_| unreachable!("projection of {} holds a bad id", row.call_key));
         StoredProjection {
             call_key: CallKey::new(row.call_key),
             document: row.document,
-            last_event_time: EventTime::from_unix_micros(row.last_event_time_us),
-            last_rank: row.last_rank,
-            last_webhook_id,
             last_seq: row.last_seq,
             late_events: row.late_events,
+            events_folded: row.events_folded,
             updated_at: EventTime::from_unix_micros(row.updated_at_us),
         }
     }
 }
 
 /// The live projections, which queries read.
-const LIVE: &str = "call_projections";
+pub(crate) const LIVE: &str = "call_projections";
 /// Where a rebuild writes before the swap.
 const SHADOW: &str = "call_projections_rebuild";
 
 /// Log records read per page while rebuilding.
 const REBUILD_PAGE: i64 = 2000;
 
-fn upsert_projection(table: &str) -> String {
+const PROJECTION_COLUMNS: &str =
+    "call_key, document, last_seq, late_events, events_folded, updated_at_us";
+const PARAMETERS_PER_PROJECTION: usize = 6;
+
+/// Upserts `rows` projections into `table` in one statement.
+pub(crate) fn upsert_statement(table: &str, rows: usize) -> String {
     format!(
-        "INSERT INTO {table} (call_key, document, last_event_time_us, last_rank, \
-         last_webhook_id, last_seq, late_events, updated_at_us) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+        "INSERT INTO {table} ({PROJECTION_COLUMNS}) VALUES {} \
          ON CONFLICT (call_key) DO UPDATE SET document = excluded.document, \
-         last_event_time_us = excluded.last_event_time_us, last_rank = excluded.last_rank, \
-         last_webhook_id = excluded.last_webhook_id, last_seq = excluded.last_seq, \
-         late_events = excluded.late_events, updated_at_us = excluded.updated_at_us"
+         last_seq = excluded.last_seq, late_events = excluded.late_events, \
+         events_folded = excluded.events_folded, updated_at_us = excluded.updated_at_us",
+        values_list(rows, PARAMETERS_PER_PROJECTION, 1)
     )
 }
 
-const UPSERT_CHECKPOINT: &str = "INSERT INTO projector_checkpoints (name, last_seq) \
-     VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET last_seq = excluded.last_seq";
+/// Writes `$projections` into `$table` on `$executor` (a connection or transaction of either
+/// backend), a statement per [`crate::sql::ROWS_PER_STATEMENT`] projections.
+macro_rules! upsert_projections {
+    ($executor:expr, $table:expr, $projections:expr) => {
+        for chunk in $projections.chunks($crate::sql::ROWS_PER_STATEMENT) {
+            let sql = $crate::projection::upsert_statement($table, chunk.len());
+            let mut upsert = sqlx::query(&sql);
+            for projection in chunk {
+                upsert = upsert
+                    .bind(projection.call_key.as_str())
+                    .bind(projection.document.as_str())
+                    .bind(projection.last_seq)
+                    .bind(projection.late_events)
+                    .bind(projection.events_folded)
+                    .bind(projection.updated_at.unix_micros());
+            }
+            upsert.execute($executor).await?;
+        }
+    };
+}
+pub(crate) use upsert_projections;
 
-/// Moves a checkpoint only from the value the caller read: `$2` expected, `$3` new.
-const ADVANCE_CHECKPOINT: &str = "INSERT INTO projector_checkpoints (name, last_seq) \
-     VALUES ($1, $3) ON CONFLICT (name) DO UPDATE SET last_seq = excluded.last_seq \
-     WHERE projector_checkpoints.last_seq = $2";
+/// Marks, in the fold queue, every call whose rebuilt projection counts fewer events than the
+/// log now holds for it: events appended while the rebuild read the log.
+const MARK_CALLS_THE_REBUILD_MISSED: &str = "INSERT INTO calls_to_fold (call_key, version, marked_at_us) \
+     SELECT logged.call_key, 1, $1 FROM \
+     (SELECT call_key, count(*) AS events FROM events WHERE call_key IS NOT NULL GROUP BY call_key) \
+     AS logged LEFT JOIN call_projections_rebuild AS rebuilt ON rebuilt.call_key = logged.call_key \
+     WHERE rebuilt.events_folded IS NULL OR rebuilt.events_folded <> logged.events \
+     ORDER BY logged.call_key";
 
 impl Store {
     /// The projection of `call_key`, if the projector has folded any of its events.
@@ -101,14 +112,36 @@ impl Store {
         &self,
         call_key: &CallKey,
     ) -> Result<Option<StoredProjection>, StoreError> {
+        let sql = format!("SELECT {PROJECTION_COLUMNS} FROM {LIVE} WHERE call_key = $1");
         on_pool!(self, pool => {
-            let row: Option<ProjectionRow> =
-                sqlx::query_as("SELECT * FROM call_projections WHERE call_key = $1")
-                    .bind(call_key.as_str())
-                    .fetch_optional(pool)
-                    .await?;
+            let row: Option<ProjectionRow> = sqlx::query_as(&sql)
+                .bind(call_key.as_str())
+                .fetch_optional(pool)
+                .await?;
             Ok(row.map(StoredProjection::from))
         })
+    }
+
+    /// The projections of those of `call_keys` that have one.
+    pub async fn projections_of(
+        &self,
+        call_keys: &[CallKey],
+    ) -> Result<Vec<StoredProjection>, StoreError> {
+        let mut projections = Vec::new();
+        for chunk in call_keys.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "SELECT {PROJECTION_COLUMNS} FROM {LIVE} WHERE call_key IN ({})",
+                placeholder_list(chunk.len(), 1)
+            );
+            on_pool!(self, pool => {
+                let mut query = sqlx::query_as::<_, ProjectionRow>(&sql);
+                for call_key in chunk {
+                    query = query.bind(call_key.as_str());
+                }
+                projections.extend(query.fetch_all(pool).await?.into_iter().map(StoredProjection::from));
+            });
+        }
+        Ok(projections)
     }
 
     /// Up to `limit` projections with a call key after `after` (from the first when `None`), in
@@ -119,114 +152,40 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<StoredProjection>, StoreError> {
         let after = after.map_or("", CallKey::as_str);
+        let sql = format!(
+            "SELECT {PROJECTION_COLUMNS} FROM {LIVE} WHERE call_key > $1 \
+             ORDER BY call_key LIMIT $2"
+        );
         on_pool!(self, pool => {
-            let rows: Vec<ProjectionRow> = sqlx::query_as(
-                "SELECT * FROM call_projections WHERE call_key > $1 ORDER BY call_key LIMIT $2",
-            )
-            .bind(after)
-            .bind(limit)
-            .fetch_all(pool)
-            .await?;
+            let rows: Vec<ProjectionRow> =
+                sqlx::query_as(&sql).bind(after).bind(limit).fetch_all(pool).await?;
             Ok(rows.into_iter().map(StoredProjection::from).collect())
         })
     }
 
-    /// The seq up to which projector `name` has folded the log (0 before its first batch).
-    pub async fn checkpoint(&self, name: &str) -> Result<i64, StoreError> {
-        on_pool!(self, pool => {
-            let seq: Option<i64> =
-                sqlx::query_scalar("SELECT last_seq FROM projector_checkpoints WHERE name = $1")
-                    .bind(name)
-                    .fetch_optional(pool)
-                    .await?;
-            Ok(seq.unwrap_or(0))
-        })
-    }
-
-    /// Writes `projections` and moves checkpoint `name` from `from_seq` to `to_seq`, in one
-    /// transaction; or, when the checkpoint is no longer at `from_seq` (a rebuild, or another
-    /// projector, moved it), writes nothing and returns false.
-    pub async fn commit_projections(
-        &self,
-        name: &str,
-        from_seq: i64,
-        to_seq: i64,
-        projections: &[StoredProjection],
-    ) -> Result<bool, StoreError> {
-        self.write_projections(LIVE, projections, Some((name, from_seq, to_seq)))
-            .await
-    }
-
-    /// Replaces `projections` without moving any checkpoint.
-    pub async fn put_projections(
-        &self,
-        projections: &[StoredProjection],
-    ) -> Result<(), StoreError> {
-        self.write_projections(LIVE, projections, None)
-            .await
-            .map(drop)
-    }
-
-    /// Upserts `projections` into `table`, and moves `checkpoint` (name, from, to) when given,
-    /// in one transaction. Returns false, having written nothing, when the checkpoint was not
-    /// at `from`.
-    async fn write_projections(
-        &self,
-        table: &str,
-        projections: &[StoredProjection],
-        checkpoint: Option<(&str, i64, i64)>,
-    ) -> Result<bool, StoreError> {
-        let upsert = upsert_projection(table);
-        on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            for projection in projections {
-                sqlx::query(&upsert)
-                    .bind(projection.call_key.as_str())
-                    .bind(projection.document.as_str())
-                    .bind(projection.last_event_time.unix_micros())
-                    .bind(projection.last_rank)
-                    .bind(projection.last_webhook_id.as_str())
-                    .bind(projection.last_seq)
-                    .bind(projection.late_events)
-                    .bind(projection.updated_at.unix_micros())
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            if let Some((name, from_seq, to_seq)) = checkpoint {
-                let moved = sqlx::query(ADVANCE_CHECKPOINT)
-                    .bind(name)
-                    .bind(from_seq)
-                    .bind(to_seq)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                if moved == 0 {
-                    tx.rollback().await?;
-                    return Ok(false);
-                }
-            }
-            tx.commit().await?;
-            Ok(true)
-        })
-    }
-
-    /// Rebuilds every projection from the log records with `seq <= up_to_seq`: reads them in
-    /// pages ordered by (call, seq), hands each call's records, in seq order, to `project`,
-    /// writes the results beside the live projections, then swaps them in and moves checkpoint
-    /// `name` to `up_to_seq` in one transaction. Memory holds one page and one call; no
-    /// connection is held between pages. Until the swap, readers see the old projections.
-    /// `progress` hears the number of records read so far. Returns the number of calls rebuilt.
+    /// Rebuilds every projection from the log: reads it in pages ordered by (call, seq), hands
+    /// each call's records, in seq order, to `project`, and writes the results beside the live
+    /// projections. Then, in one transaction, marks for folding every call that grew while it
+    /// was read (its rebuilt projection counts fewer events than the log holds) and swaps the
+    /// rebuilt projections in. Memory holds one page and one call; no connection is held
+    /// between pages. Until the swap, readers see the old projections. `progress` hears the
+    /// number of records read so far. Returns the number of calls rebuilt.
+    ///
+    /// Run one rebuild at a time per database: two would share the table they write into.
     pub async fn rebuild_projections(
         &self,
-        name: &str,
-        up_to_seq: i64,
         mut project: impl FnMut(&CallKey, &[LoggedEvent]) -> Option<StoredProjection>,
         mut progress: impl FnMut(u64),
     ) -> Result<u64, StoreError> {
         let page_sql = format!(
-            "{SELECT_EVENT} WHERE call_key IS NOT NULL AND seq <= $1 \
-             AND (call_key, seq) > ($2, $3) ORDER BY call_key, seq LIMIT $4"
+            "{SELECT_EVENT} WHERE call_key IS NOT NULL \
+             AND (call_key, seq) > ($1, $2) ORDER BY call_key, seq LIMIT $3"
         );
+        let mark_missed = format!("{MARK_CALLS_THE_REBUILD_MISSED} {MARK_ON_CONFLICT}");
+        let lock_live = match self {
+            Store::Postgres(_) => Some("LOCK TABLE call_projections IN EXCLUSIVE MODE"),
+            Store::Sqlite(_) => None,
+        };
         let (mut calls, mut read) = (0, 0);
         let mut call: Vec<LoggedEvent> = Vec::new();
         let mut after: (String, i64) = (String::new(), 0);
@@ -234,7 +193,6 @@ impl Store {
             sqlx::query(&format!("DELETE FROM {SHADOW}")).execute(pool).await?;
             loop {
                 let page: Vec<EventRow> = sqlx::query_as(&page_sql)
-                    .bind(up_to_seq)
                     .bind(after.0.as_str())
                     .bind(after.1)
                     .bind(REBUILD_PAGE)
@@ -243,8 +201,8 @@ impl Store {
                 let last_page = (page.len() as i64) < REBUILD_PAGE;
                 let mut projections = Vec::new();
                 for event in page.into_iter().map(LoggedEvent::from) {
-                    let key = call_key_of(&event).cloned().unwrap_or_else(|| CallKey::new(""));
-                    if call.first().and_then(call_key_of).is_some_and(|current| *current != key) {
+                    let key = event.content.call_key().cloned().unwrap_or_else(|| CallKey::new(""));
+                    if call.first().and_then(|first| first.content.call_key()).is_some_and(|current| *current != key) {
                         projections.extend(project_call(&mut project, &call, &mut calls));
                         call.clear();
                     }
@@ -256,18 +214,28 @@ impl Store {
                 if last_page {
                     projections.extend(project_call(&mut project, &call, &mut calls));
                 }
-                self.write_projections(SHADOW, &projections, None).await?;
+                upsert_projections!(pool, SHADOW, projections);
                 if last_page {
                     break;
                 }
             }
+            // Marks (in call order), then the whole live table: the order in which appends and
+            // workers take their locks, so none of them waits on another in a cycle.
             let mut tx = pool.begin().await?;
-            sqlx::query(&format!("DELETE FROM {LIVE}")).execute(&mut *tx).await?;
-            sqlx::query(&format!("INSERT INTO {LIVE} SELECT * FROM {SHADOW}"))
+            sqlx::query(&mark_missed)
+                .bind(EventTime::now().unix_micros())
                 .execute(&mut *tx)
                 .await?;
+            if let Some(lock_live) = lock_live {
+                sqlx::query(lock_live).execute(&mut *tx).await?;
+            }
+            sqlx::query(&format!("DELETE FROM {LIVE}")).execute(&mut *tx).await?;
+            sqlx::query(&format!(
+                "INSERT INTO {LIVE} ({PROJECTION_COLUMNS}) SELECT {PROJECTION_COLUMNS} FROM {SHADOW}"
+            ))
+            .execute(&mut *tx)
+            .await?;
             sqlx::query(&format!("DELETE FROM {SHADOW}")).execute(&mut *tx).await?;
-            sqlx::query(UPSERT_CHECKPOINT).bind(name).bind(up_to_seq).execute(&mut *tx).await?;
             tx.commit().await?;
             Ok(calls)
         })
@@ -280,7 +248,7 @@ fn project_call(
     call: &[LoggedEvent],
     calls: &mut u64,
 ) -> Option<StoredProjection> {
-    let key = call_key_of(call.first()?)?;
+    let key = call.first()?.content.call_key()?;
     *calls += 1;
     project(key, call)
 }

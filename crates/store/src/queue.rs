@@ -1,0 +1,230 @@
+//! The fold queue: which calls' projections are behind the log, and which worker folds each.
+//!
+//! An append marks the calls it touched (`version + 1`) in its own transaction. A worker claims
+//! marked calls for a short lease under a random token, folds them from the log, and settles the
+//! claim in one transaction: it removes each mark still at the version it claimed, releases the
+//! ones appended to since (they are claimed and folded again), and writes the projections of
+//! both. A worker whose lease was taken over no longer matches its token and writes nothing.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use crate::event::{CallKey, EventTime};
+use crate::projection::{LIVE, StoredProjection, upsert_projections};
+use crate::sql::{ROWS_PER_STATEMENT, values_list};
+use crate::{Store, StoreError, on_pool};
+
+/// What a mark does to a call already marked: bump its version, so that a worker folding it
+/// meanwhile knows its fold missed an event.
+pub(crate) const MARK_ON_CONFLICT: &str =
+    "ON CONFLICT (call_key) DO UPDATE SET version = calls_to_fold.version + 1";
+
+/// Marks `rows` calls, each bound as (call key, marked at).
+pub(crate) fn mark_statement(rows: usize) -> String {
+    format!(
+        "INSERT INTO calls_to_fold (call_key, marked_at_us) VALUES {} {MARK_ON_CONFLICT}",
+        values_list(rows, 2, 1)
+    )
+}
+
+/// A marked call claimed by a worker, at the version it was claimed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claim {
+    /// The call to fold.
+    pub call_key: CallKey,
+    /// The mark's version when claimed.
+    pub version: i64,
+}
+
+/// The calls one worker claimed together, under one token.
+#[derive(Debug)]
+pub struct ClaimedCalls {
+    token: i64,
+    /// The claims, oldest mark first.
+    pub claims: Vec<Claim>,
+}
+
+/// How a claim was settled.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Settled {
+    /// Calls whose projection was written and whose mark was removed.
+    pub folded: usize,
+    /// Calls whose projection was written but which were appended to during the fold: their
+    /// mark stays, released, to be folded again.
+    pub to_refold: usize,
+    /// Calls whose lease expired and was taken over: nothing was written for them.
+    pub lost: usize,
+}
+
+/// The fold queue at a glance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueDepth {
+    /// Calls waiting to be folded (claimed or not).
+    pub calls: i64,
+    /// When the longest-waiting of them was marked.
+    pub oldest_marked_at: Option<EventTime>,
+}
+
+/// Which marked calls a claim takes: the `n` oldest, or one call.
+enum ClaimOf<'a> {
+    Oldest(i64),
+    Call(&'a CallKey),
+}
+
+#[derive(sqlx::FromRow)]
+struct ClaimRow {
+    call_key: String,
+    version: i64,
+}
+
+impl Store {
+    /// Claims up to `limit` marked calls that no live lease holds, oldest mark first, for
+    /// `lease`. On PostgreSQL, rows another worker is claiming at the same instant are skipped,
+    /// so concurrent workers split the queue between them.
+    pub async fn claim_calls(
+        &self,
+        limit: i64,
+        lease: Duration,
+    ) -> Result<ClaimedCalls, StoreError> {
+        let skip_locked = match self {
+            Store::Postgres(_) => "FOR UPDATE SKIP LOCKED",
+            Store::Sqlite(_) => "",
+        };
+        let sql = format!(
+            "UPDATE calls_to_fold SET claim_token = $1, claimed_until_us = $2 \
+             WHERE call_key IN (SELECT call_key FROM calls_to_fold \
+             WHERE claimed_until_us IS NULL OR claimed_until_us <= $3 \
+             ORDER BY marked_at_us LIMIT $4 {skip_locked}) \
+             RETURNING call_key, version"
+        );
+        self.claim(&sql, lease, ClaimOf::Oldest(limit)).await
+    }
+
+    /// Claims call `call_key` for `lease` if it is marked and no live lease holds it.
+    pub async fn claim_call(
+        &self,
+        call_key: &CallKey,
+        lease: Duration,
+    ) -> Result<ClaimedCalls, StoreError> {
+        let sql = "UPDATE calls_to_fold SET claim_token = $1, claimed_until_us = $2 \
+             WHERE (claimed_until_us IS NULL OR claimed_until_us <= $3) AND call_key = $4 \
+             RETURNING call_key, version";
+        self.claim(sql, lease, ClaimOf::Call(call_key)).await
+    }
+
+    /// Runs claim statement `sql`, binding the token, the lease's end, now, and what `of`
+    /// selects.
+    async fn claim(
+        &self,
+        sql: &str,
+        lease: Duration,
+        of: ClaimOf<'_>,
+    ) -> Result<ClaimedCalls, StoreError> {
+        let token = rand::random::<i64>();
+        let now = EventTime::now().unix_micros();
+        let until = now.saturating_add(i64::try_from(lease.as_micros()).unwrap_or(i64::MAX));
+        let mut rows: Vec<ClaimRow> = on_pool!(self, pool => {
+            let query = sqlx::query_as(sql).bind(token).bind(until).bind(now);
+            let query = match of {
+                ClaimOf::Oldest(limit) => query.bind(limit),
+                ClaimOf::Call(call_key) => query.bind(call_key.as_str()),
+            };
+            query.fetch_all(pool).await?
+        });
+        rows.sort_by_key(|row| row.call_key.clone());
+        let claims = rows
+            .into_iter()
+            .map(|row| Claim {
+                call_key: CallKey::new(row.call_key),
+                version: row.version,
+            })
+            .collect();
+        Ok(ClaimedCalls { token, claims })
+    }
+
+    /// Marks `call_key` to be folded again, as an append of one of its events would.
+    pub async fn mark_call(&self, call_key: &CallKey) -> Result<(), StoreError> {
+        let sql = mark_statement(1);
+        on_pool!(self, pool => {
+            sqlx::query(&sql)
+                .bind(call_key.as_str())
+                .bind(EventTime::now().unix_micros())
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Settles `claimed` with the `projections` folded for it, in one transaction: writes the
+    /// projection of every call still held under the claim's token, removes the marks still
+    /// at their claimed version, and releases the others. Calls taken over by another worker
+    /// are left alone.
+    pub async fn settle_claims(
+        &self,
+        claimed: &ClaimedCalls,
+        projections: &[StoredProjection],
+    ) -> Result<Settled, StoreError> {
+        // Lock the claim's rows in call order, the order appends lock them in, so that the two
+        // never wait on each other in a cycle. SQLite has one writer at a time.
+        let lock_held = match self {
+            Store::Postgres(_) => Some(
+                "SELECT call_key FROM calls_to_fold WHERE claim_token = $1 \
+                 ORDER BY call_key FOR UPDATE",
+            ),
+            Store::Sqlite(_) => None,
+        };
+        let release = "UPDATE calls_to_fold SET claim_token = NULL, claimed_until_us = NULL \
+             WHERE claim_token = $1 RETURNING call_key";
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            if let Some(lock_held) = lock_held {
+                sqlx::query(lock_held).bind(claimed.token).execute(&mut *tx).await?;
+            }
+            let mut folded: HashSet<String> = HashSet::new();
+            for chunk in claimed.claims.chunks(ROWS_PER_STATEMENT) {
+                let sql = format!(
+                    "DELETE FROM calls_to_fold WHERE claim_token = $1 \
+                     AND (call_key, version) IN (VALUES {}) RETURNING call_key",
+                    values_list(chunk.len(), 2, 2)
+                );
+                let mut delete = sqlx::query_scalar::<_, String>(&sql).bind(claimed.token);
+                for claim in chunk {
+                    delete = delete.bind(claim.call_key.as_str()).bind(claim.version);
+                }
+                folded.extend(delete.fetch_all(&mut *tx).await?);
+            }
+            let to_refold: HashSet<String> = sqlx::query_scalar::<_, String>(release)
+                .bind(claimed.token)
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect();
+            let held: Vec<&StoredProjection> = projections
+                .iter()
+                .filter(|p| {
+                    folded.contains(p.call_key.as_str()) || to_refold.contains(p.call_key.as_str())
+                })
+                .collect();
+            upsert_projections!(&mut *tx, LIVE, held);
+            tx.commit().await?;
+            Ok(Settled {
+                folded: folded.len(),
+                to_refold: to_refold.len(),
+                lost: claimed.claims.len() - folded.len() - to_refold.len(),
+            })
+        })
+    }
+
+    /// How many calls wait to be folded, and since when the oldest waits.
+    pub async fn queue_depth(&self) -> Result<QueueDepth, StoreError> {
+        let (calls, oldest): (i64, Option<i64>) = on_pool!(self, pool => {
+            sqlx::query_as("SELECT count(*), min(marked_at_us) FROM calls_to_fold")
+                .fetch_one(pool)
+                .await?
+        });
+        Ok(QueueDepth {
+            calls,
+            oldest_marked_at: oldest.map(EventTime::from_unix_micros),
+        })
+    }
+}
