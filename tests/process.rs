@@ -3,91 +3,18 @@
 
 mod support;
 
-use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use callfold_store::WebhookId;
 use serde_json::json;
 use support::{
-    Answer, SECRET, TestDb, assert_projections_equal_a_fold_from_scratch, envelope,
-    send_simulated_calls, signature, unix_now,
+    Answer, CALLFOLD, SECRET, TestDb, assert_projections_equal_a_fold_from_scratch, envelope,
+    send_simulated_calls, signature, start_ingest, start_service, unix_now,
 };
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+
+use tokio::process::Command;
 use tokio::sync::Notify;
-
-const CALLFOLD: &str = env!("CARGO_BIN_EXE_callfold");
-
-/// A running `callfold` service and the base URL it listens on.
-struct RunningService {
-    child: Child,
-    base_url: String,
-}
-
-impl RunningService {
-    /// The service's `/metrics` text.
-    async fn metrics(&self) -> String {
-        let response = reqwest::get(format!("{}/metrics", self.base_url));
-        let response = response.await.expect("metrics answer");
-        response.text().await.expect("metrics text")
-    }
-}
-
-/// Starts `callfold ingest` on a free port against `database_url`.
-async fn start_ingest(database_url: &str) -> RunningService {
-    start_service("ingest", database_url, &[]).await
-}
-
-/// Starts `callfold SUBCOMMAND` on a free port against `database_url`, with `env` added, and
-/// waits for the line in which it reports the address it listens on.
-async fn start_service(
-    subcommand: &str,
-    database_url: &str,
-    env: &[(&str, &str)],
-) -> RunningService {
-    let mut child = Command::new(CALLFOLD)
-        .args([
-            subcommand,
-            "--listen",
-            "127.0.0.1:0",
-            "--database-url",
-            database_url,
-        ])
-        .envs(env.iter().copied())
-        .env("CALLFOLD_WEBHOOK_SECRETS", SECRET)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the callfold executable starts");
-    let mut lines = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
-    let addr = loop {
-        let line = lines
-            .next_line()
-            .await
-            .expect("stderr readable")
-            .expect("callfold exited before it listened");
-        if let Some(rest) = line
-            .split("addr=")
-            .nth(1)
-            .filter(|_| line.contains("listening"))
-        {
-            break rest
-                .split_whitespace()
-                .next()
-                .expect("an address")
-                .to_owned();
-        }
-    };
-    // Keep draining stderr so the child never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    RunningService {
-        child,
-        base_url: format!("http://{addr}"),
-    }
-}
 
 /// One signed delivery, ready to be sent (and sent again).
 #[derive(Clone)]
@@ -351,7 +278,7 @@ async fn a_projector_killed_mid_run_converges_after_a_restart(db: TestDb) {
 
     let _restarted = start_service("projector", &db.url, &small_batches).await;
     wait_for_queue(&db, |calls| calls == 0).await;
-    let folded = assert_projections_equal_a_fold_from_scratch(&db, &calls).await;
+    let folded = assert_projections_equal_a_fold_from_scratch(&db.store, &calls).await;
     let mut call_events = 0;
     for key in &calls {
         call_events += db.store.call_events(key).await.expect("read").len() as i64;

@@ -314,7 +314,7 @@ async fn shuffled_duplicated_traffic_projects_exactly_like_a_fold_from_scratch(d
         LEASE,
     ))
     .await;
-    assert_projections_equal_a_fold_from_scratch(&db, &calls).await;
+    assert_projections_equal_a_fold_from_scratch(&db.store, &calls).await;
 }
 
 async fn a_rebuild_reproduces_incremental_projections_byte_for_byte(db: TestDb) {
@@ -370,7 +370,7 @@ async fn a_rebuild_during_ingest_load_leaves_every_event_folded_exactly_once(db:
     stop.send(()).expect("projector still running");
     running.await.expect("projector stopped");
     catch_up(&projector).await;
-    let folded = assert_projections_equal_a_fold_from_scratch(&db, &calls).await;
+    let folded = assert_projections_equal_a_fold_from_scratch(&db.store, &calls).await;
     let mut call_events = 0;
     for key in &calls {
         call_events += db.store.call_events(key).await.expect("read").len() as i64;

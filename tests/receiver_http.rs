@@ -303,7 +303,7 @@ async fn fifty_concurrent_deliveries_of_one_new_id_store_one_record(db: TestDb) 
 async fn simulated_traffic_is_logged_once_per_message_at_the_answered_seq(db: TestDb) {
     let receiver = start_receiver(&db.store, ReceiverConfig::default()).await;
     let options = SimulateOptions {
-        url: receiver.url.clone(),
+        urls: vec![receiver.url.clone()],
         calls: 40,
         concurrency: 16,
         duplicates: 0.3,

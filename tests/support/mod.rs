@@ -17,7 +17,10 @@ use callfold_simulate::SimulateOptions;
 use callfold_store::{CallKey, CallLink, Content, Store, WebhookId};
 use serde_json::Value;
 use sqlx::Connection;
+use std::process::Stdio;
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
 
 /// How long test projectors hold their claims: longer than any test, so that a claim only
 /// changes hands when a test says so.
@@ -75,9 +78,8 @@ impl TestDb {
         Self::open(url, Some(dir)).await
     }
 
-    /// A new schema in the test PostgreSQL database. Fails (never skips) when PostgreSQL is
-    /// not reachable: the PostgreSQL suite is part of the tests.
-    pub async fn postgres() -> Self {
+    /// The URL of a new, empty schema in the test PostgreSQL database (no migration run).
+    pub async fn unmigrated_postgres_url() -> String {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let base = postgres_base_url();
         let nanos = SystemTime::now()
@@ -97,11 +99,13 @@ impl TestDb {
             .await
             .expect("create test schema");
         let separator = if base.contains('?') { '&' } else { '?' };
-        Self::open(
-            format!("{base}{separator}options[search_path]={schema}"),
-            None,
-        )
-        .await
+        format!("{base}{separator}options[search_path]={schema}")
+    }
+
+    /// A new schema in the test PostgreSQL database, migrated. Fails (never skips) when
+    /// PostgreSQL is not reachable: the PostgreSQL suite is part of the tests.
+    pub async fn postgres() -> Self {
+        Self::open(Self::unmigrated_postgres_url().await, None).await
     }
 
     async fn open(url: String, dir: Option<tempfile::TempDir>) -> Self {
@@ -190,6 +194,7 @@ impl Default for ReceiverConfig {
 }
 
 /// A receiver serving the real router on a real socket of this process.
+#[derive(Clone)]
 pub struct TestReceiver {
     /// The full URL of the webhook endpoint.
     pub url: String,
@@ -331,6 +336,81 @@ impl TestReceiver {
     }
 }
 
+/// The `callfold` executable under test.
+pub const CALLFOLD: &str = env!("CARGO_BIN_EXE_callfold");
+
+/// A running `callfold` service and the base URL it listens on.
+pub struct RunningService {
+    /// The child process (killed when dropped).
+    pub child: Child,
+    /// `http://ADDR` of its listener.
+    pub base_url: String,
+}
+
+impl RunningService {
+    /// The service's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        let response = reqwest::get(format!("{}/metrics", self.base_url));
+        let response = response.await.expect("metrics answer");
+        response.text().await.expect("metrics text")
+    }
+}
+
+/// Starts `callfold ingest` on a free port against `database_url`.
+pub async fn start_ingest(database_url: &str) -> RunningService {
+    start_service("ingest", database_url, &[]).await
+}
+
+/// Starts `callfold SUBCOMMAND` on a free port against `database_url`, with `env` added, and
+/// waits for the line in which it reports the address it listens on.
+pub async fn start_service(
+    subcommand: &str,
+    database_url: &str,
+    env: &[(&str, &str)],
+) -> RunningService {
+    let mut child = Command::new(CALLFOLD)
+        .args([
+            subcommand,
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            database_url,
+        ])
+        .envs(env.iter().copied())
+        .env("CALLFOLD_WEBHOOK_SECRETS", SECRET)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the callfold executable starts");
+    let mut lines = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
+    let addr = loop {
+        let line = lines
+            .next_line()
+            .await
+            .expect("stderr readable")
+            .expect("callfold exited before it listened");
+        if let Some(rest) = line
+            .split("addr=")
+            .nth(1)
+            .filter(|_| line.contains("listening"))
+        {
+            break rest
+                .split_whitespace()
+                .next()
+                .expect("an address")
+                .to_owned();
+        }
+    };
+    // Keep draining stderr so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    RunningService {
+        child,
+        base_url: format!("http://{addr}"),
+    }
+}
+
 /// The document of `call_key` folded from scratch from every one of its logged events.
 pub async fn fold_from_scratch(store: &Store, call_key: &CallKey) -> String {
     let precedence = Precedence::default();
@@ -346,7 +426,7 @@ pub async fn fold_from_scratch(store: &Store, call_key: &CallKey) -> String {
 pub async fn send_simulated_calls(db: &TestDb, calls: usize, seed: u64) -> BTreeSet<CallKey> {
     let receiver = start_receiver(&db.store, ReceiverConfig::default()).await;
     let options = SimulateOptions {
-        url: receiver.url.clone(),
+        urls: vec![receiver.url.clone()],
         calls,
         concurrency: 8,
         duplicates: 0.3,
@@ -379,20 +459,19 @@ pub async fn send_simulated_calls(db: &TestDb, calls: usize, seed: u64) -> BTree
 /// Checks each call's projected document against a fold from scratch; returns how many events
 /// the projections say they folded, summed over the calls.
 pub async fn assert_projections_equal_a_fold_from_scratch(
-    db: &TestDb,
+    store: &Store,
     calls: &BTreeSet<CallKey>,
 ) -> i64 {
     let mut folded = 0;
     for key in calls {
-        let projection = db
-            .store
+        let projection = store
             .projection(key)
             .await
             .expect("read")
             .expect("projected");
         assert_eq!(
             projection.document,
-            fold_from_scratch(&db.store, key).await,
+            fold_from_scratch(store, key).await,
             "{key:?}"
         );
         let document: Value = serde_json::from_str(&projection.document).expect("json");

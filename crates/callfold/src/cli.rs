@@ -214,13 +214,16 @@ pub struct ProjectorOptions {
 /// Options of the traffic simulator.
 #[derive(Debug, Args)]
 pub struct SimulateArgs {
-    /// The receiver's webhook URL.
+    /// The receiver's webhook URL; several (repeated, or separated by commas) to spread the
+    /// deliveries over several receivers, each duplicate going to another one than its
+    /// original.
     #[arg(
-        long,
+        long = "url",
         env = "CALLFOLD_SIMULATE_URL",
-        default_value = "http://127.0.0.1:8080/webhooks/allo"
+        default_value = "http://127.0.0.1:8080/webhooks/allo",
+        value_delimiter = ','
     )]
-    pub url: String,
+    pub urls: Vec<String>,
 
     /// Calls to invent (about five events each).
     #[arg(long, default_value_t = 200)]

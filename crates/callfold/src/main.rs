@@ -193,8 +193,11 @@ async fn run_services(
         let (wake, stop_projector) = (Arc::clone(&appended), shutdown());
         let (store_watched, woken) = (store.clone(), Arc::clone(&appended));
         tokio::spawn(async move {
-            if let Err(error) = store_watched.watch_appends(|| woken.notify_one()).await {
-                tracing::warn!(%error, "no longer notified of appends; polling only");
+            // Listen again after a lost connection; the projector polls meanwhile.
+            while let Err(error) = store_watched.watch_appends(|| woken.notify_one()).await {
+                tracing::warn!(%error, "not notified of appends; polling, and listening again soon");
+                woken.notify_one();
+                tokio::time::sleep(poll).await;
             }
         });
         projector_task = Some(tokio::spawn(async move {
@@ -246,7 +249,7 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
         .next()
         .context("at least one secret is configured")?;
     let options = SimulateOptions {
-        url: args.url,
+        urls: args.urls,
         calls: args.calls,
         concurrency: args.concurrency as usize,
         duplicates: args.duplicates,

@@ -25,8 +25,10 @@ pub use traffic::{SimulatedEvent, invent_events};
 /// What to send, where, and how.
 #[derive(Clone, Debug)]
 pub struct SimulateOptions {
-    /// The webhook endpoint, e.g. `http://127.0.0.1:8080/webhooks/allo`.
-    pub url: String,
+    /// The webhook endpoints, e.g. `http://127.0.0.1:8080/webhooks/allo`: one receiver, or
+    /// several behind no load balancer. Deliveries go to each in turn, and a duplicate goes to
+    /// the one after its original's.
+    pub urls: Vec<String>,
     /// How many calls to invent (about five events each).
     pub calls: usize,
     /// How many connections send at once.
@@ -44,6 +46,8 @@ pub struct SimulateOptions {
 pub struct SignedDelivery {
     /// Its `webhook-id`.
     pub webhook_id: String,
+    /// Which of the endpoints it goes to, before taking the remainder by their number.
+    target: usize,
     webhook_timestamp: String,
     signature: String,
     body: Vec<u8>,
@@ -60,9 +64,11 @@ pub fn sign_deliveries(
     let mut rng = StdRng::seed_from_u64(options.seed);
     let deliveries: Vec<SignedDelivery> = events
         .into_iter()
-        .map(|event| {
+        .enumerate()
+        .map(|(target, event)| {
             let id = WebhookId::parse(&event.webhook_id).expect("invented ids are valid");
             SignedDelivery {
+                target,
                 signature: sign(secret, &id, timestamp, &event.body),
                 webhook_id: event.webhook_id,
                 webhook_timestamp: timestamp.to_string(),
@@ -80,7 +86,10 @@ pub fn sign_deliveries(
         .into_iter()
         .zip(resend)
         .flat_map(|(delivery, again)| {
-            let copy = again.then(|| delivery.clone());
+            let copy = again.then(|| SignedDelivery {
+                target: delivery.target + 1,
+                ..delivery.clone()
+            });
             std::iter::once(delivery).chain(copy)
         })
         .collect();
@@ -166,8 +175,8 @@ impl fmt::Display for Report {
     }
 }
 
-/// Sends `deliveries` to `url` over `concurrency` connections and collects the answers.
-pub async fn send(url: &str, deliveries: Vec<SignedDelivery>, concurrency: usize) -> Report {
+/// Sends `deliveries` to `urls` over `concurrency` connections and collects the answers.
+pub async fn send(urls: &[String], deliveries: Vec<SignedDelivery>, concurrency: usize) -> Report {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
         .build()
@@ -177,12 +186,13 @@ pub async fn send(url: &str, deliveries: Vec<SignedDelivery>, concurrency: usize
     let started = Instant::now();
     let senders: Vec<_> = (0..concurrency.max(1))
         .map(|_| {
-            let (client, url) = (client.clone(), url.to_owned());
+            let (client, urls) = (client.clone(), urls.to_vec());
             let (deliveries, next) = (Arc::clone(&deliveries), Arc::clone(&next));
             tokio::spawn(async move {
                 let mut answers = Vec::new();
                 while let Some(delivery) = deliveries.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    answers.push(deliver(&client, &url, delivery).await);
+                    let url = &urls[delivery.target % urls.len()];
+                    answers.push(deliver(&client, url, delivery).await);
                 }
                 answers
             })
@@ -251,6 +261,6 @@ pub async fn run(options: &SimulateOptions, secret: &Secret) -> Report {
     let deliveries = sign_deliveries(events, secret, now.timestamp(), options);
     Report {
         sample_call,
-        ..send(&options.url, deliveries, options.concurrency).await
+        ..send(&options.urls, deliveries, options.concurrency).await
     }
 }
