@@ -5,9 +5,9 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::str::FromStr;
 use std::time::Duration;
 
 use callfold_projector::{Precedence, Projector};
@@ -16,8 +16,8 @@ use callfold_store::{CallKey, Store, WebhookId};
 use serde_json::json;
 use sqlx::Connection;
 use support::{
-    LEASE, ReceiverConfig, SECRET, TestDb, assert_projections_equal_a_fold_from_scratch,
-    envelope, start_receiver, start_service,
+    LEASE, ReceiverConfig, SECRET, TestDb, assert_projections_equal_a_fold_from_scratch, envelope,
+    start_receiver, start_service,
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
@@ -77,9 +77,15 @@ async fn an_event_committed_after_a_later_seq_was_folded_is_still_projected() {
     let projector = Projector::new(store.clone(), Precedence::default(), 100, LEASE);
     // Call A is waiting to be folded; another connection holds its queue row, so the next
     // append of A takes its seq, then waits inside its transaction to mark A.
-    assert_eq!(receiver.deliver("msg_a1", &completed("cll_a")).await.status, 200);
+    assert_eq!(
+        receiver.deliver("msg_a1", &completed("cll_a")).await.status,
+        200
+    );
     let mut holder = sqlx::PgConnection::connect(&db.url).await.expect("connect");
-    sqlx::query("BEGIN").execute(&mut holder).await.expect("begin");
+    sqlx::query("BEGIN")
+        .execute(&mut holder)
+        .await
+        .expect("begin");
     sqlx::query("SELECT call_key FROM calls_to_fold WHERE call_key = 'cll_a' FOR UPDATE")
         .fetch_one(&mut holder)
         .await
@@ -111,11 +117,23 @@ async fn an_event_committed_after_a_later_seq_was_folded_is_still_projected() {
     let later = other_receiver.deliver("msg_b1", &completed("cll_b")).await;
     assert_eq!(later.status, 200);
     catch_up(&projector).await;
-    assert!(store.projection(&CallKey::new("cll_b")).await.expect("read").is_some());
-    let a_before = store.projection(&CallKey::new("cll_a")).await.expect("read");
+    assert!(
+        store
+            .projection(&CallKey::new("cll_b"))
+            .await
+            .expect("read")
+            .is_some()
+    );
+    let a_before = store
+        .projection(&CallKey::new("cll_a"))
+        .await
+        .expect("read");
     assert_eq!(a_before, None, "A's fold waits for its held mark");
 
-    sqlx::query("COMMIT").execute(&mut holder).await.expect("release");
+    sqlx::query("COMMIT")
+        .execute(&mut holder)
+        .await
+        .expect("release");
     let lower = lower.await.expect("append task");
     assert_eq!(lower.status, 200, "{}", lower.json);
     assert!(
@@ -144,7 +162,10 @@ async fn one_id_sent_to_two_receivers_at_once_is_stored_once_and_both_answer_200
         let statuses = BTreeSet::from([a.json["status"].to_string(), b.json["status"].to_string()]);
         let expected = ["\"accepted\"".to_owned(), "\"duplicate\"".to_owned()];
         assert_eq!(statuses, BTreeSet::from(expected), "{id}");
-        assert_eq!(a.json["seq"], b.json["seq"], "both name the one stored copy");
+        assert_eq!(
+            a.json["seq"], b.json["seq"],
+            "both name the one stored copy"
+        );
     }
     assert_eq!(db.store.log_len().await.expect("len"), 40);
 }
@@ -172,7 +193,11 @@ async fn assert_nothing_acknowledged_lost_and_projections_rebuildable(
         seq_of(store, id).await;
     }
     let logged = store.log_len().await.expect("len");
-    assert_eq!(logged as usize, acknowledged.len(), "each id logged exactly once");
+    assert_eq!(
+        logged as usize,
+        acknowledged.len(),
+        "each id logged exactly once"
+    );
     let folded = projections_without_update_times(store).await;
     let projector = Projector::new(store.clone(), Precedence::default(), 100, LEASE);
     projector.rebuild(|_, _| {}).await.expect("rebuild");
@@ -218,7 +243,13 @@ async fn two_receivers_and_two_workers_as_processes_survive_a_killed_worker() {
     };
     wait_until("some calls are projected", 60, || {
         let store = store.clone();
-        async move { !store.list_projections(None, 1).await.expect("list").is_empty() }
+        async move {
+            !store
+                .list_projections(None, 1)
+                .await
+                .expect("list")
+                .is_empty()
+        }
     })
     .await;
     assert!(!load.is_finished(), "the load is still running at the kill");
@@ -226,14 +257,21 @@ async fn two_receivers_and_two_workers_as_processes_survive_a_killed_worker() {
     doomed.child.wait().await.expect("reaped");
     let report = load.await.expect("load finished");
     let labels: BTreeSet<&str> = report.counts().into_keys().collect();
-    assert!(labels.is_subset(&BTreeSet::from(["accepted", "duplicate"])), "{report}");
+    assert!(
+        labels.is_subset(&BTreeSet::from(["accepted", "duplicate"])),
+        "{report}"
+    );
     let acknowledged: BTreeSet<String> = report
         .answers
         .iter()
         .filter(|answer| answer.seq.is_some())
         .map(|answer| answer.webhook_id.clone())
         .collect();
-    assert_eq!(report.counts().get("accepted"), Some(&acknowledged.len()), "{report}");
+    assert_eq!(
+        report.counts().get("accepted"),
+        Some(&acknowledged.len()),
+        "{report}"
+    );
     wait_until("every call is folded", 60, || {
         let store = store.clone();
         async move { store.queue_depth().await.expect("depth").calls == 0 }
@@ -352,7 +390,10 @@ async fn postgres_away_for_30_seconds_under_load_loses_nothing_acknowledged() {
 
     let mut answers = load.await.expect("load finished").answers;
     let labels: BTreeSet<String> = answers.iter().map(|a| a.label.clone()).collect();
-    assert!(labels.contains("http 503"), "the outage was met with 503s: {labels:?}");
+    assert!(
+        labels.contains("http 503"),
+        "the outage was met with 503s: {labels:?}"
+    );
     let allowed = ["accepted", "duplicate", "http 503"].map(str::to_owned);
     assert!(labels.is_subset(&BTreeSet::from(allowed)), "{labels:?}");
     // As Allo does: send again whatever was not acknowledged, until it is.
@@ -370,7 +411,11 @@ async fn postgres_away_for_30_seconds_under_load_loses_nothing_acknowledged() {
         if retry.is_empty() {
             break;
         }
-        answers.extend(callfold_simulate::send(&options.urls, retry, 4).await.answers);
+        answers.extend(
+            callfold_simulate::send(&options.urls, retry, 4)
+                .await
+                .answers,
+        );
     }
     let acknowledged: BTreeSet<String> = answers
         .iter()
@@ -378,7 +423,10 @@ async fn postgres_away_for_30_seconds_under_load_loses_nothing_acknowledged() {
         .map(|a| a.webhook_id.clone())
         .collect();
     let sent: BTreeSet<String> = deliveries.iter().map(|d| d.webhook_id.clone()).collect();
-    assert_eq!(acknowledged, sent, "every delivery acknowledged after the retries");
+    assert_eq!(
+        acknowledged, sent,
+        "every delivery acknowledged after the retries"
+    );
     wait_until("the projector resumes and folds every call", 60, || {
         let store = db.store.clone();
         async move { store.queue_depth().await.expect("depth").calls == 0 }

@@ -192,12 +192,19 @@ async fn run_services(
         let poll = Duration::from_millis(options.poll_interval_ms);
         let (wake, stop_projector) = (Arc::clone(&appended), shutdown());
         let (store_watched, woken) = (store.clone(), Arc::clone(&appended));
+        let stop_watching = shutdown();
         tokio::spawn(async move {
             // Listen again after a lost connection; the projector polls meanwhile.
-            while let Err(error) = store_watched.watch_appends(|| woken.notify_one()).await {
-                tracing::warn!(%error, "not notified of appends; polling, and listening again soon");
-                woken.notify_one();
-                tokio::time::sleep(poll).await;
+            let watch = async {
+                while let Err(error) = store_watched.watch_appends(|| woken.notify_one()).await {
+                    tracing::warn!(%error, "not notified of appends; polling, listening again soon");
+                    woken.notify_one();
+                    tokio::time::sleep(poll).await;
+                }
+            };
+            tokio::select! {
+                _ = watch => {}
+                _ = stop_watching => {}
             }
         });
         projector_task = Some(tokio::spawn(async move {
