@@ -104,6 +104,8 @@ pub fn sign_deliveries(
 pub struct Answer {
     /// The delivery's webhook-id.
     pub webhook_id: String,
+    /// The HTTP status, when an answer came.
+    pub status: Option<u16>,
     /// `accepted`, `duplicate`, `quarantined`, `http 503`, `error: ...`.
     pub label: String,
     /// The `seq` of a 200 answer.
@@ -225,6 +227,7 @@ async fn deliver(client: &reqwest::Client, url: &str, delivery: &SignedDelivery)
         .body(delivery.body.clone())
         .send()
         .await;
+    let status = result.as_ref().ok().map(|response| response.status().as_u16());
     let (label, seq) = match result {
         Ok(response) if response.status().is_success() => match response.json::<Receipt>().await {
             Ok(receipt) => (receipt.status, Some(receipt.seq)),
@@ -241,6 +244,7 @@ async fn deliver(client: &reqwest::Client, url: &str, delivery: &SignedDelivery)
     };
     Answer {
         webhook_id: delivery.webhook_id.clone(),
+        status,
         label,
         seq,
         latency: started.elapsed(),

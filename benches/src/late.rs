@@ -1,0 +1,79 @@
+//! The cost of one late event: from the 200 answer to the re-folded projection being visible
+//! through the query API, under `callfold serve`.
+
+use std::time::{Duration, Instant};
+
+use callfold_ingest::WebhookSecrets;
+use callfold_simulate::SimulateOptions;
+use callfold_simulate::traffic::SimulatedEvent;
+use callfold_store::Store;
+
+use crate::servers::{BENCH_SECRET, Server};
+use crate::stats::Rounds;
+
+/// Waits until the projector has folded every call of `store`.
+pub async fn wait_until_folded(store: &Store) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while store.queue_depth().await?.calls > 0 {
+        anyhow::ensure!(Instant::now() < deadline, "the projector never caught up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+/// Sends `probes` late `tag.added` events (payload time long before every call), each to
+/// another call of `store`, and returns how long after each 200 the tag was visible.
+pub async fn late_event_costs(
+    server: &Server,
+    store: &Store,
+    probes: usize,
+) -> anyhow::Result<Rounds> {
+    let calls = store.list_projections(None, probes as i64).await?;
+    anyhow::ensure!(calls.len() == probes, "the log holds too few calls");
+    let client = reqwest::Client::new();
+    let secrets = WebhookSecrets::parse(BENCH_SECRET)?;
+    let secret = secrets.iter().next().expect("one secret");
+    let mut costs = Rounds::default();
+    for (n, call) in calls.iter().enumerate() {
+        let tag = format!("late-probe-{n}");
+        let body = serde_json::json!({
+            "topic": "tag.added",
+            "timestamp": "2001-01-01T00:00:00Z",
+            "data": {"call_id": call.call_key.as_str(), "tag": tag},
+        });
+        let event = SimulatedEvent {
+            webhook_id: format!("msg_late_probe_{n}_{}", std::process::id()),
+            body: body.to_string().into_bytes(),
+        };
+        let options = SimulateOptions {
+            urls: vec![server.webhook_url()],
+            calls: 0,
+            concurrency: 1,
+            duplicates: 0.0,
+            shuffle: false,
+            seed: 0,
+        };
+        let now = chrono::Utc::now().timestamp();
+        let delivery = callfold_simulate::sign_deliveries(vec![event], secret, now, &options);
+        let report = callfold_simulate::send(&options.urls, delivery, 1).await;
+        anyhow::ensure!(
+            report.answers.iter().all(|a| a.status == Some(200)),
+            "the late probe was not accepted"
+        );
+        let acknowledged = Instant::now();
+        let url = format!("{}/v1/calls/{}", server.base_url, call.call_key.as_str());
+        loop {
+            let document: serde_json::Value = client.get(&url).send().await?.json().await?;
+            let tags = document["tags"].as_array().cloned().unwrap_or_default();
+            if tags.iter().any(|t| t.as_str() == Some(tag.as_str())) {
+                break;
+            }
+            anyhow::ensure!(
+                acknowledged.elapsed() < Duration::from_secs(30),
+                "the late event never showed"
+            );
+        }
+        costs.push(acknowledged.elapsed().as_secs_f64() * 1000.0);
+    }
+    Ok(costs)
+}

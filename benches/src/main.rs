@@ -1,0 +1,402 @@
+//! `callfold-bench`: one command that measures callfold on this machine and prints tables.
+//!
+//! - `ingest`: requests/s and acknowledgement latency under C busy connections, for a ceiling
+//!   (a bench-only axum server that answers 200 and does nothing), `callfold serve` on SQLite
+//!   (and on PostgreSQL when `DATABASE_URL` names one), and the hand-written Express peer in
+//!   `benches/peers/`; then ratios, and memory under 4x the connections.
+//! - `rebuild`: a log of N events, the raw streaming read of the rows a rebuild reads, and
+//!   `callfold rebuild` over them, with its peak memory.
+//! - `late`: the cost of one late event with a small and a large log.
+//! - `all`: the three. `--smoke` shrinks everything to seconds (CI runs it; it asserts nothing
+//!   about speed).
+//!
+//! Method and reading guide: `docs/benchmarks.md`.
+
+mod ingest;
+mod late;
+mod rebuild;
+mod servers;
+mod stats;
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use callfold_store::Store;
+use clap::{Args, Parser, Subcommand};
+
+use crate::ingest::{IngestResult, Load};
+use crate::servers::{Server, start_callfold, start_ceiling, start_peer};
+use crate::stats::{MedianSpread, Rounds};
+
+/// Benchmarks of callfold, printed as tables.
+#[derive(Debug, Parser)]
+#[command(name = "callfold-bench")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Ingest, rebuild and late events, in that order.
+    All(Options),
+    /// Ingest throughput and latency against the ceiling and the peer.
+    Ingest(Options),
+    /// Rebuild rate against the raw read rate, and peak memory.
+    Rebuild(Options),
+    /// The cost of one late event, with a small and a large log.
+    Late(Options),
+    /// The ceiling server (started by `ingest`).
+    #[command(hide = true)]
+    CeilingServer {
+        #[arg(long)]
+        port: u16,
+    },
+}
+
+#[derive(Clone, Debug, Args)]
+struct Options {
+    /// Seconds instead of minutes: few rounds, small logs. For CI; the numbers mean little.
+    #[arg(long)]
+    smoke: bool,
+    /// Measured ingest rounds per target.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Requests per ingest round.
+    #[arg(long, default_value_t = 20_000)]
+    requests: usize,
+    /// Connections kept busy.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Events in the large log (rebuild and late events).
+    #[arg(long, default_value_t = 1_000_000)]
+    events: usize,
+    /// Events in the small log (late events).
+    #[arg(long, default_value_t = 10_000)]
+    small_log: usize,
+    /// Late events sent per log.
+    #[arg(long, default_value_t = 7)]
+    probes: usize,
+    /// A PostgreSQL database to measure too (the benchmark works in a schema of its own and
+    /// drops it at the end).
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: Option<String>,
+}
+
+impl Options {
+    fn effective(&self) -> Self {
+        if !self.smoke {
+            return self.clone();
+        }
+        Self {
+            rounds: 2,
+            requests: 1_000,
+            events: 5_000,
+            small_log: 1_000,
+            probes: 3,
+            ..self.clone()
+        }
+    }
+
+    fn load(&self) -> Load {
+        Load {
+            rounds: self.rounds,
+            requests: self.requests,
+            connections: self.connections,
+        }
+    }
+
+    fn postgres_url(&self) -> Option<&str> {
+        self.database_url
+            .as_deref()
+            .filter(|url| url.starts_with("postgres"))
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::CeilingServer { port } = cli.command {
+        let runtime = tokio::runtime::Runtime::new().expect("a runtime starts");
+        return match runtime.block_on(servers::serve_ceiling(port)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    // Before any thread exists, so that every thread of the load generator stays on core 0.
+    let pinned = servers::pin_this_process();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime starts");
+    match runtime.block_on(run(cli.command, cores, pinned)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, cores: usize, pinned: bool) -> anyhow::Result<()> {
+    let (options, sections) = match command {
+        Command::All(options) => (options, [true, true, true]),
+        Command::Ingest(options) => (options, [true, false, false]),
+        Command::Rebuild(options) => (options, [false, true, false]),
+        Command::Late(options) => (options, [false, false, true]),
+        Command::CeilingServer { .. } => unreachable!("handled before the runtime"),
+    };
+    let options = options.effective();
+    print_machine(cores, pinned);
+    let scratch = tempfile::tempdir()?;
+    let postgres = match options.postgres_url() {
+        Some(url) => Some(Scratch::create(url).await?),
+        None => None,
+    };
+    if sections[0] {
+        ingest_section(&options, scratch.path(), postgres.as_ref()).await?;
+    }
+    if sections[1] {
+        rebuild_section(&options, scratch.path(), postgres.as_ref()).await?;
+    }
+    if sections[2] {
+        late_section(&options, scratch.path(), postgres.as_ref()).await?;
+    }
+    if let Some(postgres) = postgres {
+        postgres.drop_all().await?;
+    }
+    Ok(())
+}
+
+fn print_machine(cores: usize, pinned: bool) {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|line| line.strip_prefix("model name"))
+                .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    let placement = if pinned {
+        "load generator on core 0, servers on core 1"
+    } else {
+        "not pinned (one core, or no taskset)"
+    };
+    println!("machine: {cores} cores, {model}; {placement}\n");
+}
+
+/// PostgreSQL schemas the benchmark creates and drops.
+struct Scratch {
+    base_url: String,
+    schemas: std::sync::Mutex<Vec<String>>,
+}
+
+impl Scratch {
+    async fn create(base_url: &str) -> anyhow::Result<Self> {
+        Store::connect(base_url)
+            .await
+            .context("cannot reach the PostgreSQL given by DATABASE_URL")?
+            .close()
+            .await;
+        Ok(Self {
+            base_url: base_url.to_owned(),
+            schemas: std::sync::Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The URL of a new, empty schema.
+    async fn schema(&self, name: &str) -> anyhow::Result<String> {
+        let schema = format!("callfold_bench_{name}_{}", std::process::id());
+        self.execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"))
+            .await?;
+        self.schemas.lock().expect("not poisoned").push(schema.clone());
+        let separator = if self.base_url.contains('?') { '&' } else { '?' };
+        Ok(format!("{}{separator}options[search_path]={schema}", self.base_url))
+    }
+
+    async fn execute(&self, sql: &str) -> anyhow::Result<()> {
+        let store = Store::connect(&self.base_url).await?;
+        if let Store::Postgres(pool) = &store {
+            sqlx::raw_sql(sql).execute(pool).await?;
+        }
+        store.close().await;
+        Ok(())
+    }
+
+    async fn drop_all(self) -> anyhow::Result<()> {
+        let schemas = self.schemas.lock().expect("not poisoned").clone();
+        for schema in schemas {
+            self.execute(&format!("DROP SCHEMA {schema} CASCADE")).await?;
+        }
+        Ok(())
+    }
+}
+
+fn ingest_row(name: &str, result: &IngestResult) {
+    println!(
+        "| {name} | {} | {} | {} | {} | {:.0} |",
+        MedianSpread(&result.requests_per_second, 0),
+        MedianSpread(&result.p50_ms, 2),
+        MedianSpread(&result.p99_ms, 2),
+        result.not_ok,
+        result.peak_rss_mib
+    );
+}
+
+fn ratio(name: &str, numerator: &IngestResult, denominator: &IngestResult) {
+    let value =
+        numerator.requests_per_second.median() / denominator.requests_per_second.median();
+    println!("| {name} | {value:.2} |");
+}
+
+async fn measured(server: Server, load: Load, seed: u64) -> IngestResult {
+    let result = ingest::measure(&server, load, seed).await;
+    drop(server);
+    result
+}
+
+async fn ingest_section(
+    options: &Options,
+    scratch: &std::path::Path,
+    postgres: Option<&Scratch>,
+) -> anyhow::Result<()> {
+    let load = options.load();
+    println!(
+        "## Ingest: {} rounds of {} requests over {} connections (median ±half-range)\n",
+        load.rounds, load.requests, load.connections
+    );
+    println!("| target | requests/s | p50 ms | p99 ms | non-200 | peak RSS MiB |");
+    println!("|---|---|---|---|---|---|");
+    let ceiling = measured(start_ceiling().await?, load, 1_000).await;
+    ingest_row("ceiling (axum, answers 200)", &ceiling);
+    let sqlite_url = format!("sqlite:{}", scratch.join("ingest.db").display());
+    let sqlite_server = start_callfold(&sqlite_url, &[]).await?;
+    let sqlite = ingest::measure(&sqlite_server, load, 2_000).await;
+    ingest_row("callfold serve, SQLite", &sqlite);
+    let overload =
+        ingest::overload(&sqlite_server, load.requests, load.connections * 4, 2_900).await;
+    drop(sqlite_server);
+    let mut pg = None;
+    if let Some(postgres) = postgres {
+        let url = postgres.schema("ingest").await?;
+        let result = measured(start_callfold(&url, &[]).await?, load, 3_000).await;
+        ingest_row("callfold serve, PostgreSQL", &result);
+        pg = Some(result);
+    }
+    let peer = match start_peer(scratch).await? {
+        Some(server) => {
+            let result = measured(server, load, 4_000).await;
+            ingest_row("peer (Express + standardwebhooks + SQLite FULL)", &result);
+            Some(result)
+        }
+        None => {
+            println!("| peer | not run: Node.js is not installed | | | | |");
+            None
+        }
+    };
+    println!("\n| ratio of requests/s | value |\n|---|---|");
+    ratio("callfold SQLite / ceiling", &sqlite, &ceiling);
+    if let Some(pg) = &pg {
+        ratio("callfold PostgreSQL / ceiling", pg, &ceiling);
+    }
+    if let Some(peer) = &peer {
+        ratio("callfold SQLite / peer", &sqlite, peer);
+    }
+    println!(
+        "\nOverload, callfold serve on SQLite with {} connections: {} of {} answers were 503; \
+         peak RSS {:.0} MiB.\n",
+        overload.connections, overload.answers_503, overload.answers, overload.peak_rss_mib
+    );
+    Ok(())
+}
+
+/// A log of `events` events at `url`, rebuilt; returns its size and the raw read of its rows.
+async fn prepared_log(url: &str, events: usize) -> anyhow::Result<(i64, u64, f64)> {
+    let store = Store::connect(url).await?;
+    store.migrate().await?;
+    let filled = rebuild::fill_log(&store, events, 77).await?;
+    let (rows, read_time) = rebuild::raw_read(&store).await?;
+    store.close().await;
+    Ok((filled.events, rows, rows as f64 / read_time.as_secs_f64()))
+}
+
+async fn rebuild_section(
+    options: &Options,
+    scratch: &std::path::Path,
+    postgres: Option<&Scratch>,
+) -> anyhow::Result<()> {
+    println!(
+        "## Rebuild of a log of {} events (all their calls' events, arrivals shuffled in \
+         windows of 32, 5% delivered twice)\n",
+        options.events
+    );
+    println!(
+        "| store | log records | call events | raw read events/s | rebuild s | rebuild events/s \
+         | rebuild / raw | rebuild peak RSS MiB |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    let mut urls = vec![(
+        "SQLite",
+        format!("sqlite:{}", scratch.join("large.db").display()),
+    )];
+    if let Some(postgres) = postgres {
+        urls.push(("PostgreSQL", postgres.schema("large").await?));
+    }
+    for (name, url) in urls {
+        let (records, rows, raw_rate) = prepared_log(&url, options.events).await?;
+        let (took, peak_rss) = rebuild::rebuild(&url).await?;
+        let rate = rows as f64 / took.as_secs_f64();
+        println!(
+            "| {name} | {records} | {rows} | {raw_rate:.0} | {:.2} | {rate:.0} | {:.2} | {peak_rss:.0} |",
+            took.as_secs_f64(),
+            rate / raw_rate
+        );
+    }
+    println!();
+    Ok(())
+}
+
+async fn late_section(
+    options: &Options,
+    scratch: &std::path::Path,
+    postgres: Option<&Scratch>,
+) -> anyhow::Result<()> {
+    println!(
+        "## One late event: from its 200 to the re-folded call visible at GET /v1/calls/{{id}}, \
+         under callfold serve ({} probes, ms)\n",
+        options.probes
+    );
+    println!("| store | log records | median ms | spread | max ms |");
+    println!("|---|---|---|---|---|");
+    let mut logs = Vec::new();
+    for (size_name, size) in [("small", options.small_log), ("large", options.events)] {
+        logs.push((
+            "SQLite",
+            size,
+            format!("sqlite:{}", scratch.join(format!("late-{size_name}.db")).display()),
+        ));
+        if let Some(postgres) = postgres {
+            let name = format!("late_{size_name}");
+            logs.push(("PostgreSQL", size, postgres.schema(&name).await?));
+        }
+    }
+    for (name, size, url) in logs {
+        let (records, _, _) = prepared_log(&url, size).await?;
+        let server = start_callfold(&url, &[]).await?;
+        let store = Store::connect(&url).await?;
+        late::wait_until_folded(&store).await?;
+        let costs: Rounds = late::late_event_costs(&server, &store, options.probes).await?;
+        println!(
+            "| {name} | {records} | {:.2} | ±{:.0}% | {:.2} |",
+            costs.median(),
+            costs.spread() * 100.0,
+            costs.max()
+        );
+        store.close().await;
+    }
+    println!();
+    Ok(())
+}

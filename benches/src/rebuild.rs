@@ -1,0 +1,132 @@
+//! The fold and rebuild benchmark: a log with a realistic mix (arrivals shuffled within short
+//! windows, so some events are late; some deliveries repeated), the raw rate of streaming the
+//! rows a rebuild reads with a plain `SELECT`, and `callfold rebuild` over them with its peak
+//! memory.
+
+use std::time::{Duration, Instant};
+
+use callfold_ingest::LinkingRules;
+use callfold_simulate::invent_events;
+use callfold_store::{EventTime, NewEvent, Store, WebhookId};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use sha2::{Digest, Sha256};
+use tokio_stream::StreamExt;
+
+use crate::servers::{callfold_executable, peak_rss_mib_of, pinned};
+
+/// Events appended per transaction while filling.
+const FILL_BATCH: usize = 1000;
+/// Arrivals are shuffled within windows of this many events.
+const SHUFFLE_WINDOW: usize = 32;
+/// One delivery in this many is delivered twice.
+const DUPLICATE_EVERY: usize = 20;
+
+/// What a fill wrote.
+#[derive(Clone, Copy, Debug)]
+pub struct Filled {
+    /// Records in the log.
+    pub events: i64,
+}
+
+/// Appends about `events` invented events (all their calls' events, in shuffled windows,
+/// with some repeated) to `store`.
+pub async fn fill_log(store: &Store, events: usize, seed: u64) -> anyhow::Result<Filled> {
+    let now = chrono::Utc::now();
+    // The traffic model makes about 3.7 events per call.
+    let mut invented = invent_events(events * 10 / 37 + 1, seed, now);
+    invented.truncate(events);
+    let mut rng = StdRng::seed_from_u64(seed);
+    for window in invented.chunks_mut(SHUFFLE_WINDOW) {
+        window.shuffle(&mut rng);
+    }
+    let rules = LinkingRules::default();
+    let received_at = EventTime::now();
+    let records: Vec<NewEvent> = invented
+        .into_iter()
+        .map(|event| NewEvent {
+            webhook_id: WebhookId::parse(&event.webhook_id).expect("invented ids are valid"),
+            webhook_timestamp: now.timestamp(),
+            received_at,
+            body_sha256: Sha256::digest(&event.body).into(),
+            content: rules.read(&event.body),
+            body: event.body,
+        })
+        .collect();
+    for batch in records.chunks(FILL_BATCH) {
+        let mut with_repeats = batch.to_vec();
+        with_repeats.extend(batch.iter().step_by(DUPLICATE_EVERY).cloned());
+        store.append_batch(&with_repeats).await?;
+    }
+    Ok(Filled {
+        events: store.log_len().await?,
+    })
+}
+
+/// The rows a rebuild reads, in its order, decoded into owned values like its own rows.
+type RawRow = (
+    i64,
+    String,
+    i64,
+    i64,
+    Vec<u8>,
+    Vec<u8>,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    bool,
+    Option<String>,
+);
+
+const RAW_READ: &str = "SELECT seq, webhook_id, webhook_timestamp, received_at_us, body, \
+     body_sha256, topic, event_time_us, call_key, unlinked, quarantine_reason FROM events \
+     WHERE call_key IS NOT NULL ORDER BY call_key, seq";
+
+/// Streams every call's rows with one plain `SELECT` and returns how many and how long it took:
+/// the physical limit of a rebuild.
+pub async fn raw_read(store: &Store) -> anyhow::Result<(u64, Duration)> {
+    let started = Instant::now();
+    let mut rows = 0u64;
+    match store {
+        Store::Sqlite(pool) => {
+            let mut stream = sqlx::query_as::<_, RawRow>(RAW_READ).fetch(pool);
+            while let Some(row) = stream.next().await {
+                row?;
+                rows += 1;
+            }
+        }
+        Store::Postgres(pool) => {
+            let mut stream = sqlx::query_as::<_, RawRow>(RAW_READ).fetch(pool);
+            while let Some(row) = stream.next().await {
+                row?;
+                rows += 1;
+            }
+        }
+    }
+    Ok((rows, started.elapsed()))
+}
+
+/// One `callfold rebuild`: how long it took and its peak resident memory in MiB.
+pub async fn rebuild(database_url: &str) -> anyhow::Result<(Duration, f64)> {
+    let started = Instant::now();
+    let mut child = pinned(callfold_executable()?)
+        .args(["rebuild", "--database-url", database_url])
+        .env("RUST_LOG", "warn")
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let pid = child.id().unwrap_or_default();
+    let mut peak = 0.0f64;
+    loop {
+        tokio::select! {
+            status = child.wait() => {
+                anyhow::ensure!(status?.success(), "callfold rebuild failed");
+                return Ok((started.elapsed(), peak));
+            }
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {
+                peak = peak.max(peak_rss_mib_of(pid));
+            }
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! The processes under test: starting them pinned to a core, waiting until they listen,
+//! reading their memory, and the ceiling server itself.
+//!
+//! The benchmark process pins itself to core 0 and every server to core 1 (when the machine
+//! has two cores or more), so that the load generator and the server do not compete.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use axum::Router;
+use axum::body::Bytes;
+use axum::routing::post;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::{Child, Command};
+
+/// The demo secret every benchmark server accepts and every request is signed with.
+pub const BENCH_SECRET: &str = "whsec_ZGVtby1zZWNyZXQtY2hhbmdlLW1l";
+
+/// The core the servers run on, when the machine has a second one.
+fn server_core() -> Option<usize> {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    (cores >= 2).then_some(1)
+}
+
+/// Pins this process (before it starts any thread) to core 0, if servers get a core of
+/// their own. Returns whether it did.
+pub fn pin_this_process() -> bool {
+    if server_core().is_none() {
+        return false;
+    }
+    std::process::Command::new("taskset")
+        .args(["-p", "-c", "0", &std::process::id().to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// A command that runs `program` pinned to the servers' core (plainly without `taskset`).
+pub fn pinned(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    match server_core() {
+        Some(core) => {
+            let mut command = Command::new("taskset");
+            command.arg("-c").arg(core.to_string()).arg(program);
+            command
+        }
+        None => Command::new(program),
+    }
+}
+
+/// A free loopback port, found by binding port 0 and letting go.
+pub fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// A server process under test.
+pub struct Server {
+    /// The child; killed when dropped.
+    pub child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub base_url: String,
+}
+
+impl Server {
+    /// Starts `command` (which must listen on `port`) and waits until it accepts connections.
+    pub async fn start(mut command: Command, port: u16) -> anyhow::Result<Self> {
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("cannot start a server under test")?;
+        let mut server = Self {
+            child,
+            base_url: format!("http://127.0.0.1:{port}"),
+        };
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while TcpStream::connect(addr).await.is_err() {
+            if let Some(status) = server.child.try_wait()? {
+                bail!("a server under test exited before listening: {status}");
+            }
+            if Instant::now() > deadline {
+                bail!("a server under test never listened on {addr}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(server)
+    }
+
+    /// The webhook endpoint.
+    pub fn webhook_url(&self) -> String {
+        format!("{}{}", self.base_url, callfold_ingest::WEBHOOK_PATH)
+    }
+
+    /// The highest resident set size of the process so far, in MiB.
+    pub fn peak_rss_mib(&self) -> f64 {
+        self.child.id().map_or(0.0, peak_rss_mib_of)
+    }
+}
+
+/// `VmHWM` of process `pid` (its peak resident set size), in MiB; 0 if unreadable. Under
+/// `taskset`, the process is taskset's only child, which `exec`s: the same pid.
+pub fn peak_rss_mib_of(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// `target/release/callfold`, next to this benchmark's own executable.
+pub fn callfold_executable() -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe()?;
+    let path = me.with_file_name("callfold");
+    if !path.exists() {
+        bail!(
+            "{} is missing: build it first (cargo build --release -p callfold)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// `callfold serve` on `database_url`, pinned, with the benchmark secret.
+pub async fn start_callfold(database_url: &str, extra_env: &[(&str, &str)]) -> anyhow::Result<Server> {
+    let port = free_port()?;
+    let mut command = pinned(callfold_executable()?);
+    command
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--database-url", database_url])
+        .env("CALLFOLD_WEBHOOK_SECRETS", BENCH_SECRET)
+        .env("RUST_LOG", "warn")
+        .envs(extra_env.iter().copied());
+    Server::start(command, port).await
+}
+
+/// The bench-only ceiling: `callfold-bench ceiling-server`, pinned.
+pub async fn start_ceiling() -> anyhow::Result<Server> {
+    let port = free_port()?;
+    let mut command = pinned(std::env::current_exe()?);
+    command.args(["ceiling-server", "--port", &port.to_string()]);
+    Server::start(command, port).await
+}
+
+/// The hand-written Express peer in `benches/peers/allo-express`, pinned; installs its
+/// packages with `npm ci` on first use. `None` when Node.js is not installed.
+pub async fn start_peer(data_dir: &Path) -> anyhow::Result<Option<Server>> {
+    let peer_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/allo-express");
+    if std::process::Command::new("node").arg("--version").output().is_err() {
+        return Ok(None);
+    }
+    if !peer_dir.join("node_modules").exists() {
+        let status = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&peer_dir)
+            .stdout(Stdio::null())
+            .status()
+            .await
+            .context("npm ci for the peer")?;
+        if !status.success() {
+            bail!("npm ci failed in {}", peer_dir.display());
+        }
+    }
+    let port = free_port()?;
+    let mut command = pinned("node");
+    command
+        .arg(peer_dir.join("server.js"))
+        .env("PORT", port.to_string())
+        .env("DB_PATH", data_dir.join("peer.db"))
+        .env("WEBHOOK_SECRET", BENCH_SECRET);
+    Server::start(command, port).await.map(Some)
+}
+
+/// Serves the ceiling: 200 to every webhook POST, after reading its body, and nothing else.
+pub async fn serve_ceiling(port: u16) -> anyhow::Result<()> {
+    async fn answer(_body: Bytes) {}
+    let app = Router::new().route(callfold_ingest::WEBHOOK_PATH, post(answer));
+    let listener = TcpListener::bind(("127.0.0.1", port)).await?;
+    axum::serve(listener, app).await?;
+    Ok(())
+}
