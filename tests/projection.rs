@@ -356,7 +356,9 @@ async fn a_rebuild_during_ingest_load_leaves_every_event_folded_exactly_once(db:
             let wake = std::sync::Arc::new(tokio::sync::Notify::new());
             let poll = std::time::Duration::from_millis(5);
             projector
-                .run(wake, poll, async { stopped.await.unwrap_or_default() })
+                .run(wake, poll, poll, async {
+                    stopped.await.unwrap_or_default()
+                })
                 .await;
         })
     };

@@ -27,14 +27,19 @@ fn signature_verification(c: &mut Criterion) {
     let now = chrono::Utc::now().timestamp();
     let mut headers = axum::http::HeaderMap::new();
     headers.insert("webhook-id", id.as_str().parse().expect("header"));
-    headers.insert("webhook-timestamp", now.to_string().parse().expect("header"));
+    headers.insert(
+        "webhook-timestamp",
+        now.to_string().parse().expect("header"),
+    );
     let signature = sign(&secret, &id, now, &body);
     headers.insert("webhook-signature", signature.parse().expect("header"));
     let verifier = Verifier::new(secrets, 300);
     c.bench_function("parse headers and verify a v1 signature", |b| {
         b.iter(|| {
             let parsed = SignedHeaders::parse(black_box(&headers)).expect("headers");
-            verifier.verify(&parsed, black_box(&body), now).expect("valid")
+            verifier
+                .verify(&parsed, black_box(&body), now)
+                .expect("valid")
         })
     });
 }
@@ -52,12 +57,24 @@ fn folding_one_call(c: &mut Criterion) {
     let at = |second: i64| EventTime::from_unix_micros(1_770_715_000_000_000 + second * 1_000_000);
     let data = serde_json::json!({"id": "cll_1", "call_id": "cll_1", "type": "INBOUND",
         "result": "ANSWERED", "tag": "vip", "from_number": "+33612345678"});
-    let topics = ["call.triggered", "call.answered", "call.completed", "tag.added", "tag.removed"];
+    let topics = [
+        "call.triggered",
+        "call.answered",
+        "call.completed",
+        "tag.added",
+        "tag.removed",
+    ];
     let events: Vec<FoldEvent> = topics
         .iter()
         .enumerate()
         .map(|(n, topic)| {
-            FoldEvent::new(&precedence, &format!("msg_{n}"), topic, at(n as i64), data.clone())
+            FoldEvent::new(
+                &precedence,
+                &format!("msg_{n}"),
+                topic,
+                at(n as i64),
+                data.clone(),
+            )
         })
         .rev()
         .collect();
@@ -66,5 +83,10 @@ fn folding_one_call(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, signature_verification, envelope_reading, folding_one_call);
+criterion_group!(
+    benches,
+    signature_verification,
+    envelope_reading,
+    folding_one_call
+);
 criterion_main!(benches);

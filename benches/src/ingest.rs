@@ -72,8 +72,12 @@ pub async fn measure(server: &Server, load: Load, seed: u64) -> IngestResult {
         let deliveries = signed_deliveries(load.requests, seed + 1 + round as u64);
         let report = callfold_simulate::send(&url, deliveries, load.connections).await;
         result.requests_per_second.push(report.throughput());
-        result.p50_ms.push(report.latency_quantile(0.5).as_secs_f64() * 1000.0);
-        result.p99_ms.push(report.latency_quantile(0.99).as_secs_f64() * 1000.0);
+        result
+            .p50_ms
+            .push(report.latency_quantile(0.5).as_secs_f64() * 1000.0);
+        result
+            .p99_ms
+            .push(report.latency_quantile(0.99).as_secs_f64() * 1000.0);
         result.not_ok += report
             .answers
             .iter()

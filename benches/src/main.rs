@@ -77,6 +77,9 @@ struct Options {
     /// Late events sent per log.
     #[arg(long, default_value_t = 7)]
     probes: usize,
+    /// Where the SQLite databases go (kept afterwards); a temporary folder by default.
+    #[arg(long)]
+    scratch: Option<std::path::PathBuf>,
     /// A PostgreSQL database to measure too (the benchmark works in a schema of its own and
     /// drops it at the end).
     #[arg(long, env = "DATABASE_URL")]
@@ -151,19 +154,26 @@ async fn run(command: Command, cores: usize, pinned: bool) -> anyhow::Result<()>
     };
     let options = options.effective();
     print_machine(cores, pinned);
-    let scratch = tempfile::tempdir()?;
+    let temporary = tempfile::tempdir()?;
+    let scratch = match &options.scratch {
+        Some(folder) => {
+            std::fs::create_dir_all(folder)?;
+            folder.clone()
+        }
+        None => temporary.path().to_owned(),
+    };
     let postgres = match options.postgres_url() {
         Some(url) => Some(Scratch::create(url).await?),
         None => None,
     };
     if sections[0] {
-        ingest_section(&options, scratch.path(), postgres.as_ref()).await?;
+        ingest_section(&options, &scratch, postgres.as_ref()).await?;
     }
     if sections[1] {
-        rebuild_section(&options, scratch.path(), postgres.as_ref()).await?;
+        rebuild_section(&options, &scratch, postgres.as_ref()).await?;
     }
     if sections[2] {
-        late_section(&options, scratch.path(), postgres.as_ref()).await?;
+        late_section(&options, &scratch, postgres.as_ref()).await?;
     }
     if let Some(postgres) = postgres {
         postgres.drop_all().await?;
@@ -210,11 +220,23 @@ impl Scratch {
     /// The URL of a new, empty schema.
     async fn schema(&self, name: &str) -> anyhow::Result<String> {
         let schema = format!("callfold_bench_{name}_{}", std::process::id());
-        self.execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"))
-            .await?;
-        self.schemas.lock().expect("not poisoned").push(schema.clone());
-        let separator = if self.base_url.contains('?') { '&' } else { '?' };
-        Ok(format!("{}{separator}options[search_path]={schema}", self.base_url))
+        self.execute(&format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+        ))
+        .await?;
+        self.schemas
+            .lock()
+            .expect("not poisoned")
+            .push(schema.clone());
+        let separator = if self.base_url.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
+        Ok(format!(
+            "{}{separator}options[search_path]={schema}",
+            self.base_url
+        ))
     }
 
     async fn execute(&self, sql: &str) -> anyhow::Result<()> {
@@ -229,7 +251,8 @@ impl Scratch {
     async fn drop_all(self) -> anyhow::Result<()> {
         let schemas = self.schemas.lock().expect("not poisoned").clone();
         for schema in schemas {
-            self.execute(&format!("DROP SCHEMA {schema} CASCADE")).await?;
+            self.execute(&format!("DROP SCHEMA {schema} CASCADE"))
+                .await?;
         }
         Ok(())
     }
@@ -247,8 +270,7 @@ fn ingest_row(name: &str, result: &IngestResult) {
 }
 
 fn ratio(name: &str, numerator: &IngestResult, denominator: &IngestResult) {
-    let value =
-        numerator.requests_per_second.median() / denominator.requests_per_second.median();
+    let value = numerator.requests_per_second.median() / denominator.requests_per_second.median();
     println!("| {name} | {value:.2} |");
 }
 
@@ -286,14 +308,18 @@ async fn ingest_section(
         ingest_row("callfold serve, PostgreSQL", &result);
         pg = Some(result);
     }
-    let peer = match start_peer(scratch).await? {
-        Some(server) => {
+    let peer = match start_peer(scratch).await {
+        Ok(Some(server)) => {
             let result = measured(server, load, 4_000).await;
             ingest_row("peer (Express + standardwebhooks + SQLite FULL)", &result);
             Some(result)
         }
-        None => {
+        Ok(None) => {
             println!("| peer | not run: Node.js is not installed | | | | |");
+            None
+        }
+        Err(error) => {
+            println!("| peer | not run: {error:#} | | | | |");
             None
         }
     };
@@ -376,7 +402,10 @@ async fn late_section(
         logs.push((
             "SQLite",
             size,
-            format!("sqlite:{}", scratch.join(format!("late-{size_name}.db")).display()),
+            format!(
+                "sqlite:{}",
+                scratch.join(format!("late-{size_name}.db")).display()
+            ),
         ));
         if let Some(postgres) = postgres {
             let name = format!("late_{size_name}");

@@ -109,7 +109,13 @@ pub fn peak_rss_mib_of(pid: u32) -> f64 {
     status
         .lines()
         .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
@@ -127,7 +133,10 @@ pub fn callfold_executable() -> anyhow::Result<PathBuf> {
 }
 
 /// `callfold serve` on `database_url`, pinned, with the benchmark secret.
-pub async fn start_callfold(database_url: &str, extra_env: &[(&str, &str)]) -> anyhow::Result<Server> {
+pub async fn start_callfold(
+    database_url: &str,
+    extra_env: &[(&str, &str)],
+) -> anyhow::Result<Server> {
     let port = free_port()?;
     let mut command = pinned(callfold_executable()?);
     command
@@ -151,7 +160,11 @@ pub async fn start_ceiling() -> anyhow::Result<Server> {
 /// packages with `npm ci` on first use. `None` when Node.js is not installed.
 pub async fn start_peer(data_dir: &Path) -> anyhow::Result<Option<Server>> {
     let peer_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/allo-express");
-    if std::process::Command::new("node").arg("--version").output().is_err() {
+    if std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         return Ok(None);
     }
     if !peer_dir.join("node_modules").exists() {

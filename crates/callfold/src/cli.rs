@@ -179,8 +179,9 @@ pub struct ReceiverOptions {
     #[arg(long, env = "CALLFOLD_MAX_BODY", default_value_t = 1_048_576)]
     pub max_body: usize,
 
-    /// Deliveries that may wait for the next commit; past it the receiver answers 503.
-    #[arg(long, env = "CALLFOLD_COMMIT_QUEUE", default_value_t = 1024,
+    /// Deliveries that may wait for the next commit; past it the receiver answers 503 at once
+    /// (with Retry-After), which bounds both memory and the wait of those accepted.
+    #[arg(long, env = "CALLFOLD_COMMIT_QUEUE", default_value_t = 128,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub commit_queue: u32,
 
@@ -203,6 +204,12 @@ pub struct ProjectorOptions {
     #[arg(long, env = "CALLFOLD_CLAIM_LEASE_MS", default_value_t = 5000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub claim_lease_ms: u64,
+
+    /// Least time, in milliseconds, between the starts of two batches of a worker that has
+    /// caught up: under a steady stream of appends, calls gather into larger batches. An
+    /// append after a quiet spell is folded at once.
+    #[arg(long, env = "CALLFOLD_FOLD_INTERVAL_MS", default_value_t = 20)]
+    pub fold_interval_ms: u64,
 
     /// How often, in milliseconds, the projector polls the fold queue when no append wakes it
     /// (an append in this process, or on PostgreSQL in any process, wakes it at once).

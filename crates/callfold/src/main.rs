@@ -190,6 +190,7 @@ async fn run_services(
             Duration::from_millis(options.claim_lease_ms),
         );
         let poll = Duration::from_millis(options.poll_interval_ms);
+        let fold_interval = Duration::from_millis(options.fold_interval_ms);
         let (wake, stop_projector) = (Arc::clone(&appended), shutdown());
         let (store_watched, woken) = (store.clone(), Arc::clone(&appended));
         let stop_watching = shutdown();
@@ -208,7 +209,9 @@ async fn run_services(
             }
         });
         projector_task = Some(tokio::spawn(async move {
-            projector.run(wake, poll, stop_projector).await
+            projector
+                .run(wake, poll, fold_interval, stop_projector)
+                .await
         }));
         app = app.merge(callfold_projector::router(
             store.clone(),

@@ -160,12 +160,22 @@ impl Projector {
     }
 
     /// Folds batches until `shutdown` resolves: immediately while calls wait, then on each
-    /// `wake` (a new append) or every `poll`, whichever comes first. A failed batch is logged
-    /// and retried after `poll`; its claims expire and nothing of it was committed.
-    pub async fn run(&self, wake: Arc<Notify>, poll: Duration, shutdown: impl Future<Output = ()>) {
+    /// `wake` (a new append) or every `poll`, whichever comes first, but no sooner than
+    /// `min_interval` after the previous batch started: under a steady stream of appends, calls
+    /// gather into fewer, larger batches, while an append after a quiet spell is folded at
+    /// once. A failed batch is logged and retried after `poll`; its claims expire and nothing
+    /// of it was committed.
+    pub async fn run(
+        &self,
+        wake: Arc<Notify>,
+        poll: Duration,
+        min_interval: Duration,
+        shutdown: impl Future<Output = ()>,
+    ) {
         tokio::pin!(shutdown);
         let mut lag_reported: Option<Instant> = None;
         loop {
+            let started = tokio::time::Instant::now();
             let caught_up = match self.fold_next_batch().await {
                 Ok(claimed) => claimed == 0,
                 Err(error) => {
@@ -185,6 +195,13 @@ impl Projector {
                 _ = &mut shutdown => return,
                 _ = wake.notified(), if caught_up => {}
                 _ = tokio::time::sleep(pause) => {}
+            }
+            if caught_up {
+                tokio::select! {
+                    biased;
+                    _ = &mut shutdown => return,
+                    _ = tokio::time::sleep_until(started + min_interval) => {}
+                }
             }
         }
     }

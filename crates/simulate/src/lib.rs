@@ -227,7 +227,10 @@ async fn deliver(client: &reqwest::Client, url: &str, delivery: &SignedDelivery)
         .body(delivery.body.clone())
         .send()
         .await;
-    let status = result.as_ref().ok().map(|response| response.status().as_u16());
+    let status = result
+        .as_ref()
+        .ok()
+        .map(|response| response.status().as_u16());
     let (label, seq) = match result {
         Ok(response) if response.status().is_success() => match response.json::<Receipt>().await {
             Ok(receipt) => (receipt.status, Some(receipt.seq)),

@@ -215,6 +215,14 @@ impl Store {
         }
     }
 
+    /// How this backend's multi-row statements spell their parameters.
+    pub(crate) fn placeholders(&self) -> sql::Placeholders {
+        match self {
+            Store::Sqlite(_) => sql::Placeholders::Anonymous,
+            Store::Postgres(_) => sql::Placeholders::Numbered,
+        }
+    }
+
     /// Which backend this is, for logs: `sqlite` or `postgres`.
     pub fn backend_name(&self) -> &'static str {
         match self {

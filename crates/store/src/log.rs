@@ -11,7 +11,7 @@ use crate::event::{
     AppendOutcome, CallKey, CallLink, Content, EventTime, LoggedEvent, NewEvent, Topic,
 };
 use crate::queue::mark_statement;
-use crate::sql::{ROWS_PER_STATEMENT, placeholder_list, values_list};
+use crate::sql::{Placeholders, ROWS_PER_STATEMENT};
 use crate::{Store, StoreError, WebhookId, on_pool};
 
 /// The columns an append writes, in the order of their parameters.
@@ -21,11 +21,11 @@ const PARAMETERS_PER_ROW: usize = 10;
 
 /// `INSERT ... VALUES (...), (...) ON CONFLICT DO NOTHING RETURNING seq, webhook_id` for `rows`
 /// rows: it returns exactly the rows it wrote.
-fn insert_statement(rows: usize) -> String {
+fn insert_statement(placeholders: Placeholders, rows: usize) -> String {
     format!(
         "INSERT INTO events ({INSERT_COLUMNS}) VALUES {} \
          ON CONFLICT (webhook_id) DO NOTHING RETURNING seq, webhook_id",
-        values_list(rows, PARAMETERS_PER_ROW, 1)
+        placeholders.values_list(rows, PARAMETERS_PER_ROW, 1)
     )
 }
 
@@ -107,11 +107,12 @@ impl Store {
         // concurrent appends on PostgreSQL wait for each other but never deadlock. The
         // deliveries of one batch arrived concurrently, so their order in the log is free.
         firsts.sort_by(|a, b| a.webhook_id.as_str().cmp(b.webhook_id.as_str()));
+        let placeholders = self.placeholders();
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let mut appended: HashMap<String, i64> = HashMap::with_capacity(firsts.len());
             for chunk in firsts.chunks(ROWS_PER_STATEMENT) {
-                let sql = insert_statement(chunk.len());
+                let sql = insert_statement(placeholders, chunk.len());
                 let mut insert = sqlx::query_as::<_, (i64, String)>(&sql);
                 for event in chunk {
                     let (topic, event_time, call_key, unlinked, reason) = match &event.content {
@@ -149,7 +150,7 @@ impl Store {
             touched.dedup();
             let marked_at = EventTime::now().unix_micros();
             for chunk in touched.chunks(ROWS_PER_STATEMENT) {
-                let sql = mark_statement(chunk.len());
+                let sql = mark_statement(placeholders, chunk.len());
                 let mut mark = sqlx::query(&sql);
                 for call_key in chunk {
                     mark = mark.bind(*call_key).bind(marked_at);
@@ -213,7 +214,7 @@ impl Store {
         for chunk in call_keys.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
                 "{SELECT_EVENT} WHERE call_key IN ({}) ORDER BY call_key, seq",
-                placeholder_list(chunk.len(), 1)
+                self.placeholders().list(chunk.len(), 1)
             );
             on_pool!(self, pool => {
                 let mut query = sqlx::query_as::<_, EventRow>(&sql);

@@ -8,7 +8,7 @@
 use crate::event::{CallKey, EventTime, LoggedEvent};
 use crate::log::{EventRow, SELECT_EVENT};
 use crate::queue::MARK_ON_CONFLICT;
-use crate::sql::{ROWS_PER_STATEMENT, placeholder_list, values_list};
+use crate::sql::{Placeholders, ROWS_PER_STATEMENT};
 use crate::{Store, StoreError, on_pool};
 
 /// One call's projection as stored.
@@ -65,22 +65,23 @@ const PROJECTION_COLUMNS: &str =
 const PARAMETERS_PER_PROJECTION: usize = 6;
 
 /// Upserts `rows` projections into `table` in one statement.
-pub(crate) fn upsert_statement(table: &str, rows: usize) -> String {
+pub(crate) fn upsert_statement(placeholders: Placeholders, table: &str, rows: usize) -> String {
     format!(
         "INSERT INTO {table} ({PROJECTION_COLUMNS}) VALUES {} \
          ON CONFLICT (call_key) DO UPDATE SET document = excluded.document, \
          last_seq = excluded.last_seq, late_events = excluded.late_events, \
          events_folded = excluded.events_folded, updated_at_us = excluded.updated_at_us",
-        values_list(rows, PARAMETERS_PER_PROJECTION, 1)
+        placeholders.values_list(rows, PARAMETERS_PER_PROJECTION, 1)
     )
 }
 
 /// Writes `$projections` into `$table` on `$executor` (a connection or transaction of either
-/// backend), a statement per [`crate::sql::ROWS_PER_STATEMENT`] projections.
+/// backend; `$placeholders` its style), a statement per [`crate::sql::ROWS_PER_STATEMENT`]
+/// projections.
 macro_rules! upsert_projections {
-    ($executor:expr, $table:expr, $projections:expr) => {
+    ($executor:expr, $placeholders:expr, $table:expr, $projections:expr) => {
         for chunk in $projections.chunks($crate::sql::ROWS_PER_STATEMENT) {
-            let sql = $crate::projection::upsert_statement($table, chunk.len());
+            let sql = $crate::projection::upsert_statement($placeholders, $table, chunk.len());
             let mut upsert = sqlx::query(&sql);
             for projection in chunk {
                 upsert = upsert
@@ -131,7 +132,7 @@ impl Store {
         for chunk in call_keys.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
                 "SELECT {PROJECTION_COLUMNS} FROM {LIVE} WHERE call_key IN ({})",
-                placeholder_list(chunk.len(), 1)
+                self.placeholders().list(chunk.len(), 1)
             );
             on_pool!(self, pool => {
                 let mut query = sqlx::query_as::<_, ProjectionRow>(&sql);
@@ -182,6 +183,7 @@ impl Store {
              AND (call_key, seq) > ($1, $2) ORDER BY call_key, seq LIMIT $3"
         );
         let mark_missed = format!("{MARK_CALLS_THE_REBUILD_MISSED} {MARK_ON_CONFLICT}");
+        let placeholders = self.placeholders();
         let lock_live = match self {
             Store::Postgres(_) => Some("LOCK TABLE call_projections IN EXCLUSIVE MODE"),
             Store::Sqlite(_) => None,
@@ -214,7 +216,7 @@ impl Store {
                 if last_page {
                     projections.extend(project_call(&mut project, &call, &mut calls));
                 }
-                upsert_projections!(pool, SHADOW, projections);
+                upsert_projections!(pool, placeholders, SHADOW, projections);
                 if last_page {
                     break;
                 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::event::{CallKey, EventTime};
 use crate::projection::{LIVE, StoredProjection, upsert_projections};
-use crate::sql::{ROWS_PER_STATEMENT, values_list};
+use crate::sql::{Placeholders, ROWS_PER_STATEMENT};
 use crate::{Store, StoreError, on_pool};
 
 /// What a mark does to a call already marked: bump its version, so that a worker folding it
@@ -20,10 +20,10 @@ pub(crate) const MARK_ON_CONFLICT: &str =
     "ON CONFLICT (call_key) DO UPDATE SET version = calls_to_fold.version + 1";
 
 /// Marks `rows` calls, each bound as (call key, marked at).
-pub(crate) fn mark_statement(rows: usize) -> String {
+pub(crate) fn mark_statement(placeholders: Placeholders, rows: usize) -> String {
     format!(
         "INSERT INTO calls_to_fold (call_key, marked_at_us) VALUES {} {MARK_ON_CONFLICT}",
-        values_list(rows, 2, 1)
+        placeholders.values_list(rows, 2, 1)
     )
 }
 
@@ -144,7 +144,7 @@ impl Store {
 
     /// Marks `call_key` to be folded again, as an append of one of its events would.
     pub async fn mark_call(&self, call_key: &CallKey) -> Result<(), StoreError> {
-        let sql = mark_statement(1);
+        let sql = mark_statement(self.placeholders(), 1);
         on_pool!(self, pool => {
             sqlx::query(&sql)
                 .bind(call_key.as_str())
@@ -173,6 +173,7 @@ impl Store {
             ),
             Store::Sqlite(_) => None,
         };
+        let placeholders = self.placeholders();
         let release = "UPDATE calls_to_fold SET claim_token = NULL, claimed_until_us = NULL \
              WHERE claim_token = $1 RETURNING call_key";
         on_pool!(self, pool => {
@@ -183,9 +184,10 @@ impl Store {
             let mut folded: HashSet<String> = HashSet::new();
             for chunk in claimed.claims.chunks(ROWS_PER_STATEMENT) {
                 let sql = format!(
-                    "DELETE FROM calls_to_fold WHERE claim_token = $1 \
+                    "DELETE FROM calls_to_fold WHERE claim_token = {} \
                      AND (call_key, version) IN (VALUES {}) RETURNING call_key",
-                    values_list(chunk.len(), 2, 2)
+                    placeholders.nth(1),
+                    placeholders.values_list(chunk.len(), 2, 2)
                 );
                 let mut delete = sqlx::query_scalar::<_, String>(&sql).bind(claimed.token);
                 for claim in chunk {
@@ -205,7 +207,7 @@ impl Store {
                     folded.contains(p.call_key.as_str()) || to_refold.contains(p.call_key.as_str())
                 })
                 .collect();
-            upsert_projections!(&mut *tx, LIVE, held);
+            upsert_projections!(&mut *tx, placeholders, LIVE, held);
             tx.commit().await?;
             Ok(Settled {
                 folded: folded.len(),
