@@ -11,6 +11,9 @@ use callfold_store::Store;
 use crate::servers::{BENCH_SECRET, Server};
 use crate::stats::Rounds;
 
+/// Time between two probes: longer than the projector's batch window (`--fold-interval-ms`).
+const PROBE_SPACING: Duration = Duration::from_millis(100);
+
 /// Waits until the projector has folded every call of `store`.
 pub async fn wait_until_folded(store: &Store) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(600);
@@ -22,7 +25,8 @@ pub async fn wait_until_folded(store: &Store) -> anyhow::Result<()> {
 }
 
 /// Sends `probes` late `tag.added` events (payload time long before every call), each to
-/// another call of `store`, and returns how long after each 200 the tag was visible.
+/// another call of `store` and 100 ms apart, and returns how long after each 200 the tag was
+/// visible.
 pub async fn late_event_costs(
     server: &Server,
     store: &Store,
@@ -74,6 +78,8 @@ pub async fn late_event_costs(
             );
         }
         costs.push(acknowledged.elapsed().as_secs_f64() * 1000.0);
+        // One late event at a time, as they come: not inside the previous one's batch window.
+        tokio::time::sleep(PROBE_SPACING).await;
     }
     Ok(costs)
 }

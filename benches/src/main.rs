@@ -417,6 +417,7 @@ async fn late_section(
         let server = start_callfold(&url, &[]).await?;
         let store = Store::connect(&url).await?;
         late::wait_until_folded(&store).await?;
+        rebuild::vacuum(&store).await?;
         let costs: Rounds = late::late_event_costs(&server, &store, options.probes).await?;
         println!(
             "| {name} | {records} | {:.2} | ±{:.0}% | {:.2} |",

@@ -208,7 +208,7 @@ pub struct ProjectorOptions {
     /// Least time, in milliseconds, between the starts of two batches of a worker that has
     /// caught up: under a steady stream of appends, calls gather into larger batches. An
     /// append after a quiet spell is folded at once.
-    #[arg(long, env = "CALLFOLD_FOLD_INTERVAL_MS", default_value_t = 20)]
+    #[arg(long, env = "CALLFOLD_FOLD_INTERVAL_MS", default_value_t = 5)]
     pub fold_interval_ms: u64,
 
     /// How often, in milliseconds, the projector polls the fold queue when no append wakes it
