@@ -170,7 +170,44 @@ async fn one_id_sent_to_two_receivers_at_once_is_stored_once_and_both_answer_200
     assert_eq!(db.store.log_len().await.expect("len"), 40);
 }
 
-on_both_stores!(one_id_sent_to_two_receivers_at_once_is_stored_once_and_both_answer_200);
+async fn a_worker_that_joins_takes_the_calls_the_others_do_not_hold(db: TestDb) {
+    let receiver = start_receiver(&db.store, ReceiverConfig::default()).await;
+    for n in 0..10 {
+        let call = format!("cll_share_{n}");
+        let answer = receiver
+            .deliver(&format!("msg_share_{n}"), &completed(&call))
+            .await;
+        assert_eq!(answer.status, 200);
+    }
+    // A running worker holds four calls it has not settled yet.
+    let held = db.store.claim_calls(4, LEASE).await.expect("claim");
+    assert_eq!(held.claims.len(), 4);
+    // A worker that starts now takes the other six, and only those.
+    let newcomer = Projector::new(db.store.clone(), Precedence::default(), 100, LEASE);
+    assert_eq!(newcomer.fold_next_batch().await.expect("fold"), 6);
+    assert_eq!(newcomer.fold_next_batch().await.expect("fold"), 0);
+    for claim in &held.claims {
+        let projected = db.store.projection(&claim.call_key).await.expect("read");
+        assert_eq!(
+            projected, None,
+            "{:?} belongs to the first worker",
+            claim.call_key
+        );
+    }
+    assert_eq!(
+        db.store
+            .list_projections(None, 100)
+            .await
+            .expect("list")
+            .len(),
+        6
+    );
+}
+
+on_both_stores!(
+    one_id_sent_to_two_receivers_at_once_is_stored_once_and_both_answer_200,
+    a_worker_that_joins_takes_the_calls_the_others_do_not_hold,
+);
 
 /// The projections of every call, keyed by call, without the time they were written.
 async fn projections_without_update_times(store: &Store) -> BTreeMap<CallKey, (String, i64)> {

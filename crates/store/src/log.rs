@@ -245,15 +245,6 @@ impl Store {
         })
     }
 
-    /// The highest seq in the log (0 when empty).
-    pub async fn last_seq(&self) -> Result<i64, StoreError> {
-        on_pool!(self, pool => {
-            let seq: Option<i64> =
-                sqlx::query_scalar("SELECT max(seq) FROM events").fetch_one(pool).await?;
-            Ok(seq.unwrap_or(0))
-        })
-    }
-
     /// How many records the log holds.
     pub async fn log_len(&self) -> Result<i64, StoreError> {
         on_pool!(self, pool => {
