@@ -120,13 +120,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::CeilingServer { port } = cli.command {
         let runtime = tokio::runtime::Runtime::new().expect("a runtime starts");
-        return match runtime.block_on(servers::serve_ceiling(port)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(error) => {
-                eprintln!("error: {error:#}");
-                ExitCode::FAILURE
-            }
-        };
+        return exit_code(runtime.block_on(servers::serve_ceiling(port)));
     }
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     // Before any thread exists, so that every thread of the load generator stays on core 0.
@@ -135,7 +129,12 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("a runtime starts");
-    match runtime.block_on(run(cli.command, cores, pinned)) {
+    exit_code(runtime.block_on(run(cli.command, cores, pinned)))
+}
+
+/// Success, or the error printed on stderr and a failure.
+fn exit_code(result: anyhow::Result<()>) -> ExitCode {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");

@@ -78,10 +78,10 @@ impl Projector {
         let keys: Vec<CallKey> = claimed.claims.iter().map(|c| c.call_key.clone()).collect();
         // Read after claiming: every append that bumped a claimed version is visible now.
         let logged = self.store.events_of_calls(&keys).await?;
-        let mut by_call: HashMap<&CallKey, Vec<LoggedEvent>> = HashMap::new();
+        let mut by_call: HashMap<CallKey, Vec<LoggedEvent>> = HashMap::new();
         for event in logged {
-            if let Some(call_key) = keys.iter().find(|k| Some(*k) == event.content.call_key()) {
-                by_call.entry(call_key).or_default().push(event);
+            if let Some(call_key) = event.content.call_key() {
+                by_call.entry(call_key.clone()).or_default().push(event);
             }
         }
         let previous_late: i64 = self.late_events_of(&keys).await?;

@@ -237,10 +237,9 @@ async fn deliver(client: &reqwest::Client, url: &str, delivery: &SignedDelivery)
             Err(_) => ("unreadable 2xx".to_owned(), None),
         },
         Ok(response) => {
-            let status = response.status().as_u16();
             // Read the body so the connection can be reused.
             let _ = response.bytes().await;
-            (format!("http {status}"), None)
+            (format!("http {}", status.unwrap_or_default()), None)
         }
         Err(error) if error.is_connect() => ("error: connect".to_owned(), None),
         Err(_) => ("error: transport".to_owned(), None),

@@ -215,6 +215,38 @@ impl Store {
         }
     }
 
+    /// The rows of `select` (a `SELECT ... FROM ...` without `WHERE`) whose `call_key` is one of
+    /// `call_keys`, read a statement per [`sql::ROWS_PER_STATEMENT`] calls, each statement's rows
+    /// ordered by `order_by` (an `ORDER BY` clause, or empty).
+    pub(crate) async fn select_for_calls<R>(
+        &self,
+        select: &str,
+        order_by: &str,
+        call_keys: &[CallKey],
+    ) -> Result<Vec<R>, StoreError>
+    where
+        R: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+            + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+            + Send
+            + Unpin,
+    {
+        let mut rows = Vec::new();
+        for chunk in call_keys.chunks(sql::ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "{select} WHERE call_key IN ({}) {order_by}",
+                self.placeholders().list(chunk.len(), 1)
+            );
+            on_pool!(self, pool => {
+                let mut query = sqlx::query_as::<_, R>(&sql);
+                for call_key in chunk {
+                    query = query.bind(call_key.as_str());
+                }
+                rows.extend(query.fetch_all(pool).await?);
+            });
+        }
+        Ok(rows)
+    }
+
     /// How this backend's multi-row statements spell their parameters.
     pub(crate) fn placeholders(&self) -> sql::Placeholders {
         match self {

@@ -210,21 +210,10 @@ impl Store {
         &self,
         call_keys: &[CallKey],
     ) -> Result<Vec<LoggedEvent>, StoreError> {
-        let mut events = Vec::new();
-        for chunk in call_keys.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!(
-                "{SELECT_EVENT} WHERE call_key IN ({}) ORDER BY call_key, seq",
-                self.placeholders().list(chunk.len(), 1)
-            );
-            on_pool!(self, pool => {
-                let mut query = sqlx::query_as::<_, EventRow>(&sql);
-                for call_key in chunk {
-                    query = query.bind(call_key.as_str());
-                }
-                events.extend(query.fetch_all(pool).await?.into_iter().map(LoggedEvent::from));
-            });
-        }
-        Ok(events)
+        let rows: Vec<EventRow> = self
+            .select_for_calls(SELECT_EVENT, "ORDER BY call_key, seq", call_keys)
+            .await?;
+        Ok(rows.into_iter().map(LoggedEvent::from).collect())
     }
 
     /// Up to `limit` unlinked events with `seq > after_seq`, in seq order, and how many unlinked

@@ -8,7 +8,7 @@
 use crate::event::{CallKey, EventTime, LoggedEvent};
 use crate::log::{EventRow, SELECT_EVENT};
 use crate::queue::MARK_ON_CONFLICT;
-use crate::sql::{Placeholders, ROWS_PER_STATEMENT};
+use crate::sql::Placeholders;
 use crate::{Store, StoreError, on_pool};
 
 /// One call's projection as stored.
@@ -128,21 +128,9 @@ impl Store {
         &self,
         call_keys: &[CallKey],
     ) -> Result<Vec<StoredProjection>, StoreError> {
-        let mut projections = Vec::new();
-        for chunk in call_keys.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!(
-                "SELECT {PROJECTION_COLUMNS} FROM {LIVE} WHERE call_key IN ({})",
-                self.placeholders().list(chunk.len(), 1)
-            );
-            on_pool!(self, pool => {
-                let mut query = sqlx::query_as::<_, ProjectionRow>(&sql);
-                for call_key in chunk {
-                    query = query.bind(call_key.as_str());
-                }
-                projections.extend(query.fetch_all(pool).await?.into_iter().map(StoredProjection::from));
-            });
-        }
-        Ok(projections)
+        let select = format!("SELECT {PROJECTION_COLUMNS} FROM {LIVE}");
+        let rows: Vec<ProjectionRow> = self.select_for_calls(&select, "", call_keys).await?;
+        Ok(rows.into_iter().map(StoredProjection::from).collect())
     }
 
     /// Up to `limit` projections with a call key after `after` (from the first when `None`), in
