@@ -10,7 +10,7 @@ use callfold_store::WebhookId;
 use serde_json::json;
 use support::{
     Answer, CALLFOLD, SECRET, TestDb, assert_projections_equal_a_fold_from_scratch, envelope,
-    send_simulated_calls, signature, start_ingest, start_service, unix_now,
+    send_simulated_calls, signature, start_ingest, start_service, unix_now, wait_for_queue,
 };
 
 use tokio::process::Command;
@@ -250,18 +250,6 @@ async fn the_calls_command_answers_like_the_api(db: TestDb) {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("status"));
 }
 
-/// Waits (bounded) until `condition` holds of the number of calls waiting to be folded.
-async fn wait_for_queue(db: &TestDb, condition: impl Fn(i64) -> bool) {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !condition(db.store.queue_depth().await.expect("read queue").calls) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the fold queue never got there"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
-}
-
 async fn a_projector_killed_mid_run_converges_after_a_restart(db: TestDb) {
     let calls = send_simulated_calls(&db, 200, 21).await;
     let waiting = db.store.queue_depth().await.expect("queue").calls;
@@ -271,13 +259,16 @@ async fn a_projector_killed_mid_run_converges_after_a_restart(db: TestDb) {
         ("CALLFOLD_CLAIM_LEASE_MS", "500"),
     ];
     let mut projector = start_service("projector", &db.url, &small_batches).await;
-    wait_for_queue(&db, |calls| calls < waiting).await;
+    wait_for_queue(&db.store, "some calls are folded", 30, |calls| {
+        calls < waiting
+    })
+    .await;
     projector.child.start_kill().expect("SIGKILL");
     projector.child.wait().await.expect("reaped");
     let killed_at = db.store.queue_depth().await.expect("queue").calls;
 
     let _restarted = start_service("projector", &db.url, &small_batches).await;
-    wait_for_queue(&db, |calls| calls == 0).await;
+    wait_for_queue(&db.store, "every call is folded", 30, |calls| calls == 0).await;
     let folded = assert_projections_equal_a_fold_from_scratch(&db.store, &calls).await;
     let mut call_events = 0;
     for key in &calls {

@@ -17,7 +17,7 @@ use serde_json::json;
 use sqlx::Connection;
 use support::{
     LEASE, ReceiverConfig, SECRET, TestDb, assert_projections_equal_a_fold_from_scratch, envelope,
-    start_receiver, start_service,
+    start_receiver, start_service, wait_for_queue, wait_until,
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
@@ -52,19 +52,6 @@ async fn seq_of(store: &Store, webhook_id: &str) -> i64 {
         .expect("read")
         .expect("logged")
         .seq
-}
-
-/// Waits (bounded) until `condition` holds of `store`.
-async fn wait_until<F, Fut>(what: &str, seconds: u64, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
-    while !condition().await {
-        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -309,11 +296,7 @@ async fn two_receivers_and_two_workers_as_processes_survive_a_killed_worker() {
         Some(&acknowledged.len()),
         "{report}"
     );
-    wait_until("every call is folded", 60, || {
-        let store = store.clone();
-        async move { store.queue_depth().await.expect("depth").calls == 0 }
-    })
-    .await;
+    wait_for_queue(&store, "every call is folded", 60, |calls| calls == 0).await;
     drop(survivor);
     assert_nothing_acknowledged_lost_and_projections_rebuildable(&store, &acknowledged).await;
 }
@@ -464,10 +447,7 @@ async fn postgres_away_for_30_seconds_under_load_loses_nothing_acknowledged() {
         acknowledged, sent,
         "every delivery acknowledged after the retries"
     );
-    wait_until("the projector resumes and folds every call", 60, || {
-        let store = db.store.clone();
-        async move { store.queue_depth().await.expect("depth").calls == 0 }
-    })
-    .await;
+    let every_call_folded = "the projector resumes and folds every call";
+    wait_for_queue(&db.store, every_call_folded, 60, |calls| calls == 0).await;
     assert_nothing_acknowledged_lost_and_projections_rebuildable(&db.store, &acknowledged).await;
 }

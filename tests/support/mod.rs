@@ -411,6 +411,33 @@ pub async fn start_service(
     }
 }
 
+/// Waits, for at most `seconds`, until `condition` holds; fails naming `what` otherwise.
+pub async fn wait_until<F, Fut>(what: &str, seconds: u64, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
+    while !condition().await {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits, for at most `seconds`, until `condition` holds of the number of calls waiting to be
+/// folded in `store`.
+pub async fn wait_for_queue(
+    store: &Store,
+    what: &str,
+    seconds: u64,
+    condition: impl Fn(i64) -> bool,
+) {
+    wait_until(what, seconds, || async {
+        condition(store.queue_depth().await.expect("read queue").calls)
+    })
+    .await;
+}
+
 /// The document of `call_key` folded from scratch from every one of its logged events.
 pub async fn fold_from_scratch(store: &Store, call_key: &CallKey) -> String {
     let precedence = Precedence::default();
