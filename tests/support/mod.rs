@@ -7,10 +7,12 @@
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use callfold_ingest::{
-    CommitQueue, IngestState, LinkingRules, Verifier, WEBHOOK_PATH, WebhookSecrets, sign,
+    BodyLimits, CommitQueue, IngestState, LinkingRules, Verifier, WEBHOOK_PATH, WebhookSecrets,
+    sign,
 };
 use callfold_projector::{Precedence, fold, fold_events};
 use callfold_simulate::SimulateOptions;
@@ -215,7 +217,10 @@ pub async fn start_receiver(store: &Store, config: ReceiverConfig) -> TestReceiv
         Verifier::new(secrets, 300),
         LinkingRules::default(),
         queue,
-        config.max_body,
+        BodyLimits {
+            max_bytes: config.max_body,
+            read_timeout: Duration::from_secs(10),
+        },
     );
     let base_url = serve_on_loopback(callfold_ingest::router(state)).await;
     TestReceiver {
@@ -339,20 +344,34 @@ impl TestReceiver {
 /// The `callfold` executable under test.
 pub const CALLFOLD: &str = env!("CARGO_BIN_EXE_callfold");
 
-/// A running `callfold` service and the base URL it listens on.
+/// A running `callfold` process.
 pub struct RunningService {
     /// The child process (killed when dropped).
     pub child: Child,
-    /// `http://ADDR` of its listener.
+    /// `http://ADDR` (or `https://ADDR`) of its --listen listener.
     pub base_url: String,
+    /// `http://ADDR` of its --admin-listen listener, when it has one.
+    pub admin_url: Option<String>,
+    /// Everything it has written to stdout and stderr so far.
+    output: Arc<Mutex<String>>,
 }
 
 impl RunningService {
+    /// Where the private routes are: the admin listener, else the main one.
+    pub fn private_url(&self) -> &str {
+        self.admin_url.as_deref().unwrap_or(&self.base_url)
+    }
+
     /// The service's `/metrics` text.
     pub async fn metrics(&self) -> String {
-        let response = reqwest::get(format!("{}/metrics", self.base_url));
+        let response = reqwest::get(format!("{}/metrics", self.private_url()));
         let response = response.await.expect("metrics answer");
         response.text().await.expect("metrics text")
+    }
+
+    /// Everything the process has written to stdout and stderr so far.
+    pub fn output(&self) -> String {
+        self.output.lock().expect("output lock").clone()
     }
 }
 
@@ -361,8 +380,15 @@ pub async fn start_ingest(database_url: &str) -> RunningService {
     start_service("ingest", database_url, &[]).await
 }
 
-/// Starts `callfold SUBCOMMAND` on a free port against `database_url`, with `env` added, and
-/// waits for the line in which it reports the address it listens on.
+/// The value of `key=` in a log line, if present.
+fn log_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let rest = line.split(&format!(" {key}=")).nth(1)?;
+    rest.split_whitespace().next()
+}
+
+/// Starts `callfold SUBCOMMAND` on a free port against `database_url`, with `env` added (which
+/// may ask for an admin listener and HTTPS), and waits for the line in which it reports the
+/// address it listens on. All it writes is kept (see [`RunningService::output`]).
 pub async fn start_service(
     subcommand: &str,
     database_url: &str,
@@ -376,38 +402,68 @@ pub async fn start_service(
             "--database-url",
             database_url,
         ])
-        .envs(env.iter().copied())
         .env("CALLFOLD_WEBHOOK_SECRETS", SECRET)
         .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .expect("the callfold executable starts");
+    let output = Arc::new(Mutex::new(String::new()));
+    let keep = |output: &Arc<Mutex<String>>, line: &str| {
+        let mut output = output.lock().expect("output lock");
+        output.push_str(line);
+        output.push('\n');
+    };
+    let stdout = child.stdout.take().expect("piped stdout");
+    let kept = Arc::clone(&output);
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            keep(&kept, &line);
+        }
+    });
     let mut lines = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
-    let addr = loop {
+    let mut admin_url = None;
+    let base_url = loop {
         let line = lines
             .next_line()
             .await
             .expect("stderr readable")
-            .expect("callfold exited before it listened");
-        if let Some(rest) = line
-            .split("addr=")
-            .nth(1)
-            .filter(|_| line.contains("listening"))
-        {
-            break rest
-                .split_whitespace()
-                .next()
-                .expect("an address")
-                .to_owned();
+            .unwrap_or_else(|| {
+                panic!(
+                    "callfold exited before it listened:\n{}",
+                    output.lock().expect("output lock")
+                )
+            });
+        keep(&output, &line);
+        let Some(addr) = log_field(&line, "addr") else {
+            continue;
+        };
+        if line.contains("admin listener") {
+            admin_url = Some(format!("http://{addr}"));
+        } else if line.contains("listening") {
+            let scheme = if log_field(&line, "https") == Some("true") {
+                "https"
+            } else {
+                "http"
+            };
+            break format!("{scheme}://{addr}");
         }
     };
     // Keep draining stderr so the child never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let kept = Arc::clone(&output);
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            keep(&kept, &line);
+        }
+    });
     RunningService {
         child,
-        base_url: format!("http://{addr}"),
+        base_url,
+        admin_url,
+        output,
     }
 }
 

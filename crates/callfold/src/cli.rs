@@ -2,8 +2,10 @@
 //! environment. Parsing only; `main` decides what to run.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
+use callfold_ingest::{ConnectionLimits, TlsFiles};
 use callfold_store::PoolLimits;
 
 use clap::{Args, Parser, Subcommand};
@@ -157,15 +159,64 @@ impl DatabaseArgs {
     }
 }
 
-/// What every long-running service needs: a listener and a database.
+/// What every long-running service needs: its listeners and a database.
 #[derive(Debug, Args)]
 pub struct ServiceArgs {
-    /// Address and port to listen on (port 0 picks a free one).
+    /// Address and port to listen on (port 0 picks a free one). Without --admin-listen it
+    /// serves every route; with it, only the webhook endpoint.
     #[arg(long, env = "CALLFOLD_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    /// A second, private listener for the query API, /metrics, /healthz and /readyz, so that
+    /// --listen can face the internet with the webhook endpoint alone. Plain HTTP: bind it to
+    /// a private address.
+    #[arg(long, env = "CALLFOLD_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+
+    /// PEM certificate chain (leaf first) to serve --listen over HTTPS. Reloaded, with the
+    /// key, on SIGHUP; open connections keep the certificate they started with.
+    #[arg(long, env = "CALLFOLD_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, env = "CALLFOLD_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Most connections open at once on each listener; more are closed as they arrive.
+    #[arg(long, env = "CALLFOLD_MAX_CONNECTIONS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// Largest request line plus headers, in bytes; larger is answered 431.
+    #[arg(long, env = "CALLFOLD_MAX_HEADER_BYTES", default_value_t = 16_384,
+          value_parser = clap::value_parser!(u32).range(1024..))]
+    pub max_header_bytes: u32,
+
+    /// Longest time, in milliseconds, for a request's headers (or a TLS handshake) to arrive;
+    /// a slower or idle connection is closed.
+    #[arg(long, env = "CALLFOLD_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_read_timeout_ms: u64,
+
     #[command(flatten)]
     pub database: DatabaseArgs,
+}
+
+impl ServiceArgs {
+    /// The limits these options put on every connection.
+    pub fn connection_limits(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            max_connections: self.max_connections as usize,
+            max_header_bytes: self.max_header_bytes as usize,
+            header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
+        }
+    }
+
+    /// The certificate files of --listen, when HTTPS is asked for.
+    pub fn tls_files(&self) -> Option<TlsFiles> {
+        let (cert, key) = (self.tls_cert.clone()?, self.tls_key.clone()?);
+        Some(TlsFiles { cert, key })
+    }
 }
 
 /// Options of the webhook receiver.
@@ -178,6 +229,12 @@ pub struct ReceiverOptions {
     /// Largest accepted body, in bytes (inclusive).
     #[arg(long, env = "CALLFOLD_MAX_BODY", default_value_t = 1_048_576)]
     pub max_body: usize,
+
+    /// Longest time, in milliseconds, for a delivery's body to arrive once its headers have;
+    /// a slower sender is answered 408.
+    #[arg(long, env = "CALLFOLD_BODY_READ_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_read_timeout_ms: u64,
 
     /// Deliveries that may wait for the next commit; past it the receiver answers 503 at once
     /// (with Retry-After), which bounds both memory and the wait of those accepted.

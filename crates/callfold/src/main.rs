@@ -9,7 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use callfold_ingest::{CommitQueue, IngestState, LinkingRules, Verifier, WebhookSecrets};
+use axum::Router;
+use callfold_ingest::{
+    BodyLimits, CommitQueue, IngestState, LinkingRules, TlsCertificate, Verifier, WebhookSecrets,
+};
 use callfold_projector::{ApiToken, Calls, ListFilter, Precedence, Projector};
 use callfold_simulate::SimulateOptions;
 use callfold_store::{CallKey, Store};
@@ -140,7 +143,8 @@ async fn rebuild(database: DatabaseArgs, call: Option<String>) -> anyhow::Result
     Ok(())
 }
 
-/// Runs the receiver, the projector, or both, on one listener until SIGINT or SIGTERM.
+/// Runs the receiver, the projector, or both, until SIGINT or SIGTERM: every route on
+/// --listen, or the webhook endpoint there and the rest on --admin-listen.
 async fn run_services(
     service: ServiceArgs,
     receiver: Option<ReceiverOptions>,
@@ -150,6 +154,12 @@ async fn run_services(
         .as_ref()
         .map(|_| WebhookSecrets::from_env())
         .transpose()?;
+    let tls = service
+        .tls_files()
+        .map(TlsCertificate::load)
+        .transpose()
+        .context("cannot set up HTTPS")?
+        .map(Arc::new);
     let store = open_store(&service.database).await?;
     let metrics = PrometheusBuilder::new()
         .install_recorder()
@@ -162,7 +172,8 @@ async fn run_services(
         }
     };
     let appended = Arc::new(Notify::new());
-    let mut app = ops::router(store.clone(), metrics);
+    let mut public = Router::new();
+    let mut private = ops::router(store.clone(), metrics);
 
     let mut committer = None;
     if let (Some(options), Some(secrets)) = (receiver, secrets) {
@@ -177,9 +188,12 @@ async fn run_services(
             Verifier::new(secrets, options.tolerance),
             LinkingRules::default(),
             queue,
-            options.max_body,
+            BodyLimits {
+                max_bytes: options.max_body,
+                read_timeout: Duration::from_millis(options.body_read_timeout_ms),
+            },
         );
-        app = app.merge(callfold_ingest::router(state));
+        public = public.merge(callfold_ingest::router(state));
     }
     let mut projector_task = None;
     if let Some(options) = projector {
@@ -213,24 +227,41 @@ async fn run_services(
                 .run(wake, poll, fold_interval, stop_projector)
                 .await
         }));
-        app = app.merge(callfold_projector::router(
+        private = private.merge(callfold_projector::router(
             store.clone(),
             Precedence::default(),
             ApiToken::from_env(),
         ));
     }
 
-    let listener = TcpListener::bind(service.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", service.listen))?;
-    tracing::info!(addr = %listener.local_addr()?, backend = store.backend_name(), "listening");
+    let limits = service.connection_limits();
+    let mut admin_task = None;
+    if let Some(admin_addr) = service.admin_listen {
+        let admin = bind(admin_addr).await?;
+        tracing::info!(addr = %admin.local_addr()?, "admin listener (query API, metrics, health)");
+        let serving = callfold_ingest::serve(admin, private, limits, None, shutdown());
+        admin_task = Some(tokio::spawn(serving));
+    } else {
+        public = public.merge(private);
+    }
+    let listener = bind(service.listen).await?;
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        https = tls.is_some(),
+        backend = store.backend_name(),
+        "listening"
+    );
+    if let Some(certificate) = &tls {
+        tokio::spawn(reload_on_hangup(Arc::clone(certificate)));
+    }
     tokio::spawn(async move {
         shutdown_signal().await;
         let _ = stop.send(true);
     });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown())
-        .await?;
+    callfold_ingest::serve(listener, public, limits, tls, shutdown()).await;
+    if let Some(admin) = admin_task {
+        admin.await.context("the admin listener failed")?;
+    }
     // The router, and with it every queue handle, is gone: the committer drains and stops.
     for task in [committer, projector_task].into_iter().flatten() {
         task.await.context("a background task failed")?;
@@ -238,6 +269,26 @@ async fn run_services(
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))
+}
+
+/// Reads the certificate files again on each SIGHUP; a failed reload keeps the one in use.
+async fn reload_on_hangup(certificate: Arc<TlsCertificate>) {
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .expect("installing a SIGHUP handler works on unix");
+    while hangups.recv().await.is_some() {
+        match certificate.reload() {
+            Ok(()) => tracing::info!("TLS certificate reloaded"),
+            Err(error) => {
+                tracing::error!(%error, "TLS certificate not reloaded; keeping the one in use")
+            }
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -5,7 +5,7 @@
 //! Nothing is written for a delivery that fails a check.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::State;
@@ -28,29 +28,37 @@ pub const WEBHOOK_PATH: &str = "/webhooks/allo";
 /// What Allo is told to wait before the next attempt after a 503.
 const RETRY_AFTER_SECS: &str = "5";
 
+/// What a delivery's body may be.
+#[derive(Clone, Copy, Debug)]
+pub struct BodyLimits {
+    /// Largest accepted body, in bytes (inclusive); larger is answered 413.
+    pub max_bytes: usize,
+    /// Longest time for the body to arrive after the headers; slower is answered 408.
+    pub read_timeout: Duration,
+}
+
 /// Everything the endpoint needs, shared by all requests.
 #[derive(Clone, Debug)]
 pub struct IngestState {
     verifier: Arc<Verifier>,
     linking_rules: Arc<LinkingRules>,
     queue: CommitQueue,
-    max_body: usize,
+    body_limits: BodyLimits,
 }
 
 impl IngestState {
-    /// Bundles the verifier, the linking rules, the commit queue and the largest accepted body
-    /// (in bytes, inclusive).
+    /// Bundles the verifier, the linking rules, the commit queue and the body limits.
     pub fn new(
         verifier: Verifier,
         linking_rules: LinkingRules,
         queue: CommitQueue,
-        max_body: usize,
+        body_limits: BodyLimits,
     ) -> Self {
         Self {
             verifier: Arc::new(verifier),
             linking_rules: Arc::new(linking_rules),
             queue,
-            max_body,
+            body_limits,
         }
     }
 }
@@ -75,6 +83,12 @@ enum Rejection {
     /// 401: stale or future timestamp, or no matching signature.
     #[error(transparent)]
     Unverified(#[from] VerifyError),
+    /// 408: the body did not arrive in time; the connection is closed.
+    #[error("the body did not arrive within {} ms", .timeout.as_millis())]
+    SlowBody {
+        /// The limit.
+        timeout: Duration,
+    },
     /// 413: the body is larger than the configured limit.
     #[error("body larger than the limit of {limit} bytes")]
     TooLarge {
@@ -92,6 +106,7 @@ impl Rejection {
             Rejection::Header(_) | Rejection::UnreadableBody => StatusCode::BAD_REQUEST,
             Rejection::Unverified(_) => StatusCode::UNAUTHORIZED,
             Rejection::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Rejection::SlowBody { .. } => StatusCode::REQUEST_TIMEOUT,
             Rejection::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -99,9 +114,10 @@ impl Rejection {
     fn outcome_label(&self) -> &'static str {
         match self {
             Rejection::Header(_) | Rejection::UnreadableBody => "bad_request",
-            Rejection::Unverified(VerifyError::OutsideTolerance) => "stale_timestamp",
+            Rejection::Unverified(VerifyError::OutsideTolerance { .. }) => "stale_timestamp",
             Rejection::Unverified(VerifyError::NoMatchingSignature) => "bad_signature",
             Rejection::TooLarge { .. } => "too_large",
+            Rejection::SlowBody { .. } => "slow_body",
             Rejection::Unavailable(AppendError::QueueFull) => "queue_full",
             Rejection::Unavailable(AppendError::StoreUnavailable) => "store_unavailable",
         }
@@ -115,6 +131,8 @@ struct ErrorBody {
 
 impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
+        // Debug, not warn: anyone can send these, and they must not flood the log.
+        tracing::debug!(outcome = self.outcome_label(), error = %self, "delivery rejected");
         count_delivery(self.outcome_label());
         let status = self.status();
         let mut response = (
@@ -124,11 +142,19 @@ impl IntoResponse for Rejection {
             }),
         )
             .into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from_static(RETRY_AFTER_SECS),
-            );
+        let headers = response.headers_mut();
+        match status {
+            StatusCode::SERVICE_UNAVAILABLE => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from_static(RETRY_AFTER_SECS),
+                );
+            }
+            // The rest of a slow body is not worth waiting for.
+            StatusCode::REQUEST_TIMEOUT => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            _ => {}
         }
         response
     }
@@ -152,20 +178,42 @@ fn unix_now() -> i64 {
     i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX)
 }
 
-async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Vec<u8>, Rejection> {
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limits: BodyLimits,
+) -> Result<Vec<u8>, Rejection> {
+    let limit = limits.max_bytes;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|length| length > limit as u64) {
         return Err(Rejection::TooLarge { limit });
     }
-    match Limited::new(body, limit).collect().await {
+    let collected = tokio::time::timeout(limits.read_timeout, Limited::new(body, limit).collect())
+        .await
+        .map_err(|_| Rejection::SlowBody {
+            timeout: limits.read_timeout,
+        })?;
+    match collected {
         Ok(collected) => Ok(collected.to_bytes().into()),
         Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
             Err(Rejection::TooLarge { limit })
         }
         Err(_) => Err(Rejection::UnreadableBody),
     }
+}
+
+/// Verifies the delivery, and for an authentic one (on time or not) records how far its
+/// timestamp is from this clock: the gauge shows clock skew no forger can move.
+fn verify(verifier: &Verifier, signed: &SignedHeaders, body: &[u8]) -> Result<(), VerifyError> {
+    let now = unix_now();
+    let verdict = verifier.verify(signed, body, now);
+    if matches!(verdict, Ok(()) | Err(VerifyError::OutsideTolerance { .. })) {
+        let skew = now.saturating_sub(signed.timestamp);
+        metrics::gauge!("callfold_webhook_clock_skew_seconds").set(skew as f64);
+    }
+    verdict
 }
 
 #[tracing::instrument(skip_all, fields(webhook_id))]
@@ -177,8 +225,8 @@ async fn receive(
     let received_at = EventTime::now();
     let signed = SignedHeaders::parse(&headers)?;
     tracing::Span::current().record("webhook_id", signed.webhook_id.as_str());
-    let body = read_body(&headers, body, state.max_body).await?;
-    state.verifier.verify(&signed, &body, unix_now())?;
+    let body = read_body(&headers, body, state.body_limits).await?;
+    verify(&state.verifier, &signed, &body)?;
 
     let content = state.linking_rules.read(&body);
     let quarantined = matches!(content, Content::Quarantined { .. });

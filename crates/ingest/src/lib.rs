@@ -2,17 +2,20 @@
 //! record of the event log, then answers.
 //!
 //! Owns signature verification ([`signature`]), secrets ([`secret`]), envelope reading and the
-//! linking rules ([`envelope`]), the group commit ([`commit`]) and the endpoint ([`http`]). It
+//! linking rules ([`envelope`]), the group commit ([`commit`]), the endpoint ([`http`]) and the hardened socket every
+//! callfold listener serves on ([`listener`]: TLS, connection and header limits). It
 //! never folds state: it only appends to the log through `callfold-store`.
 
 pub mod commit;
 pub mod envelope;
 pub mod http;
+pub mod listener;
 pub mod secret;
 pub mod signature;
 
 pub use commit::{AppendError, CommitQueue};
 pub use envelope::LinkingRules;
-pub use http::{IngestState, WEBHOOK_PATH, router};
+pub use http::{BodyLimits, IngestState, WEBHOOK_PATH, router};
+pub use listener::{ConnectionLimits, TlsCertificate, TlsError, TlsFiles, serve};
 pub use secret::{InvalidSecret, SECRETS_ENV, Secret, WebhookSecrets};
 pub use signature::{HeaderError, SignedHeaders, Verifier, VerifyError, sign};

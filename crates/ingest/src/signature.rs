@@ -5,7 +5,9 @@
 //! Verification runs over the exact raw body bytes, before any JSON parsing. The signed content
 //! is `{webhook-id}.{webhook-timestamp}.{body}`; the signature is HMAC-SHA256 with the secret's
 //! key, base64 encoded. One matching `v1` entry is enough; entries of other versions are
-//! skipped; comparisons are constant-time.
+//! skipped; comparisons are constant-time. The signature is checked before the timestamp, so a
+//! stale or future timestamp is only reported (with its distance) for an authentic delivery:
+//! that distance is a measure of clock skew no forger can move.
 
 use axum::http::HeaderMap;
 use base64::Engine;
@@ -60,9 +62,17 @@ pub enum HeaderError {
 /// The headers parse, but the delivery is not provably Allo's now. Answered with 401.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum VerifyError {
-    /// The attempt's timestamp is too far from the receiver's clock (either direction).
-    #[error("webhook-timestamp is outside the accepted tolerance of the receiver's clock")]
-    OutsideTolerance,
+    /// The delivery is authentic, but its timestamp is too far from the receiver's clock.
+    #[error(
+        "webhook-timestamp is {skew_secs} s from the receiver's clock (positive: behind it), \
+         outside the accepted tolerance of {tolerance_secs} s"
+    )]
+    OutsideTolerance {
+        /// The receiver's clock minus `webhook-timestamp`, in seconds.
+        skew_secs: i64,
+        /// The configured tolerance.
+        tolerance_secs: u64,
+    },
     /// No `v1` entry matches any configured secret.
     #[error("no v1 signature matches")]
     NoMatchingSignature,
@@ -155,16 +165,14 @@ impl Verifier {
         }
     }
 
-    /// Verifies one delivery as of `now_unix` (the receiver's clock, Unix seconds).
+    /// Verifies one delivery as of `now_unix` (the receiver's clock, Unix seconds): first the
+    /// signature, then the timestamp.
     pub fn verify(
         &self,
         headers: &SignedHeaders,
         body: &[u8],
         now_unix: i64,
     ) -> Result<(), VerifyError> {
-        if now_unix.abs_diff(headers.timestamp) > self.tolerance_secs {
-            return Err(VerifyError::OutsideTolerance);
-        }
         let matches = self.secrets.iter().any(|secret| {
             let mac = keyed_content_mac(secret, &headers.webhook_id, headers.timestamp, body);
             headers
@@ -172,11 +180,16 @@ impl Verifier {
                 .iter()
                 .any(|digest| mac.clone().verify_slice(digest).is_ok())
         });
-        if matches {
-            Ok(())
-        } else {
-            Err(VerifyError::NoMatchingSignature)
+        if !matches {
+            return Err(VerifyError::NoMatchingSignature);
         }
+        if now_unix.abs_diff(headers.timestamp) > self.tolerance_secs {
+            return Err(VerifyError::OutsideTolerance {
+                skew_secs: now_unix.saturating_sub(headers.timestamp),
+                tolerance_secs: self.tolerance_secs,
+            });
+        }
+        Ok(())
     }
 }
 
@@ -327,12 +340,20 @@ mod tests {
         for now in [700, 1300] {
             assert_eq!(verifier.verify(&parsed, b"{}", now), Ok(()), "now={now}");
         }
-        for now in [699, 1301, i64::MIN, i64::MAX] {
+        for (now, skew_secs) in [(699, -301), (1301, 301), (i64::MAX, i64::MAX - 1000)] {
             assert_eq!(
                 verifier.verify(&parsed, b"{}", now),
-                Err(VerifyError::OutsideTolerance),
+                Err(VerifyError::OutsideTolerance {
+                    skew_secs,
+                    tolerance_secs: 300
+                }),
                 "now={now}"
             );
         }
+        assert_eq!(
+            verifier.verify(&parsed, b"{} ", 1301),
+            Err(VerifyError::NoMatchingSignature),
+            "a forged delivery is never told about the clock"
+        );
     }
 }

@@ -58,7 +58,7 @@ pub fn router(store: Store, precedence: Precedence, token: Option<ApiToken>) -> 
         .route("/v1/unlinked", get(unlinked_events))
         .with_state(Arc::new(Calls::new(store, precedence)));
     match token {
-        Some(token) => routes.layer(middleware::from_fn_with_state(
+        Some(token) => routes.route_layer(middleware::from_fn_with_state(
             Arc::new(token),
             require_token,
         )),

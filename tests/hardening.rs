@@ -1,0 +1,410 @@
+//! The receiver facing the internet, tested through the real `callfold` executable and raw
+//! sockets: a matrix of hostile requests with the answer each must get, slow senders, the cap
+//! on connections, the private listener, and that no secret ever shows in what the process
+//! writes, answers or exports.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use support::{RunningService, SECRET, TestDb, envelope, signature, start_service, unix_now};
+
+/// Longest any single exchange may take before the test fails.
+const EXCHANGE_LIMIT: Duration = Duration::from_secs(30);
+
+/// What came back on one connection before the server closed it.
+#[derive(Debug)]
+struct Exchange {
+    /// The status code, or `None` when the server closed the connection without answering.
+    status: Option<u16>,
+    /// The whole response text (lossy UTF-8).
+    text: String,
+}
+
+/// The `host:port` of a service's URL.
+fn authority(url: &str) -> &str {
+    url.split("://").nth(1).expect("a URL with a scheme")
+}
+
+/// Reads from `stream` until the server closes it, and parses the status line.
+async fn read_to_close(stream: &mut TcpStream) -> Exchange {
+    let mut received = Vec::new();
+    tokio::time::timeout(EXCHANGE_LIMIT, async {
+        let mut chunk = [0u8; 8192];
+        // A reset after the answer also ends the exchange.
+        while let Ok(read) = stream.read(&mut chunk).await {
+            if read == 0 {
+                break;
+            }
+            received.extend_from_slice(&chunk[..read]);
+        }
+    })
+    .await
+    .expect("the server closes the connection in time");
+    let text = String::from_utf8_lossy(&received).into_owned();
+    let status = text
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3)?.parse().ok());
+    Exchange { status, text }
+}
+
+/// Sends `request` on a fresh connection and reads until the server closes it.
+async fn exchange(service: &RunningService, request: &[u8]) -> Exchange {
+    let mut stream = TcpStream::connect(authority(&service.base_url))
+        .await
+        .expect("connect");
+    // The server may answer and close before it has read everything (431, 413).
+    let _ = stream.write_all(request).await;
+    read_to_close(&mut stream).await
+}
+
+/// A raw `POST /webhooks/allo` with the three `webhook-*` headers as given, `extra` header
+/// lines, and `body`.
+fn delivery(id: &[u8], timestamp: &str, signature: &str, extra: &str, body: &[u8]) -> Vec<u8> {
+    let mut request = Vec::new();
+    request.extend_from_slice(b"POST /webhooks/allo HTTP/1.1\r\nhost: callfold\r\n");
+    request.extend_from_slice(b"connection: close\r\ncontent-type: application/json\r\n");
+    request.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
+    request.extend_from_slice(b"webhook-id: ");
+    request.extend_from_slice(id);
+    request.extend_from_slice(format!("\r\nwebhook-timestamp: {timestamp}\r\n").as_bytes());
+    request.extend_from_slice(format!("webhook-signature: {signature}\r\n{extra}\r\n").as_bytes());
+    request.extend_from_slice(body);
+    request
+}
+
+/// A delivery of `body` as `id`, signed with the service's secret at `timestamp`.
+fn signed(id: &str, timestamp: i64, body: &[u8]) -> Vec<u8> {
+    let signature = signature(SECRET, id, timestamp, body);
+    delivery(id.as_bytes(), &timestamp.to_string(), &signature, "", body)
+}
+
+fn call_completed(call_id: &str) -> Vec<u8> {
+    envelope(
+        "call.completed",
+        "2026-02-10T09:17:42.318Z",
+        json!({"id": call_id, "type": "INBOUND"}),
+    )
+}
+
+/// Limits small enough for a test to reach them quickly.
+const TIGHT_LIMITS: &[(&str, &str)] = &[
+    ("CALLFOLD_MAX_HEADER_BYTES", "8192"),
+    ("CALLFOLD_HEADER_READ_TIMEOUT_MS", "1000"),
+    ("CALLFOLD_BODY_READ_TIMEOUT_MS", "1000"),
+];
+
+#[tokio::test]
+async fn hostile_requests_get_their_answers_and_a_valid_delivery_is_accepted_after() {
+    let db = TestDb::sqlite().await;
+    let service = start_service("serve", &db.url, TIGHT_LIMITS).await;
+    let now = unix_now();
+    let body = call_completed("cll_hostile");
+    let good_signature = signature(SECRET, "msg_h", now, &body);
+    let timestamp = now.to_string();
+    let with = |id: &[u8], timestamp: &str, signature: &str, extra: &str, body: &[u8]| {
+        delivery(id, timestamp, signature, extra, body)
+    };
+
+    let padding = format!("x-padding: {}\r\n", "a".repeat(20_000));
+    let some_entries = vec!["v2,x"; 1_500].join(" ");
+    let thousands_of_entries = vec!["v1,x"; 5_000].join(" ");
+    let not_json = b"this is not JSON".to_vec();
+    let deeply_nested = "[".repeat(100_000).into_bytes();
+    let huge_but_valid_timestamp = i64::MAX;
+    let cases: Vec<(&str, Vec<u8>, Option<u16>, &str)> = vec![
+        (
+            "oversized headers",
+            with(b"msg_h", &timestamp, &good_signature, &padding, &body),
+            Some(431),
+            "",
+        ),
+        (
+            "a header line without a colon",
+            with(
+                b"msg_h",
+                &timestamp,
+                &good_signature,
+                "no colon here\r\n",
+                &body,
+            ),
+            Some(400),
+            "",
+        ),
+        (
+            "1,500 signature entries",
+            with(b"msg_h", &timestamp, &some_entries, "", &body),
+            Some(400),
+            "more than 64 signature entries",
+        ),
+        (
+            "5,000 signature entries",
+            with(b"msg_h", &timestamp, &thousands_of_entries, "", &body),
+            Some(431),
+            "",
+        ),
+        (
+            "a timestamp beyond 64 bits",
+            with(
+                b"msg_h",
+                "99999999999999999999999",
+                &good_signature,
+                "",
+                &body,
+            ),
+            Some(400),
+            "webhook-timestamp",
+        ),
+        (
+            "the largest 64-bit timestamp, correctly signed",
+            signed("msg_h", huge_but_valid_timestamp, &body),
+            Some(401),
+            "outside the accepted tolerance",
+        ),
+        (
+            "a non-UTF-8 webhook-id",
+            with(b"msg_\xff\xfe", &timestamp, &good_signature, "", &body),
+            Some(400),
+            "webhook-id",
+        ),
+        (
+            "a body that is not JSON, unsigned",
+            with(b"msg_h", &timestamp, &good_signature, "", &not_json),
+            Some(401),
+            "no v1 signature matches",
+        ),
+        (
+            "a body that is not JSON, correctly signed",
+            signed("msg_not_json", now, &not_json),
+            Some(200),
+            "quarantined",
+        ),
+        (
+            "100,000 nested arrays, correctly signed",
+            signed("msg_nested", now, &deeply_nested),
+            Some(200),
+            "quarantined",
+        ),
+        (
+            "a declared body larger than the limit",
+            with(
+                b"msg_h",
+                &timestamp,
+                &good_signature,
+                "",
+                &vec![b'x'; 2_000_000],
+            ),
+            Some(413),
+            "",
+        ),
+    ];
+    for (name, request, expected, says) in cases {
+        let answer = exchange(&service, &request).await;
+        assert_eq!(answer.status, expected, "{name}: {}", answer.text);
+        assert!(answer.text.contains(says), "{name}: {}", answer.text);
+    }
+
+    // Slow senders: headers that never finish close the connection; a body that never
+    // finishes gets 408.
+    let mut slow = TcpStream::connect(authority(&service.base_url))
+        .await
+        .expect("connect");
+    slow.write_all(b"POST /webhooks/allo HTTP/1.1\r\nhost: callfold\r\nwebhook-id: msg_")
+        .await
+        .expect("write");
+    let answer = read_to_close(&mut slow).await;
+    assert!(
+        matches!(answer.status, None | Some(408)),
+        "slow headers: {answer:?}"
+    );
+
+    let whole = signed("msg_slow_body", now, &body);
+    let mut slow = TcpStream::connect(authority(&service.base_url))
+        .await
+        .expect("connect");
+    slow.write_all(&whole[..whole.len() - 10])
+        .await
+        .expect("write");
+    let answer = read_to_close(&mut slow).await;
+    assert_eq!(answer.status, Some(408), "slow body: {}", answer.text);
+
+    let answer = exchange(&service, &signed("msg_after", unix_now(), &body)).await;
+    assert_eq!(answer.status, Some(200), "{}", answer.text);
+    assert!(answer.text.contains("\"accepted\""), "{}", answer.text);
+}
+
+#[tokio::test]
+async fn connections_past_the_cap_are_closed_and_the_slots_come_back() {
+    let db = TestDb::sqlite().await;
+    let service = start_service("serve", &db.url, &[("CALLFOLD_MAX_CONNECTIONS", "4")]).await;
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut stream = TcpStream::connect(authority(&service.base_url))
+            .await
+            .expect("connect");
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nhost: callfold\r\n")
+            .await
+            .expect("write");
+        held.push(stream);
+    }
+    let request = b"GET /healthz HTTP/1.1\r\nhost: callfold\r\nconnection: close\r\n\r\n";
+    let refused = exchange(&service, request).await;
+    assert_eq!(refused.status, None, "a fifth connection: {refused:?}");
+
+    // Finishing one held request frees its slot once the server has closed it.
+    let mut first = held.remove(0);
+    first
+        .write_all(b"connection: close\r\n\r\n")
+        .await
+        .expect("write");
+    assert_eq!(read_to_close(&mut first).await.status, Some(200));
+    support::wait_until("a freed slot takes a new connection", 10, || async {
+        exchange(&service, request).await.status == Some(200)
+    })
+    .await;
+    // The last connection's slot may not be free yet: read the metrics once it is.
+    support::wait_until("the refusal is counted", 10, || async {
+        let Ok(response) = reqwest::get(format!("{}/metrics", service.base_url)).await else {
+            return false;
+        };
+        let metrics = response.text().await.unwrap_or_default();
+        metrics.lines().any(|line| {
+            line.starts_with("callfold_connections_refused_total ") && !line.ends_with(" 0")
+        })
+    })
+    .await;
+    drop(held);
+}
+
+#[tokio::test]
+async fn with_an_admin_listener_the_public_one_serves_only_the_webhook() {
+    let db = TestDb::sqlite().await;
+    let env = [
+        ("CALLFOLD_ADMIN_LISTEN", "127.0.0.1:0"),
+        ("CALLFOLD_API_TOKEN", "token-for-the-admin-test"),
+    ];
+    let service = start_service("serve", &db.url, &env).await;
+    let admin = service.admin_url.clone().expect("an admin listener");
+    let client = reqwest::Client::new();
+    let status = |url: String, token: Option<&'static str>| {
+        let mut request = client.get(url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move { request.send().await.expect("answer").status().as_u16() }
+    };
+    for path in ["/v1/calls", "/metrics", "/healthz", "/readyz"] {
+        let public = status(format!("{}{path}", service.base_url), None).await;
+        assert_eq!(public, 404, "{path} on the public listener");
+    }
+    let token = Some("token-for-the-admin-test");
+    assert_eq!(status(format!("{admin}/v1/calls"), token).await, 200);
+    assert_eq!(status(format!("{admin}/v1/calls"), None).await, 401);
+    assert_eq!(status(format!("{admin}/metrics"), None).await, 200);
+    assert_eq!(status(format!("{admin}/readyz"), None).await, 200);
+
+    let delivery = signed("msg_public", unix_now(), &call_completed("c"));
+    assert_eq!(exchange(&service, &delivery).await.status, Some(200));
+    let on_admin = client
+        .post(format!("{admin}/webhooks/allo"))
+        .body("{}")
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(
+        on_admin.status().as_u16(),
+        404,
+        "no webhook on the admin side"
+    );
+}
+
+/// Every text form of `secret` (`whsec_...`) that would give it away: the whole string, its
+/// base64 key, and the key bytes as text, hex and unpadded base64.
+fn secret_forms(secret: &str) -> Vec<String> {
+    use base64::Engine;
+    let encoded = secret.strip_prefix("whsec_").expect("whsec_ prefix");
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .expect("base64");
+    let hex: String = key.iter().map(|byte| format!("{byte:02x}")).collect();
+    vec![
+        secret.to_owned(),
+        encoded.to_owned(),
+        encoded.trim_end_matches('=').to_owned(),
+        String::from_utf8_lossy(&key).into_owned(),
+        hex,
+    ]
+}
+
+#[tokio::test]
+async fn no_secret_shows_in_output_answers_or_metrics() {
+    const TOKEN: &str = "api-token-that-must-not-leak";
+    let db = TestDb::sqlite().await;
+    let env = [
+        ("RUST_LOG", "trace"),
+        ("CALLFOLD_API_TOKEN", TOKEN),
+        ("CALLFOLD_TOLERANCE", "60"),
+    ];
+    let service = start_service("serve", &db.url, &env).await;
+    let body = call_completed("cll_secret");
+    let now = unix_now();
+    let wrong = signature(
+        "whsec_d3Jvbmcta2V5LXdyb25nLWtleQ==",
+        "msg_wrong",
+        now,
+        &body,
+    );
+    let requests = [
+        signed("msg_right", now, &body),
+        signed("msg_stale", now - 3_600, &body),
+        delivery(b"msg_bad", &now.to_string(), "v1,!!!", "", &body),
+        delivery(b"msg_wrong", &now.to_string(), &wrong, "", &body),
+    ];
+    let mut seen = String::new();
+    for request in &requests {
+        seen.push_str(&exchange(&service, request).await.text);
+    }
+    let client = reqwest::Client::new();
+    for token in [TOKEN, "a-wrong-token"] {
+        let answer = client
+            .get(format!("{}/v1/calls/cll_secret", service.base_url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("answer");
+        seen.push_str(&answer.text().await.expect("text"));
+    }
+    seen.push_str(&service.metrics().await);
+    // A secret that does not parse is named by position, never echoed.
+    let misconfigured = tokio::process::Command::new(support::CALLFOLD)
+        .args(["ingest", "--database-url", &db.url])
+        .env(
+            "CALLFOLD_WEBHOOK_SECRETS",
+            format!("{SECRET} whsec_not*base64"),
+        )
+        .output()
+        .await
+        .expect("runs");
+    assert!(!misconfigured.status.success());
+    seen.push_str(&String::from_utf8_lossy(&misconfigured.stderr));
+    seen.push_str(&String::from_utf8_lossy(&misconfigured.stdout));
+
+    support::wait_until(
+        "the last rejection is in the captured output",
+        10,
+        || async { service.output().contains("no v1 signature matches") },
+    )
+    .await;
+    seen.push_str(&service.output());
+    assert!(seen.contains("secret #2"), "the capture holds the error");
+    let mut forms = secret_forms(SECRET);
+    forms.extend(["whsec_not*base64".to_owned(), TOKEN.to_owned()]);
+    for form in forms {
+        assert!(!seen.contains(&form), "{form:?} appears in the output");
+    }
+}
