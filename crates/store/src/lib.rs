@@ -112,6 +112,31 @@ macro_rules! on_pool {
 }
 pub(crate) use on_pool;
 
+/// Runs `$body` in a transaction on a connection of `$pool`, binding the transaction to `$tx`,
+/// and commits; evaluates to the body's value, or to the first error (`?` in the body ends
+/// the transaction). After an error the connection is closed, not returned to the pool: a
+/// failed statement or commit can leave a connection in a transaction the driver no longer
+/// tracks (SQLite rolls back by itself on a full disk, so the driver's own ROLLBACK then
+/// fails and its bookkeeping stays "inside a transaction"), and the next writes on that
+/// connection would then run inside a transaction that never commits.
+macro_rules! in_transaction {
+    ($pool:expr, $tx:ident => $body:expr) => {{
+        let mut connection = $pool.acquire().await?;
+        let outcome: Result<_, $crate::StoreError> = async {
+            let mut $tx = sqlx::Connection::begin(&mut *connection).await?;
+            let value = $body;
+            $tx.commit().await?;
+            Ok(value)
+        }
+        .await;
+        if outcome.is_err() {
+            connection.close_on_drop();
+        }
+        outcome
+    }};
+}
+pub(crate) use in_transaction;
+
 impl Store {
     /// Opens a pool for `url` with the default [`PoolLimits`]; see [`Store::connect_with`].
     pub async fn connect(url: &str) -> Result<Store, StoreError> {

@@ -12,7 +12,7 @@ use crate::event::{
 };
 use crate::queue::mark_statement;
 use crate::sql::{Placeholders, ROWS_PER_STATEMENT};
-use crate::{Store, StoreError, WebhookId, on_pool};
+use crate::{Store, StoreError, WebhookId, in_transaction, on_pool};
 
 /// The columns an append writes, in the order of their parameters.
 const INSERT_COLUMNS: &str = "webhook_id, webhook_timestamp, received_at_us, body, body_sha256, \
@@ -108,8 +108,7 @@ impl Store {
         // deliveries of one batch arrived concurrently, so their order in the log is free.
         firsts.sort_by(|a, b| a.webhook_id.as_str().cmp(b.webhook_id.as_str()));
         let placeholders = self.placeholders();
-        on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+        on_pool!(self, pool => in_transaction!(pool, tx => {
             let mut appended: HashMap<String, i64> = HashMap::with_capacity(firsts.len());
             for chunk in firsts.chunks(ROWS_PER_STATEMENT) {
                 let sql = insert_statement(placeholders, chunk.len());
@@ -180,9 +179,8 @@ impl Store {
                 };
                 outcomes.push(outcome);
             }
-            tx.commit().await?;
-            Ok(outcomes)
-        })
+            outcomes
+        }))
     }
 
     /// The logged copy of `webhook_id`, if any.

@@ -9,7 +9,7 @@ use crate::event::{CallKey, EventTime, LoggedEvent};
 use crate::log::{EventRow, SELECT_EVENT};
 use crate::queue::MARK_ON_CONFLICT;
 use crate::sql::Placeholders;
-use crate::{Store, StoreError, on_pool};
+use crate::{Store, StoreError, in_transaction, on_pool};
 
 /// One call's projection as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -211,7 +211,7 @@ impl Store {
             }
             // Marks (in call order), then the whole live table: the order in which appends and
             // workers take their locks, so none of them waits on another in a cycle.
-            let mut tx = pool.begin().await?;
+            in_transaction!(pool, tx => {
             sqlx::query(&mark_missed)
                 .bind(EventTime::now().unix_micros())
                 .execute(&mut *tx)
@@ -226,8 +226,8 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             sqlx::query(&format!("DELETE FROM {SHADOW}")).execute(&mut *tx).await?;
-            tx.commit().await?;
-            Ok(calls)
+            calls
+            })
         })
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use crate::event::{CallKey, EventTime};
 use crate::projection::{LIVE, StoredProjection, upsert_projections};
 use crate::sql::{Placeholders, ROWS_PER_STATEMENT};
-use crate::{Store, StoreError, on_pool};
+use crate::{Store, StoreError, in_transaction, on_pool};
 
 /// What a mark does to a call already marked: bump its version, so that a worker folding it
 /// meanwhile knows its fold missed an event.
@@ -176,8 +176,7 @@ impl Store {
         let placeholders = self.placeholders();
         let release = "UPDATE calls_to_fold SET claim_token = NULL, claimed_until_us = NULL \
              WHERE claim_token = $1 RETURNING call_key";
-        on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+        on_pool!(self, pool => in_transaction!(pool, tx => {
             if let Some(lock_held) = lock_held {
                 sqlx::query(lock_held).bind(claimed.token).execute(&mut *tx).await?;
             }
@@ -208,13 +207,12 @@ impl Store {
                 })
                 .collect();
             upsert_projections!(&mut *tx, placeholders, LIVE, held);
-            tx.commit().await?;
-            Ok(Settled {
+            Settled {
                 folded: folded.len(),
                 to_refold: to_refold.len(),
                 lost: claimed.claims.len() - folded.len() - to_refold.len(),
-            })
-        })
+            }
+        }))
     }
 
     /// How many calls wait to be folded, and since when the oldest waits.

@@ -1,0 +1,241 @@
+//! Faults under the real `callfold` executable: SQLite's disk filling up, a receiver killed
+//! while commits are in flight, and a sender whose clock is off. Each must end in clear
+//! answers, recovery without a restart where the process survives, and nothing acknowledged
+//! lost. (PostgreSQL going away under load is `topology.rs`'s outage test.)
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+
+use callfold_ingest::WebhookSecrets;
+use callfold_simulate::{SignedDelivery, SimulateOptions, invent_events, sign_deliveries};
+use callfold_store::{Store, WebhookId};
+use serde_json::json;
+
+use support::{RunningService, SECRET, TestDb, envelope, start_service, unix_now};
+
+/// A tmpfs of a given size, mounted on a temporary folder for the life of the value.
+struct TinyDisk {
+    folder: tempfile::TempDir,
+}
+
+impl TinyDisk {
+    fn mount(size: &str) -> Self {
+        let folder = tempfile::tempdir().expect("temp dir");
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(folder.path())
+            .status()
+            .expect("mount runs");
+        assert!(mounted.success(), "mounting a tmpfs needs root, as CI has");
+        Self { folder }
+    }
+
+    fn path(&self) -> &Path {
+        self.folder.path()
+    }
+
+    /// Writes a file until the disk has no byte left.
+    fn fill(&self) {
+        let mut filler = std::fs::File::create(self.path().join("filler")).expect("create");
+        let chunk = vec![0u8; 64 * 1024];
+        while filler.write_all(&chunk).is_ok() {}
+        let tail = [0u8; 512];
+        while filler.write_all(&tail[..1]).is_ok() {}
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.path().join("filler")).expect("remove the filler");
+    }
+}
+
+impl Drop for TinyDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.path()).status();
+    }
+}
+
+/// `count` signed deliveries of invented calls, with no duplicates, in a shuffled order.
+fn deliveries(calls: usize, seed: u64) -> Vec<SignedDelivery> {
+    let options = SimulateOptions {
+        urls: Vec::new(),
+        calls,
+        concurrency: 1,
+        duplicates: 0.0,
+        shuffle: true,
+        seed,
+    };
+    let secrets = WebhookSecrets::parse(SECRET).expect("secret");
+    let events = invent_events(calls, seed, chrono::Utc::now());
+    sign_deliveries(
+        events,
+        secrets.iter().next().expect("one"),
+        unix_now(),
+        &options,
+    )
+}
+
+fn webhook_url(service: &RunningService) -> Vec<String> {
+    vec![format!("{}/webhooks/allo", service.base_url)]
+}
+
+/// Asserts that each of `ids` is in the log of `store`.
+async fn assert_logged(store: &Store, ids: &BTreeSet<String>) {
+    for id in ids {
+        let id = WebhookId::parse(id).expect("id");
+        let found = store.event_by_webhook_id(&id).await.expect("read");
+        assert!(
+            found.is_some(),
+            "{id:?} was acknowledged but is not in the log"
+        );
+    }
+}
+
+/// The webhook-ids answered 200.
+fn acknowledged(report: &callfold_simulate::Report) -> BTreeSet<String> {
+    report
+        .answers
+        .iter()
+        .filter(|answer| answer.status == Some(200))
+        .map(|answer| answer.webhook_id.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_full_disk_under_sqlite_gets_503_and_recovers_without_a_restart() {
+    let disk = TinyDisk::mount("16m");
+    let url = format!("sqlite:{}", disk.path().join("callfold.db").display());
+    let service = start_service("serve", &url, &[]).await;
+    let urls = webhook_url(&service);
+
+    let before = callfold_simulate::send(&urls, deliveries(20, 1), 8).await;
+    assert_eq!(acknowledged(&before).len(), before.answers.len());
+
+    disk.fill();
+    let later = deliveries(100, 2);
+    let during = callfold_simulate::send(&urls, later.clone(), 8).await;
+    let statuses: BTreeSet<Option<u16>> = during.answers.iter().map(|a| a.status).collect();
+    assert!(
+        statuses.contains(&Some(503)),
+        "a full disk gives 503: {statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| matches!(s, Some(200 | 503))),
+        "only 200 or 503 while the disk is full: {statuses:?}"
+    );
+    assert!(
+        service.output().contains("database or disk is full"),
+        "the log says why"
+    );
+
+    disk.free();
+    // Allo retries what got 503; the same process takes it now.
+    let retried = callfold_simulate::send(&urls, later, 8).await;
+    assert_eq!(acknowledged(&retried).len(), retried.answers.len());
+    let store = Store::connect(&url).await.expect("open the log");
+    let mut all = acknowledged(&before);
+    all.extend(acknowledged(&during));
+    all.extend(acknowledged(&retried));
+    assert_logged(&store, &all).await;
+    assert_eq!(store.log_len().await.expect("len"), all.len() as i64);
+    // The queue empties only as projections are written: the projector recovered too.
+    support::wait_for_queue(&store, "the projector catches up", 30, |calls| calls == 0).await;
+}
+
+/// Kills a receiver while `send` is in flight, then checks that everything it acknowledged was
+/// logged, and that a restarted receiver takes the rest.
+async fn a_killed_receiver_loses_nothing_it_acknowledged(db: TestDb) {
+    let mut service = start_service("ingest", &db.url, &[]).await;
+    let urls = webhook_url(&service);
+    let all = deliveries(600, 3);
+    let in_flight = all.clone();
+    let sending = tokio::spawn(async move { callfold_simulate::send(&urls, in_flight, 32).await });
+    support::wait_until("commits are under way", 60, || async {
+        db.store.log_len().await.expect("len") >= 500
+    })
+    .await;
+    service.child.start_kill().expect("SIGKILL");
+    let first = sending.await.expect("sender");
+    let acknowledged_first = acknowledged(&first);
+    assert!(
+        acknowledged_first.len() < all.len(),
+        "the kill came while deliveries were still in flight"
+    );
+    assert_logged(&db.store, &acknowledged_first).await;
+
+    let service = start_service("ingest", &db.url, &[]).await;
+    let second = callfold_simulate::send(&webhook_url(&service), all.clone(), 32).await;
+    assert_eq!(acknowledged(&second).len(), all.len());
+    assert_eq!(db.store.log_len().await.expect("len"), all.len() as i64);
+}
+
+#[tokio::test]
+async fn a_receiver_killed_mid_commit_loses_nothing_it_acknowledged_sqlite() {
+    a_killed_receiver_loses_nothing_it_acknowledged(TestDb::sqlite().await).await;
+}
+
+#[tokio::test]
+async fn a_receiver_killed_mid_commit_loses_nothing_it_acknowledged_postgres() {
+    a_killed_receiver_loses_nothing_it_acknowledged(TestDb::postgres().await).await;
+}
+
+/// The clock-skew gauge's value in a metrics text.
+fn skew_gauge(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("callfold_webhook_clock_skew_seconds "))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no skew gauge in {metrics}"))
+}
+
+#[tokio::test]
+async fn clock_skew_shows_in_a_gauge_and_a_stale_delivery_says_by_how_much() {
+    let db = TestDb::sqlite().await;
+    let service = start_service("ingest", &db.url, &[]).await;
+    let receiver = support::TestReceiver {
+        url: format!("{}/webhooks/allo", service.base_url),
+        client: reqwest::Client::new(),
+    };
+    let body = |call: &str| {
+        envelope(
+            "call.completed",
+            "2026-02-10T09:17:42Z",
+            json!({"id": call}),
+        )
+    };
+
+    let behind = receiver
+        .deliver_signed_by(SECRET, "msg_behind", unix_now() - 120, &body("cll_1"))
+        .await;
+    assert_eq!(behind.status, 200);
+    let skew = skew_gauge(&service.metrics().await);
+    assert!((120.0..=130.0).contains(&skew), "skew {skew}");
+
+    let ahead = receiver
+        .deliver_signed_by(SECRET, "msg_ahead", unix_now() + 1_000, &body("cll_2"))
+        .await;
+    assert_eq!(ahead.status, 401);
+    let error = ahead.json["error"].as_str().expect("an error");
+    assert!(
+        error.contains("-1000 s") || error.contains("-999 s"),
+        "{error}"
+    );
+    let skew = skew_gauge(&service.metrics().await);
+    assert!((-1_000.0..=-990.0).contains(&skew), "skew {skew}");
+
+    // A forged delivery is told nothing about the clock and does not move the gauge.
+    let forged = receiver
+        .deliver_signed_by(
+            "whsec_Zm9yZ2VkLXNlY3JldA==",
+            "msg_forged",
+            unix_now() - 5_000,
+            &body("cll_3"),
+        )
+        .await;
+    assert_eq!(forged.status, 401);
+    assert_eq!(forged.json["error"], "no v1 signature matches");
+    assert_eq!(skew_gauge(&service.metrics().await), skew);
+}
