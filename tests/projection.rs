@@ -6,7 +6,7 @@ mod support;
 
 use std::collections::BTreeSet;
 
-use callfold_projector::{Precedence, Projector};
+use callfold_projector::{CALL_TOPICS, Precedence, Projector};
 use callfold_store::{CallKey, EventTime, StoredProjection};
 use callfold_store::{NewEvent, WebhookId};
 use proptest::prelude::*;
@@ -383,22 +383,12 @@ async fn a_rebuild_during_ingest_load_leaves_every_event_folded_exactly_once(db:
     );
 }
 
-const HISTORY_TOPICS: &[&str] = &[
-    "call.received",
-    "call.triggered",
-    "call.answered",
-    "call.completed",
-    "summary.updated",
-    "tag.added",
-    "tag.removed",
-];
-
 /// A random call history (topic, payload second, tag) and the order its events arrive in:
 /// indices into the history, shuffled, some repeated (redeliveries). Few distinct seconds, so
 /// equal timestamps are common.
 fn history_and_arrivals() -> impl Strategy<Value = (Vec<(usize, u32, &'static str)>, Vec<usize>)> {
     let spec = (
-        0..HISTORY_TOPICS.len(),
+        0..CALL_TOPICS.len(),
         0..3u32,
         prop::sample::select(vec!["vip", "sales", "spam"]),
     );
@@ -417,7 +407,7 @@ fn history_event(call: &CallKey, n: usize, (topic, second, tag): (usize, u32, &s
     let at = format!("2026-02-10T09:00:0{second}Z");
     let data = json!({"id": call.as_str(), "call_id": call.as_str(), "tag": tag,
         "type": "INBOUND", "tags": [tag], "summary": format!("s{n}")});
-    let body = envelope(HISTORY_TOPICS[topic], &at, data);
+    let body = envelope(CALL_TOPICS[topic], &at, data);
     NewEvent {
         webhook_id: WebhookId::parse(&format!("msg_{}_{n}", call.as_str())).expect("id"),
         webhook_timestamp: 0,

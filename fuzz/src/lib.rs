@@ -10,7 +10,7 @@
 use arbitrary::{Arbitrary, Unstructured};
 use axum::http::{HeaderMap, HeaderValue};
 use callfold_ingest::{LinkingRules, SignedHeaders, Verifier, VerifyError, WebhookSecrets, sign};
-use callfold_projector::{CallDocument, FoldEvent, Precedence};
+use callfold_projector::{CALL_TOPICS, CallDocument, FoldEvent, Precedence};
 use callfold_store::{CallLink, Content, EventTime};
 use serde_json::{Map, Value, json};
 
@@ -108,18 +108,6 @@ pub fn envelope(data: &[u8]) {
     }
 }
 
-/// The topics a fold event is drawn from; any other string may be drawn too.
-const TOPICS: &[&str] = &[
-    "call.received",
-    "call.triggered",
-    "call.answered",
-    "call.completed",
-    "summary.updated",
-    "tag.added",
-    "tag.removed",
-    "sms.received",
-];
-
 /// The `data` fields the fold reads, and so the ones worth drawing.
 const FIELDS: &[&str] = &[
     "call_id",
@@ -177,6 +165,7 @@ impl DrawnValue {
 /// One drawn event of the call.
 #[derive(Arbitrary, Debug)]
 struct DrawnEvent {
+    /// One of the call topics, or any string (a topic the fold only counts).
     topic: Result<u8, String>,
     /// Seconds into a short window, so equal timestamps are common...
     second: u8,
@@ -188,7 +177,7 @@ struct DrawnEvent {
 impl DrawnEvent {
     fn into_fold_event(self, index: usize, precedence: &Precedence) -> FoldEvent {
         let topic = match self.topic {
-            Ok(choice) => TOPICS[usize::from(choice) % TOPICS.len()].to_owned(),
+            Ok(choice) => CALL_TOPICS[usize::from(choice) % CALL_TOPICS.len()].to_owned(),
             Err(other) => other,
         };
         let micros = self

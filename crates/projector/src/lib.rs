@@ -11,7 +11,9 @@ pub mod precedence;
 pub mod query;
 pub mod worker;
 
-pub use fold::{CallDocument, CallStatus, EffectiveKey, FoldEvent, fold, fold_events, mark_late};
+pub use fold::{
+    CALL_TOPICS, CallDocument, CallStatus, EffectiveKey, FoldEvent, fold, fold_events, mark_late,
+};
 pub use http::{API_TOKEN_ENV, ApiToken, router};
 pub use precedence::{Precedence, PrecedenceCycle};
 pub use query::{Calls, ListFilter, QueryError, UnlinkedPage};
