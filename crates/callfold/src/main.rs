@@ -19,6 +19,7 @@ use callfold_store::{CallKey, Store};
 use clap::Parser;
 use metrics_exporter_prometheus::PrometheusBuilder;
 use tokio::net::TcpListener;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::{Notify, watch};
 use tracing_subscriber::EnvFilter;
 
@@ -244,6 +245,9 @@ async fn run_services(
     } else {
         public = public.merge(private);
     }
+    // Handled before the first connection, so that a SIGHUP never meets the default action.
+    let hangups = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    tokio::spawn(reload_on_hangup(hangups, tls.clone()));
     let listener = bind(service.listen).await?;
     tracing::info!(
         addr = %listener.local_addr()?,
@@ -251,9 +255,6 @@ async fn run_services(
         backend = store.backend_name(),
         "listening"
     );
-    if let Some(certificate) = &tls {
-        tokio::spawn(reload_on_hangup(Arc::clone(certificate)));
-    }
     tokio::spawn(async move {
         shutdown_signal().await;
         let _ = stop.send(true);
@@ -278,10 +279,13 @@ async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
 }
 
 /// Reads the certificate files again on each SIGHUP; a failed reload keeps the one in use.
-async fn reload_on_hangup(certificate: Arc<TlsCertificate>) {
-    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        .expect("installing a SIGHUP handler works on unix");
+/// Without HTTPS there is nothing to reload, and a SIGHUP only says so.
+async fn reload_on_hangup(mut hangups: Signal, tls: Option<Arc<TlsCertificate>>) {
     while hangups.recv().await.is_some() {
+        let Some(certificate) = &tls else {
+            tracing::info!("SIGHUP: no TLS certificate to reload");
+            continue;
+        };
         match certificate.reload() {
             Ok(()) => tracing::info!("TLS certificate reloaded"),
             Err(error) => {
@@ -294,8 +298,8 @@ async fn reload_on_hangup(certificate: Arc<TlsCertificate>) {
 /// Resolves on SIGINT or SIGTERM.
 async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing a SIGTERM handler works on unix");
+    let mut terminate =
+        signal(SignalKind::terminate()).expect("installing a SIGTERM handler works on unix");
     tokio::select! {
         _ = interrupt => {}
         _ = terminate.recv() => {}
