@@ -1,7 +1,8 @@
 //! Faults under the real `callfold` executable: SQLite's disk filling up, a receiver killed
 //! while commits are in flight, and a sender whose clock is off. Each must end in clear
 //! answers, recovery without a restart where the process survives, and nothing acknowledged
-//! lost. (PostgreSQL going away under load is `topology.rs`'s outage test.)
+//! lost. (PostgreSQL unreachable under load is `topology.rs`'s outage test; PostgreSQL stopped
+//! and started is `postgres_restart.rs`.)
 
 mod support;
 

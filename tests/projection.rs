@@ -47,12 +47,7 @@ async fn tag_added_before_call_completed_yields_a_tagged_completed_call(db: Test
     receiver.deliver("msg_completed_late", &completed).await;
     catch_up(&projector).await;
 
-    let api = serve_on_loopback(callfold_projector::router(
-        db.store.clone(),
-        Precedence::default(),
-        None,
-    ))
-    .await;
+    let api = serve_on_loopback(support::query_api(&db.store)).await;
     let (status, call) = get_json(&format!("{api}/v1/calls/cll_9")).await;
     assert_eq!(status, 200, "{call}");
     assert_eq!(call["status"], "completed");
@@ -87,12 +82,7 @@ async fn tagged_twice(db: &TestDb) -> String {
         LEASE,
     ))
     .await;
-    serve_on_loopback(callfold_projector::router(
-        db.store.clone(),
-        Precedence::default(),
-        None,
-    ))
-    .await
+    serve_on_loopback(support::query_api(&db.store)).await
 }
 
 async fn as_of_returns_the_state_at_that_payload_time(db: TestDb) {
@@ -158,12 +148,7 @@ async fn listing_pages_through_every_call_once_and_filters(db: TestDb) {
         LEASE,
     ))
     .await;
-    let api = serve_on_loopback(callfold_projector::router(
-        db.store.clone(),
-        Precedence::default(),
-        None,
-    ))
-    .await;
+    let api = serve_on_loopback(support::query_api(&db.store)).await;
 
     let mut listed = Vec::new();
     let mut query = format!("{api}/v1/calls?limit=7");
@@ -240,12 +225,7 @@ async fn unlinked_call_events_are_kept_counted_and_listed(db: TestDb) {
         json!({"id": "sms_1"}),
     );
     receiver.deliver("msg_sms", &sms).await;
-    let api = serve_on_loopback(callfold_projector::router(
-        db.store.clone(),
-        Precedence::default(),
-        None,
-    ))
-    .await;
+    let api = serve_on_loopback(support::query_api(&db.store)).await;
 
     let (status, first) = get_json(&format!("{api}/v1/unlinked?limit=2")).await;
     assert_eq!(status, 200, "{first}");
@@ -269,12 +249,7 @@ async fn unlinked_call_events_are_kept_counted_and_listed(db: TestDb) {
 }
 
 async fn an_unknown_call_is_404(db: TestDb) {
-    let api = serve_on_loopback(callfold_projector::router(
-        db.store.clone(),
-        Precedence::default(),
-        None,
-    ))
-    .await;
+    let api = serve_on_loopback(support::query_api(&db.store)).await;
     let (status, body) = get_json(&format!("{api}/v1/calls/cll_nobody")).await;
     assert_eq!(status, 404);
     assert!(

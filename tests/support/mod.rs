@@ -229,6 +229,17 @@ pub async fn start_receiver(store: &Store, config: ReceiverConfig) -> TestReceiv
     }
 }
 
+/// The query API over `store`, with no token, its live streams polling every 50 ms.
+pub fn query_api(store: &Store) -> axum::Router {
+    let (_, no_projector_here) = tokio::sync::watch::channel(0);
+    let live = callfold_projector::LiveChanges::new(
+        store.clone(),
+        no_projector_here,
+        Duration::from_millis(50),
+    );
+    callfold_projector::router(store.clone(), Precedence::default(), live, None)
+}
+
 /// Serves `router` on a free loopback port and returns its base URL.
 pub async fn serve_on_loopback(router: axum::Router) -> String {
     let listener = TcpListener::bind("127.0.0.1:0")

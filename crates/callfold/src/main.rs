@@ -13,7 +13,7 @@ use axum::Router;
 use callfold_ingest::{
     BodyLimits, CommitQueue, IngestState, LinkingRules, TlsCertificate, Verifier, WebhookSecrets,
 };
-use callfold_projector::{ApiToken, Calls, ListFilter, Precedence, Projector};
+use callfold_projector::{ApiToken, Calls, ListFilter, LiveChanges, Precedence, Projector};
 use callfold_simulate::SimulateOptions;
 use callfold_store::{CallKey, Store};
 use clap::Parser;
@@ -206,6 +206,7 @@ async fn run_services(
         );
         let poll = Duration::from_millis(options.poll_interval_ms);
         let fold_interval = Duration::from_millis(options.fold_interval_ms);
+        let live = LiveChanges::new(store.clone(), projector.projected(), poll);
         let (wake, stop_projector) = (Arc::clone(&appended), shutdown());
         let (store_watched, woken) = (store.clone(), Arc::clone(&appended));
         let stop_watching = shutdown();
@@ -231,6 +232,7 @@ async fn run_services(
         private = private.merge(callfold_projector::router(
             store.clone(),
             Precedence::default(),
+            live,
             ApiToken::from_env(),
         ));
     }

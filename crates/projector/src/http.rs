@@ -1,7 +1,9 @@
 //! The query API, behind an optional bearer token: `GET /v1/calls` (filters and a cursor),
-//! `GET /v1/calls/{call_id}` (optionally `?as_of=`), `GET /v1/calls/{call_id}/events` and
-//! `GET /v1/unlinked`. The answers come from [`crate::query`]; this module owns the routes, the
-//! token check and the status of each error.
+//! `GET /v1/calls/{call_id}` (optionally `?as_of=`), `GET /v1/calls/{call_id}/events`,
+//! `GET /v1/unlinked`, and the live streams `GET /v1/stream` and
+//! `GET /v1/calls/{call_id}/stream`. The answers come from [`crate::query`] and
+//! [`crate::stream`]; this module owns the routes, the token check and the status of each
+//! error.
 
 use std::fmt;
 use std::sync::Arc;
@@ -19,6 +21,7 @@ use subtle::ConstantTimeEq;
 
 use crate::precedence::Precedence;
 use crate::query::{Calls, ListFilter, QueryError, UnlinkedPage};
+use crate::stream::{self, LiveChanges};
 
 /// The environment variable holding the query API's bearer token.
 pub const API_TOKEN_ENV: &str = "CALLFOLD_API_TOKEN";
@@ -48,15 +51,25 @@ impl ApiToken {
     }
 }
 
-/// The query routes, over `store`, ordering ties by `precedence`; with `token`, every route
-/// requires `Authorization: Bearer <token>`.
-pub fn router(store: Store, precedence: Precedence, token: Option<ApiToken>) -> Router {
+/// The query routes, over `store`, ordering ties by `precedence`, with the live streams of
+/// `live`; with `token`, every route requires `Authorization: Bearer <token>`.
+pub fn router(
+    store: Store,
+    precedence: Precedence,
+    live: LiveChanges,
+    token: Option<ApiToken>,
+) -> Router {
+    let streams = Router::new()
+        .route("/v1/stream", get(stream::all_calls))
+        .route("/v1/calls/{call_id}/stream", get(stream::one_call))
+        .with_state(live);
     let routes = Router::new()
         .route("/v1/calls", get(list_calls))
         .route("/v1/calls/{call_id}", get(show_call))
         .route("/v1/calls/{call_id}/events", get(call_events))
         .route("/v1/unlinked", get(unlinked_events))
-        .with_state(Arc::new(Calls::new(store, precedence)));
+        .with_state(Arc::new(Calls::new(store, precedence)))
+        .merge(streams);
     match token {
         Some(token) => routes.route_layer(middleware::from_fn_with_state(
             Arc::new(token),

@@ -2,13 +2,14 @@
 //! rather than arrival, and answers queries about it.
 //!
 //! Owns the topic precedence graph ([`precedence`]), the fold itself ([`fold`]), the loop that
-//! keeps projections up to date with the log ([`worker`]), the queries over calls ([`query`])
-//! and their HTTP API ([`http`]). It only reads the log; it never writes to it.
+//! keeps projections up to date with the log ([`worker`]), the queries over calls ([`query`]),
+//! the live streams of projection changes ([`stream`]) and their HTTP API ([`http`]). It only reads the log; it never writes to it.
 
 pub mod fold;
 pub mod http;
 pub mod precedence;
 pub mod query;
+pub mod stream;
 pub mod worker;
 
 pub use fold::{
@@ -17,4 +18,5 @@ pub use fold::{
 pub use http::{API_TOKEN_ENV, ApiToken, router};
 pub use precedence::{Precedence, PrecedenceCycle};
 pub use query::{Calls, ListFilter, QueryError, UnlinkedPage};
+pub use stream::LiveChanges;
 pub use worker::Projector;

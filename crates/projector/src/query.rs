@@ -97,7 +97,7 @@ fn parse_time(name: &'static str, text: Option<&str>) -> Result<Option<EventTime
 }
 
 /// A stored projection as the API shows it: the document, plus `meta`.
-fn shown(projection: &StoredProjection, document: Value) -> Value {
+pub(crate) fn shown(projection: &StoredProjection, document: Value) -> Value {
     with_meta(
         document,
         json!({

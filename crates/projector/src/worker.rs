@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use callfold_store::{
     CallKey, ClaimedCalls, EventTime, LoggedEvent, Settled, Store, StoreError, StoredProjection,
 };
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 use crate::fold::{fold, fold_events, mark_late};
 use crate::precedence::Precedence;
@@ -30,6 +30,8 @@ pub struct Projector {
     precedence: Precedence,
     batch_calls: i64,
     lease: Duration,
+    /// Bumped after every settle that wrote projections, for the live streams.
+    projected: Arc<watch::Sender<u64>>,
 }
 
 /// The projection of one call, folded from scratch from all its logged records (in seq
@@ -70,7 +72,14 @@ impl Projector {
             precedence,
             batch_calls,
             lease,
+            projected: Arc::new(watch::Sender::new(0)),
         }
+    }
+
+    /// Changes whenever this projector (or a clone of it) has committed projections: what the
+    /// live streams of the same process wait on.
+    pub fn projected(&self) -> watch::Receiver<u64> {
+        self.projected.subscribe()
     }
 
     /// Folds the calls of `claimed` from the log and settles the claim.
@@ -91,6 +100,9 @@ impl Projector {
             .filter_map(|(call_key, logged)| project(&self.precedence, call_key, logged, now))
             .collect();
         let settled = self.store.settle_claims(claimed, &projections).await?;
+        if !projections.is_empty() {
+            self.projected.send_modify(|settles| *settles += 1);
+        }
         let folded_events: i64 = projections.iter().map(|p| p.events_folded).sum();
         let late: i64 = projections.iter().map(|p| p.late_events).sum();
         metrics::counter!("callfold_calls_folded_total")

@@ -29,7 +29,7 @@ pub use event::{
     AppendOutcome, CallKey, CallLink, Content, EventTime, InvalidEventTime, InvalidWebhookId,
     LoggedEvent, NewEvent, Topic, WebhookId,
 };
-pub use projection::StoredProjection;
+pub use projection::{ProjectionChange, StoredProjection};
 pub use queue::{Claim, ClaimedCalls, QueueDepth, Settled};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/sqlite");

@@ -4,6 +4,10 @@
 //! plus the bookkeeping the projector needs); it does not interpret documents. Projections are
 //! written only together with the fold-queue marks they settle (see `queue.rs`), or by a
 //! rebuild's swap.
+//!
+//! Every write of a live projection takes the next number of one counter (`change_seq`, see
+//! migration 0006) in its own transaction; [`Store::projection_changes`] reads them in that
+//! order, which is what the live streams of the query API follow.
 
 use crate::event::{CallKey, EventTime, LoggedEvent};
 use crate::log::{EventRow, SELECT_EVENT};
@@ -52,6 +56,22 @@ impl From<ProjectionRow> for StoredProjection {
     }
 }
 
+/// A projection as written by one change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProjectionChange {
+    /// The change's number: higher numbers were committed later.
+    pub change: i64,
+    /// The projection it wrote.
+    pub projection: StoredProjection,
+}
+
+#[derive(sqlx::FromRow)]
+struct ChangeRow {
+    #[sqlx(flatten)]
+    projection: ProjectionRow,
+    change_seq: i64,
+}
+
 /// The live projections, which queries read.
 pub(crate) const LIVE: &str = "call_projections";
 /// Where a rebuild writes before the swap.
@@ -62,35 +82,46 @@ const REBUILD_PAGE: i64 = 2000;
 
 const PROJECTION_COLUMNS: &str =
     "call_key, document, last_seq, late_events, events_folded, updated_at_us";
-const PARAMETERS_PER_PROJECTION: usize = 6;
+/// The columns an upsert writes: the projection's, and the change that writes it.
+const WRITTEN_COLUMNS: &str =
+    "call_key, document, last_seq, late_events, events_folded, updated_at_us, change_seq";
+const PARAMETERS_PER_PROJECTION: usize = 7;
 
 /// Upserts `rows` projections into `table` in one statement.
 pub(crate) fn upsert_statement(placeholders: Placeholders, table: &str, rows: usize) -> String {
     format!(
-        "INSERT INTO {table} ({PROJECTION_COLUMNS}) VALUES {} \
+        "INSERT INTO {table} ({WRITTEN_COLUMNS}) VALUES {} \
          ON CONFLICT (call_key) DO UPDATE SET document = excluded.document, \
          last_seq = excluded.last_seq, late_events = excluded.late_events, \
-         events_folded = excluded.events_folded, updated_at_us = excluded.updated_at_us",
+         events_folded = excluded.events_folded, updated_at_us = excluded.updated_at_us, \
+         change_seq = excluded.change_seq",
         placeholders.values_list(rows, PARAMETERS_PER_PROJECTION, 1)
     )
 }
 
 /// Writes `$projections` into `$table` on `$executor` (a connection or transaction of either
 /// backend; `$placeholders` its style), a statement per [`crate::sql::ROWS_PER_STATEMENT`]
-/// projections.
+/// projections; the projection at index `i` is written by change `$first_change + i` (0 for
+/// all when `$first_change` is `None`: a rebuild's shadow rows, numbered at the swap).
 macro_rules! upsert_projections {
-    ($executor:expr, $placeholders:expr, $table:expr, $projections:expr) => {
-        for chunk in $projections.chunks($crate::sql::ROWS_PER_STATEMENT) {
+    ($executor:expr, $placeholders:expr, $table:expr, $projections:expr, $first_change:expr) => {
+        let first_change: Option<i64> = $first_change;
+        for (number, chunk) in $projections
+            .chunks($crate::sql::ROWS_PER_STATEMENT)
+            .enumerate()
+        {
             let sql = $crate::projection::upsert_statement($placeholders, $table, chunk.len());
             let mut upsert = sqlx::query(&sql);
-            for projection in chunk {
+            let offset = (number * $crate::sql::ROWS_PER_STATEMENT) as i64;
+            for (index, projection) in (offset..).zip(chunk) {
                 upsert = upsert
                     .bind(projection.call_key.as_str())
                     .bind(projection.document.as_str())
                     .bind(projection.last_seq)
                     .bind(projection.late_events)
                     .bind(projection.events_folded)
-                    .bind(projection.updated_at.unix_micros());
+                    .bind(projection.updated_at.unix_micros())
+                    .bind(first_change.map_or(0, |first| first + index));
             }
             upsert.execute($executor).await?;
         }
@@ -106,6 +137,26 @@ const MARK_CALLS_THE_REBUILD_MISSED: &str = "INSERT INTO calls_to_fold (call_key
      AS logged LEFT JOIN call_projections_rebuild AS rebuilt ON rebuilt.call_key = logged.call_key \
      WHERE rebuilt.events_folded IS NULL OR rebuilt.events_folded <> logged.events \
      ORDER BY logged.call_key";
+
+/// The number of the latest change.
+const LAST_CHANGE: &str = "SELECT last_change FROM projection_changes WHERE only_row = 1";
+
+/// Takes `$count` change numbers in the transaction `$executor`, whose row lock on the counter
+/// lasts until it ends; evaluates to the first of them.
+macro_rules! take_changes {
+    ($executor:expr, $count:expr) => {{
+        let count: i64 = $count;
+        let last: i64 = sqlx::query_scalar(
+            "UPDATE projection_changes SET last_change = last_change + $1 \
+             WHERE only_row = 1 RETURNING last_change",
+        )
+        .bind(count)
+        .fetch_one($executor)
+        .await?;
+        last - count + 1
+    }};
+}
+pub(crate) use take_changes;
 
 impl Store {
     /// The projection of `call_key`, if the projector has folded any of its events.
@@ -149,6 +200,47 @@ impl Store {
             let rows: Vec<ProjectionRow> =
                 sqlx::query_as(&sql).bind(after).bind(limit).fetch_all(pool).await?;
             Ok(rows.into_iter().map(StoredProjection::from).collect())
+        })
+    }
+
+    /// Up to `limit` changes after change `after`, in change order, of every call or of
+    /// `call_key` only. Each is the projection as that change wrote it; a call changed again
+    /// since shows only at its latest change.
+    pub async fn projection_changes(
+        &self,
+        after: i64,
+        call_key: Option<&CallKey>,
+        limit: i64,
+    ) -> Result<Vec<ProjectionChange>, StoreError> {
+        let of_call = if call_key.is_some() {
+            "AND call_key = $3"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "SELECT {PROJECTION_COLUMNS}, change_seq FROM {LIVE} WHERE change_seq > $1 {of_call} \
+             ORDER BY change_seq LIMIT $2"
+        );
+        on_pool!(self, pool => {
+            let mut query = sqlx::query_as::<_, ChangeRow>(&sql).bind(after).bind(limit);
+            if let Some(call_key) = call_key {
+                query = query.bind(call_key.as_str());
+            }
+            let rows = query.fetch_all(pool).await?;
+            Ok(rows
+                .into_iter()
+                .map(|row| ProjectionChange {
+                    change: row.change_seq,
+                    projection: row.projection.into(),
+                })
+                .collect())
+        })
+    }
+
+    /// The number of the latest projection change committed (0 before any).
+    pub async fn last_projection_change(&self) -> Result<i64, StoreError> {
+        on_pool!(self, pool => {
+            Ok(sqlx::query_scalar(LAST_CHANGE).fetch_one(pool).await?)
         })
     }
 
@@ -204,25 +296,32 @@ impl Store {
                 if last_page {
                     projections.extend(project_call(&mut project, &call, &mut calls));
                 }
-                upsert_projections!(pool, placeholders, SHADOW, projections);
+                upsert_projections!(pool, placeholders, SHADOW, projections, None);
                 if last_page {
                     break;
                 }
             }
-            // Marks (in call order), then the whole live table: the order in which appends and
-            // workers take their locks, so none of them waits on another in a cycle.
+            // Marks (in call order), then the change counter, then the whole live table: the
+            // order in which appends and workers take their locks, so none of them waits on
+            // another in a cycle.
             in_transaction!(pool, tx => {
             sqlx::query(&mark_missed)
                 .bind(EventTime::now().unix_micros())
                 .execute(&mut *tx)
                 .await?;
+            let rebuilt: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {SHADOW}"))
+                .fetch_one(&mut *tx)
+                .await?;
+            let first_change = take_changes!(&mut *tx, rebuilt);
             if let Some(lock_live) = lock_live {
                 sqlx::query(lock_live).execute(&mut *tx).await?;
             }
             sqlx::query(&format!("DELETE FROM {LIVE}")).execute(&mut *tx).await?;
             sqlx::query(&format!(
-                "INSERT INTO {LIVE} ({PROJECTION_COLUMNS}) SELECT {PROJECTION_COLUMNS} FROM {SHADOW}"
+                "INSERT INTO {LIVE} ({WRITTEN_COLUMNS}) SELECT {PROJECTION_COLUMNS}, \
+                 $1 - 1 + row_number() OVER (ORDER BY call_key) FROM {SHADOW}"
             ))
+            .bind(first_change)
             .execute(&mut *tx)
             .await?;
             sqlx::query(&format!("DELETE FROM {SHADOW}")).execute(&mut *tx).await?;

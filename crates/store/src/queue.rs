@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use crate::event::{CallKey, EventTime};
-use crate::projection::{LIVE, StoredProjection, upsert_projections};
+use crate::projection::{LIVE, StoredProjection, take_changes, upsert_projections};
 use crate::sql::{Placeholders, ROWS_PER_STATEMENT};
 use crate::{Store, StoreError, in_transaction, on_pool};
 
@@ -206,7 +206,11 @@ impl Store {
                     folded.contains(p.call_key.as_str()) || to_refold.contains(p.call_key.as_str())
                 })
                 .collect();
-            upsert_projections!(&mut *tx, placeholders, LIVE, held);
+            if !held.is_empty() {
+                // After the marks, before the projections: the lock order of every writer.
+                let first_change = take_changes!(&mut *tx, held.len() as i64);
+                upsert_projections!(&mut *tx, placeholders, LIVE, held, Some(first_change));
+            }
             Settled {
                 folded: folded.len(),
                 to_refold: to_refold.len(),
