@@ -8,7 +8,14 @@ CREATE TABLE projection_changes (
 );
 INSERT INTO projection_changes (only_row, last_change) VALUES (1, 0);
 
--- The change that last wrote each projection (0: written before this migration).
+-- The change that last wrote each projection.
 ALTER TABLE call_projections ADD COLUMN change_seq BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE call_projections_rebuild ADD COLUMN change_seq BIGINT NOT NULL DEFAULT 0;
 CREATE INDEX call_projections_by_change ON call_projections (change_seq);
+
+-- The projections already there count as one change each, so a stream of one call starts with
+-- it whatever its age.
+UPDATE call_projections AS p SET change_seq = numbered.n
+FROM (SELECT call_key, row_number() OVER (ORDER BY call_key) AS n FROM call_projections) AS numbered
+WHERE p.call_key = numbered.call_key;
+UPDATE projection_changes SET last_change = (SELECT coalesce(max(change_seq), 0) FROM call_projections);

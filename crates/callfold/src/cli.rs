@@ -65,6 +65,8 @@ pub enum Command {
         #[command(subcommand)]
         query: CallsQuery,
     },
+    /// The database's counts for operators, as `/v1/stats` gives them; JSON on stdout.
+    Stats(DatabaseArgs),
     /// Apply pending database migrations, then exit.
     Migrate(DatabaseArgs),
     /// Send Allo-like signed traffic to a receiver and report answers, throughput and latency.

@@ -17,7 +17,7 @@ use callfold_projector::{ApiToken, Calls, ListFilter, LiveChanges, Precedence, P
 use callfold_simulate::SimulateOptions;
 use callfold_store::{CallKey, Store};
 use clap::Parser;
-use metrics_exporter_prometheus::PrometheusBuilder;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::{Notify, watch};
@@ -44,6 +44,7 @@ async fn main() -> ExitCode {
         }
         Command::Rebuild { database, call } => rebuild(database, call).await,
         Command::Calls { database, query } => query_calls(database, query).await,
+        Command::Stats(args) => stats(args).await,
         Command::Migrate(args) => migrate(args).await,
         Command::Simulate(args) => simulate(args).await,
     };
@@ -112,6 +113,12 @@ async fn query_calls(database: DatabaseArgs, query: CallsQuery) -> anyhow::Resul
     Ok(())
 }
 
+async fn stats(database: DatabaseArgs) -> anyhow::Result<()> {
+    let calls = Calls::new(open_store(&database).await?, Precedence::default());
+    println!("{}", serde_json::to_string_pretty(&calls.stats().await?)?);
+    Ok(())
+}
+
 /// How long `rebuild --call` holds the call it re-folds.
 const REBUILD_CALL_LEASE: Duration = Duration::from_secs(30);
 
@@ -162,9 +169,7 @@ async fn run_services(
         .context("cannot set up HTTPS")?
         .map(Arc::new);
     let store = open_store(&service.database).await?;
-    let metrics = PrometheusBuilder::new()
-        .install_recorder()
-        .context("cannot install the metrics recorder")?;
+    let metrics = metrics_recorder()?;
     let (stop, stopped) = watch::channel(false);
     let shutdown = move || {
         let mut stopped = stopped.clone();
@@ -172,6 +177,7 @@ async fn run_services(
             let _ = stopped.wait_for(|stop| *stop).await;
         }
     };
+    tokio::spawn(ops::publish_store_stats(store.clone()));
     let appended = Arc::new(Notify::new());
     let mut public = Router::new();
     let mut private = ops::router(store.clone(), metrics);
@@ -272,6 +278,35 @@ async fn run_services(
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The Prometheus recorder, with histogram buckets for the histograms callfold records.
+fn metrics_recorder() -> anyhow::Result<PrometheusHandle> {
+    let buckets: [(&str, &[f64]); 3] = [
+        (
+            "callfold_ack_seconds",
+            &[
+                0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ],
+        ),
+        (
+            "callfold_event_lateness_seconds",
+            &[
+                0.1, 1.0, 10.0, 60.0, 300.0, 1800.0, 3600.0, 21600.0, 86400.0,
+            ],
+        ),
+        (
+            "callfold_commit_batch_size",
+            &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0],
+        ),
+    ];
+    let mut builder = PrometheusBuilder::new();
+    for (name, bounds) in buckets {
+        builder = builder.set_buckets_for_metric(Matcher::Full(name.to_owned()), bounds)?;
+    }
+    builder
+        .install_recorder()
+        .context("cannot install the metrics recorder")
 }
 
 async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {

@@ -1,7 +1,9 @@
 //! The operational endpoints every callfold service serves: `/healthz` (the process answers),
-//! `/readyz` (the store answers and is fully migrated) and `/metrics` (Prometheus text).
+//! `/readyz` (the store answers and is fully migrated) and `/metrics` (Prometheus text); and
+//! the gauges of the database's counts that every service publishes there.
 
 use std::future::ready;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -28,6 +30,27 @@ async fn readyz(State(store): State<Store>) -> impl IntoResponse {
             tracing::warn!(%error, "not ready");
             let body = json!({"error": "the store is unreachable or not fully migrated"});
             (StatusCode::SERVICE_UNAVAILABLE, Json(body))
+        }
+    }
+}
+
+/// How often a service reads the database's counts into its gauges.
+const STORE_STATS_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Publishes the database's counts (see `Store::stats`) as gauges, every
+/// [`STORE_STATS_INTERVAL`], for as long as the process runs.
+pub async fn publish_store_stats(store: Store) {
+    let mut ticks = tokio::time::interval(STORE_STATS_INTERVAL);
+    loop {
+        ticks.tick().await;
+        match store.stats().await {
+            Ok(stats) => {
+                metrics::gauge!("callfold_log_events").set(stats.log_events as f64);
+                metrics::gauge!("callfold_quarantined_events").set(stats.quarantined as f64);
+                metrics::gauge!("callfold_log_unlinked_events").set(stats.unlinked as f64);
+                metrics::gauge!("callfold_projection_lag_events").set(stats.events_waiting as f64);
+            }
+            Err(error) => tracing::warn!(%error, "cannot read the database's counts"),
         }
     }
 }

@@ -223,6 +223,7 @@ async fn receive(
     body: Body,
 ) -> Result<Json<Receipt>, Rejection> {
     let received_at = EventTime::now();
+    let started = std::time::Instant::now();
     let signed = SignedHeaders::parse(&headers)?;
     tracing::Span::current().record("webhook_id", signed.webhook_id.as_str());
     let body = read_body(&headers, body, state.body_limits).await?;
@@ -277,5 +278,6 @@ async fn receive(
         }
     };
     count_delivery(receipt.status);
+    metrics::histogram!("callfold_ack_seconds").record(started.elapsed().as_secs_f64());
     Ok(Json(receipt))
 }

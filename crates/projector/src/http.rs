@@ -1,6 +1,6 @@
 //! The query API, behind an optional bearer token: `GET /v1/calls` (filters and a cursor),
 //! `GET /v1/calls/{call_id}` (optionally `?as_of=`), `GET /v1/calls/{call_id}/events`,
-//! `GET /v1/unlinked`, and the live streams `GET /v1/stream` and
+//! `GET /v1/unlinked`, `GET /v1/stats`, and the live streams `GET /v1/stream` and
 //! `GET /v1/calls/{call_id}/stream`. The answers come from [`crate::query`] and
 //! [`crate::stream`]; this module owns the routes, the token check and the status of each
 //! error.
@@ -68,6 +68,7 @@ pub fn router(
         .route("/v1/calls/{call_id}", get(show_call))
         .route("/v1/calls/{call_id}/events", get(call_events))
         .route("/v1/unlinked", get(unlinked_events))
+        .route("/v1/stats", get(stats))
         .with_state(Arc::new(Calls::new(store, precedence)))
         .merge(streams);
     match token {
@@ -143,6 +144,10 @@ async fn list_calls(
     Query(filter): Query<ListFilter>,
 ) -> Result<Json<Value>, QueryError> {
     calls.list(&filter).await.map(Json)
+}
+
+async fn stats(State(calls): State<Arc<Calls>>) -> Result<Json<Value>, QueryError> {
+    calls.stats().await.map(Json)
 }
 
 async fn unlinked_events(

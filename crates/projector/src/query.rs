@@ -1,6 +1,7 @@
 //! The read side over calls, shared by the HTTP API and the CLI so both validate and answer
 //! alike: one call (now, or as of a payload time), one call's events in effective order,
-//! filtered lists of calls with a stable cursor, and the unlinked call events.
+//! filtered lists of calls with a stable cursor, the unlinked call events, and the counts
+//! operators watch.
 //!
 //! Current state comes from the stored projections; a state `as_of` a past payload time and a
 //! call's event history are folded or ordered from that call's own events in the log. Nothing
@@ -174,6 +175,29 @@ impl Calls {
         events.sort_by(|a, b| a.0.cmp(&b.0));
         let events: Vec<Value> = events.into_iter().map(|(_, shown)| shown).collect();
         Ok(json!({ "call_id": call_id, "events": events }))
+    }
+
+    /// The database's counts for operators (see `StoreStats`), with the age of the
+    /// longest-waiting call in seconds: `{"log": {...}, "projector": {...}}`.
+    pub async fn stats(&self) -> Result<Value, QueryError> {
+        let stats = self.store.stats().await?;
+        let lag_seconds = stats.oldest_waiting_since.map_or(0.0, |since| {
+            (EventTime::now().unix_micros() - since.unix_micros()).max(0) as f64 / 1e6
+        });
+        Ok(json!({
+            "log": {
+                "events": stats.log_events,
+                "quarantined": stats.quarantined,
+                "unlinked": stats.unlinked,
+            },
+            "projector": {
+                "calls_waiting": stats.calls_waiting,
+                "events_waiting": stats.events_waiting,
+                "lag_seconds": lag_seconds,
+                "projections": stats.projections,
+                "last_change": stats.last_projection_change,
+            },
+        }))
     }
 
     /// Call events that name no call the linking rules can find, in seq order after the `after`

@@ -63,6 +63,22 @@ fn project(
     })
 }
 
+/// Records how late each late event of one call's `logged` records is, once: only those with a
+/// seq above `folded_up_to` (the call's projection has counted the others). An event's
+/// lateness is how far its payload time is behind the latest one of its call that arrived
+/// before it.
+fn record_lateness(precedence: &Precedence, logged: &[LoggedEvent], folded_up_to: i64) {
+    let mut latest: Option<EventTime> = None;
+    for (record, event, late) in mark_late(fold_events(precedence, logged)) {
+        let at = event.key.event_time;
+        if let Some(latest) = latest.filter(|_| late && record.seq > folded_up_to) {
+            let behind = (latest.unix_micros() - at.unix_micros()).max(0) as f64 / 1e6;
+            metrics::histogram!("callfold_event_lateness_seconds").record(behind);
+        }
+        latest = latest.max(Some(at));
+    }
+}
+
 impl Projector {
     /// A worker over `store` that claims at most `batch_calls` calls at a time, each for
     /// `lease`: if it has not settled them by then, another worker may take them over.
@@ -93,7 +109,18 @@ impl Projector {
                 by_call.entry(call_key.clone()).or_default().push(event);
             }
         }
-        let previous_late: i64 = self.late_events_of(&keys).await?;
+        let previous: HashMap<CallKey, StoredProjection> = self
+            .store
+            .projections_of(&keys)
+            .await?
+            .into_iter()
+            .map(|projection| (projection.call_key.clone(), projection))
+            .collect();
+        let previous_late: i64 = previous.values().map(|p| p.late_events).sum();
+        for (call_key, logged) in &by_call {
+            let folded_up_to = previous.get(call_key).map_or(0, |p| p.last_seq);
+            record_lateness(&self.precedence, logged, folded_up_to);
+        }
         let now = EventTime::now();
         let projections: Vec<StoredProjection> = by_call
             .iter()
@@ -112,12 +139,6 @@ impl Projector {
             .increment(late.saturating_sub(previous_late).max(0) as u64);
         metrics::counter!("callfold_claims_lost_total").increment(settled.lost as u64);
         Ok(settled)
-    }
-
-    /// Late events counted so far in the projections of `keys`.
-    async fn late_events_of(&self, keys: &[CallKey]) -> Result<i64, StoreError> {
-        let stored = self.store.projections_of(keys).await?;
-        Ok(stored.iter().map(|p| p.late_events).sum())
     }
 
     /// Claims the oldest marked calls, folds them and settles the claim. Returns how many

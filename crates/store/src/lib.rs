@@ -1,6 +1,6 @@
 //! The storage layer of callfold, on SQLite or PostgreSQL: the append-only event log
-//! ([`log`]), the per-call projections ([`projection`]) and the queue of calls to fold
-//! ([`queue`]).
+//! ([`log`]), the per-call projections ([`projection`]), the queue of calls to fold
+//! ([`queue`]) and the counts operators watch ([`stats`]).
 //!
 //! Owns the connection pools, the migrations (the top-level `migrations/` folder, one folder per
 //! backend) and every SQL statement. It knows nothing of HTTP, signatures or folding: callers
@@ -15,6 +15,7 @@ mod log;
 mod projection;
 mod queue;
 mod sql;
+mod stats;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -31,6 +32,7 @@ pub use event::{
 };
 pub use projection::{ProjectionChange, StoredProjection};
 pub use queue::{Claim, ClaimedCalls, QueueDepth, Settled};
+pub use stats::StoreStats;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/postgres");

@@ -1,0 +1,72 @@
+//! Counts for operators, read from the database so that every process (and the CLI) sees the
+//! same: the log's size, its quarantined and unlinked records, how far the projections are
+//! behind it, and how many there are.
+
+use crate::event::EventTime;
+use crate::{Store, StoreError, on_pool};
+
+/// What the database holds now.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct StoreStats {
+    /// Records in the log.
+    pub log_events: i64,
+    /// Records kept raw because their authentic body could not be used.
+    pub quarantined: i64,
+    /// Call events that name no call the linking rules can find.
+    pub unlinked: i64,
+    /// Calls whose projection is behind the log.
+    pub calls_waiting: i64,
+    /// Logged events of those calls that their projections do not count yet.
+    pub events_waiting: i64,
+    /// When the longest-waiting call was marked, if any waits.
+    pub oldest_waiting_since: Option<EventTime>,
+    /// Calls with a projection.
+    pub projections: i64,
+    /// The number of the latest projection change.
+    pub last_projection_change: i64,
+}
+
+/// Every count in one statement, so that they describe one moment.
+const STATS: &str = "SELECT \
+     (SELECT count(*) FROM events), \
+     (SELECT count(*) FROM events WHERE quarantine_reason IS NOT NULL), \
+     (SELECT count(*) FROM events WHERE unlinked), \
+     (SELECT count(*) FROM calls_to_fold), \
+     (SELECT CAST(coalesce(sum(waiting.logged - coalesce(p.events_folded, 0)), 0) AS BIGINT) FROM \
+        (SELECT q.call_key, (SELECT count(*) FROM events e WHERE e.call_key = q.call_key) AS logged \
+         FROM calls_to_fold q) AS waiting \
+        LEFT JOIN call_projections p ON p.call_key = waiting.call_key), \
+     (SELECT min(marked_at_us) FROM calls_to_fold), \
+     (SELECT count(*) FROM call_projections), \
+     (SELECT last_change FROM projection_changes WHERE only_row = 1)";
+
+type StatsRow = (i64, i64, i64, i64, i64, Option<i64>, i64, i64);
+
+impl Store {
+    /// The counts of [`StoreStats`], as of one moment.
+    pub async fn stats(&self) -> Result<StoreStats, StoreError> {
+        let row: StatsRow = on_pool!(self, pool => {
+            sqlx::query_as(STATS).fetch_one(pool).await?
+        });
+        let (
+            log_events,
+            quarantined,
+            unlinked,
+            calls_waiting,
+            events_waiting,
+            oldest,
+            projections,
+            last_projection_change,
+        ) = row;
+        Ok(StoreStats {
+            log_events,
+            quarantined,
+            unlinked,
+            calls_waiting,
+            events_waiting,
+            oldest_waiting_since: oldest.map(EventTime::from_unix_micros),
+            projections,
+            last_projection_change,
+        })
+    }
+}
