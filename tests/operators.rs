@@ -152,3 +152,144 @@ async fn stats_over_http_and_from_the_cli_agree_with_the_log() {
         over_http["projector"]["projections"]
     );
 }
+
+/// A tag whose call id sits where no default linking rule looks.
+fn tag_with_its_call_elsewhere() -> Vec<u8> {
+    envelope(
+        "tag.added",
+        "2026-02-10T09:18:00Z",
+        json!({"conversation": {"call_id": "cll_q"}, "tag": "vip"}),
+    )
+}
+
+async fn post_json(url: &str) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(url)
+        .send()
+        .await
+        .expect("answer");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("JSON"))
+}
+
+async fn get_json(url: &str) -> Value {
+    reqwest::get(url)
+        .await
+        .expect("answer")
+        .json()
+        .await
+        .expect("JSON")
+}
+
+#[tokio::test]
+async fn the_quarantine_lists_shows_and_refuses_to_redrive_what_is_still_unusable() {
+    let db = TestDb::sqlite().await;
+    let service = start_service("serve", &db.url, &[]).await;
+    let receiver = receiver_of(&service);
+    let kept = receiver.deliver("msg_q_1", b"{\"topic\": 7}").await;
+    assert_eq!(kept.json["status"], "quarantined");
+    let seq = kept.seq();
+
+    let listed = get_json(&format!("{}/v1/quarantine", service.base_url)).await;
+    assert_eq!(listed["total"], 1);
+    assert_eq!(listed["records"][0]["seq"], seq);
+    assert_eq!(
+        listed["records"][0]["reason"],
+        "body has no non-empty string `topic`"
+    );
+    assert_eq!(listed["records"][0]["redriven_as"], Value::Null);
+    let shown = get_json(&format!("{}/v1/quarantine/{seq}", service.base_url)).await;
+    assert_eq!(shown["body"], "{\"topic\": 7}");
+    assert_eq!(shown["webhook_id"], "msg_q_1");
+
+    let redrive = format!("{}/v1/quarantine/{seq}/redrive", service.base_url);
+    let (status, answer) = post_json(&redrive).await;
+    assert_eq!(status, 409, "{answer}");
+    let (status, _) = post_json(&format!("{}/v1/quarantine/999/redrive", service.base_url)).await;
+    assert_eq!(status, 404);
+
+    // The CLI answers the same from the database.
+    let cli = tokio::process::Command::new(support::CALLFOLD)
+        .args(["quarantine", "list", "--database-url", &db.url])
+        .output()
+        .await
+        .expect("callfold quarantine runs");
+    assert!(cli.status.success());
+    let from_cli: Value = serde_json::from_slice(&cli.stdout).expect("JSON on stdout");
+    assert_eq!(from_cli, listed);
+}
+
+#[tokio::test]
+async fn a_redrive_after_a_new_linking_rule_projects_the_event_once() {
+    let db = TestDb::sqlite().await;
+    let service = start_service("serve", &db.url, &[]).await;
+    let receiver = receiver_of(&service);
+    let completed = envelope(
+        "call.completed",
+        "2026-02-10T09:17:00Z",
+        json!({"id": "cll_q"}),
+    );
+    receiver.deliver("msg_r_1", &completed).await;
+    let unlinked = receiver
+        .deliver("msg_r_2", &tag_with_its_call_elsewhere())
+        .await;
+    let seq = unlinked.seq();
+
+    // With the rules the service runs, the record stays unusable.
+    let redrive = format!("{}/v1/quarantine/{seq}/redrive", service.base_url);
+    let (status, answer) = post_json(&redrive).await;
+    assert_eq!(status, 409, "{answer}");
+
+    // After the fix: a rule that knows where tags of this shape keep their call.
+    let fixed = callfold_ingest::LinkingRules::default().with_rule(
+        "tag.added",
+        &["/data/call_id", "/data/conversation/call_id"],
+    );
+    let quarantine = callfold_ingest::Quarantine::new(db.store.clone(), fixed);
+    let first = quarantine.redrive(seq).await.expect("re-driven");
+    assert_eq!(first["status"], "redriven");
+    let again = quarantine.redrive(seq).await.expect("idempotent");
+    assert_eq!(again["status"], "already_redriven");
+    assert_eq!(again["seq"], first["seq"]);
+    assert_eq!(db.store.log_len().await.expect("len"), 3);
+
+    support::wait_until("the re-driven tag is projected", 30, || async {
+        let call = get_json(&format!("{}/v1/calls/cll_q", service.base_url)).await;
+        call["tags"] == json!(["vip"])
+    })
+    .await;
+    let shown = get_json(&format!("{}/v1/quarantine/{seq}", service.base_url)).await;
+    assert_eq!(shown["unlinked"], true);
+    assert_eq!(shown["redriven_as"], first["seq"]);
+}
+
+#[tokio::test]
+async fn refused_requests_are_counted_and_the_latest_listed_without_bodies() {
+    let db = TestDb::sqlite().await;
+    let service = start_service("serve", &db.url, &[]).await;
+    let receiver = receiver_of(&service);
+    let body = b"{\"secret-looking\": \"body\"}";
+    let wrong = "whsec_d3Jvbmcta2V5LXdyb25nLWtleQ==";
+    receiver
+        .deliver_signed_by(wrong, "msg_x_1", unix_now(), body)
+        .await;
+    receiver
+        .post_raw(&[("webhook-id", Some("msg_x_2"))], body.to_vec())
+        .await;
+    receiver.deliver("msg_x_3", body).await;
+
+    let summary = get_json(&format!("{}/v1/rejections", service.base_url)).await;
+    assert_eq!(
+        summary["counts"],
+        json!({"bad_request": 1, "bad_signature": 1})
+    );
+    let recent = summary["recent"].as_array().expect("a list");
+    assert_eq!(recent.len(), 2);
+    assert_eq!(recent[0]["reason"], "bad_request", "latest first");
+    assert!(
+        recent[0]["source"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("127.0.0.1:"))
+    );
+    assert!(!summary.to_string().contains("secret-looking"));
+}

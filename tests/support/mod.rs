@@ -237,7 +237,7 @@ pub fn query_api(store: &Store) -> axum::Router {
         no_projector_here,
         Duration::from_millis(50),
     );
-    callfold_projector::router(store.clone(), Precedence::default(), live, None)
+    callfold_projector::router(store.clone(), Precedence::default(), live)
 }
 
 /// Serves `router` on a free loopback port and returns its base URL.

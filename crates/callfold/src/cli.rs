@@ -65,6 +65,14 @@ pub enum Command {
         #[command(subcommand)]
         query: CallsQuery,
     },
+    /// Inspect the records kept but not usable, and re-drive one once a fix makes it usable;
+    /// JSON on stdout, as `/v1/quarantine` answers.
+    Quarantine {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[command(subcommand)]
+        action: QuarantineAction,
+    },
     /// The database's counts for operators, as `/v1/stats` gives them; JSON on stdout.
     Stats(DatabaseArgs),
     /// Apply pending database migrations, then exit.
@@ -109,6 +117,31 @@ pub enum CallsQuery {
         /// The `next` cursor printed by the previous page.
         #[arg(long)]
         after: Option<String>,
+    },
+}
+
+/// The actions of `callfold quarantine`.
+#[derive(Debug, Subcommand)]
+pub enum QuarantineAction {
+    /// Quarantined records in seq order, each with its reason and whether it was re-driven.
+    List {
+        /// Most records to print (1 to 1000, default 100).
+        #[arg(long)]
+        limit: Option<String>,
+        /// The `next` seq printed by the previous page.
+        #[arg(long)]
+        after: Option<String>,
+    },
+    /// One kept record: reason, headers' values and the raw body.
+    Show {
+        /// The record's seq.
+        seq: i64,
+    },
+    /// Read a quarantined or unlinked record again with the current rules and, if it is now
+    /// usable, append it as `redrive:SEQ` (idempotent: a second re-drive changes nothing).
+    Redrive {
+        /// The record's seq.
+        seq: i64,
     },
 }
 

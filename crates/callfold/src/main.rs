@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use axum::Router;
 use callfold_ingest::{
-    BodyLimits, CommitQueue, IngestState, LinkingRules, TlsCertificate, Verifier, WebhookSecrets,
+    BodyLimits, CommitQueue, IngestState, LinkingRules, Quarantine, TlsCertificate, Verifier,
+    WebhookSecrets,
 };
 use callfold_projector::{ApiToken, Calls, ListFilter, LiveChanges, Precedence, Projector};
 use callfold_simulate::SimulateOptions;
@@ -24,8 +25,8 @@ use tokio::sync::{Notify, watch};
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{
-    CallsQuery, Cli, Command, DatabaseArgs, ProjectorOptions, ReceiverOptions, ServiceArgs,
-    SimulateArgs,
+    CallsQuery, Cli, Command, DatabaseArgs, ProjectorOptions, QuarantineAction, ReceiverOptions,
+    ServiceArgs, SimulateArgs,
 };
 
 #[tokio::main]
@@ -45,6 +46,7 @@ async fn main() -> ExitCode {
         Command::Rebuild { database, call } => rebuild(database, call).await,
         Command::Calls { database, query } => query_calls(database, query).await,
         Command::Stats(args) => stats(args).await,
+        Command::Quarantine { database, action } => quarantine(database, action).await,
         Command::Migrate(args) => migrate(args).await,
         Command::Simulate(args) => simulate(args).await,
     };
@@ -108,6 +110,19 @@ async fn query_calls(database: DatabaseArgs, query: CallsQuery) -> anyhow::Resul
             };
             calls.list(&filter).await
         }
+    }?;
+    println!("{}", serde_json::to_string_pretty(&answer)?);
+    Ok(())
+}
+
+async fn quarantine(database: DatabaseArgs, action: QuarantineAction) -> anyhow::Result<()> {
+    let quarantine = Quarantine::new(open_store(&database).await?, LinkingRules::default());
+    let answer = match action {
+        QuarantineAction::List { limit, after } => {
+            quarantine.list(limit.as_deref(), after.as_deref()).await
+        }
+        QuarantineAction::Show { seq } => quarantine.show(seq).await,
+        QuarantineAction::Redrive { seq } => quarantine.redrive(seq).await,
     }?;
     println!("{}", serde_json::to_string_pretty(&answer)?);
     Ok(())
@@ -180,7 +195,10 @@ async fn run_services(
     tokio::spawn(ops::publish_store_stats(store.clone()));
     let appended = Arc::new(Notify::new());
     let mut public = Router::new();
-    let mut private = ops::router(store.clone(), metrics);
+    // The /v1 routes, behind the API token; every service can inspect and re-drive the
+    // quarantine.
+    let mut v1 =
+        callfold_ingest::quarantine_router(Quarantine::new(store.clone(), LinkingRules::default()));
 
     let mut committer = None;
     if let (Some(options), Some(secrets)) = (receiver, secrets) {
@@ -200,6 +218,7 @@ async fn run_services(
                 read_timeout: Duration::from_millis(options.body_read_timeout_ms),
             },
         );
+        v1 = v1.merge(callfold_ingest::rejections_router(state.rejections()));
         public = public.merge(callfold_ingest::router(state));
     }
     let mut projector_task = None;
@@ -235,13 +254,14 @@ async fn run_services(
                 .run(wake, poll, fold_interval, stop_projector)
                 .await
         }));
-        private = private.merge(callfold_projector::router(
+        v1 = v1.merge(callfold_projector::router(
             store.clone(),
             Precedence::default(),
             live,
-            ApiToken::from_env(),
         ));
     }
+    let private = ops::router(store.clone(), metrics)
+        .merge(callfold_projector::with_token(v1, ApiToken::from_env()));
 
     let limits = service.connection_limits();
     let mut admin_task = None;

@@ -41,6 +41,21 @@ impl Default for LinkingRules {
 }
 
 impl LinkingRules {
+    /// These rules with `topic`'s call id looked up at `pointers` (JSON pointers into the
+    /// envelope, tried in order) instead of where they looked before.
+    pub fn with_rule(mut self, topic: &str, pointers: &[&str]) -> Self {
+        let pointers: Vec<String> = pointers.iter().map(|p| (*p).to_owned()).collect();
+        match self
+            .rules
+            .iter_mut()
+            .find(|(rule_topic, _)| rule_topic == topic)
+        {
+            Some((_, existing)) => *existing = pointers,
+            None => self.rules.push((topic.to_owned(), pointers)),
+        }
+        self
+    }
+
     /// The call of an envelope with `topic`: not a call when no rule names the topic; else
     /// the first listed pointer that holds a non-empty string (or an integer, kept as its
     /// decimal text), or unlinked when none does.

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -20,6 +21,8 @@ use sha2::{Digest, Sha256};
 
 use crate::commit::{AppendError, CommitQueue};
 use crate::envelope::LinkingRules;
+use crate::listener::PeerAddr;
+use crate::rejections::RecentRejections;
 use crate::signature::{HeaderError, SignedHeaders, Verifier, VerifyError};
 
 /// The path Allo is configured to POST to.
@@ -44,6 +47,7 @@ pub struct IngestState {
     linking_rules: Arc<LinkingRules>,
     queue: CommitQueue,
     body_limits: BodyLimits,
+    rejections: RecentRejections,
 }
 
 impl IngestState {
@@ -59,7 +63,13 @@ impl IngestState {
             linking_rules: Arc::new(linking_rules),
             queue,
             body_limits,
+            rejections: RecentRejections::default(),
         }
+    }
+
+    /// The requests this receiver refused before they proved authentic.
+    pub fn rejections(&self) -> RecentRejections {
+        self.rejections.clone()
     }
 }
 
@@ -219,9 +229,24 @@ fn verify(verifier: &Verifier, signed: &SignedHeaders, body: &[u8]) -> Result<()
 #[tracing::instrument(skip_all, fields(webhook_id))]
 async fn receive(
     State(state): State<IngestState>,
+    peer: Option<Extension<PeerAddr>>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Receipt>, Rejection> {
+) -> Response {
+    match accept(&state, headers, body).await {
+        Ok(receipt) => Json(receipt).into_response(),
+        Err(rejection) => {
+            if !matches!(rejection, Rejection::Unavailable(_)) {
+                let source = peer.map(|Extension(PeerAddr(addr))| addr);
+                state.rejections.record(rejection.outcome_label(), source);
+            }
+            rejection.into_response()
+        }
+    }
+}
+
+/// Checks, reads, verifies and appends one delivery; what to answer.
+async fn accept(state: &IngestState, headers: HeaderMap, body: Body) -> Result<Receipt, Rejection> {
     let received_at = EventTime::now();
     let started = std::time::Instant::now();
     let signed = SignedHeaders::parse(&headers)?;
@@ -279,5 +304,5 @@ async fn receive(
     };
     count_delivery(receipt.status);
     metrics::histogram!("callfold_ack_seconds").record(started.elapsed().as_secs_f64());
-    Ok(Json(receipt))
+    Ok(receipt)
 }

@@ -10,6 +10,7 @@
 
 use std::fmt;
 use std::io;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -28,6 +29,10 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
 use tokio_rustls::rustls::sign::CertifiedKey;
 use tokio_rustls::rustls::{self, ServerConfig};
+
+/// The address a request's connection came from, in every request's extensions.
+#[derive(Clone, Copy, Debug)]
+pub struct PeerAddr(pub SocketAddr);
 
 /// How long to back off when accepting fails (for instance out of file descriptors).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -160,9 +165,9 @@ pub async fn serve(
     let http = Arc::new(http);
     tokio::pin!(shutdown);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
+                Ok(accepted) => accepted,
                 Err(error) => {
                     tracing::warn!(%error, "accepting a connection failed; backing off");
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
@@ -181,12 +186,12 @@ pub async fn serve(
         tokio::spawn(async move {
             metrics::gauge!("callfold_connections_open").increment(1.0);
             let served = match acceptor {
-                None => serve_connection(&http, stream, app, watcher).await,
+                None => serve_connection(&http, stream, peer, app, watcher).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream))
                         .await
                     {
-                        Ok(Ok(stream)) => serve_connection(&http, stream, app, watcher).await,
+                        Ok(Ok(stream)) => serve_connection(&http, stream, peer, app, watcher).await,
                         Ok(Err(error)) => Err(error),
                         Err(_) => Err(io::ErrorKind::TimedOut.into()),
                     }
@@ -206,12 +211,14 @@ pub async fn serve(
 async fn serve_connection<S>(
     http: &http1::Builder,
     stream: S,
+    peer: SocketAddr,
     app: Router,
     watcher: hyper_util::server::graceful::Watcher,
 ) -> io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let app = app.layer(axum::Extension(PeerAddr(peer)));
     let connection = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
     watcher.watch(connection).await.map_err(io::Error::other)
 }

@@ -52,25 +52,25 @@ impl ApiToken {
 }
 
 /// The query routes, over `store`, ordering ties by `precedence`, with the live streams of
-/// `live`; with `token`, every route requires `Authorization: Bearer <token>`.
-pub fn router(
-    store: Store,
-    precedence: Precedence,
-    live: LiveChanges,
-    token: Option<ApiToken>,
-) -> Router {
+/// `live`. They are open: see [`with_token`].
+pub fn router(store: Store, precedence: Precedence, live: LiveChanges) -> Router {
     let streams = Router::new()
         .route("/v1/stream", get(stream::all_calls))
         .route("/v1/calls/{call_id}/stream", get(stream::one_call))
         .with_state(live);
-    let routes = Router::new()
+    Router::new()
         .route("/v1/calls", get(list_calls))
         .route("/v1/calls/{call_id}", get(show_call))
         .route("/v1/calls/{call_id}/events", get(call_events))
         .route("/v1/unlinked", get(unlinked_events))
         .route("/v1/stats", get(stats))
         .with_state(Arc::new(Calls::new(store, precedence)))
-        .merge(streams);
+        .merge(streams)
+}
+
+/// `routes` as they are, or, with `token`, each requiring `Authorization: Bearer <token>`
+/// (a path that matches no route still answers 404).
+pub fn with_token(routes: Router, token: Option<ApiToken>) -> Router {
     match token {
         Some(token) => routes.route_layer(middleware::from_fn_with_state(
             Arc::new(token),

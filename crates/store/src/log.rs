@@ -221,14 +221,44 @@ impl Store {
         after_seq: i64,
         limit: i64,
     ) -> Result<(Vec<LoggedEvent>, i64), StoreError> {
-        let sql = format!("{SELECT_EVENT} WHERE unlinked AND seq > $1 ORDER BY seq LIMIT $2");
+        self.records_where("unlinked", after_seq, limit).await
+    }
+
+    /// Up to `limit` quarantined records with `seq > after_seq`, in seq order, and how many the
+    /// log holds in all.
+    pub async fn quarantined_events(
+        &self,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<(Vec<LoggedEvent>, i64), StoreError> {
+        self.records_where("quarantine_reason IS NOT NULL", after_seq, limit)
+            .await
+    }
+
+    /// A page of the records matching `condition` (each kind has a partial index), and their
+    /// count.
+    async fn records_where(
+        &self,
+        condition: &str,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<(Vec<LoggedEvent>, i64), StoreError> {
+        let page = format!("{SELECT_EVENT} WHERE {condition} AND seq > $1 ORDER BY seq LIMIT $2");
+        let count = format!("SELECT count(*) FROM events WHERE {condition}");
         on_pool!(self, pool => {
             let rows: Vec<EventRow> =
-                sqlx::query_as(&sql).bind(after_seq).bind(limit).fetch_all(pool).await?;
-            let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE unlinked")
-                .fetch_one(pool)
-                .await?;
+                sqlx::query_as(&page).bind(after_seq).bind(limit).fetch_all(pool).await?;
+            let total: i64 = sqlx::query_scalar(&count).fetch_one(pool).await?;
             Ok((rows.into_iter().map(LoggedEvent::from).collect(), total))
+        })
+    }
+
+    /// The record at `seq`, if any.
+    pub async fn event_by_seq(&self, seq: i64) -> Result<Option<LoggedEvent>, StoreError> {
+        let sql = format!("{SELECT_EVENT} WHERE seq = $1");
+        on_pool!(self, pool => {
+            let row: Option<EventRow> = sqlx::query_as(&sql).bind(seq).fetch_optional(pool).await?;
+            Ok(row.map(LoggedEvent::from))
         })
     }
 

@@ -1,0 +1,207 @@
+//! The records the receiver kept but could not use, for operators: listing the quarantined
+//! ones, showing one with its raw body and reason, and re-driving a kept record (quarantined,
+//! or unlinked) through the append path once a fix makes it usable, for instance a new linking
+//! rule. Shared by the HTTP API and the CLI, so both answer alike.
+//!
+//! The log is append-only, so a re-drive never changes the kept record: it appends a new record
+//! with the same body under the webhook-id `redrive:{seq}`, which makes re-driving idempotent
+//! (a second re-drive of the same record is a duplicate of the first).
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use callfold_store::{
+    AppendOutcome, CallLink, Content, EventTime, LoggedEvent, NewEvent, Store, StoreError,
+    WebhookId,
+};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::envelope::LinkingRules;
+
+/// Records listed when no `limit` is given, and the most one page may hold.
+const DEFAULT_LIMIT: i64 = 100;
+const MAX_LIMIT: i64 = 1000;
+
+/// Why an operator's request about kept records has no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum QuarantineError {
+    /// A parameter does not parse; the message names it.
+    #[error("bad parameter {name}: {problem}")]
+    BadParameter {
+        /// The parameter's name.
+        name: &'static str,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
+    /// No record has this seq.
+    #[error("no record with seq {0}")]
+    NotFound(i64),
+    /// The record is neither quarantined nor unlinked: there is nothing to re-drive.
+    #[error("record {0} was usable when it arrived; there is nothing to re-drive")]
+    NotKept(i64),
+    /// Read with the current rules, the record is still not usable.
+    #[error("record {seq} is still unusable: {reason}")]
+    StillUnusable {
+        /// The record.
+        seq: i64,
+        /// Why, as of the current rules.
+        reason: String,
+    },
+    /// The store failed.
+    #[error("the store is unavailable")]
+    Store(#[from] StoreError),
+}
+
+/// The operators' view of kept records.
+#[derive(Clone, Debug)]
+pub struct Quarantine {
+    store: Store,
+    linking_rules: LinkingRules,
+}
+
+/// The webhook-id a re-drive of record `seq` appends under.
+fn redrive_id(seq: i64) -> WebhookId {
+    WebhookId::parse(&format!("redrive:{seq}")).expect("a short printable id")
+}
+
+fn parse_number(name: &'static str, text: Option<&str>) -> Result<Option<i64>, QuarantineError> {
+    text.map(|text| {
+        text.parse().map_err(|_| QuarantineError::BadParameter {
+            name,
+            problem: "must be a whole number",
+        })
+    })
+    .transpose()
+}
+
+fn reason_of(record: &LoggedEvent) -> Option<&str> {
+    match &record.content {
+        Content::Quarantined { reason } => Some(reason),
+        Content::Usable { .. } => None,
+    }
+}
+
+impl Quarantine {
+    /// The view over `store`, re-driving with `linking_rules`.
+    pub fn new(store: Store, linking_rules: LinkingRules) -> Self {
+        Self {
+            store,
+            linking_rules,
+        }
+    }
+
+    /// Quarantined records after seq `after`, in seq order: `{"records": [...], "total": N,
+    /// "next": seq | null}`; each says whether it was re-driven, and as which seq.
+    pub async fn list(
+        &self,
+        limit: Option<&str>,
+        after: Option<&str>,
+    ) -> Result<Value, QuarantineError> {
+        let limit = parse_number("limit", limit)?.unwrap_or(DEFAULT_LIMIT);
+        if !(1..=MAX_LIMIT).contains(&limit) {
+            return Err(QuarantineError::BadParameter {
+                name: "limit",
+                problem: "must be from 1 to 1000",
+            });
+        }
+        let after = parse_number("after", after)?.unwrap_or(0);
+        let (records, total) = self.store.quarantined_events(after, limit).await?;
+        let next = (records.len() as i64 == limit)
+            .then(|| records.last().map(|r| r.seq))
+            .flatten();
+        let mut listed = Vec::with_capacity(records.len());
+        for record in &records {
+            listed.push(json!({
+                "seq": record.seq,
+                "webhook_id": record.webhook_id.as_str(),
+                "received_at": record.received_at,
+                "reason": reason_of(record),
+                "redriven_as": self.redriven_as(record.seq).await?,
+            }));
+        }
+        Ok(json!({ "records": listed, "total": total, "next": next }))
+    }
+
+    /// One kept record in full: its headers' values, its reason (null when it was usable), and
+    /// its raw body, as text when it is UTF-8 and always as base64.
+    pub async fn show(&self, seq: i64) -> Result<Value, QuarantineError> {
+        let record = self.record(seq).await?;
+        let unlinked = matches!(
+            record.content,
+            Content::Usable {
+                call: CallLink::Unlinked,
+                ..
+            }
+        );
+        Ok(json!({
+            "seq": record.seq,
+            "webhook_id": record.webhook_id.as_str(),
+            "webhook_timestamp": record.webhook_timestamp,
+            "received_at": record.received_at,
+            "reason": reason_of(&record),
+            "unlinked": unlinked,
+            "body": std::str::from_utf8(&record.body).ok(),
+            "body_base64": STANDARD.encode(&record.body),
+            "redriven_as": self.redriven_as(seq).await?,
+        }))
+    }
+
+    /// Reads record `seq` again with the current linking rules and, when it is now usable (and
+    /// linked to a call, for a call event), appends it as `redrive:{seq}`: `{"status":
+    /// "redriven" | "already_redriven", "seq": N, "webhook_id": ...}`.
+    pub async fn redrive(&self, seq: i64) -> Result<Value, QuarantineError> {
+        let record = self.record(seq).await?;
+        let was_kept = match &record.content {
+            Content::Quarantined { .. } => true,
+            Content::Usable { call, .. } => *call == CallLink::Unlinked,
+        };
+        if !was_kept {
+            return Err(QuarantineError::NotKept(seq));
+        }
+        let content = self.linking_rules.read(&record.body);
+        let still = match &content {
+            Content::Quarantined { reason } => Some(reason.clone()),
+            Content::Usable {
+                call: CallLink::Unlinked,
+                ..
+            } => Some("no linking rule finds its call id".to_owned()),
+            Content::Usable { .. } => None,
+        };
+        if let Some(reason) = still {
+            return Err(QuarantineError::StillUnusable { seq, reason });
+        }
+        let webhook_id = redrive_id(seq);
+        let event = NewEvent {
+            webhook_id: webhook_id.clone(),
+            webhook_timestamp: record.webhook_timestamp,
+            received_at: EventTime::now(),
+            body_sha256: Sha256::digest(&record.body).into(),
+            body: record.body,
+            content,
+        };
+        let outcomes = self
+            .store
+            .append_batch(std::slice::from_ref(&event))
+            .await?;
+        let outcome = outcomes.first().expect("one outcome per event appended");
+        let (status, new_seq) = match outcome {
+            AppendOutcome::Appended { seq } => ("redriven", *seq),
+            AppendOutcome::Duplicate { seq, .. } => ("already_redriven", *seq),
+        };
+        tracing::info!(seq, new_seq, "record re-driven");
+        Ok(json!({ "status": status, "seq": new_seq, "webhook_id": webhook_id.as_str() }))
+    }
+
+    async fn record(&self, seq: i64) -> Result<LoggedEvent, QuarantineError> {
+        self.store
+            .event_by_seq(seq)
+            .await?
+            .ok_or(QuarantineError::NotFound(seq))
+    }
+
+    /// The seq of the re-drive of record `seq`, if it was re-driven.
+    async fn redriven_as(&self, seq: i64) -> Result<Option<i64>, QuarantineError> {
+        let redriven = self.store.event_by_webhook_id(&redrive_id(seq)).await?;
+        Ok(redriven.map(|record| record.seq))
+    }
+}
