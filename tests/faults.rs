@@ -240,3 +240,36 @@ async fn clock_skew_shows_in_a_gauge_and_a_stale_delivery_says_by_how_much() {
     assert_eq!(forged.json["error"], "no v1 signature matches");
     assert_eq!(skew_gauge(&service.metrics().await), skew);
 }
+
+#[tokio::test]
+async fn sigterm_finishes_the_appends_in_flight_before_the_process_exits() {
+    let db = TestDb::sqlite().await;
+    let mut service = start_service("ingest", &db.url, &[]).await;
+    let urls = webhook_url(&service);
+    let sending =
+        tokio::spawn(async move { callfold_simulate::send(&urls, deliveries(400, 4), 32).await });
+    support::wait_until("appends are under way", 60, || async {
+        db.store.log_len().await.expect("len") >= 200
+    })
+    .await;
+    let pid = service.child.id().expect("running").to_string();
+    let signalled = Command::new("kill").args(["-TERM", &pid]).status();
+    assert!(signalled.expect("kill runs").success());
+    let exited = tokio::time::timeout(std::time::Duration::from_secs(30), service.child.wait())
+        .await
+        .expect("the process exits in time")
+        .expect("wait");
+    assert!(exited.success(), "a clean exit: {exited}");
+
+    let report = sending.await.expect("sender");
+    let statuses: BTreeSet<Option<u16>> = report.answers.iter().map(|a| a.status).collect();
+    assert!(
+        statuses.iter().all(|s| matches!(s, Some(200) | None)),
+        "answered, or refused once the listener closed: {statuses:?}"
+    );
+    assert!(
+        acknowledged(&report).len() < report.answers.len(),
+        "stopped mid-load"
+    );
+    assert_logged(&db.store, &acknowledged(&report)).await;
+}

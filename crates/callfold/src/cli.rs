@@ -21,6 +21,29 @@ pub struct Cli {
     /// What to run.
     #[command(subcommand)]
     pub command: Command,
+
+    /// The configuration file (default: ./callfold.toml when it exists). Its keys are the
+    /// options' names; the environment and the command line override it.
+    #[arg(long, env = "CALLFOLD_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+
+    /// How log lines are written to stderr: text, or JSON (one object per line).
+    #[arg(
+        long,
+        env = "CALLFOLD_LOG_FORMAT",
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: LogFormat,
+}
+
+/// The shape of log lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// The subcommands.
@@ -75,6 +98,11 @@ pub enum Command {
     },
     /// The database's counts for operators, as `/v1/stats` gives them; JSON on stdout.
     Stats(DatabaseArgs),
+    /// Check the configuration (file, environment, options) and print what is in effect.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
     /// Apply pending database migrations, then exit.
     Migrate(DatabaseArgs),
     /// Send Allo-like signed traffic to a receiver and report answers, throughput and latency.
@@ -118,6 +146,15 @@ pub enum CallsQuery {
         #[arg(long)]
         after: Option<String>,
     },
+}
+
+/// The actions of `callfold config`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigAction {
+    /// Validate every setting `serve` would run with, the linking rules, the precedence graph,
+    /// the TLS files and the secrets, and print them (secrets as a count only). Exits non-zero
+    /// on any problem.
+    Check,
 }
 
 /// The actions of `callfold quarantine`.

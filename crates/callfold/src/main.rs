@@ -2,8 +2,10 @@
 //! wires the crates into the service asked for. No logic of its own beyond that wiring.
 
 mod cli;
+mod config;
 mod ops;
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,7 +19,7 @@ use callfold_ingest::{
 use callfold_projector::{ApiToken, Calls, ListFilter, LiveChanges, Precedence, Projector};
 use callfold_simulate::SimulateOptions;
 use callfold_store::{CallKey, Store};
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -25,32 +27,27 @@ use tokio::sync::{Notify, watch};
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{
-    CallsQuery, Cli, Command, DatabaseArgs, ProjectorOptions, QuarantineAction, ReceiverOptions,
-    ServiceArgs, SimulateArgs,
+    CallsQuery, Cli, Command, ConfigAction, DatabaseArgs, LogFormat, ProjectorOptions,
+    QuarantineAction, ReceiverOptions, ServiceArgs, SimulateArgs,
 };
+use crate::config::Config;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    init_tracing();
-    let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Serve {
-            service,
-            receiver,
-            projector,
-        } => run_services(service, Some(receiver), Some(projector)).await,
-        Command::Ingest { service, receiver } => run_services(service, Some(receiver), None).await,
-        Command::Projector { service, projector } => {
-            run_services(service, None, Some(projector)).await
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let configured =
+        Config::for_args(&args).and_then(|config| Ok((config.apply(Cli::command())?, config)));
+    let (command, config) = match configured {
+        Ok(configured) => configured,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
         }
-        Command::Rebuild { database, call } => rebuild(database, call).await,
-        Command::Calls { database, query } => query_calls(database, query).await,
-        Command::Stats(args) => stats(args).await,
-        Command::Quarantine { database, action } => quarantine(database, action).await,
-        Command::Migrate(args) => migrate(args).await,
-        Command::Simulate(args) => simulate(args).await,
     };
-    match result {
+    let matches = command.clone().get_matches_from(&args);
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
+    init_tracing(cli.log_format);
+    match run(cli, &config, command).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
@@ -59,15 +56,102 @@ async fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
+async fn run(cli: Cli, config: &Config, command: clap::Command) -> anyhow::Result<()> {
+    let precedence = config.precedence()?;
+    let linking_rules = config.linking_rules();
+    let rules = (precedence.clone(), linking_rules.clone());
+    match cli.command {
+        Command::Serve {
+            service,
+            receiver,
+            projector,
+        } => run_services(service, Some(receiver), Some(projector), rules).await,
+        Command::Ingest { service, receiver } => {
+            run_services(service, Some(receiver), None, rules).await
+        }
+        Command::Projector { service, projector } => {
+            run_services(service, None, Some(projector), rules).await
+        }
+        Command::Rebuild { database, call } => rebuild(database, call, precedence).await,
+        Command::Calls { database, query } => query_calls(database, query, precedence).await,
+        Command::Stats(args) => stats(args).await,
+        Command::Quarantine { database, action } => {
+            quarantine(database, action, linking_rules).await
+        }
+        Command::Config {
+            action: ConfigAction::Check,
+        } => check_config(config, command),
+        Command::Migrate(args) => migrate(args).await,
+        Command::Simulate(args) => simulate(args).await,
+    }
+}
+
+fn init_tracing(format: LogFormat) {
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
+    let subscriber = tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => subscriber.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => subscriber.json().init(),
+    }
+}
+
+/// `callfold config check`: every setting `serve` would run with and where it comes from,
+/// then the checks that need more than parsing.
+fn check_config(config: &Config, command: clap::Command) -> anyhow::Result<()> {
+    let file = config.path.as_ref().map(|p| p.display().to_string());
+    println!("configuration file: {}", file.as_deref().unwrap_or("none"));
+    let matches = command
+        .clone()
+        .try_get_matches_from(["callfold", "serve"])
+        .context("the settings do not parse")?;
+    let serve = matches
+        .subcommand_matches("serve")
+        .context("serve parses")?;
+    let serve_command = command
+        .find_subcommand("serve")
+        .context("serve is a command")?;
+    for arg in serve_command.get_arguments() {
+        let id = arg.get_id().as_str();
+        let Some(raw) = serve.get_raw(id) else {
+            continue;
+        };
+        let value: Vec<String> = raw.map(|v| redact_password(&v.to_string_lossy())).collect();
+        let source = match serve.value_source(id) {
+            Some(clap::parser::ValueSource::EnvVariable) => "environment",
+            _ if config.sets(id) => "file",
+            _ => "default",
+        };
+        println!("{id} = {} ({source})", value.join(","));
+    }
+    println!("linking rules: {:?}", config.linking_rules());
+    println!("precedence graph: acyclic");
+    let service = ServiceArgs::from_arg_matches(serve)?;
+    if let Some(files) = service.tls_files() {
+        TlsCertificate::load(files).context("cannot set up HTTPS")?;
+        println!("TLS certificate and key: usable");
+    }
+    let secrets = WebhookSecrets::from_env()?;
+    println!("webhook secrets: {} configured", secrets.iter().count());
+    println!("configuration ok");
+    Ok(())
+}
+
+/// `url` with the password of its user, if any, replaced by `***`.
+fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((user_info, host)) = rest.split_once('@') else {
+        return url.to_owned();
+    };
+    match user_info.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
 }
 
 async fn open_store(args: &DatabaseArgs) -> anyhow::Result<Store> {
@@ -87,8 +171,12 @@ async fn migrate(args: DatabaseArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn query_calls(database: DatabaseArgs, query: CallsQuery) -> anyhow::Result<()> {
-    let calls = Calls::new(open_store(&database).await?, Precedence::default());
+async fn query_calls(
+    database: DatabaseArgs,
+    query: CallsQuery,
+    precedence: Precedence,
+) -> anyhow::Result<()> {
+    let calls = Calls::new(open_store(&database).await?, precedence);
     let answer = match query {
         CallsQuery::Show { id, as_of } => calls.show(&id, as_of.as_deref()).await,
         CallsQuery::Events { id } => calls.events(&id).await,
@@ -115,8 +203,12 @@ async fn query_calls(database: DatabaseArgs, query: CallsQuery) -> anyhow::Resul
     Ok(())
 }
 
-async fn quarantine(database: DatabaseArgs, action: QuarantineAction) -> anyhow::Result<()> {
-    let quarantine = Quarantine::new(open_store(&database).await?, LinkingRules::default());
+async fn quarantine(
+    database: DatabaseArgs,
+    action: QuarantineAction,
+    linking_rules: LinkingRules,
+) -> anyhow::Result<()> {
+    let quarantine = Quarantine::new(open_store(&database).await?, linking_rules);
     let answer = match action {
         QuarantineAction::List { limit, after } => {
             quarantine.list(limit.as_deref(), after.as_deref()).await
@@ -137,9 +229,13 @@ async fn stats(database: DatabaseArgs) -> anyhow::Result<()> {
 /// How long `rebuild --call` holds the call it re-folds.
 const REBUILD_CALL_LEASE: Duration = Duration::from_secs(30);
 
-async fn rebuild(database: DatabaseArgs, call: Option<String>) -> anyhow::Result<()> {
+async fn rebuild(
+    database: DatabaseArgs,
+    call: Option<String>,
+    precedence: Precedence,
+) -> anyhow::Result<()> {
     let store = open_store(&database).await?;
-    let projector = Projector::new(store, Precedence::default(), 1, REBUILD_CALL_LEASE);
+    let projector = Projector::new(store, precedence, 1, REBUILD_CALL_LEASE);
     if let Some(call) = call {
         let found = projector.refold_call(&CallKey::new(call.clone())).await?;
         anyhow::ensure!(found, "the log holds no event of call {call:?}");
@@ -172,6 +268,7 @@ async fn run_services(
     service: ServiceArgs,
     receiver: Option<ReceiverOptions>,
     projector: Option<ProjectorOptions>,
+    (precedence, linking_rules): (Precedence, LinkingRules),
 ) -> anyhow::Result<()> {
     let secrets = receiver
         .as_ref()
@@ -198,7 +295,7 @@ async fn run_services(
     // The /v1 routes, behind the API token; every service can inspect and re-drive the
     // quarantine.
     let mut v1 =
-        callfold_ingest::quarantine_router(Quarantine::new(store.clone(), LinkingRules::default()));
+        callfold_ingest::quarantine_router(Quarantine::new(store.clone(), linking_rules.clone()));
 
     let mut committer = None;
     if let (Some(options), Some(secrets)) = (receiver, secrets) {
@@ -211,7 +308,7 @@ async fn run_services(
         committer = Some(task);
         let state = IngestState::new(
             Verifier::new(secrets, options.tolerance),
-            LinkingRules::default(),
+            linking_rules,
             queue,
             BodyLimits {
                 max_bytes: options.max_body,
@@ -225,7 +322,7 @@ async fn run_services(
     if let Some(options) = projector {
         let projector = Projector::new(
             store.clone(),
-            Precedence::default(),
+            precedence.clone(),
             options.projector_batch,
             Duration::from_millis(options.claim_lease_ms),
         );
@@ -254,11 +351,7 @@ async fn run_services(
                 .run(wake, poll, fold_interval, stop_projector)
                 .await
         }));
-        v1 = v1.merge(callfold_projector::router(
-            store.clone(),
-            Precedence::default(),
-            live,
-        ));
+        v1 = v1.merge(callfold_projector::router(store.clone(), precedence, live));
     }
     let private = ops::router(store.clone(), metrics)
         .merge(callfold_projector::with_token(v1, ApiToken::from_env()));
