@@ -282,6 +282,7 @@ async fn run_services(
         .map(Arc::new);
     let store = open_store(&service.database).await?;
     let metrics = metrics_recorder()?;
+    let precedence_for_pages = precedence.clone();
     let (stop, stopped) = watch::channel(false);
     let shutdown = move || {
         let mut stopped = stopped.clone();
@@ -353,8 +354,13 @@ async fn run_services(
         }));
         v1 = v1.merge(callfold_projector::router(store.clone(), precedence, live));
     }
+    let status_page = callfold_projector::status::router(
+        store.clone(),
+        Calls::new(store.clone(), precedence_for_pages),
+    );
     let private = ops::router(store.clone(), metrics)
-        .merge(callfold_projector::with_token(v1, ApiToken::from_env()));
+        .merge(callfold_projector::with_token(v1, ApiToken::from_env()))
+        .merge(status_page);
 
     let limits = service.connection_limits();
     let mut admin_task = None;

@@ -3,12 +3,14 @@
 //!
 //! Owns the topic precedence graph ([`precedence`]), the fold itself ([`fold`]), the loop that
 //! keeps projections up to date with the log ([`worker`]), the queries over calls ([`query`]),
-//! the live streams of projection changes ([`stream`]) and their HTTP API ([`http`]). It only reads the log; it never writes to it.
+//! the live streams of projection changes ([`stream`]), their HTTP API ([`http`]) and the
+//! operators' status page ([`status`]). It only reads the log; it never writes to it.
 
 pub mod fold;
 pub mod http;
 pub mod precedence;
 pub mod query;
+pub mod status;
 pub mod stream;
 pub mod worker;
 

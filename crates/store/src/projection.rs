@@ -72,6 +72,15 @@ struct ChangeRow {
     change_seq: i64,
 }
 
+impl From<ChangeRow> for ProjectionChange {
+    fn from(row: ChangeRow) -> Self {
+        ProjectionChange {
+            change: row.change_seq,
+            projection: row.projection.into(),
+        }
+    }
+}
+
 /// The live projections, which queries read.
 pub(crate) const LIVE: &str = "call_projections";
 /// Where a rebuild writes before the swap.
@@ -227,13 +236,18 @@ impl Store {
                 query = query.bind(call_key.as_str());
             }
             let rows = query.fetch_all(pool).await?;
-            Ok(rows
-                .into_iter()
-                .map(|row| ProjectionChange {
-                    change: row.change_seq,
-                    projection: row.projection.into(),
-                })
-                .collect())
+            Ok(rows.into_iter().map(ProjectionChange::from).collect())
+        })
+    }
+
+    /// The `limit` projections changed last, the latest first.
+    pub async fn latest_changes(&self, limit: i64) -> Result<Vec<ProjectionChange>, StoreError> {
+        let sql = format!(
+            "SELECT {PROJECTION_COLUMNS}, change_seq FROM {LIVE} ORDER BY change_seq DESC LIMIT $1"
+        );
+        on_pool!(self, pool => {
+            let rows: Vec<ChangeRow> = sqlx::query_as(&sql).bind(limit).fetch_all(pool).await?;
+            Ok(rows.into_iter().map(ProjectionChange::from).collect())
         })
     }
 

@@ -1,6 +1,6 @@
 //! Counts for operators, read from the database so that every process (and the CLI) sees the
 //! same: the log's size, its quarantined and unlinked records, how far the projections are
-//! behind it, and how many there are.
+//! behind it, and how many there are; and deliveries per minute, for the status page's chart.
 
 use crate::event::EventTime;
 use crate::{Store, StoreError, on_pool};
@@ -68,5 +68,33 @@ impl Store {
             projections,
             last_projection_change,
         })
+    }
+}
+
+/// How many of the latest records the per-minute counts look at, at most: the chart's read
+/// stays bounded however busy the last hour was.
+const RECENT_RECORDS: i64 = 100_000;
+
+impl Store {
+    /// Records stored per minute since `since` (counted over the latest
+    /// [`RECENT_RECORDS`] records at most), oldest minute first, as (minute start, count).
+    pub async fn stored_per_minute(
+        &self,
+        since: EventTime,
+    ) -> Result<Vec<(EventTime, i64)>, StoreError> {
+        let sql = "SELECT received_at_us / 60000000 AS minute, count(*) FROM events \
+             WHERE seq > (SELECT coalesce(max(seq), 0) FROM events) - $1 \
+             AND received_at_us >= $2 GROUP BY minute ORDER BY minute";
+        let rows: Vec<(i64, i64)> = on_pool!(self, pool => {
+            sqlx::query_as(sql)
+                .bind(RECENT_RECORDS)
+                .bind(since.unix_micros())
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(minute, count)| (EventTime::from_unix_micros(minute * 60_000_000), count))
+            .collect())
     }
 }

@@ -1,0 +1,111 @@
+//! The status page in a real browser: headless Chromium (Debian's `chromium`, which `.ci/run`
+//! installs) renders the overview and one call's timeline of a `callfold serve` that received
+//! traffic from `callfold simulate`, and the test checks the call is there. Screenshots of both
+//! pages are written to the test's output folder.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use support::{CALLFOLD, SECRET, TestDb, start_service};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// Runs headless Chromium on `url` with `action` (`--dump-dom`, or `--screenshot=PATH`);
+/// what it printed on stdout.
+async fn chromium(url: &str, action: &str, profile: &Path) -> String {
+    assert!(
+        Path::new(CHROMIUM).exists(),
+        "{CHROMIUM} is missing: install Debian's chromium package (.ci/run does)"
+    );
+    let output = tokio::process::Command::new(CHROMIUM)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--window-size=1280,1400",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(action)
+        .arg(url)
+        .output()
+        .await
+        .expect("chromium runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Where the screenshots go: a folder of the test build's own.
+fn output_folder() -> PathBuf {
+    let folder = Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page");
+    std::fs::create_dir_all(&folder).expect("the output folder");
+    folder
+}
+
+#[tokio::test]
+async fn the_status_page_shows_a_call_sent_through_simulate() {
+    let db = TestDb::sqlite().await;
+    let service = start_service("serve", &db.url, &[]).await;
+    let simulated = tokio::process::Command::new(CALLFOLD)
+        .args(["simulate", "--calls", "10", "--shuffle", "--url"])
+        .arg(format!("{}/webhooks/allo", service.base_url))
+        .env("CALLFOLD_WEBHOOK_SECRETS", SECRET)
+        .output()
+        .await
+        .expect("callfold simulate runs");
+    assert!(simulated.status.success());
+    let report = String::from_utf8_lossy(&simulated.stdout);
+    let call = report
+        .split_whitespace()
+        .find(|word| word.starts_with("cll_"))
+        .unwrap_or_else(|| panic!("simulate names a call: {report}"))
+        .to_owned();
+    support::wait_for_queue(&db.store, "every call is folded", 30, |calls| calls == 0).await;
+
+    let profile = tempfile::tempdir().expect("a browser profile");
+    let overview = format!("{}/status", service.base_url);
+    let rendered = chromium(&overview, "--dump-dom", profile.path()).await;
+    assert!(
+        rendered.contains("Deliveries stored, last hour"),
+        "{rendered}"
+    );
+    assert!(rendered.contains("<svg"), "the chart is there");
+    assert!(
+        rendered.contains(&format!("href=\"/status/calls/{call}\"")),
+        "the simulated call {call} is listed: {rendered}"
+    );
+
+    let timeline = format!("{}/status/calls/{call}", service.base_url);
+    let rendered = chromium(&timeline, "--dump-dom", profile.path()).await;
+    for shown in [
+        "Arrival order",
+        "Effective order",
+        "call.completed",
+        call.as_str(),
+    ] {
+        assert!(
+            rendered.contains(shown),
+            "{shown} on the call's page: {rendered}"
+        );
+    }
+
+    let folder = output_folder();
+    for (name, url) in [("status.png", &overview), ("call.png", &timeline)] {
+        let path = folder.join(name);
+        let _ = std::fs::remove_file(&path);
+        let action = format!("--screenshot={}", path.display());
+        chromium(url, &action, profile.path()).await;
+        let written = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        assert!(written > 10_000, "{} holds a rendered page", path.display());
+        eprintln!("screenshot: {}", path.display());
+    }
+}
