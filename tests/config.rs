@@ -10,7 +10,7 @@ use std::process::Output;
 
 use serde_json::{Value, json};
 
-use support::{CALLFOLD, SECRET, TestDb, TestReceiver, envelope, start_service};
+use support::{CALLFOLD, SECRET, TestDb, envelope, start_service};
 
 /// Runs `callfold ARGS` in `folder` with `env`.
 async fn callfold(folder: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -74,19 +74,13 @@ async fn a_service_runs_with_the_file_and_the_command_line_wins_over_it() {
     assert!(body.len() > 50);
 
     let service = start_service("serve", &db.url, &[("CALLFOLD_CONFIG", path)]).await;
-    let receiver = TestReceiver {
-        url: format!("{}/webhooks/allo", service.base_url),
-        client: reqwest::Client::new(),
-    };
+    let receiver = service.receiver();
     assert_eq!(receiver.deliver("msg_c_1", &body).await.status, 413);
     drop(service);
 
     let env = [("CALLFOLD_CONFIG", path), ("CALLFOLD_MAX_BODY", "100000")];
     let service = start_service("serve", &db.url, &env).await;
-    let receiver = TestReceiver {
-        url: format!("{}/webhooks/allo", service.base_url),
-        client: reqwest::Client::new(),
-    };
+    let receiver = service.receiver();
     assert_eq!(receiver.deliver("msg_c_2", &body).await.status, 200);
 
     let output = callfold(
@@ -127,12 +121,8 @@ async fn bad_files_are_refused_with_the_reason_and_never_their_values() {
 
 #[tokio::test]
 async fn linking_rules_from_the_file_let_a_kept_record_be_redriven() {
-    let db = TestDb::sqlite().await;
-    let service = start_service("serve", &db.url, &[]).await;
-    let receiver = TestReceiver {
-        url: format!("{}/webhooks/allo", service.base_url),
-        client: reqwest::Client::new(),
-    };
+    let (db, service) = support::serve_on_sqlite().await;
+    let receiver = service.receiver();
     let tag = envelope(
         "tag.added",
         "2026-02-10T09:18:00Z",

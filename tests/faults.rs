@@ -11,8 +11,6 @@ use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 
-use callfold_ingest::WebhookSecrets;
-use callfold_simulate::{SignedDelivery, SimulateOptions, invent_events, sign_deliveries};
 use callfold_store::{Store, WebhookId};
 use serde_json::json;
 
@@ -59,26 +57,6 @@ impl Drop for TinyDisk {
     }
 }
 
-/// `count` signed deliveries of invented calls, with no duplicates, in a shuffled order.
-fn deliveries(calls: usize, seed: u64) -> Vec<SignedDelivery> {
-    let options = SimulateOptions {
-        urls: Vec::new(),
-        calls,
-        concurrency: 1,
-        duplicates: 0.0,
-        shuffle: true,
-        seed,
-    };
-    let secrets = WebhookSecrets::parse(SECRET).expect("secret");
-    let events = invent_events(calls, seed, chrono::Utc::now());
-    sign_deliveries(
-        events,
-        secrets.iter().next().expect("one"),
-        unix_now(),
-        &options,
-    )
-}
-
 fn webhook_url(service: &RunningService) -> Vec<String> {
     vec![format!("{}/webhooks/allo", service.base_url)]
 }
@@ -112,11 +90,11 @@ async fn a_full_disk_under_sqlite_gets_503_and_recovers_without_a_restart() {
     let service = start_service("serve", &url, &[]).await;
     let urls = webhook_url(&service);
 
-    let before = callfold_simulate::send(&urls, deliveries(20, 1), 8).await;
+    let before = callfold_simulate::send(&urls, support::signed_deliveries(20, 1), 8).await;
     assert_eq!(acknowledged(&before).len(), before.answers.len());
 
     disk.fill();
-    let later = deliveries(100, 2);
+    let later = support::signed_deliveries(100, 2);
     let during = callfold_simulate::send(&urls, later.clone(), 8).await;
     let statuses: BTreeSet<Option<u16>> = during.answers.iter().map(|a| a.status).collect();
     assert!(
@@ -151,7 +129,7 @@ async fn a_full_disk_under_sqlite_gets_503_and_recovers_without_a_restart() {
 async fn a_killed_receiver_loses_nothing_it_acknowledged(db: TestDb) {
     let mut service = start_service("ingest", &db.url, &[]).await;
     let urls = webhook_url(&service);
-    let all = deliveries(600, 3);
+    let all = support::signed_deliveries(600, 3);
     let in_flight = all.clone();
     let sending = tokio::spawn(async move { callfold_simulate::send(&urls, in_flight, 32).await });
     support::wait_until("commits are under way", 60, || async {
@@ -196,10 +174,7 @@ fn skew_gauge(metrics: &str) -> f64 {
 async fn clock_skew_shows_in_a_gauge_and_a_stale_delivery_says_by_how_much() {
     let db = TestDb::sqlite().await;
     let service = start_service("ingest", &db.url, &[]).await;
-    let receiver = support::TestReceiver {
-        url: format!("{}/webhooks/allo", service.base_url),
-        client: reqwest::Client::new(),
-    };
+    let receiver = service.receiver();
     let body = |call: &str| {
         envelope(
             "call.completed",
@@ -246,8 +221,9 @@ async fn sigterm_finishes_the_appends_in_flight_before_the_process_exits() {
     let db = TestDb::sqlite().await;
     let mut service = start_service("ingest", &db.url, &[]).await;
     let urls = webhook_url(&service);
-    let sending =
-        tokio::spawn(async move { callfold_simulate::send(&urls, deliveries(400, 4), 32).await });
+    let sending = tokio::spawn(async move {
+        callfold_simulate::send(&urls, support::signed_deliveries(400, 4), 32).await
+    });
     support::wait_until("appends are under way", 60, || async {
         db.store.log_len().await.expect("len") >= 200
     })

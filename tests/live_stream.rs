@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use support::{RunningService, TestDb, TestReceiver, envelope, start_service};
+use support::{TestDb, envelope, start_service};
 
 /// Longest wait for the next event.
 const EVENT_WAIT: Duration = Duration::from_secs(30);
@@ -66,13 +66,6 @@ impl EventStream {
     }
 }
 
-fn receiver_of(service: &RunningService) -> TestReceiver {
-    TestReceiver {
-        url: format!("{}/webhooks/allo", service.base_url),
-        client: reqwest::Client::new(),
-    }
-}
-
 fn completed(call: &str) -> Vec<u8> {
     envelope(
         "call.completed",
@@ -91,7 +84,7 @@ fn tagged(call: &str, tag: &str) -> Vec<u8> {
 
 async fn a_committed_change_arrives_on_the_call_stream(db: TestDb) {
     let service = start_service("serve", &db.url, &[]).await;
-    let receiver = receiver_of(&service);
+    let receiver = service.receiver();
     let url = format!("{}/v1/calls/cll_live/stream", service.base_url);
     let mut stream = EventStream::open(&url, None).await;
 
@@ -116,7 +109,7 @@ async fn a_committed_change_arrives_on_the_call_stream(db: TestDb) {
 
 async fn a_resumed_stream_receives_every_call_changed_since(db: TestDb) {
     let service = start_service("serve", &db.url, &[]).await;
-    let receiver = receiver_of(&service);
+    let receiver = service.receiver();
     let url = format!("{}/v1/stream", service.base_url);
     let mut stream = EventStream::open(&url, None).await;
     receiver.deliver("msg_a_1", &completed("cll_a")).await;

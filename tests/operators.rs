@@ -5,7 +5,7 @@ mod support;
 
 use serde_json::{Value, json};
 
-use support::{RunningService, SECRET, TestDb, TestReceiver, envelope, start_service, unix_now};
+use support::{RunningService, SECRET, envelope, unix_now};
 
 /// The value of the sample `series` (name and labels, as Prometheus prints them) in `metrics`;
 /// 0 when it is not there yet.
@@ -28,18 +28,10 @@ async fn moved_by(
     sample(&service.metrics().await, &series) - before
 }
 
-fn receiver_of(service: &RunningService) -> TestReceiver {
-    TestReceiver {
-        url: format!("{}/webhooks/allo", service.base_url),
-        client: reqwest::Client::new(),
-    }
-}
-
 #[tokio::test]
 async fn each_metric_moves_when_its_event_happens() {
-    let db = TestDb::sqlite().await;
-    let service = start_service("serve", &db.url, &[]).await;
-    let receiver = receiver_of(&service);
+    let (db, service) = support::serve_on_sqlite().await;
+    let receiver = service.receiver();
     let completed = envelope(
         "call.completed",
         "2026-02-10T09:17:00Z",
@@ -112,9 +104,8 @@ async fn each_metric_moves_when_its_event_happens() {
 
 #[tokio::test]
 async fn stats_over_http_and_from_the_cli_agree_with_the_log() {
-    let db = TestDb::sqlite().await;
-    let service = start_service("serve", &db.url, &[]).await;
-    let receiver = receiver_of(&service);
+    let (db, service) = support::serve_on_sqlite().await;
+    let receiver = service.receiver();
     for (id, call) in [("msg_s_1", "cll_s1"), ("msg_s_2", "cll_s2")] {
         let body = envelope(
             "call.completed",
@@ -183,9 +174,8 @@ async fn get_json(url: &str) -> Value {
 
 #[tokio::test]
 async fn the_quarantine_lists_shows_and_refuses_to_redrive_what_is_still_unusable() {
-    let db = TestDb::sqlite().await;
-    let service = start_service("serve", &db.url, &[]).await;
-    let receiver = receiver_of(&service);
+    let (db, service) = support::serve_on_sqlite().await;
+    let receiver = service.receiver();
     let kept = receiver.deliver("msg_q_1", b"{\"topic\": 7}").await;
     assert_eq!(kept.json["status"], "quarantined");
     let seq = kept.seq();
@@ -221,9 +211,8 @@ async fn the_quarantine_lists_shows_and_refuses_to_redrive_what_is_still_unusabl
 
 #[tokio::test]
 async fn a_redrive_after_a_new_linking_rule_projects_the_event_once() {
-    let db = TestDb::sqlite().await;
-    let service = start_service("serve", &db.url, &[]).await;
-    let receiver = receiver_of(&service);
+    let (db, service) = support::serve_on_sqlite().await;
+    let receiver = service.receiver();
     let completed = envelope(
         "call.completed",
         "2026-02-10T09:17:00Z",
@@ -265,9 +254,8 @@ async fn a_redrive_after_a_new_linking_rule_projects_the_event_once() {
 
 #[tokio::test]
 async fn refused_requests_are_counted_and_the_latest_listed_without_bodies() {
-    let db = TestDb::sqlite().await;
-    let service = start_service("serve", &db.url, &[]).await;
-    let receiver = receiver_of(&service);
+    let (_db, service) = support::serve_on_sqlite().await;
+    let receiver = service.receiver();
     let body = b"{\"secret-looking\": \"body\"}";
     let wrong = "whsec_d3Jvbmcta2V5LXdyb25nLWtleQ==";
     receiver

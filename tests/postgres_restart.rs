@@ -7,11 +7,10 @@ mod support;
 use std::collections::BTreeSet;
 use std::process::Command;
 
-use callfold_ingest::WebhookSecrets;
-use callfold_simulate::{SignedDelivery, SimulateOptions, invent_events, sign_deliveries};
+use callfold_simulate::SignedDelivery;
 use callfold_store::WebhookId;
 
-use support::{SECRET, TestDb, start_service, unix_now};
+use support::{TestDb, start_service};
 
 /// Runs `pg_ctlcluster ACTION` on the local cluster.
 fn cluster(action: &str) {
@@ -45,25 +44,6 @@ impl Drop for StoppedCluster {
     }
 }
 
-fn deliveries(calls: usize, seed: u64) -> Vec<SignedDelivery> {
-    let options = SimulateOptions {
-        urls: Vec::new(),
-        calls,
-        concurrency: 1,
-        duplicates: 0.0,
-        shuffle: true,
-        seed,
-    };
-    let secrets = WebhookSecrets::parse(SECRET).expect("secret");
-    let events = invent_events(calls, seed, chrono::Utc::now());
-    sign_deliveries(
-        events,
-        secrets.iter().next().expect("one"),
-        unix_now(),
-        &options,
-    )
-}
-
 #[tokio::test]
 async fn postgresql_stopped_then_started_gets_503s_then_recovers_without_a_restart() {
     let db = TestDb::postgres().await;
@@ -72,12 +52,12 @@ async fn postgresql_stopped_then_started_gets_503s_then_recovers_without_a_resta
     let projector = start_service("projector", &db.url, &quick).await;
     let urls = vec![format!("{}/webhooks/allo", receiver.base_url)];
     let readyz = format!("{}/readyz", receiver.base_url);
-    let before = deliveries(20, 1);
+    let before = support::signed_deliveries(20, 1);
     let answered = callfold_simulate::send(&urls, before.clone(), 8).await;
     assert!(answered.answers.iter().all(|a| a.status == Some(200)));
 
     let stopped = StoppedCluster::stop();
-    let during = deliveries(20, 2);
+    let during = support::signed_deliveries(20, 2);
     let answered = callfold_simulate::send(&urls, during.clone(), 8).await;
     let statuses: BTreeSet<Option<u16>> = answered.answers.iter().map(|a| a.status).collect();
     assert_eq!(

@@ -7,7 +7,7 @@ mod support;
 
 use std::path::{Path, PathBuf};
 
-use support::{CALLFOLD, SECRET, TestDb, start_service};
+use support::{CALLFOLD, SECRET};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
@@ -53,8 +53,7 @@ fn output_folder() -> PathBuf {
 
 #[tokio::test]
 async fn the_status_page_shows_a_call_sent_through_simulate() {
-    let db = TestDb::sqlite().await;
-    let service = start_service("serve", &db.url, &[]).await;
+    let (db, service) = support::serve_on_sqlite().await;
     let simulated = tokio::process::Command::new(CALLFOLD)
         .args(["simulate", "--calls", "10", "--shuffle", "--url"])
         .arg(format!("{}/webhooks/allo", service.base_url))

@@ -380,10 +380,25 @@ impl RunningService {
         response.text().await.expect("metrics text")
     }
 
+    /// A client of its webhook endpoint.
+    pub fn receiver(&self) -> TestReceiver {
+        TestReceiver {
+            url: format!("{}{WEBHOOK_PATH}", self.base_url),
+            client: reqwest::Client::new(),
+        }
+    }
+
     /// Everything the process has written to stdout and stderr so far.
     pub fn output(&self) -> String {
         self.output.lock().expect("output lock").clone()
     }
+}
+
+/// `callfold serve` on a new SQLite database, with the database.
+pub async fn serve_on_sqlite() -> (TestDb, RunningService) {
+    let db = TestDb::sqlite().await;
+    let service = start_service("serve", &db.url, &[]).await;
+    (db, service)
 }
 
 /// Starts `callfold ingest` on a free port against `database_url`.
@@ -476,6 +491,23 @@ pub async fn start_service(
         admin_url,
         output,
     }
+}
+
+/// The deliveries of `calls` invented calls (seeded by `seed`), signed with [`SECRET`] now, each
+/// once, in a shuffled order.
+pub fn signed_deliveries(calls: usize, seed: u64) -> Vec<callfold_simulate::SignedDelivery> {
+    let options = SimulateOptions {
+        urls: Vec::new(),
+        calls,
+        concurrency: 1,
+        duplicates: 0.0,
+        shuffle: true,
+        seed,
+    };
+    let secrets = WebhookSecrets::parse(SECRET).expect("secret");
+    let events = callfold_simulate::invent_events(calls, seed, chrono::Utc::now());
+    let secret = secrets.iter().next().expect("one");
+    callfold_simulate::sign_deliveries(events, secret, unix_now(), &options)
 }
 
 /// Waits, for at most `seconds`, until `condition` holds; fails naming `what` otherwise.
