@@ -281,3 +281,44 @@ async fn refused_requests_are_counted_and_the_latest_listed_without_bodies() {
     );
     assert!(!summary.to_string().contains("secret-looking"));
 }
+
+#[tokio::test]
+async fn the_lag_gauges_show_calls_a_projector_cannot_fold_yet() {
+    let db = support::TestDb::sqlite().await;
+    let receiver = support::start_receiver(&db.store, support::ReceiverConfig::default()).await;
+    for call in ["cll_l1", "cll_l2", "cll_l3"] {
+        let body = envelope(
+            "call.completed",
+            "2026-02-10T09:17:00Z",
+            json!({"id": call}),
+        );
+        let id = format!("msg_{call}");
+        assert_eq!(receiver.deliver(&id, &body).await.status, 200);
+    }
+    // Another worker holds every call: this projector sees them wait and cannot take them.
+    let held = db
+        .store
+        .claim_calls(10, support::LEASE)
+        .await
+        .expect("claim");
+    assert_eq!(held.claims.len(), 3);
+    let projector = support::start_service("projector", &db.url, &[]).await;
+    support::wait_until("the lag is published", 30, || async {
+        let metrics = projector.metrics().await;
+        sample(&metrics, "callfold_projection_lag_calls") == 3.0
+            && sample(&metrics, "callfold_projection_lag_seconds") > 0.0
+            && sample(&metrics, "callfold_projection_lag_events") == 3.0
+    })
+    .await;
+
+    let (_db, service) = support::serve_on_sqlite().await;
+    let body = envelope(
+        "call.completed",
+        "2026-02-10T09:17:00Z",
+        json!({"id": "cll_b"}),
+    );
+    let batches = moved_by(&service, "callfold_commit_batch_size_count", async || {
+        service.receiver().deliver("msg_batch", &body).await;
+    });
+    assert_eq!(batches.await, 1.0, "one commit, one batch recorded");
+}
