@@ -1,7 +1,8 @@
 //! Serving a router on a socket that may face the internet: the accept loop, the cap on
 //! concurrent connections, the limits on request headers (size, and time to arrive), optional
-//! TLS with a certificate that can be swapped while connections stay open, and a graceful
-//! shutdown that lets requests in flight finish.
+//! TLS with a certificate that can be swapped while connections stay open, the peer's address
+//! on every request ([`PeerAddr`]), and a graceful shutdown that lets requests in flight
+//! finish.
 //!
 //! A connection past the cap is closed at once, before a byte of it is read, so a flood of
 //! connections costs a file descriptor for an instant, never memory. Headers that take longer
