@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use callfold_store::{AppendOutcome, CallLink, Content, EventTime, NewEvent};
+use callfold_store::{AppendOutcome, EventTime, NewEvent};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -255,15 +255,9 @@ async fn accept(state: &IngestState, headers: HeaderMap, body: Body) -> Result<R
     verify(&state.verifier, &signed, &body)?;
 
     let content = state.linking_rules.read(&body);
-    let quarantined = matches!(content, Content::Quarantined { .. });
-    let unlinked = matches!(
-        content,
-        Content::Usable {
-            call: CallLink::Unlinked,
-            ..
-        }
-    );
-    if let Content::Quarantined { reason } = &content {
+    let quarantined = content.quarantine_reason().is_some();
+    let unlinked = content.is_unlinked();
+    if let Some(reason) = content.quarantine_reason() {
         tracing::warn!(%reason, "authentic delivery quarantined");
     }
     let event = NewEvent {

@@ -10,8 +10,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use callfold_store::{
-    AppendOutcome, CallLink, Content, EventTime, LoggedEvent, NewEvent, Store, StoreError,
-    WebhookId,
+    AppendOutcome, EventTime, LoggedEvent, NewEvent, Store, StoreError, WebhookId,
 };
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -74,13 +73,6 @@ fn parse_number(name: &'static str, text: Option<&str>) -> Result<Option<i64>, Q
     .transpose()
 }
 
-fn reason_of(record: &LoggedEvent) -> Option<&str> {
-    match &record.content {
-        Content::Quarantined { reason } => Some(reason),
-        Content::Usable { .. } => None,
-    }
-}
-
 impl Quarantine {
     /// The view over `store`, re-driving with `linking_rules`.
     pub fn new(store: Store, linking_rules: LinkingRules) -> Self {
@@ -115,7 +107,7 @@ impl Quarantine {
                 "seq": record.seq,
                 "webhook_id": record.webhook_id.as_str(),
                 "received_at": record.received_at,
-                "reason": reason_of(record),
+                "reason": record.content.quarantine_reason(),
                 "redriven_as": self.redriven_as(record.seq).await?,
             }));
         }
@@ -126,20 +118,13 @@ impl Quarantine {
     /// its raw body, as text when it is UTF-8 and always as base64.
     pub async fn show(&self, seq: i64) -> Result<Value, QuarantineError> {
         let record = self.record(seq).await?;
-        let unlinked = matches!(
-            record.content,
-            Content::Usable {
-                call: CallLink::Unlinked,
-                ..
-            }
-        );
         Ok(json!({
             "seq": record.seq,
             "webhook_id": record.webhook_id.as_str(),
             "webhook_timestamp": record.webhook_timestamp,
             "received_at": record.received_at,
-            "reason": reason_of(&record),
-            "unlinked": unlinked,
+            "reason": record.content.quarantine_reason(),
+            "unlinked": record.content.is_unlinked(),
             "body": std::str::from_utf8(&record.body).ok(),
             "body_base64": STANDARD.encode(&record.body),
             "redriven_as": self.redriven_as(seq).await?,
@@ -151,21 +136,15 @@ impl Quarantine {
     /// "redriven" | "already_redriven", "seq": N, "webhook_id": ...}`.
     pub async fn redrive(&self, seq: i64) -> Result<Value, QuarantineError> {
         let record = self.record(seq).await?;
-        let was_kept = match &record.content {
-            Content::Quarantined { .. } => true,
-            Content::Usable { call, .. } => *call == CallLink::Unlinked,
-        };
+        let was_kept = record.content.quarantine_reason().is_some() || record.content.is_unlinked();
         if !was_kept {
             return Err(QuarantineError::NotKept(seq));
         }
         let content = self.linking_rules.read(&record.body);
-        let still = match &content {
-            Content::Quarantined { reason } => Some(reason.clone()),
-            Content::Usable {
-                call: CallLink::Unlinked,
-                ..
-            } => Some("no linking rule finds its call id".to_owned()),
-            Content::Usable { .. } => None,
+        let still = match content.quarantine_reason() {
+            Some(reason) => Some(reason.to_owned()),
+            None if content.is_unlinked() => Some("no linking rule finds its call id".to_owned()),
+            None => None,
         };
         if let Some(reason) = still {
             return Err(QuarantineError::StillUnusable { seq, reason });

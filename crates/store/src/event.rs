@@ -180,6 +180,25 @@ impl Content {
             Content::Quarantined { .. } => None,
         }
     }
+
+    /// Whether this is a call event whose call the linking rules could not find.
+    pub fn is_unlinked(&self) -> bool {
+        matches!(
+            self,
+            Content::Usable {
+                call: CallLink::Unlinked,
+                ..
+            }
+        )
+    }
+
+    /// Why the body is quarantined; `None` for a usable one.
+    pub fn quarantine_reason(&self) -> Option<&str> {
+        match self {
+            Content::Quarantined { reason } => Some(reason),
+            Content::Usable { .. } => None,
+        }
+    }
 }
 
 /// One verified delivery, ready to append.
