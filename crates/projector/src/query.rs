@@ -181,9 +181,9 @@ impl Calls {
     /// longest-waiting call in seconds: `{"log": {...}, "projector": {...}}`.
     pub async fn stats(&self) -> Result<Value, QueryError> {
         let stats = self.store.stats().await?;
-        let lag_seconds = stats.oldest_waiting_since.map_or(0.0, |since| {
-            (EventTime::now().unix_micros() - since.unix_micros()).max(0) as f64 / 1e6
-        });
+        let lag_seconds = stats
+            .oldest_waiting_since
+            .map_or(0.0, |since| EventTime::now().seconds_after(since));
         Ok(json!({
             "log": {
                 "events": stats.log_events,

@@ -72,8 +72,7 @@ fn record_lateness(precedence: &Precedence, logged: &[LoggedEvent], folded_up_to
     for (record, event, late) in mark_late(fold_events(precedence, logged)) {
         let at = event.key.event_time;
         if let Some(latest) = latest.filter(|_| late && record.seq > folded_up_to) {
-            let behind = (latest.unix_micros() - at.unix_micros()).max(0) as f64 / 1e6;
-            metrics::histogram!("callfold_event_lateness_seconds").record(behind);
+            metrics::histogram!("callfold_event_lateness_seconds").record(latest.seconds_after(at));
         }
         latest = latest.max(Some(at));
     }
@@ -185,10 +184,10 @@ impl Projector {
     async fn record_lag(&self) -> Result<(), StoreError> {
         let depth = self.store.queue_depth().await?;
         metrics::gauge!("callfold_projection_lag_calls").set(depth.calls as f64);
-        let waited_micros = depth.oldest_marked_at.map_or(0, |marked| {
-            EventTime::now().unix_micros() - marked.unix_micros()
-        });
-        metrics::gauge!("callfold_projection_lag_seconds").set(waited_micros.max(0) as f64 / 1e6);
+        let waited = depth
+            .oldest_marked_at
+            .map_or(0.0, |marked| EventTime::now().seconds_after(marked));
+        metrics::gauge!("callfold_projection_lag_seconds").set(waited);
         Ok(())
     }
 

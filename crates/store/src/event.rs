@@ -106,6 +106,11 @@ impl EventTime {
     pub fn unix_micros(self) -> i64 {
         self.0
     }
+
+    /// Seconds from `earlier` to this instant; 0 when `earlier` is not earlier.
+    pub fn seconds_after(self, earlier: EventTime) -> f64 {
+        self.0.saturating_sub(earlier.0).max(0) as f64 / 1e6
+    }
 }
 
 impl fmt::Display for EventTime {
