@@ -110,7 +110,7 @@ impl Config {
             // toml's own message may quote the value; say only where the problem is.
             let line = e
                 .span()
-                .map_or(0, |span| text[..span.start].lines().count().max(1));
+                .map_or(0, |span| text[..span.start].matches('\n').count() + 1);
             ConfigError::Invalid {
                 path: path.clone(),
                 problem: format!("line {line}: not TOML, or a value of the wrong kind"),
