@@ -160,12 +160,13 @@ pub enum ConfigAction {
 /// The actions of `callfold quarantine`.
 #[derive(Debug, Subcommand)]
 pub enum QuarantineAction {
-    /// Quarantined records in seq order, each with its reason and whether it was re-driven.
+    /// Quarantined records in the order they were committed, each with its position, reason
+    /// and whether it was re-driven.
     List {
         /// Most records to print (1 to 1000, default 100).
         #[arg(long)]
         limit: Option<String>,
-        /// The `next` seq printed by the previous page.
+        /// The `next` position printed by the previous page.
         #[arg(long)]
         after: Option<String>,
     },

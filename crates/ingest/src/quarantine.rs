@@ -10,7 +10,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use callfold_store::{
-    AppendOutcome, EventTime, LoggedEvent, NewEvent, Store, StoreError, WebhookId,
+    AppendOutcome, EventTime, KeptRecord, LoggedEvent, NewEvent, Store, StoreError, WebhookId,
 };
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -82,8 +82,9 @@ impl Quarantine {
         }
     }
 
-    /// Quarantined records after seq `after`, in seq order: `{"records": [...], "total": N,
-    /// "next": seq | null}`; each says whether it was re-driven, and as which seq.
+    /// Quarantined records after position `after` of the list, in the order they were
+    /// committed: `{"records": [...], "total": N, "next": position | null}`; each gives its
+    /// `position` (a cursor for `after`), and says whether it was re-driven, and as which seq.
     pub async fn list(
         &self,
         limit: Option<&str>,
@@ -99,11 +100,12 @@ impl Quarantine {
         let after = parse_number("after", after)?.unwrap_or(0);
         let (records, total) = self.store.quarantined_events(after, limit).await?;
         let next = (records.len() as i64 == limit)
-            .then(|| records.last().map(|r| r.seq))
+            .then(|| records.last().map(|kept| kept.position))
             .flatten();
         let mut listed = Vec::with_capacity(records.len());
-        for record in &records {
+        for KeptRecord { position, record } in &records {
             listed.push(json!({
+                "position": position,
                 "seq": record.seq,
                 "webhook_id": record.webhook_id.as_str(),
                 "received_at": record.received_at,

@@ -7,7 +7,9 @@
 //! call's event history are folded or ordered from that call's own events in the log. Nothing
 //! here writes. Everything that depends on arrival order is under `meta` or marked `late`.
 
-use callfold_store::{CallKey, Content, EventTime, Store, StoreError, StoredProjection};
+use callfold_store::{
+    CallKey, Content, EventTime, KeptRecord, Store, StoreError, StoredProjection,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -63,7 +65,7 @@ pub struct ListFilter {
 pub struct UnlinkedPage {
     /// Most events in the answer (1 to 1000, default 100).
     pub limit: Option<String>,
-    /// The `next` seq of the previous page.
+    /// The `next` position of the previous page (or the `position` of an event seen).
     pub after: Option<String>,
 }
 
@@ -200,38 +202,45 @@ impl Calls {
         }))
     }
 
-    /// Call events that name no call the linking rules can find, in seq order after the `after`
-    /// seq: `{"events": [...], "total": N, "next": seq | null}`.
+    /// Call events that name no call the linking rules can find, after position `after` of
+    /// their list, in the order they were committed: `{"events": [...], "total": N, "next":
+    /// position | null}`; each gives its `position` (a cursor for `after`).
     pub async fn unlinked(&self, page: &UnlinkedPage) -> Result<Value, QueryError> {
         let limit = parse_limit(page.limit.as_deref())?;
         let after = match page.after.as_deref() {
             None => 0,
             Some(text) => text.parse().map_err(|_| QueryError::BadParameter {
                 name: "after",
-                problem: "must be the seq given as next".to_owned(),
+                problem: "must be a position given as next".to_owned(),
             })?,
         };
         let (events, total) = self.store.unlinked_events(after, limit as i64).await?;
         let next = (events.len() == limit)
-            .then(|| events.last().map(|e| e.seq))
+            .then(|| events.last().map(|kept| kept.position))
             .flatten();
         let events: Vec<Value> = events
             .iter()
-            .map(|event| {
-                let (topic, timestamp) = match &event.content {
-                    Content::Usable {
-                        topic, event_time, ..
-                    } => (topic.as_str(), Some(*event_time)),
-                    Content::Quarantined { .. } => ("", None),
-                };
-                json!({
-                    "seq": event.seq,
-                    "webhook_id": event.webhook_id.as_str(),
-                    "topic": topic,
-                    "timestamp": timestamp,
-                    "received_at": event.received_at,
-                })
-            })
+            .map(
+                |KeptRecord {
+                     position,
+                     record: event,
+                 }| {
+                    let (topic, timestamp) = match &event.content {
+                        Content::Usable {
+                            topic, event_time, ..
+                        } => (topic.as_str(), Some(*event_time)),
+                        Content::Quarantined { .. } => ("", None),
+                    };
+                    json!({
+                        "position": position,
+                        "seq": event.seq,
+                        "webhook_id": event.webhook_id.as_str(),
+                        "topic": topic,
+                        "timestamp": timestamp,
+                        "received_at": event.received_at,
+                    })
+                },
+            )
             .collect();
         Ok(json!({ "events": events, "total": total, "next": next }))
     }

@@ -30,6 +30,7 @@ pub use event::{
     AppendOutcome, CallKey, CallLink, Content, EventTime, InvalidEventTime, InvalidWebhookId,
     LoggedEvent, NewEvent, Topic, WebhookId,
 };
+pub use log::KeptRecord;
 pub use projection::{ProjectionChange, StoredProjection};
 pub use queue::{Claim, ClaimedCalls, QueueDepth, Settled};
 pub use stats::StoreStats;

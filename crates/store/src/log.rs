@@ -31,8 +31,29 @@ fn insert_statement(placeholders: Placeholders, rows: usize) -> String {
 
 const FIND_FIRST_COPY: &str = "SELECT seq, body_sha256 FROM events WHERE webhook_id = $1";
 
-pub(crate) const SELECT_EVENT: &str = "SELECT seq, webhook_id, webhook_timestamp, received_at_us, body, \
-     body_sha256, topic, event_time_us, call_key, unlinked, quarantine_reason FROM events";
+/// The columns of `events` an [`EventRow`] reads.
+macro_rules! event_columns {
+    () => {
+        "seq, webhook_id, webhook_timestamp, received_at_us, body, body_sha256, topic, \
+         event_time_us, call_key, unlinked, quarantine_reason"
+    };
+}
+
+pub(crate) const SELECT_EVENT: &str = concat!("SELECT ", event_columns!(), " FROM events");
+
+/// A page of one list of kept records: `$1` quarantined (or unlinked), after position `$2`, at
+/// most `$3`.
+const SELECT_KEPT_PAGE: &str = concat!(
+    "SELECT ",
+    event_columns!(),
+    ", list_position FROM kept_records JOIN events ON seq = event_seq \
+     WHERE quarantined = $1 AND list_position > $2 ORDER BY list_position LIMIT $3"
+);
+
+/// Takes `$1` positions in the lists of kept records; the row stays locked until the append
+/// commits, so positions become visible in order.
+const TAKE_KEPT_POSITIONS: &str = "UPDATE kept_records_counter \
+     SET last_position = last_position + $1 WHERE only_row = 1 RETURNING last_position";
 
 /// A row of `events` exactly as stored, before it is parsed back into a [`LoggedEvent`].
 #[derive(sqlx::FromRow)]
@@ -48,6 +69,24 @@ pub(crate) struct EventRow {
     call_key: Option<String>,
     unlinked: bool,
     quarantine_reason: Option<String>,
+}
+
+/// A row of a list of kept records: the record and its position.
+#[derive(sqlx::FromRow)]
+struct KeptRow {
+    #[sqlx(flatten)]
+    event: EventRow,
+    list_position: i64,
+}
+
+/// A record in the quarantine or unlinked list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeptRecord {
+    /// Its place in the list, in the order kept records were committed: a record committed
+    /// later always has a higher position, whatever its `seq`. The lists' cursor.
+    pub position: i64,
+    /// The record as logged.
+    pub record: LoggedEvent,
 }
 
 impl From<EventRow> for LoggedEvent {
@@ -156,6 +195,35 @@ impl Store {
                 }
                 mark.execute(&mut *tx).await?;
             }
+            // After the marks: the lock order of every writer (webhook-ids, marks, counters).
+            let mut kept: Vec<(i64, bool)> = firsts
+                .iter()
+                .filter(|event| event.content.quarantine_reason().is_some() || event.content.is_unlinked())
+                .filter_map(|event| {
+                    let seq = *appended.get(event.webhook_id.as_str())?;
+                    Some((seq, event.content.quarantine_reason().is_some()))
+                })
+                .collect();
+            if !kept.is_empty() {
+                kept.sort_unstable();
+                let count = kept.len() as i64;
+                let last: i64 = sqlx::query_scalar(TAKE_KEPT_POSITIONS)
+                    .bind(count)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let mut positions = last - count + 1..;
+                for chunk in kept.chunks(ROWS_PER_STATEMENT) {
+                    let sql = format!(
+                        "INSERT INTO kept_records (list_position, event_seq, quarantined) VALUES {}",
+                        placeholders.values_list(chunk.len(), 3, 1)
+                    );
+                    let mut insert = sqlx::query(&sql);
+                    for (position, (seq, quarantined)) in positions.by_ref().zip(chunk) {
+                        insert = insert.bind(position).bind(*seq).bind(*quarantined);
+                    }
+                    insert.execute(&mut *tx).await?;
+                }
+            }
             let mut outcomes = Vec::with_capacity(events.len());
             for (index, event) in events.iter().enumerate() {
                 let id = event.webhook_id.as_str();
@@ -214,42 +282,47 @@ impl Store {
         Ok(rows.into_iter().map(LoggedEvent::from).collect())
     }
 
-    /// Up to `limit` unlinked events with `seq > after_seq`, in seq order, and how many unlinked
-    /// events the log holds in all.
+    /// Up to `limit` unlinked events after position `after` of their list, in list order (the
+    /// order they were committed in), and how many unlinked events the log holds in all.
     pub async fn unlinked_events(
         &self,
-        after_seq: i64,
+        after: i64,
         limit: i64,
-    ) -> Result<(Vec<LoggedEvent>, i64), StoreError> {
-        self.records_where("unlinked", after_seq, limit).await
+    ) -> Result<(Vec<KeptRecord>, i64), StoreError> {
+        self.kept_records(false, after, limit).await
     }
 
-    /// Up to `limit` quarantined records with `seq > after_seq`, in seq order, and how many the
-    /// log holds in all.
+    /// Up to `limit` quarantined records after position `after` of their list, in list order
+    /// (the order they were committed in), and how many the log holds in all.
     pub async fn quarantined_events(
         &self,
-        after_seq: i64,
+        after: i64,
         limit: i64,
-    ) -> Result<(Vec<LoggedEvent>, i64), StoreError> {
-        self.records_where("quarantine_reason IS NOT NULL", after_seq, limit)
-            .await
+    ) -> Result<(Vec<KeptRecord>, i64), StoreError> {
+        self.kept_records(true, after, limit).await
     }
 
-    /// A page of the records matching `condition` (each kind has a partial index), and their
-    /// count.
-    async fn records_where(
+    /// A page of the quarantine list (`quarantined`) or of the unlinked one, and its length.
+    async fn kept_records(
         &self,
-        condition: &str,
-        after_seq: i64,
+        quarantined: bool,
+        after: i64,
         limit: i64,
-    ) -> Result<(Vec<LoggedEvent>, i64), StoreError> {
-        let page = format!("{SELECT_EVENT} WHERE {condition} AND seq > $1 ORDER BY seq LIMIT $2");
-        let count = format!("SELECT count(*) FROM events WHERE {condition}");
+    ) -> Result<(Vec<KeptRecord>, i64), StoreError> {
+        let count = "SELECT count(*) FROM kept_records WHERE quarantined = $1";
         on_pool!(self, pool => {
-            let rows: Vec<EventRow> =
-                sqlx::query_as(&page).bind(after_seq).bind(limit).fetch_all(pool).await?;
-            let total: i64 = sqlx::query_scalar(&count).fetch_one(pool).await?;
-            Ok((rows.into_iter().map(LoggedEvent::from).collect(), total))
+            let rows: Vec<KeptRow> = sqlx::query_as(SELECT_KEPT_PAGE)
+                .bind(quarantined)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?;
+            let total: i64 = sqlx::query_scalar(count).bind(quarantined).fetch_one(pool).await?;
+            let records = rows
+                .into_iter()
+                .map(|row| KeptRecord { position: row.list_position, record: row.event.into() })
+                .collect();
+            Ok((records, total))
         })
     }
 
