@@ -329,8 +329,9 @@ pub struct ProjectorOptions {
           value_parser = clap::value_parser!(i64).range(1..))]
     pub projector_batch: i64,
 
-    /// How long, in milliseconds, a worker's claim on calls lasts: if the worker dies, other
-    /// workers take its calls over after this long.
+    /// How long, in milliseconds, a worker's claim on calls lasts, by the database's clock: a
+    /// worker renews it every third of it while it folds; if the worker dies, other workers
+    /// take its calls over after this long.
     #[arg(long, env = "CALLFOLD_CLAIM_LEASE_MS", default_value_t = 5000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub claim_lease_ms: u64,

@@ -23,6 +23,19 @@ use crate::precedence::Precedence;
 /// How often a busy worker publishes the queue's depth (an idle one does at every poll).
 const LAG_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How many times per lease a worker still folding renews its claim: the lease is renewed
+/// with two thirds of it left.
+const RENEWALS_PER_LEASE: u32 = 3;
+
+/// Aborts a task when dropped: a claim's renewal ends with its fold, however that ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Folds the log into per-call projections.
 #[derive(Clone, Debug)]
 pub struct Projector {
@@ -80,7 +93,8 @@ fn record_lateness(precedence: &Precedence, logged: &[LoggedEvent], folded_up_to
 
 impl Projector {
     /// A worker over `store` that claims at most `batch_calls` calls at a time, each for
-    /// `lease`: if it has not settled them by then, another worker may take them over.
+    /// `lease`, renewed while it folds them: if it stops renewing (it died, or lost the
+    /// database) and has not settled them by then, another worker may take them over.
     pub fn new(store: Store, precedence: Precedence, batch_calls: i64, lease: Duration) -> Self {
         Self {
             store,
@@ -97,8 +111,41 @@ impl Projector {
         self.projected.subscribe()
     }
 
-    /// Folds the calls of `claimed` from the log and settles the claim.
+    /// Folds the calls of `claimed` from the log and settles the claim, renewing its lease
+    /// meanwhile.
     async fn fold_claimed(&self, claimed: &ClaimedCalls) -> Result<Settled, StoreError> {
+        self.while_holding(claimed, self.fold_and_settle(claimed))
+            .await
+    }
+
+    /// Runs `work` (the fold of `claimed`) while renewing the claim's lease every
+    /// [`RENEWALS_PER_LEASE`]th of it, so that a fold that outlasts its lease keeps its calls
+    /// and no other worker folds them meanwhile. The renewal is a task of its own, so a fold
+    /// busy computing does not delay it; it ends with `work`, or once the claim holds nothing.
+    pub async fn while_holding<T>(
+        &self,
+        claimed: &ClaimedCalls,
+        work: impl Future<Output = T>,
+    ) -> T {
+        let (store, claimed, lease) = (self.store.clone(), claimed.clone(), self.lease);
+        let every = (lease / RENEWALS_PER_LEASE).max(Duration::from_millis(1));
+        let renewal = tokio::spawn(async move {
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            loop {
+                ticks.tick().await;
+                match store.renew_claim(&claimed, lease).await {
+                    Ok(0) => return,
+                    Ok(_) => {}
+                    Err(error) => tracing::warn!(%error, "cannot renew a claim; it may be lost"),
+                }
+            }
+        });
+        let _stop_renewing = AbortOnDrop(renewal);
+        work.await
+    }
+
+    /// Folds the calls of `claimed` from the log and settles the claim.
+    async fn fold_and_settle(&self, claimed: &ClaimedCalls) -> Result<Settled, StoreError> {
         let keys: Vec<CallKey> = claimed.claims.iter().map(|c| c.call_key.clone()).collect();
         // Read after claiming: every append that bumped a claimed version is visible now.
         let logged = self.store.events_of_calls(&keys).await?;

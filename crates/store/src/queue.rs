@@ -5,6 +5,10 @@
 //! claim in one transaction: it removes each mark still at the version it claimed, releases the
 //! ones appended to since (they are claimed and folded again), and writes the projections of
 //! both. A worker whose lease was taken over no longer matches its token and writes nothing.
+//!
+//! Leases are measured with the database's clock, never a worker's: a worker whose clock runs
+//! ahead would otherwise take over live claims, and one whose clock runs behind would hold its
+//! own too long. A worker whose fold runs long renews its claim ([`Store::renew_claim`]).
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -37,7 +41,7 @@ pub struct Claim {
 }
 
 /// The calls one worker claimed together, under one token.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct ClaimedCalls {
     token: i64,
     /// The claims, oldest mark first.
@@ -77,6 +81,20 @@ struct ClaimRow {
     version: i64,
 }
 
+/// The database's clock, as an SQL expression of microseconds since the Unix epoch.
+fn database_now_us(store: &Store) -> &'static str {
+    match store {
+        Store::Postgres(_) => "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint",
+        // julianday() works in every SQLite version; 2440587.5 is the Unix epoch's day.
+        Store::Sqlite(_) => "CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)",
+    }
+}
+
+/// A lease's length in microseconds, as bound to a statement.
+fn lease_micros(lease: Duration) -> i64 {
+    i64::try_from(lease.as_micros()).unwrap_or(i64::MAX)
+}
+
 impl Store {
     /// Claims up to `limit` marked calls that no live lease holds, oldest mark first, for
     /// `lease`. On PostgreSQL, rows another worker is claiming at the same instant are skipped,
@@ -90,11 +108,12 @@ impl Store {
             Store::Postgres(_) => "FOR UPDATE SKIP LOCKED",
             Store::Sqlite(_) => "",
         };
+        let now = database_now_us(self);
         let sql = format!(
-            "UPDATE calls_to_fold SET claim_token = $1, claimed_until_us = $2 \
+            "UPDATE calls_to_fold SET claim_token = $1, claimed_until_us = {now} + $2 \
              WHERE call_key IN (SELECT call_key FROM calls_to_fold \
-             WHERE claimed_until_us IS NULL OR claimed_until_us <= $3 \
-             ORDER BY marked_at_us LIMIT $4 {skip_locked}) \
+             WHERE claimed_until_us IS NULL OR claimed_until_us <= {now} \
+             ORDER BY marked_at_us LIMIT $3 {skip_locked}) \
              RETURNING call_key, version"
         );
         self.claim(&sql, lease, ClaimOf::Oldest(limit)).await
@@ -106,13 +125,16 @@ impl Store {
         call_key: &CallKey,
         lease: Duration,
     ) -> Result<ClaimedCalls, StoreError> {
-        let sql = "UPDATE calls_to_fold SET claim_token = $1, claimed_until_us = $2 \
-             WHERE (claimed_until_us IS NULL OR claimed_until_us <= $3) AND call_key = $4 \
-             RETURNING call_key, version";
-        self.claim(sql, lease, ClaimOf::Call(call_key)).await
+        let now = database_now_us(self);
+        let sql = format!(
+            "UPDATE calls_to_fold SET claim_token = $1, claimed_until_us = {now} + $2 \
+             WHERE (claimed_until_us IS NULL OR claimed_until_us <= {now}) AND call_key = $3 \
+             RETURNING call_key, version"
+        );
+        self.claim(&sql, lease, ClaimOf::Call(call_key)).await
     }
 
-    /// Runs claim statement `sql`, binding the token, the lease's end, now, and what `of`
+    /// Runs claim statement `sql`, binding the token, the lease's length, and what `of`
     /// selects.
     async fn claim(
         &self,
@@ -121,10 +143,8 @@ impl Store {
         of: ClaimOf<'_>,
     ) -> Result<ClaimedCalls, StoreError> {
         let token = rand::random::<i64>();
-        let now = EventTime::now().unix_micros();
-        let until = now.saturating_add(i64::try_from(lease.as_micros()).unwrap_or(i64::MAX));
         let mut rows: Vec<ClaimRow> = on_pool!(self, pool => {
-            let query = sqlx::query_as(sql).bind(token).bind(until).bind(now);
+            let query = sqlx::query_as(sql).bind(token).bind(lease_micros(lease));
             let query = match of {
                 ClaimOf::Oldest(limit) => query.bind(limit),
                 ClaimOf::Call(call_key) => query.bind(call_key.as_str()),
@@ -140,6 +160,37 @@ impl Store {
             })
             .collect();
         Ok(ClaimedCalls { token, claims })
+    }
+
+    /// Extends the lease of every call still held under `claimed` to `lease` from now (the
+    /// database's now), for a fold that runs long. Returns how many calls it still holds: a
+    /// call settled, or taken over after its lease ended, is not renewed.
+    pub async fn renew_claim(
+        &self,
+        claimed: &ClaimedCalls,
+        lease: Duration,
+    ) -> Result<u64, StoreError> {
+        // On PostgreSQL, lock the rows in call order first, the order appends and settles lock
+        // them in, so that a renewal never deadlocks with an append.
+        let held = match self {
+            Store::Postgres(_) => {
+                "call_key IN (SELECT call_key FROM calls_to_fold WHERE claim_token = $1 \
+                 ORDER BY call_key FOR UPDATE) AND claim_token = $1"
+            }
+            Store::Sqlite(_) => "claim_token = $1",
+        };
+        let sql = format!(
+            "UPDATE calls_to_fold SET claimed_until_us = {} + $2 WHERE {held}",
+            database_now_us(self)
+        );
+        on_pool!(self, pool => {
+            let renewed = sqlx::query(&sql)
+                .bind(claimed.token)
+                .bind(lease_micros(lease))
+                .execute(pool)
+                .await?;
+            Ok(renewed.rows_affected())
+        })
     }
 
     /// Marks `call_key` to be folded again, as an append of one of its events would.

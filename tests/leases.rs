@@ -1,0 +1,95 @@
+//! Claims on calls under leases measured by the database's clock: a fold that outlasts its
+//! lease renews it, so no other worker takes its calls over meanwhile.
+
+mod support;
+
+use std::time::Duration;
+
+use callfold_projector::{Precedence, Projector};
+use callfold_store::{Settled, Store};
+use serde_json::json;
+use support::{ReceiverConfig, TestDb, envelope, start_receiver, wait_until};
+
+/// Short enough for a test to outlast, long enough that a renewal every third of it is never
+/// late on a busy machine.
+const SHORT_LEASE: Duration = Duration::from_secs(2);
+
+/// The database's clock, in microseconds since the Unix epoch.
+async fn database_now_us(store: &Store) -> i64 {
+    match store {
+        Store::Postgres(pool) => {
+            sqlx::query_scalar("SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint")
+                .fetch_one(pool)
+                .await
+                .expect("read the clock")
+        }
+        Store::Sqlite(pool) => sqlx::query_scalar(
+            "SELECT CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)",
+        )
+        .fetch_one(pool)
+        .await
+        .expect("read the clock"),
+    }
+}
+
+/// When the claim on `call_key` ends, if it is claimed.
+async fn claimed_until_us(store: &Store, call_key: &str) -> Option<i64> {
+    let sql = "SELECT claimed_until_us FROM calls_to_fold WHERE call_key = $1";
+    match store {
+        Store::Postgres(pool) => sqlx::query_scalar(sql).bind(call_key).fetch_one(pool).await,
+        Store::Sqlite(pool) => sqlx::query_scalar(sql).bind(call_key).fetch_one(pool).await,
+    }
+    .expect("read the claim")
+}
+
+async fn a_fold_that_outlasts_its_lease_keeps_its_calls(db: TestDb) {
+    let store = db.store.clone();
+    let receiver = start_receiver(&store, ReceiverConfig::default()).await;
+    let body = envelope(
+        "call.completed",
+        "2026-02-10T09:17:42Z",
+        json!({"id": "cll_long", "type": "INBOUND", "result": "ANSWERED"}),
+    );
+    assert_eq!(receiver.deliver("msg_long", &body).await.status, 200);
+    let projector = Projector::new(store.clone(), Precedence::default(), 10, SHORT_LEASE);
+    let claimed = store.claim_calls(10, SHORT_LEASE).await.expect("claim");
+    assert_eq!(claimed.claims.len(), 1);
+    let first_lease_end = claimed_until_us(&store, "cll_long").await.expect("claimed");
+
+    // A fold that lasts until the test lets it finish.
+    let (finish, finished) = tokio::sync::oneshot::channel::<()>();
+    let fold = {
+        let (projector, claimed) = (projector.clone(), claimed.clone());
+        tokio::spawn(async move {
+            projector
+                .while_holding(&claimed, async { finished.await.expect("finish") })
+                .await
+        })
+    };
+    wait_until(
+        "the first lease has ended by the database's clock",
+        30,
+        || async { database_now_us(&store).await > first_lease_end },
+    )
+    .await;
+    let second_worker = store.claim_calls(10, SHORT_LEASE).await.expect("claim");
+    assert!(
+        second_worker.claims.is_empty(),
+        "a renewed claim cannot be taken over"
+    );
+    assert!(claimed_until_us(&store, "cll_long").await > Some(first_lease_end));
+
+    finish.send(()).expect("the fold waits");
+    fold.await.expect("fold task");
+    let settled = store.settle_claims(&claimed, &[]).await.expect("settle");
+    assert_eq!(
+        settled,
+        Settled {
+            folded: 1,
+            to_refold: 0,
+            lost: 0
+        }
+    );
+}
+
+on_both_stores!(a_fold_that_outlasts_its_lease_keeps_its_calls);
