@@ -215,6 +215,7 @@ fn projection(call: &str, document: &str) -> StoredProjection {
         late_events: 0,
         events_folded: 1,
         updated_at: EventTime::from_unix_micros(2),
+        built_with: None,
     }
 }
 

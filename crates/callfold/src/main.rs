@@ -18,7 +18,7 @@ use callfold_ingest::{
 };
 use callfold_projector::{ApiToken, Calls, ListFilter, LiveChanges, Precedence, Projector};
 use callfold_simulate::SimulateOptions;
-use callfold_store::{CallKey, Store};
+use callfold_store::{CallKey, ConfigFingerprint, Store};
 use clap::{CommandFactory, FromArgMatches};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
@@ -30,7 +30,7 @@ use crate::cli::{
     CallsQuery, Cli, Command, ConfigAction, DatabaseArgs, LogFormat, ProjectorOptions,
     QuarantineAction, ReceiverOptions, ServiceArgs, SimulateArgs,
 };
-use crate::config::Config;
+use crate::config::{Config, REBUILD_ADVICE};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -59,6 +59,7 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli, config: &Config, command: clap::Command) -> anyhow::Result<()> {
     let precedence = config.precedence()?;
     let linking_rules = config.linking_rules();
+    let configuration = config::fingerprint(&linking_rules, &precedence);
     let rules = (precedence.clone(), linking_rules.clone());
     match cli.command {
         Command::Serve {
@@ -72,7 +73,9 @@ async fn run(cli: Cli, config: &Config, command: clap::Command) -> anyhow::Resul
         Command::Projector { service, projector } => {
             run_services(service, None, Some(projector), rules).await
         }
-        Command::Rebuild { database, call } => rebuild(database, call, precedence).await,
+        Command::Rebuild { database, call } => {
+            rebuild(database, call, precedence, configuration).await
+        }
         Command::Calls { database, query } => query_calls(database, query, precedence).await,
         Command::Stats(args) => stats(args).await,
         Command::Quarantine { database, action } => {
@@ -80,7 +83,7 @@ async fn run(cli: Cli, config: &Config, command: clap::Command) -> anyhow::Resul
         }
         Command::Config {
             action: ConfigAction::Check,
-        } => check_config(config, command),
+        } => check_config(config, command, configuration).await,
         Command::Migrate(args) => migrate(args).await,
         Command::Simulate(args) => simulate(args).await,
     }
@@ -100,8 +103,13 @@ fn init_tracing(format: LogFormat) {
 }
 
 /// `callfold config check`: every setting `serve` would run with and where it comes from,
-/// then the checks that need more than parsing.
-fn check_config(config: &Config, command: clap::Command) -> anyhow::Result<()> {
+/// then the checks that need more than parsing, and whether the store's projections were
+/// folded with this configuration.
+async fn check_config(
+    config: &Config,
+    command: clap::Command,
+    configuration: ConfigFingerprint,
+) -> anyhow::Result<()> {
     let file = config.path.as_ref().map(|p| p.display().to_string());
     println!("configuration file: {}", file.as_deref().unwrap_or("none"));
     let matches = command
@@ -129,7 +137,21 @@ fn check_config(config: &Config, command: clap::Command) -> anyhow::Result<()> {
     }
     println!("linking rules: {:?}", config.linking_rules());
     println!("precedence graph: acyclic");
+    println!("configuration fingerprint: {configuration}");
     let service = ServiceArgs::from_arg_matches(serve)?;
+    let database = &service.database;
+    let store = Store::connect_existing_with(&database.database_url, database.pool_limits()).await;
+    let other = match store {
+        Ok(store) => config::other_configuration(&store, &configuration).await,
+        Err(error) => Err(error),
+    };
+    match other {
+        Ok(None) => println!("projections: folded with this configuration"),
+        Ok(Some(other)) => {
+            println!("warning: {REBUILD_ADVICE} (also folded with: {other})")
+        }
+        Err(_) => println!("projections: not checked (the store is unreachable or not migrated)"),
+    }
     if let Some(files) = service.tls_files() {
         TlsCertificate::load(files).context("cannot set up HTTPS")?;
         println!("TLS certificate and key: usable");
@@ -233,9 +255,11 @@ async fn rebuild(
     database: DatabaseArgs,
     call: Option<String>,
     precedence: Precedence,
+    configuration: ConfigFingerprint,
 ) -> anyhow::Result<()> {
     let store = open_store(&database).await?;
-    let projector = Projector::new(store, precedence, 1, REBUILD_CALL_LEASE);
+    let projector =
+        Projector::new(store, precedence, 1, REBUILD_CALL_LEASE).recording(configuration);
     if let Some(call) = call {
         let found = projector.refold_call(&CallKey::new(call.clone())).await?;
         anyhow::ensure!(found, "the log holds no event of call {call:?}");
@@ -281,6 +305,17 @@ async fn run_services(
         .context("cannot set up HTTPS")?
         .map(Arc::new);
     let store = open_store(&service.database).await?;
+    let configuration = config::fingerprint(&linking_rules, &precedence);
+    match config::other_configuration(&store, &configuration).await {
+        Ok(None) => {}
+        Ok(Some(other)) => tracing::warn!(
+            this_process = %configuration,
+            projections_also_folded_with = %other,
+            advice = REBUILD_ADVICE,
+            "projections were folded with another configuration"
+        ),
+        Err(error) => tracing::warn!(%error, "cannot compare the configuration with the store's"),
+    }
     let metrics = metrics_recorder()?;
     let precedence_for_pages = precedence.clone();
     let (stop, stopped) = watch::channel(false);
@@ -326,7 +361,8 @@ async fn run_services(
             precedence.clone(),
             options.projector_batch,
             Duration::from_millis(options.claim_lease_ms),
-        );
+        )
+        .recording(configuration.clone());
         let poll = Duration::from_millis(options.poll_interval_ms);
         let fold_interval = Duration::from_millis(options.fold_interval_ms);
         let live = LiveChanges::new(store.clone(), projector.projected(), poll);
@@ -358,7 +394,7 @@ async fn run_services(
         store.clone(),
         Calls::new(store.clone(), precedence_for_pages),
     );
-    let private = ops::router(store.clone(), metrics)
+    let private = ops::router(store.clone(), metrics, configuration)
         .merge(callfold_projector::with_token(v1, ApiToken::from_env()))
         .merge(status_page);
 

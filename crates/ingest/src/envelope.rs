@@ -56,6 +56,14 @@ impl LinkingRules {
         self
     }
 
+    /// The rules as JSON, `[[topic, [pointer, ...]], ...]` in topic order: the whole of what
+    /// linking takes from them, so two sets of rules with the same text link alike.
+    pub fn canonical_text(&self) -> String {
+        let mut rules: Vec<&(String, Vec<String>)> = self.rules.iter().collect();
+        rules.sort_unstable();
+        serde_json::to_string(&rules).expect("strings serialize")
+    }
+
     /// The call of an envelope with `topic`: not a call when no rule names the topic; else
     /// the first listed pointer that holds a non-empty string (or an integer, kept as its
     /// decimal text), or unlinked when none does.

@@ -56,6 +56,18 @@ impl Precedence {
             .copied()
             .unwrap_or(u32::try_from(self.ranks.len()).unwrap_or(u32::MAX))
     }
+
+    /// The ranks as JSON, `[[rank, topic], ...]` in rank order (ties by topic): the whole of
+    /// what the fold takes from the graph, so two graphs with the same text order events alike.
+    pub fn canonical_text(&self) -> String {
+        let mut ranked: Vec<(u32, &str)> = self
+            .ranks
+            .iter()
+            .map(|(topic, rank)| (*rank, topic.as_str()))
+            .collect();
+        ranked.sort_unstable();
+        serde_json::to_string(&ranked).expect("strings and numbers serialize")
+    }
 }
 
 impl Default for Precedence {

@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use callfold_store::{
-    CallKey, ClaimedCalls, EventTime, LoggedEvent, Settled, Store, StoreError, StoredProjection,
+    CallKey, ClaimedCalls, ConfigFingerprint, EventTime, LoggedEvent, Settled, Store, StoreError,
+    StoredProjection,
 };
 use tokio::sync::{Notify, watch};
 
@@ -43,6 +44,8 @@ pub struct Projector {
     precedence: Precedence,
     batch_calls: i64,
     lease: Duration,
+    /// The configuration recorded with every projection this projector writes.
+    configuration: Option<ConfigFingerprint>,
     /// Bumped after every settle that wrote projections, for the live streams.
     projected: Arc<watch::Sender<u64>>,
 }
@@ -51,6 +54,7 @@ pub struct Projector {
 /// order); `None` when none of them is a usable event of the call.
 fn project(
     precedence: &Precedence,
+    configuration: Option<&ConfigFingerprint>,
     call_key: &CallKey,
     logged: &[LoggedEvent],
     updated_at: EventTime,
@@ -73,6 +77,7 @@ fn project(
         late_events,
         events_folded,
         updated_at,
+        built_with: configuration.cloned(),
     })
 }
 
@@ -101,8 +106,17 @@ impl Projector {
             precedence,
             batch_calls,
             lease,
+            configuration: None,
             projected: Arc::new(watch::Sender::new(0)),
         }
+    }
+
+    /// This projector, recording `configuration` (the fingerprint of the linking rules and
+    /// the precedence graph it runs with) with every projection it writes, so that a process
+    /// with another configuration can tell (see `Store::projections_built_with`).
+    pub fn recording(mut self, configuration: ConfigFingerprint) -> Self {
+        self.configuration = Some(configuration);
+        self
     }
 
     /// Changes whenever this projector (or a clone of it) has committed projections: what the
@@ -170,7 +184,10 @@ impl Projector {
         let now = EventTime::now();
         let projections: Vec<StoredProjection> = by_call
             .iter()
-            .filter_map(|(call_key, logged)| project(&self.precedence, call_key, logged, now))
+            .filter_map(|(call_key, logged)| {
+                let configuration = self.configuration.as_ref();
+                project(&self.precedence, configuration, call_key, logged, now)
+            })
             .collect();
         let settled = self.store.settle_claims(claimed, &projections).await?;
         if !projections.is_empty() {
@@ -206,7 +223,13 @@ impl Projector {
         let log_len = self.store.log_len().await?;
         let now = EventTime::now();
         let project = |call_key: &CallKey, logged: &[LoggedEvent]| {
-            project(&self.precedence, call_key, logged, now)
+            project(
+                &self.precedence,
+                self.configuration.as_ref(),
+                call_key,
+                logged,
+                now,
+            )
         };
         self.store
             .rebuild_projections(project, |read| progress(read, log_len))

@@ -31,7 +31,7 @@ pub use event::{
     LoggedEvent, NewEvent, Topic, WebhookId,
 };
 pub use log::KeptRecord;
-pub use projection::{ProjectionChange, StoredProjection};
+pub use projection::{ConfigFingerprint, ProjectionChange, ProjectionsBuiltWith, StoredProjection};
 pub use queue::{Claim, ClaimedCalls, QueueDepth, Settled};
 pub use stats::StoreStats;
 
@@ -151,13 +151,23 @@ impl Store {
     /// found broken is replaced on a later call, so a database that goes away makes calls fail
     /// until it is back, and then they succeed again without a restart.
     pub async fn connect_with(url: &str, limits: PoolLimits) -> Result<Store, StoreError> {
+        Self::open(url, limits, true).await
+    }
+
+    /// Opens a pool for `url` as [`Store::connect_with`] does, but fails instead of creating a
+    /// SQLite file that does not exist: for commands that only inspect a store.
+    pub async fn connect_existing_with(url: &str, limits: PoolLimits) -> Result<Store, StoreError> {
+        Self::open(url, limits, false).await
+    }
+
+    async fn open(url: &str, limits: PoolLimits, create: bool) -> Result<Store, StoreError> {
         let scheme = url.split(':').next().unwrap_or_default();
         match scheme {
             "sqlite" => {
                 // WAL with synchronous=FULL: a commit returns only after the WAL is fsync'd,
                 // which is what makes a 2xx mean "durable".
                 let options = SqliteConnectOptions::from_str(url)?
-                    .create_if_missing(true)
+                    .create_if_missing(create)
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Full)
                     .busy_timeout(limits.statement_timeout);

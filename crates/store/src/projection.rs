@@ -31,6 +31,43 @@ pub struct StoredProjection {
     pub events_folded: i64,
     /// When the projector last changed it.
     pub updated_at: EventTime,
+    /// The configuration that folded it; `None` when unknown (folded before configurations
+    /// were recorded).
+    pub built_with: Option<ConfigFingerprint>,
+}
+
+/// A digest of the configuration a projection is folded with (the linking rules and the
+/// topic precedence graph), as lowercase hex. The store compares fingerprints; it does not
+/// compute them.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ConfigFingerprint(String);
+
+impl ConfigFingerprint {
+    /// Wraps a fingerprint computed by the caller.
+    pub fn new(hex: impl Into<String>) -> Self {
+        Self(hex.into())
+    }
+
+    /// The fingerprint as stored.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for ConfigFingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Whether the live projections were all folded with one configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProjectionsBuiltWith {
+    /// Every projection was folded with the configuration asked about (or there are none).
+    That,
+    /// Some projection was folded with another configuration: this one, or an unknown one
+    /// (`None`) for projections older than the recording of configurations.
+    Another(Option<ConfigFingerprint>),
 }
 
 #[derive(sqlx::FromRow)]
@@ -41,6 +78,7 @@ struct ProjectionRow {
     late_events: i64,
     events_folded: i64,
     updated_at_us: i64,
+    config_fingerprint: Option<String>,
 }
 
 impl From<ProjectionRow> for StoredProjection {
@@ -52,6 +90,7 @@ impl From<ProjectionRow> for StoredProjection {
             late_events: row.late_events,
             events_folded: row.events_folded,
             updated_at: EventTime::from_unix_micros(row.updated_at_us),
+            built_with: row.config_fingerprint.map(ConfigFingerprint),
         }
     }
 }
@@ -90,11 +129,11 @@ const SHADOW: &str = "call_projections_rebuild";
 const REBUILD_PAGE: i64 = 2000;
 
 const PROJECTION_COLUMNS: &str =
-    "call_key, document, last_seq, late_events, events_folded, updated_at_us";
+    "call_key, document, last_seq, late_events, events_folded, updated_at_us, config_fingerprint";
 /// The columns an upsert writes: the projection's, and the change that writes it.
-const WRITTEN_COLUMNS: &str =
-    "call_key, document, last_seq, late_events, events_folded, updated_at_us, change_seq";
-const PARAMETERS_PER_PROJECTION: usize = 7;
+const WRITTEN_COLUMNS: &str = "call_key, document, last_seq, late_events, events_folded, \
+     updated_at_us, config_fingerprint, change_seq";
+const PARAMETERS_PER_PROJECTION: usize = 8;
 
 /// Upserts `rows` projections into `table` in one statement.
 pub(crate) fn upsert_statement(placeholders: Placeholders, table: &str, rows: usize) -> String {
@@ -103,7 +142,7 @@ pub(crate) fn upsert_statement(placeholders: Placeholders, table: &str, rows: us
          ON CONFLICT (call_key) DO UPDATE SET document = excluded.document, \
          last_seq = excluded.last_seq, late_events = excluded.late_events, \
          events_folded = excluded.events_folded, updated_at_us = excluded.updated_at_us, \
-         change_seq = excluded.change_seq",
+         config_fingerprint = excluded.config_fingerprint, change_seq = excluded.change_seq",
         placeholders.values_list(rows, PARAMETERS_PER_PROJECTION, 1)
     )
 }
@@ -130,6 +169,12 @@ macro_rules! upsert_projections {
                     .bind(projection.late_events)
                     .bind(projection.events_folded)
                     .bind(projection.updated_at.unix_micros())
+                    .bind(
+                        projection
+                            .built_with
+                            .as_ref()
+                            .map($crate::ConfigFingerprint::as_str),
+                    )
                     .bind(first_change.map_or(0, |first| first + index));
             }
             upsert.execute($executor).await?;
@@ -249,6 +294,42 @@ impl Store {
             let rows: Vec<ChangeRow> = sqlx::query_as(&sql).bind(limit).fetch_all(pool).await?;
             Ok(rows.into_iter().map(ProjectionChange::from).collect())
         })
+    }
+
+    /// Whether every live projection was folded with configuration `fingerprint`: three probes
+    /// of an index (below it, above it, unknown), never a scan.
+    pub async fn projections_built_with(
+        &self,
+        fingerprint: &ConfigFingerprint,
+    ) -> Result<ProjectionsBuiltWith, StoreError> {
+        let around = [
+            "SELECT config_fingerprint FROM call_projections WHERE config_fingerprint < $1 \
+             ORDER BY config_fingerprint DESC LIMIT 1",
+            "SELECT config_fingerprint FROM call_projections WHERE config_fingerprint > $1 \
+             ORDER BY config_fingerprint LIMIT 1",
+        ];
+        let unknown = "SELECT config_fingerprint FROM call_projections \
+             WHERE config_fingerprint IS NULL LIMIT 1";
+        for probe in around {
+            let found: Option<String> = on_pool!(self, pool => {
+                sqlx::query_scalar(probe)
+                    .bind(fingerprint.as_str())
+                    .fetch_optional(pool)
+                    .await?
+            });
+            if let Some(other) = found {
+                return Ok(ProjectionsBuiltWith::Another(Some(ConfigFingerprint(
+                    other,
+                ))));
+            }
+        }
+        let found: Option<Option<String>> = on_pool!(self, pool => {
+            sqlx::query_scalar(unknown).fetch_optional(pool).await?
+        });
+        if found.is_some() {
+            return Ok(ProjectionsBuiltWith::Another(None));
+        }
+        Ok(ProjectionsBuiltWith::That)
     }
 
     /// The number of the latest projection change committed (0 before any).
