@@ -1,13 +1,14 @@
 //! Claims on calls under leases measured by the database's clock: a fold that outlasts its
-//! lease renews it, so no other worker takes its calls over meanwhile.
+//! lease renews it, so no other worker takes its calls over meanwhile, and it settles them.
 
 mod support;
 
 use std::time::Duration;
 
 use callfold_projector::{Precedence, Projector};
-use callfold_store::{Settled, Store};
+use callfold_store::{CallKey, Settled, Store};
 use serde_json::json;
+use sqlx::Connection;
 use support::{ReceiverConfig, TestDb, envelope, start_receiver, wait_until};
 
 /// Short enough for a test to outlast, long enough that a renewal every third of it is never
@@ -93,3 +94,60 @@ async fn a_fold_that_outlasts_its_lease_keeps_its_calls(db: TestDb) {
 }
 
 on_both_stores!(a_fold_that_outlasts_its_lease_keeps_its_calls);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_read_outlasts_its_lease_still_folds_its_call() {
+    let db = TestDb::postgres().await;
+    let store = db.store.clone();
+    let receiver = start_receiver(&store, ReceiverConfig::default()).await;
+    let body = envelope(
+        "call.completed",
+        "2026-02-10T09:17:42Z",
+        json!({"id": "cll_slow", "type": "INBOUND", "result": "ANSWERED"}),
+    );
+    assert_eq!(receiver.deliver("msg_slow", &body).await.status, 200);
+    // Another connection locks the log, so the worker's read after its claim waits.
+    let mut holder = sqlx::PgConnection::connect(&db.url).await.expect("connect");
+    sqlx::query("BEGIN")
+        .execute(&mut holder)
+        .await
+        .expect("begin");
+    sqlx::query("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut holder)
+        .await
+        .expect("lock the log");
+    let projector = Projector::new(store.clone(), Precedence::default(), 10, SHORT_LEASE);
+    let worker = {
+        let projector = projector.clone();
+        tokio::spawn(async move { projector.fold_next_batch().await.expect("fold") })
+    };
+    wait_until("the worker claims the call", 30, || async {
+        claimed_until_us(&store, "cll_slow").await.is_some()
+    })
+    .await;
+    let first_lease_end = claimed_until_us(&store, "cll_slow").await.expect("claimed");
+    wait_until(
+        "the first lease has ended by the database's clock",
+        30,
+        || async { database_now_us(&store).await > first_lease_end },
+    )
+    .await;
+    let second_worker = store.claim_calls(10, SHORT_LEASE).await.expect("claim");
+    assert!(
+        second_worker.claims.is_empty(),
+        "the folding worker renewed its claim"
+    );
+
+    sqlx::query("COMMIT")
+        .execute(&mut holder)
+        .await
+        .expect("release the log");
+    assert_eq!(worker.await.expect("worker task"), 1);
+    assert_eq!(store.queue_depth().await.expect("depth").calls, 0);
+    let projection = store
+        .projection(&CallKey::new("cll_slow"))
+        .await
+        .expect("read")
+        .expect("projected by the worker that outlasted its lease");
+    assert_eq!(projection.events_folded, 1);
+}
