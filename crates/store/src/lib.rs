@@ -28,7 +28,7 @@ use sqlx::sqlite::{
 
 pub use event::{
     AppendOutcome, CallKey, CallLink, Content, EventTime, InvalidEventTime, InvalidWebhookId,
-    LoggedEvent, NewEvent, Topic, WebhookId,
+    LoggedEvent, MAX_KEY_BYTES, NewEvent, Topic, WebhookId,
 };
 pub use projection::{ProjectionChange, StoredProjection};
 pub use queue::{Claim, ClaimedCalls, QueueDepth, Settled};
@@ -89,6 +89,46 @@ pub enum StoreError {
     /// Applying the migrations failed.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl StoreError {
+    /// When the database refused a statement because of a value it was given (not because it
+    /// is unreachable or busy), what it said, as an error code that quotes no value:
+    /// PostgreSQL's SQLSTATE classes 22 (data exception) and 54 (program limit exceeded) and
+    /// its check and not-null violations; SQLite's "too big", "datatype mismatch" and
+    /// constraint errors other than a unique key (the log's dedup key is never an error: the
+    /// append uses `ON CONFLICT DO NOTHING`). Retrying such a statement fails again, wherever
+    /// the value goes.
+    pub fn refused_content(&self) -> Option<String> {
+        let StoreError::Database(sqlx::Error::Database(error)) = self else {
+            return None;
+        };
+        let code = error.code()?;
+        if error
+            .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+            .is_some()
+        {
+            let refused = code.starts_with("22")
+                || code.starts_with("54")
+                || matches!(&*code, "23502" | "23514");
+            return refused.then(|| format!("PostgreSQL SQLSTATE {code}"));
+        }
+        const SQLITE_TOOBIG: i32 = 18;
+        const SQLITE_CONSTRAINT: i32 = 19;
+        const SQLITE_MISMATCH: i32 = 20;
+        const SQLITE_CONSTRAINT_PRIMARYKEY: i32 = 1555;
+        const SQLITE_CONSTRAINT_UNIQUE: i32 = 2067;
+        let extended: i32 = code.parse().ok()?;
+        let refused = match extended & 0xff {
+            SQLITE_TOOBIG | SQLITE_MISMATCH => true,
+            SQLITE_CONSTRAINT => !matches!(
+                extended,
+                SQLITE_CONSTRAINT_PRIMARYKEY | SQLITE_CONSTRAINT_UNIQUE
+            ),
+            _ => false,
+        };
+        refused.then(|| format!("SQLite result code {extended}"))
+    }
 }
 
 /// A connection pool to one of the two supported backends.
