@@ -89,6 +89,13 @@ pub enum StoreError {
     /// Applying the migrations failed.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database did not answer within the caller's deadline; the connection that was
+    /// waiting is closed, and nothing of the work was committed.
+    #[error("the database did not answer within {} ms", .deadline.as_millis())]
+    TimedOut {
+        /// The deadline.
+        deadline: Duration,
+    },
 }
 
 impl StoreError {
@@ -154,25 +161,66 @@ macro_rules! on_pool {
 }
 pub(crate) use on_pool;
 
+/// A connection of the pool that goes back to the pool only through [`Checkout::release`],
+/// once its work finished cleanly. Dropped otherwise (after an error, or with the future of
+/// its work, abandoned at a caller's deadline), it is detached from the pool and its socket
+/// closed at once: it may be inside a transaction the driver no longer tracks, or waiting on
+/// a network that stopped answering. Returned to the pool, sqlx would first test it, and that
+/// test can wait as long as the network stays silent, holding a place in the pool; the pool
+/// opens a fresh connection instead.
+pub(crate) struct Checkout<DB: sqlx::Database> {
+    connection: Option<sqlx::pool::PoolConnection<DB>>,
+}
+
+impl<DB: sqlx::Database> Checkout<DB> {
+    /// Takes a connection of `pool`, waiting at most the pool's acquire timeout.
+    pub(crate) async fn acquire(pool: &sqlx::Pool<DB>) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            connection: Some(pool.acquire().await?),
+        })
+    }
+
+    /// The connection, to run statements on.
+    pub(crate) fn connection(&mut self) -> &mut DB::Connection {
+        self.connection
+            .as_deref_mut()
+            .expect("a checkout holds its connection until released")
+    }
+
+    /// Gives the connection back to the pool: its work finished cleanly.
+    pub(crate) fn release(mut self) {
+        drop(self.connection.take());
+    }
+}
+
+impl<DB: sqlx::Database> Drop for Checkout<DB> {
+    fn drop(&mut self) {
+        if let Some(connection) = self.connection.take() {
+            drop(connection.detach());
+        }
+    }
+}
+
 /// Runs `$body` in a transaction on a connection of `$pool`, binding the transaction to `$tx`,
 /// and commits; evaluates to the body's value, or to the first error (`?` in the body ends
-/// the transaction). After an error the connection is closed, not returned to the pool: a
-/// failed statement or commit can leave a connection in a transaction the driver no longer
-/// tracks (SQLite rolls back by itself on a full disk, so the driver's own ROLLBACK then
-/// fails and its bookkeeping stays "inside a transaction"), and the next writes on that
-/// connection would then run inside a transaction that never commits.
+/// the transaction). The connection goes back to the pool only after a commit: after an error,
+/// or when the caller stops waiting, it is closed (see [`Checkout`]). A failed statement or
+/// commit can leave a connection in a transaction the driver no longer tracks (SQLite rolls
+/// back by itself on a full disk, so the driver's own ROLLBACK then fails and its bookkeeping
+/// stays "inside a transaction"), and the next writes on that connection would then run inside
+/// a transaction that never commits.
 macro_rules! in_transaction {
     ($pool:expr, $tx:ident => $body:expr) => {{
-        let mut connection = $pool.acquire().await?;
+        let mut checkout = $crate::Checkout::acquire($pool).await?;
         let outcome: Result<_, $crate::StoreError> = async {
-            let mut $tx = sqlx::Connection::begin(&mut *connection).await?;
+            let mut $tx = sqlx::Connection::begin(checkout.connection()).await?;
             let value = $body;
             $tx.commit().await?;
             Ok(value)
         }
         .await;
-        if outcome.is_err() {
-            connection.close_on_drop();
+        if outcome.is_ok() {
+            checkout.release();
         }
         outcome
     }};
@@ -212,11 +260,17 @@ impl Store {
             }
             "postgres" | "postgresql" => {
                 // Guard against a server or database configured with synchronous_commit=off:
-                // an acknowledged event must survive a crash of the server too.
+                // an acknowledged event must survive a crash of the server too. A transaction
+                // whose client stops answering (a network that drops packets) is ended by the
+                // server after the statement timeout, so its locks do not outlive it.
                 let statement_timeout = limits.statement_timeout.as_millis().to_string();
                 let options = PgConnectOptions::from_str(url)?.options([
                     ("synchronous_commit", "on"),
                     ("statement_timeout", statement_timeout.as_str()),
+                    (
+                        "idle_in_transaction_session_timeout",
+                        statement_timeout.as_str(),
+                    ),
                 ]);
                 let pool = PgPoolOptions::new()
                     .max_connections(limits.max_connections)
@@ -241,6 +295,14 @@ impl Store {
         Ok(())
     }
 
+    /// Ok when the store answers within `deadline` and every migration this build knows is
+    /// applied.
+    pub async fn check_ready_within(&self, deadline: Duration) -> Result<(), StoreError> {
+        tokio::time::timeout(deadline, self.check_ready())
+            .await
+            .unwrap_or(Err(StoreError::TimedOut { deadline }))
+    }
+
     /// Ok when the store answers and every migration this build knows is applied.
     pub async fn check_ready(&self) -> Result<(), StoreError> {
         let known = match self {
@@ -248,9 +310,12 @@ impl Store {
             Store::Postgres(_) => POSTGRES_MIGRATIONS.iter().count(),
         };
         let applied: i64 = on_pool!(self, pool => {
-            sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
-                .fetch_one(pool)
-                .await?
+            let mut checkout = Checkout::acquire(pool).await?;
+            let applied = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+                .fetch_one(checkout.connection())
+                .await?;
+            checkout.release();
+            applied
         });
         if usize::try_from(applied).unwrap_or(0) < known {
             return Err(StoreError::NotMigrated { applied, known });

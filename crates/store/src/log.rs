@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 use crate::event::{
     AppendOutcome, CallKey, CallLink, Content, EventTime, LoggedEvent, NewEvent, Topic,
@@ -108,6 +109,20 @@ impl Store {
         events: &[NewEvent],
     ) -> Result<Vec<AppendOutcome>, StoreError> {
         self.append_isolating_refused(events).await
+    }
+
+    /// [`Store::append_batch`], abandoned when it has not returned within `deadline`: then
+    /// nothing of it is committed, the connection it was using is closed rather than reused, and
+    /// the error is [`StoreError::TimedOut`]. The write path's bound on a database that stops
+    /// answering without closing the connection, which no server-side timeout can give.
+    pub async fn append_batch_within(
+        &self,
+        events: &[NewEvent],
+        deadline: Duration,
+    ) -> Result<Vec<AppendOutcome>, StoreError> {
+        tokio::time::timeout(deadline, self.append_batch(events))
+            .await
+            .unwrap_or(Err(StoreError::TimedOut { deadline }))
     }
 
     /// [`Store::append_batch`]'s halving: one transaction for `events`, and on a refusal of
