@@ -218,6 +218,15 @@ pub struct DatabaseArgs {
         global = true
     )]
     pub db_statement_timeout_ms: u64,
+
+    /// Longest wait, in milliseconds, for the database to commit an append (a batch of
+    /// deliveries, or a re-drive) and for /readyz's check. Past it the waiting deliveries are
+    /// answered 503 with Retry-After, the connection is closed, and /readyz turns 503: the
+    /// bound on a database that stops answering without closing the connection. Keep it well
+    /// under Allo's 20 s delivery timeout (a delivery may wait for the commit before its own).
+    #[arg(long, env = "CALLFOLD_COMMIT_TIMEOUT_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub commit_timeout_ms: u64,
 }
 
 impl DatabaseArgs {
@@ -228,6 +237,11 @@ impl DatabaseArgs {
             acquire_timeout: Duration::from_millis(self.db_acquire_timeout_ms),
             statement_timeout: Duration::from_millis(self.db_statement_timeout_ms),
         }
+    }
+
+    /// The deadline of a commit; see `--commit-timeout-ms`.
+    pub fn commit_timeout(&self) -> Duration {
+        Duration::from_millis(self.commit_timeout_ms)
     }
 }
 

@@ -1,5 +1,6 @@
 //! The operational endpoints every callfold service serves: `/healthz` (the process answers),
-//! `/readyz` (the store answers and is fully migrated) and `/metrics` (Prometheus text); and
+//! `/readyz` (the store answers within the commit deadline and is fully migrated, and the
+//! receiver's commits, if it runs one, are not failing) and `/metrics` (Prometheus text); and
 //! the gauges of the database's counts that every service publishes there.
 
 use std::future::ready;
@@ -10,26 +11,54 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use callfold_store::Store;
+use callfold_ingest::CommitHealth;
+use callfold_store::{Store, StoreError};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 
+/// What `/readyz` checks.
+#[derive(Clone, Debug)]
+pub struct Readiness {
+    /// The store, which must answer and be fully migrated.
+    pub store: Store,
+    /// How long the store has to answer.
+    pub deadline: Duration,
+    /// The receiver's commits, when this service runs a receiver.
+    pub commits: Option<CommitHealth>,
+}
+
 /// The operational routes.
-pub fn router(store: Store, metrics: PrometheusHandle) -> Router {
+pub fn router(readiness: Readiness, metrics: PrometheusHandle) -> Router {
     Router::new()
         .route("/healthz", get(|| ready(Json(json!({"status": "ok"})))))
         .route("/readyz", get(readyz))
-        .with_state(store)
+        .with_state(readiness)
         .route("/metrics", get(move || ready(metrics.render())))
 }
 
-async fn readyz(State(store): State<Store>) -> impl IntoResponse {
-    match store.check_ready().await {
+async fn readyz(State(readiness): State<Readiness>) -> impl IntoResponse {
+    let not_ready = |reason: String| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "error": reason })),
+        )
+    };
+    if let Some(failure) = readiness.commits.as_ref().and_then(CommitHealth::failing) {
+        tracing::warn!(%failure, "not ready: the latest commit failed");
+        return not_ready(format!("the latest commit failed: {failure}"));
+    }
+    match readiness.store.check_ready_within(readiness.deadline).await {
         Ok(()) => (StatusCode::OK, Json(json!({"status": "ready"}))),
+        Err(error @ StoreError::TimedOut { .. }) => {
+            tracing::warn!(%error, "not ready");
+            not_ready(format!(
+                "the store did not answer within {} ms",
+                readiness.deadline.as_millis()
+            ))
+        }
         Err(error) => {
             tracing::warn!(%error, "not ready");
-            let body = json!({"error": "the store is unreachable or not fully migrated"});
-            (StatusCode::SERVICE_UNAVAILABLE, Json(body))
+            not_ready("the store is unreachable or not fully migrated".to_owned())
         }
     }
 }
