@@ -1,12 +1,13 @@
 //! Values the store cannot hold: a delivery carrying one gets the same final answer on both
 //! stores (kept, quarantined with a reason) and never fails the deliveries committed with it;
-//! and a record that reaches the store anyway, past the receiver's checks, is quarantined there
-//! while the rest of its batch commits.
+//! a record that reaches the store anyway, past the receiver's checks, is quarantined there
+//! while the rest of its batch commits; and no body limit lets in a body the store cannot take.
 
 mod support;
 
 use callfold_store::{
-    AppendOutcome, CallKey, CallLink, Content, EventTime, MAX_KEY_BYTES, NewEvent, Topic, WebhookId,
+    AppendOutcome, CallKey, CallLink, Content, EventTime, MAX_BODY_BYTES, MAX_KEY_BYTES, NewEvent,
+    Topic, WebhookId,
 };
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -214,6 +215,26 @@ async fn a_record_the_store_refuses_is_quarantined_and_the_rest_of_its_batch_com
         db.store.queue_depth().await.expect("depth").calls,
         20,
         "the stored calls are marked"
+    );
+}
+
+#[tokio::test]
+async fn a_body_limit_above_what_the_store_takes_is_refused_at_start() {
+    let folder = tempfile::tempdir().expect("temp dir");
+    let check = |max_body: usize| {
+        tokio::process::Command::new(support::CALLFOLD)
+            .current_dir(folder.path())
+            .args(["config", "check"])
+            .env("CALLFOLD_MAX_BODY", max_body.to_string())
+            .env("CALLFOLD_WEBHOOK_SECRETS", support::SECRET)
+            .output()
+    };
+    assert!(check(MAX_BODY_BYTES).await.expect("runs").status.success());
+    let refused = check(MAX_BODY_BYTES + 1).await.expect("runs");
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && said.contains("--max-body"),
+        "{said}"
     );
 }
 

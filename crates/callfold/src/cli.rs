@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use callfold_ingest::{ConnectionLimits, TlsFiles};
-use callfold_store::PoolLimits;
+use callfold_store::{MAX_BODY_BYTES, PoolLimits};
 
 use clap::{Args, Parser, Subcommand};
 
@@ -312,8 +312,10 @@ pub struct ReceiverOptions {
     #[arg(long, env = "CALLFOLD_TOLERANCE", default_value_t = 300)]
     pub tolerance: u64,
 
-    /// Largest accepted body, in bytes (inclusive).
-    #[arg(long, env = "CALLFOLD_MAX_BODY", default_value_t = 1_048_576)]
+    /// Largest accepted body, in bytes (inclusive); at most 268435456 (256 MiB), the largest
+    /// body the store takes.
+    #[arg(long, env = "CALLFOLD_MAX_BODY", default_value_t = 1_048_576,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_BODY_BYTES as u64))]
     pub max_body: usize,
 
     /// Longest time, in milliseconds, for a delivery's body to arrive once its headers have;

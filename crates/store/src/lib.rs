@@ -28,7 +28,7 @@ use sqlx::sqlite::{
 
 pub use event::{
     AppendOutcome, CallKey, CallLink, Content, EventTime, InvalidEventTime, InvalidWebhookId,
-    LoggedEvent, MAX_KEY_BYTES, NewEvent, Topic, WebhookId,
+    LoggedEvent, MAX_BODY_BYTES, MAX_KEY_BYTES, NewEvent, Topic, WebhookId,
 };
 pub use projection::{ProjectionChange, StoredProjection};
 pub use queue::{Claim, ClaimedCalls, QueueDepth, Settled};

@@ -14,7 +14,7 @@ use crate::event::{
     AppendOutcome, CallKey, CallLink, Content, EventTime, LoggedEvent, NewEvent, Topic,
 };
 use crate::queue::mark_statement;
-use crate::sql::{Placeholders, ROWS_PER_STATEMENT};
+use crate::sql::{BYTES_PER_STATEMENT, Placeholders, ROWS_PER_STATEMENT, statement_runs};
 use crate::{Store, StoreError, WebhookId, in_transaction, on_pool};
 
 /// The columns an append writes, in the order of their parameters.
@@ -184,7 +184,8 @@ impl Store {
         let placeholders = self.placeholders();
         on_pool!(self, pool => in_transaction!(pool, tx => {
             let mut appended: HashMap<String, i64> = HashMap::with_capacity(firsts.len());
-            for chunk in firsts.chunks(ROWS_PER_STATEMENT) {
+            let body_bytes = |event: &&NewEvent| event.body.len();
+            for chunk in statement_runs(&firsts, ROWS_PER_STATEMENT, BYTES_PER_STATEMENT, body_bytes) {
                 let sql = insert_statement(placeholders, chunk.len());
                 let mut insert = sqlx::query_as::<_, (i64, String)>(&sql);
                 for event in chunk {
