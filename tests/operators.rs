@@ -234,7 +234,11 @@ async fn a_redrive_after_a_new_linking_rule_projects_the_event_once() {
         "tag.added",
         &["/data/call_id", "/data/conversation/call_id"],
     );
-    let quarantine = callfold_ingest::Quarantine::new(db.store.clone(), fixed);
+    let quarantine = callfold_ingest::Quarantine::new(
+        db.store.clone(),
+        fixed,
+        std::time::Duration::from_secs(5),
+    );
     let first = quarantine.redrive(seq).await.expect("re-driven");
     assert_eq!(first["status"], "redriven");
     let again = quarantine.redrive(seq).await.expect("idempotent");

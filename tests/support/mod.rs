@@ -181,6 +181,8 @@ pub struct ReceiverConfig {
     pub queue_capacity: usize,
     /// Most events per transaction.
     pub max_batch: usize,
+    /// Longest wait for a commit.
+    pub commit_timeout: Duration,
 }
 
 impl Default for ReceiverConfig {
@@ -191,6 +193,7 @@ impl Default for ReceiverConfig {
             max_body: 1_048_576,
             queue_capacity: 1024,
             max_batch: 256,
+            commit_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -211,6 +214,7 @@ pub async fn start_receiver(store: &Store, config: ReceiverConfig) -> TestReceiv
         store.clone(),
         config.queue_capacity,
         config.max_batch,
+        config.commit_timeout,
         Default::default(),
     );
     let state = IngestState::new(

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use callfold_ingest::{ConnectionLimits, TlsFiles};
-use callfold_store::PoolLimits;
+use callfold_store::{MAX_BODY_BYTES, PoolLimits};
 
 use clap::{Args, Parser, Subcommand};
 
@@ -219,6 +219,15 @@ pub struct DatabaseArgs {
         global = true
     )]
     pub db_statement_timeout_ms: u64,
+
+    /// Longest wait, in milliseconds, for the database to commit an append (a batch of
+    /// deliveries, or a re-drive) and for /readyz's check. Past it the waiting deliveries are
+    /// answered 503 with Retry-After, the connection is closed, and /readyz turns 503: the
+    /// bound on a database that stops answering without closing the connection. Keep it well
+    /// under Allo's 20 s delivery timeout (a delivery may wait for the commit before its own).
+    #[arg(long, env = "CALLFOLD_COMMIT_TIMEOUT_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub commit_timeout_ms: u64,
 }
 
 impl DatabaseArgs {
@@ -229,6 +238,11 @@ impl DatabaseArgs {
             acquire_timeout: Duration::from_millis(self.db_acquire_timeout_ms),
             statement_timeout: Duration::from_millis(self.db_statement_timeout_ms),
         }
+    }
+
+    /// The deadline of a commit; see `--commit-timeout-ms`.
+    pub fn commit_timeout(&self) -> Duration {
+        Duration::from_millis(self.commit_timeout_ms)
     }
 }
 
@@ -299,8 +313,10 @@ pub struct ReceiverOptions {
     #[arg(long, env = "CALLFOLD_TOLERANCE", default_value_t = 300)]
     pub tolerance: u64,
 
-    /// Largest accepted body, in bytes (inclusive).
-    #[arg(long, env = "CALLFOLD_MAX_BODY", default_value_t = 1_048_576)]
+    /// Largest accepted body, in bytes (inclusive); at most 268435456 (256 MiB), the largest
+    /// body the store takes.
+    #[arg(long, env = "CALLFOLD_MAX_BODY", default_value_t = 1_048_576,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_BODY_BYTES as u64))]
     pub max_body: usize,
 
     /// Longest time, in milliseconds, for a delivery's body to arrive once its headers have;

@@ -230,7 +230,8 @@ async fn quarantine(
     action: QuarantineAction,
     linking_rules: LinkingRules,
 ) -> anyhow::Result<()> {
-    let quarantine = Quarantine::new(open_store(&database).await?, linking_rules);
+    let store = open_store(&database).await?;
+    let quarantine = Quarantine::new(store, linking_rules, database.commit_timeout());
     let answer = match action {
         QuarantineAction::List { limit, after } => {
             quarantine.list(limit.as_deref(), after.as_deref()).await
@@ -330,18 +331,25 @@ async fn run_services(
     let mut public = Router::new();
     // The /v1 routes, behind the API token; every service can inspect and re-drive the
     // quarantine.
-    let mut v1 =
-        callfold_ingest::quarantine_router(Quarantine::new(store.clone(), linking_rules.clone()));
+    let commit_timeout = service.database.commit_timeout();
+    let mut v1 = callfold_ingest::quarantine_router(Quarantine::new(
+        store.clone(),
+        linking_rules.clone(),
+        commit_timeout,
+    ));
 
     let mut committer = None;
+    let mut commits = None;
     if let (Some(options), Some(secrets)) = (receiver, secrets) {
         let (queue, task) = CommitQueue::start(
             store.clone(),
             options.commit_queue as usize,
             options.commit_batch as usize,
+            commit_timeout,
             Arc::clone(&appended),
         );
         committer = Some(task);
+        commits = Some(queue.health());
         let state = IngestState::new(
             Verifier::new(secrets, options.tolerance),
             linking_rules,
@@ -394,7 +402,13 @@ async fn run_services(
         store.clone(),
         Calls::new(store.clone(), precedence_for_pages),
     );
-    let private = ops::router(store.clone(), metrics, configuration)
+    let readiness = ops::Readiness {
+        store: store.clone(),
+        deadline: commit_timeout,
+        commits,
+        configuration,
+    };
+    let private = ops::router(readiness, metrics)
         .merge(callfold_projector::with_token(v1, ApiToken::from_env()))
         .merge(status_page);
 

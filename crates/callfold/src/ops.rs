@@ -1,5 +1,6 @@
 //! The operational endpoints every callfold service serves: `/healthz` (the process answers),
-//! `/readyz` (the store answers and is fully migrated; with a note when its projections were
+//! `/readyz` (the store answers within the commit deadline and is fully migrated, and the
+//! receiver's commits, if it runs one, are not failing; with a note when its projections were
 //! folded with another configuration) and `/metrics` (Prometheus text); and the gauges of the
 //! database's counts that every service publishes there.
 
@@ -11,50 +12,77 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use callfold_store::{ConfigFingerprint, Store};
+use callfold_ingest::CommitHealth;
+use callfold_store::{ConfigFingerprint, Store, StoreError};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 
 use crate::config::{REBUILD_ADVICE, other_configuration};
 
-/// The operational routes of a process running with `configuration`.
-pub fn router(store: Store, metrics: PrometheusHandle, configuration: ConfigFingerprint) -> Router {
+/// What `/readyz` checks.
+#[derive(Clone, Debug)]
+pub struct Readiness {
+    /// The store, which must answer and be fully migrated.
+    pub store: Store,
+    /// How long the store has to answer.
+    pub deadline: Duration,
+    /// The receiver's commits, when this service runs a receiver.
+    pub commits: Option<CommitHealth>,
+    /// The linking rules and precedence graph this process folds with.
+    pub configuration: ConfigFingerprint,
+}
+
+/// The operational routes.
+pub fn router(readiness: Readiness, metrics: PrometheusHandle) -> Router {
     Router::new()
         .route("/healthz", get(|| ready(Json(json!({"status": "ok"})))))
         .route("/readyz", get(readyz))
-        .with_state((store, configuration))
+        .with_state(readiness)
         .route("/metrics", get(move || ready(metrics.render())))
 }
 
-/// 200 while the store answers and is migrated, else 503. Projections folded with another
-/// configuration add a note to the 200, not a 503: the service works, only those projections
-/// may be stale, and a 503 would take every process out of its load balancer (and stop
-/// ingestion) for something only a rebuild fixes.
-async fn readyz(
-    State((store, configuration)): State<(Store, ConfigFingerprint)>,
-) -> impl IntoResponse {
-    let ready = store.check_ready().await;
-    let other = match ready {
-        Ok(()) => other_configuration(&store, &configuration).await,
+/// 200 while the store answers and is migrated and the receiver's commits succeed, else 503
+/// with the reason. Projections folded with another configuration add a note to the 200, not a
+/// 503: the service works, only those projections may be stale, and a 503 would take every
+/// process out of its load balancer (and stop ingestion) for something only a rebuild fixes.
+async fn readyz(State(readiness): State<Readiness>) -> impl IntoResponse {
+    let not_ready = |reason: String| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "error": reason })),
+        )
+    };
+    if let Some(failure) = readiness.commits.as_ref().and_then(CommitHealth::failing) {
+        tracing::warn!(%failure, "not ready: the latest commit failed");
+        return not_ready(format!("the latest commit failed: {failure}"));
+    }
+    let checked = match readiness.store.check_ready_within(readiness.deadline).await {
+        Ok(()) => other_configuration(&readiness.store, &readiness.configuration).await,
         Err(error) => Err(error),
     };
-    match other {
+    match checked {
         Ok(None) => (StatusCode::OK, Json(json!({"status": "ready"}))),
         Ok(Some(other)) => {
             let body = json!({
                 "status": "ready",
                 "configuration": {
-                    "this_process": configuration.as_str(),
+                    "this_process": readiness.configuration.as_str(),
                     "projections_also_folded_with": other,
                     "advice": REBUILD_ADVICE,
                 },
             });
             (StatusCode::OK, Json(body))
         }
+        Err(error @ StoreError::TimedOut { .. }) => {
+            tracing::warn!(%error, "not ready");
+            not_ready(format!(
+                "the store did not answer within {} ms",
+                readiness.deadline.as_millis()
+            ))
+        }
         Err(error) => {
             tracing::warn!(%error, "not ready");
-            let body = json!({"error": "the store is unreachable or not fully migrated"});
-            (StatusCode::SERVICE_UNAVAILABLE, Json(body))
+            not_ready("the store is unreachable or not fully migrated".to_owned())
         }
     }
 }

@@ -5,15 +5,26 @@
 //! caller is told at once (and answers 503) instead of queueing without bound. The committer
 //! stops once every [`CommitQueue`] handle is dropped and the queue is drained, which is how
 //! shutdown finishes the appends already accepted into the queue.
+//!
+//! Every commit has a deadline, so a database that stops answering without closing the
+//! connection (a firewall dropping packets) costs the waiting deliveries a 503 after that
+//! deadline instead of holding them, and the queue, until the kernel gives up on the socket.
+//! The latest commits' health is kept for readiness checks ([`CommitHealth`]).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use callfold_store::{AppendOutcome, NewEvent, Store};
+use callfold_store::{AppendOutcome, NewEvent, Store, StoreError};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-/// Why an append did not happen. Both mean "try again later" to the sender.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+/// How long a failed commit keeps [`CommitHealth::failing`] reporting it when no commit has
+/// succeeded since. Bounded, so that a receiver taken out of rotation for it (and so given
+/// nothing more to commit) reports ready again and gets traffic that can prove it well.
+const FAILURE_REPORTED_FOR: Duration = Duration::from_secs(30);
+
+/// Why an append did not happen. Each means "try again later" to the sender.
+#[derive(Clone, Copy, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AppendError {
     /// The queue is at capacity.
     #[error("the commit queue is full")]
@@ -21,6 +32,31 @@ pub enum AppendError {
     /// The transaction holding the event failed; nothing of it was written.
     #[error("the event store is unavailable")]
     StoreUnavailable,
+    /// The store did not commit within the commit deadline; nothing of it was written.
+    #[error("the event store did not answer in time")]
+    CommitTimedOut,
+}
+
+/// What the committer's latest commits said of the store, for readiness checks. Cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct CommitHealth {
+    latest_failure: Arc<Mutex<Option<(Instant, AppendError)>>>,
+}
+
+impl CommitHealth {
+    /// Why commits are failing: the latest commit failed, and did so less than 30 s ago. `None`
+    /// once a commit succeeds.
+    pub fn failing(&self) -> Option<AppendError> {
+        let latest_failure = *self.latest_failure.lock().expect("commit health lock");
+        latest_failure
+            .filter(|(at, _)| at.elapsed() < FAILURE_REPORTED_FOR)
+            .map(|(_, error)| error)
+    }
+
+    fn record(&self, failure: Option<AppendError>) {
+        *self.latest_failure.lock().expect("commit health lock") =
+            failure.map(|error| (Instant::now(), error));
+    }
 }
 
 struct PendingAppend {
@@ -32,6 +68,7 @@ struct PendingAppend {
 #[derive(Clone, Debug)]
 pub struct CommitQueue {
     sender: mpsc::Sender<PendingAppend>,
+    health: CommitHealth,
 }
 
 impl std::fmt::Debug for PendingAppend {
@@ -44,18 +81,32 @@ impl std::fmt::Debug for PendingAppend {
 
 impl CommitQueue {
     /// Starts the committer on `store`. At most `capacity` events wait; at most `max_batch`
-    /// share one transaction; `appended` is notified after each commit that wrote something
-    /// (an in-process projector waits on it). The returned task ends when all handles are
-    /// dropped and the queue is empty.
+    /// share one transaction, which must commit within `commit_timeout`; `appended` is
+    /// notified after each commit that wrote something (an in-process projector waits on it).
+    /// The returned task ends when all handles are dropped and the queue is empty.
     pub fn start(
         store: Store,
         capacity: usize,
         max_batch: usize,
+        commit_timeout: Duration,
         appended: Arc<Notify>,
     ) -> (Self, JoinHandle<()>) {
         let (sender, receiver) = mpsc::channel(capacity);
-        let committer = tokio::spawn(run_committer(store, receiver, max_batch, appended));
-        (Self { sender }, committer)
+        let health = CommitHealth::default();
+        let committer = tokio::spawn(run_committer(
+            store,
+            receiver,
+            max_batch,
+            commit_timeout,
+            appended,
+            health.clone(),
+        ));
+        (Self { sender, health }, committer)
+    }
+
+    /// The health of this queue's commits.
+    pub fn health(&self) -> CommitHealth {
+        self.health.clone()
     }
 
     /// Appends `event` durably, or says why not. Returns once the transaction that holds it has
@@ -73,7 +124,9 @@ async fn run_committer(
     store: Store,
     mut queue: mpsc::Receiver<PendingAppend>,
     max_batch: usize,
+    commit_timeout: Duration,
     appended: Arc<Notify>,
+    health: CommitHealth,
 ) {
     let mut batch = Vec::with_capacity(max_batch);
     while queue.recv_many(&mut batch, max_batch).await > 0 {
@@ -82,8 +135,9 @@ async fn run_committer(
             .map(|pending| (pending.event, pending.reply))
             .unzip();
         metrics::histogram!("callfold_commit_batch_size").record(events.len() as f64);
-        match store.append_batch(&events).await {
+        match store.append_batch_within(&events, commit_timeout).await {
             Ok(outcomes) => {
+                health.record(None);
                 if outcomes
                     .iter()
                     .any(|o| matches!(o, AppendOutcome::Appended { .. }))
@@ -97,8 +151,13 @@ async fn run_committer(
             }
             Err(error) => {
                 tracing::error!(%error, batch = events.len(), "append failed; nothing in this batch was stored");
+                let failure = match error {
+                    StoreError::TimedOut { .. } => AppendError::CommitTimedOut,
+                    _ => AppendError::StoreUnavailable,
+                };
+                health.record(Some(failure));
                 for reply in replies {
-                    let _ = reply.send(Err(AppendError::StoreUnavailable));
+                    let _ = reply.send(Err(failure));
                 }
             }
         }

@@ -1,11 +1,15 @@
 //! Reading an authentic body: the envelope fields the log indexes on (topic, payload time, call
 //! key), or the reason the body is quarantined.
 //!
+//! A topic or call key the store could not hold (U+0000 anywhere, or longer than
+//! [`MAX_KEY_BYTES`]) quarantines the body here, so that such a delivery gets the same answer
+//! on both backends and never reaches a commit it would fail.
+//!
 //! The linking rules that find a call key live here, in one table: topic -> JSON pointers into
 //! the envelope, tried in order. They encode the defaults of Allo's spec, where Allo documents a
 //! call id for `call.completed` only and the rest are our assumptions.
 
-use callfold_store::{CallKey, CallLink, Content, EventTime, Topic};
+use callfold_store::{CallKey, CallLink, Content, EventTime, MAX_KEY_BYTES, Topic};
 use serde_json::Value;
 
 /// Topic -> JSON pointers (into the whole envelope) that may hold the call id, first match wins.
@@ -107,12 +111,36 @@ impl LinkingRules {
             Some(None) => return quarantined("`timestamp` is not a string".to_owned()),
             None => return quarantined("body has no `timestamp`".to_owned()),
         };
+        let call = self.link(topic, &envelope);
+        let unstorable = unstorable_text("`topic`", topic).or_else(|| {
+            let call_key = call.call_key()?;
+            unstorable_text("the call id", call_key.as_str())
+        });
+        if let Some(reason) = unstorable {
+            return quarantined(reason);
+        }
         Content::Usable {
-            call: self.link(topic, &envelope),
+            call,
             topic: Topic::new(topic.clone()),
             event_time,
         }
     }
+}
+
+/// Why the store could not hold `value` as the text `what`, if it could not. The reason
+/// describes the value without quoting it.
+fn unstorable_text(what: &str, value: &str) -> Option<String> {
+    if value.contains('\0') {
+        return Some(format!(
+            "{what} contains U+0000, which the store cannot hold"
+        ));
+    }
+    (value.len() > MAX_KEY_BYTES).then(|| {
+        format!(
+            "{what} is {} bytes long; the store holds at most {MAX_KEY_BYTES}",
+            value.len()
+        )
+    })
 }
 
 #[cfg(test)]
@@ -187,6 +215,43 @@ mod tests {
                 usable => panic!("{body} was read as {usable:?}"),
             }
         }
+    }
+
+    #[test]
+    fn topics_and_call_ids_the_store_cannot_hold_are_quarantined_without_quoting_them() {
+        let ts = r#""timestamp":"2026-02-10T09:17:42.318Z""#;
+        let long = "x".repeat(MAX_KEY_BYTES + 1);
+        let cases = [
+            (
+                r#""call.completed\u0000","data":{"id":"cll_1"}"#.to_owned(),
+                "`topic` contains U+0000",
+            ),
+            (
+                r#""call.completed","data":{"id":"cll\u0000_1"}"#.to_owned(),
+                "call id contains U+0000",
+            ),
+            (format!(r#""{long}","data":{{}}"#), "`topic` is 1025 bytes"),
+            (
+                format!(r#""tag.added","data":{{"call_id":"{long}"}}"#),
+                "call id is 1025 bytes",
+            ),
+        ];
+        for (topic_and_data, mentioned) in cases {
+            let body = format!(r#"{{"topic":{topic_and_data},{ts}}}"#);
+            match read(&body) {
+                Content::Quarantined { reason } => {
+                    assert!(reason.contains(mentioned), "{reason}");
+                    assert!(
+                        !reason.contains('\0') && !reason.contains("xxx"),
+                        "{reason}"
+                    );
+                }
+                usable => panic!("{body} was read as {usable:?}"),
+            }
+        }
+        let longest = "x".repeat(MAX_KEY_BYTES);
+        let body = format!(r#"{{"topic":"call.completed","data":{{"id":"{longest}"}},{ts}}}"#);
+        assert_eq!(link_of(&body), CallLink::Linked(CallKey::new(longest)));
     }
 
     #[test]

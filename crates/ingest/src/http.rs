@@ -105,7 +105,8 @@ enum Rejection {
         /// The limit, inclusive.
         limit: usize,
     },
-    /// 503: the queue is full or the store failed; the sender should retry.
+    /// 503: the queue is full, or the store failed or did not commit in time; the sender
+    /// should retry.
     #[error(transparent)]
     Unavailable(#[from] AppendError),
 }
@@ -130,6 +131,7 @@ impl Rejection {
             Rejection::SlowBody { .. } => "slow_body",
             Rejection::Unavailable(AppendError::QueueFull) => "queue_full",
             Rejection::Unavailable(AppendError::StoreUnavailable) => "store_unavailable",
+            Rejection::Unavailable(AppendError::CommitTimedOut) => "commit_timeout",
         }
     }
 }

@@ -19,7 +19,7 @@ pub mod secret;
 pub mod signature;
 
 pub use admin::{quarantine_router, rejections_router};
-pub use commit::{AppendError, CommitQueue};
+pub use commit::{AppendError, CommitHealth, CommitQueue};
 pub use envelope::LinkingRules;
 pub use http::{BodyLimits, IngestState, WEBHOOK_PATH, router};
 pub use listener::{ConnectionLimits, PeerAddr, TlsCertificate, TlsError, TlsFiles, serve};

@@ -7,6 +7,8 @@
 //! with the same body under the webhook-id `redrive:{seq}`, which makes re-driving idempotent
 //! (a second re-drive of the same record is a duplicate of the first).
 
+use std::time::Duration;
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use callfold_store::{
@@ -56,6 +58,7 @@ pub enum QuarantineError {
 pub struct Quarantine {
     store: Store,
     linking_rules: LinkingRules,
+    commit_timeout: Duration,
 }
 
 /// The webhook-id a re-drive of record `seq` appends under.
@@ -74,11 +77,13 @@ fn parse_number(name: &'static str, text: Option<&str>) -> Result<Option<i64>, Q
 }
 
 impl Quarantine {
-    /// The view over `store`, re-driving with `linking_rules`.
-    pub fn new(store: Store, linking_rules: LinkingRules) -> Self {
+    /// The view over `store`, re-driving with `linking_rules`; a re-drive must commit within
+    /// `commit_timeout`, like the receiver's appends.
+    pub fn new(store: Store, linking_rules: LinkingRules, commit_timeout: Duration) -> Self {
         Self {
             store,
             linking_rules,
+            commit_timeout,
         }
     }
 
@@ -162,7 +167,7 @@ impl Quarantine {
         };
         let outcomes = self
             .store
-            .append_batch(std::slice::from_ref(&event))
+            .append_batch_within(std::slice::from_ref(&event), self.commit_timeout)
             .await?;
         let outcome = outcomes.first().expect("one outcome per event appended");
         let (status, new_seq) = match outcome {

@@ -11,6 +11,19 @@ use chrono::{DateTime, SecondsFormat, Utc};
 /// keeps a hostile header from becoming a huge unique-index key.
 const MAX_WEBHOOK_ID_LEN: usize = 256;
 
+/// The longest topic or call key the store holds, in bytes of UTF-8. The call key is indexed
+/// (the log's `events_by_call`, and the key of the fold queue and of the projections), and
+/// PostgreSQL refuses a B-tree entry over about 2.7 kB; migration 0013 puts this limit in both
+/// schemas, and the receiver quarantines a longer value before it reaches the store. Allo's ids
+/// and topics are a few dozen characters.
+pub const MAX_KEY_BYTES: usize = 1024;
+
+/// The largest body the store takes, in bytes (256 MiB): well under PostgreSQL's 1 GB limits on
+/// a `bytea` value and on a protocol message, and SQLite's default limit of 1,000,000,000 bytes
+/// on a value, so that no body the receiver accepts can fail its commit by its size. The
+/// receiver's `--max-body` cannot be set above it.
+pub const MAX_BODY_BYTES: usize = 256 * 1024 * 1024;
+
 /// A Standard Webhooks message id (`webhook-id` header): 1 to 256 printable ASCII characters
 /// (no spaces or control characters). Stable across retries of one message.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

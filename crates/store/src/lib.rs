@@ -28,7 +28,7 @@ use sqlx::sqlite::{
 
 pub use event::{
     AppendOutcome, CallKey, CallLink, Content, EventTime, InvalidEventTime, InvalidWebhookId,
-    LoggedEvent, NewEvent, Topic, WebhookId,
+    LoggedEvent, MAX_BODY_BYTES, MAX_KEY_BYTES, NewEvent, Topic, WebhookId,
 };
 pub use log::KeptRecord;
 pub use projection::{ConfigFingerprint, ProjectionChange, ProjectionsBuiltWith, StoredProjection};
@@ -90,6 +90,53 @@ pub enum StoreError {
     /// Applying the migrations failed.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database did not answer within the caller's deadline; the connection that was
+    /// waiting is closed, and nothing of the work was committed.
+    #[error("the database did not answer within {} ms", .deadline.as_millis())]
+    TimedOut {
+        /// The deadline.
+        deadline: Duration,
+    },
+}
+
+impl StoreError {
+    /// When the database refused a statement because of a value it was given (not because it
+    /// is unreachable or busy), what it said, as an error code that quotes no value:
+    /// PostgreSQL's SQLSTATE classes 22 (data exception) and 54 (program limit exceeded) and
+    /// its check and not-null violations; SQLite's "too big", "datatype mismatch" and
+    /// constraint errors other than a unique key (the log's dedup key is never an error: the
+    /// append uses `ON CONFLICT DO NOTHING`). Retrying such a statement fails again, wherever
+    /// the value goes.
+    pub fn refused_content(&self) -> Option<String> {
+        let StoreError::Database(sqlx::Error::Database(error)) = self else {
+            return None;
+        };
+        let code = error.code()?;
+        if error
+            .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+            .is_some()
+        {
+            let refused = code.starts_with("22")
+                || code.starts_with("54")
+                || matches!(&*code, "23502" | "23514");
+            return refused.then(|| format!("PostgreSQL SQLSTATE {code}"));
+        }
+        const SQLITE_TOOBIG: i32 = 18;
+        const SQLITE_CONSTRAINT: i32 = 19;
+        const SQLITE_MISMATCH: i32 = 20;
+        const SQLITE_CONSTRAINT_PRIMARYKEY: i32 = 1555;
+        const SQLITE_CONSTRAINT_UNIQUE: i32 = 2067;
+        let extended: i32 = code.parse().ok()?;
+        let refused = match extended & 0xff {
+            SQLITE_TOOBIG | SQLITE_MISMATCH => true,
+            SQLITE_CONSTRAINT => !matches!(
+                extended,
+                SQLITE_CONSTRAINT_PRIMARYKEY | SQLITE_CONSTRAINT_UNIQUE
+            ),
+            _ => false,
+        };
+        refused.then(|| format!("SQLite result code {extended}"))
+    }
 }
 
 /// A connection pool to one of the two supported backends.
@@ -115,25 +162,66 @@ macro_rules! on_pool {
 }
 pub(crate) use on_pool;
 
+/// A connection of the pool that goes back to the pool only through [`Checkout::release`],
+/// once its work finished cleanly. Dropped otherwise (after an error, or with the future of
+/// its work, abandoned at a caller's deadline), it is detached from the pool and its socket
+/// closed at once: it may be inside a transaction the driver no longer tracks, or waiting on
+/// a network that stopped answering. Returned to the pool, sqlx would first test it, and that
+/// test can wait as long as the network stays silent, holding a place in the pool; the pool
+/// opens a fresh connection instead.
+pub(crate) struct Checkout<DB: sqlx::Database> {
+    connection: Option<sqlx::pool::PoolConnection<DB>>,
+}
+
+impl<DB: sqlx::Database> Checkout<DB> {
+    /// Takes a connection of `pool`, waiting at most the pool's acquire timeout.
+    pub(crate) async fn acquire(pool: &sqlx::Pool<DB>) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            connection: Some(pool.acquire().await?),
+        })
+    }
+
+    /// The connection, to run statements on.
+    pub(crate) fn connection(&mut self) -> &mut DB::Connection {
+        self.connection
+            .as_deref_mut()
+            .expect("a checkout holds its connection until released")
+    }
+
+    /// Gives the connection back to the pool: its work finished cleanly.
+    pub(crate) fn release(mut self) {
+        drop(self.connection.take());
+    }
+}
+
+impl<DB: sqlx::Database> Drop for Checkout<DB> {
+    fn drop(&mut self) {
+        if let Some(connection) = self.connection.take() {
+            drop(connection.detach());
+        }
+    }
+}
+
 /// Runs `$body` in a transaction on a connection of `$pool`, binding the transaction to `$tx`,
 /// and commits; evaluates to the body's value, or to the first error (`?` in the body ends
-/// the transaction). After an error the connection is closed, not returned to the pool: a
-/// failed statement or commit can leave a connection in a transaction the driver no longer
-/// tracks (SQLite rolls back by itself on a full disk, so the driver's own ROLLBACK then
-/// fails and its bookkeeping stays "inside a transaction"), and the next writes on that
-/// connection would then run inside a transaction that never commits.
+/// the transaction). The connection goes back to the pool only after a commit: after an error,
+/// or when the caller stops waiting, it is closed (see [`Checkout`]). A failed statement or
+/// commit can leave a connection in a transaction the driver no longer tracks (SQLite rolls
+/// back by itself on a full disk, so the driver's own ROLLBACK then fails and its bookkeeping
+/// stays "inside a transaction"), and the next writes on that connection would then run inside
+/// a transaction that never commits.
 macro_rules! in_transaction {
     ($pool:expr, $tx:ident => $body:expr) => {{
-        let mut connection = $pool.acquire().await?;
+        let mut checkout = $crate::Checkout::acquire($pool).await?;
         let outcome: Result<_, $crate::StoreError> = async {
-            let mut $tx = sqlx::Connection::begin(&mut *connection).await?;
+            let mut $tx = sqlx::Connection::begin(checkout.connection()).await?;
             let value = $body;
             $tx.commit().await?;
             Ok(value)
         }
         .await;
-        if outcome.is_err() {
-            connection.close_on_drop();
+        if outcome.is_ok() {
+            checkout.release();
         }
         outcome
     }};
@@ -183,11 +271,17 @@ impl Store {
             }
             "postgres" | "postgresql" => {
                 // Guard against a server or database configured with synchronous_commit=off:
-                // an acknowledged event must survive a crash of the server too.
+                // an acknowledged event must survive a crash of the server too. A transaction
+                // whose client stops answering (a network that drops packets) is ended by the
+                // server after the statement timeout, so its locks do not outlive it.
                 let statement_timeout = limits.statement_timeout.as_millis().to_string();
                 let options = PgConnectOptions::from_str(url)?.options([
                     ("synchronous_commit", "on"),
                     ("statement_timeout", statement_timeout.as_str()),
+                    (
+                        "idle_in_transaction_session_timeout",
+                        statement_timeout.as_str(),
+                    ),
                 ]);
                 let pool = PgPoolOptions::new()
                     .max_connections(limits.max_connections)
@@ -212,6 +306,14 @@ impl Store {
         Ok(())
     }
 
+    /// Ok when the store answers within `deadline` and every migration this build knows is
+    /// applied.
+    pub async fn check_ready_within(&self, deadline: Duration) -> Result<(), StoreError> {
+        tokio::time::timeout(deadline, self.check_ready())
+            .await
+            .unwrap_or(Err(StoreError::TimedOut { deadline }))
+    }
+
     /// Ok when the store answers and every migration this build knows is applied.
     pub async fn check_ready(&self) -> Result<(), StoreError> {
         let known = match self {
@@ -219,9 +321,12 @@ impl Store {
             Store::Postgres(_) => POSTGRES_MIGRATIONS.iter().count(),
         };
         let applied: i64 = on_pool!(self, pool => {
-            sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
-                .fetch_one(pool)
-                .await?
+            let mut checkout = Checkout::acquire(pool).await?;
+            let applied = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+                .fetch_one(checkout.connection())
+                .await?;
+            checkout.release();
+            applied
         });
         if usize::try_from(applied).unwrap_or(0) < known {
             return Err(StoreError::NotMigrated { applied, known });

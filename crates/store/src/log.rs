@@ -6,12 +6,15 @@
 //! the insert (`ON CONFLICT DO NOTHING`), so it is exact under any concurrency and permanent.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
 
 use crate::event::{
     AppendOutcome, CallKey, CallLink, Content, EventTime, LoggedEvent, NewEvent, Topic,
 };
 use crate::queue::mark_statement;
-use crate::sql::{Placeholders, ROWS_PER_STATEMENT};
+use crate::sql::{BYTES_PER_STATEMENT, Placeholders, ROWS_PER_STATEMENT, statement_runs};
 use crate::{Store, StoreError, WebhookId, in_transaction, on_pool};
 
 /// The columns an append writes, in the order of their parameters.
@@ -121,14 +124,85 @@ impl From<EventRow> for LoggedEvent {
     }
 }
 
+/// A future that may append part of a batch and then call itself on the rest.
+type AppendFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Vec<AppendOutcome>, StoreError>> + Send + 'a>>;
+
 impl Store {
-    /// Appends `events` in one transaction (one commit, one fsync) and returns one outcome per
-    /// event, in order. Either every new event is durable when this returns `Ok`, or none is.
+    /// Appends `events` and returns one outcome per event, in order. Every new event is durable
+    /// when this returns `Ok`. Normally that takes one transaction (one commit, one fsync), and
+    /// an error means none of them was written.
     ///
     /// An id repeated within the batch is appended once; its later copies are duplicates of it.
     /// The same transaction marks the calls of the new events in the fold queue (see
     /// [`Store::claim_calls`]), so no appended event can be missed by the projector.
+    ///
+    /// One record whose content the database refuses (see [`StoreError::refused_content`])
+    /// does not fail the others: the batch is halved until that record is alone, every other
+    /// part is appended in its own transaction, and the refused record is appended
+    /// quarantined, with its raw body and the database's error code as the reason, so that
+    /// its sender gets a final answer. Any other error still fails the whole call; after such
+    /// a split, the parts committed before it stay durable, and a retry finds them duplicates.
     pub async fn append_batch(
+        &self,
+        events: &[NewEvent],
+    ) -> Result<Vec<AppendOutcome>, StoreError> {
+        self.append_isolating_refused(events).await
+    }
+
+    /// [`Store::append_batch`], abandoned when it has not returned within `deadline`: then
+    /// nothing of it is committed, the connection it was using is closed rather than reused, and
+    /// the error is [`StoreError::TimedOut`]. The write path's bound on a database that stops
+    /// answering without closing the connection, which no server-side timeout can give.
+    pub async fn append_batch_within(
+        &self,
+        events: &[NewEvent],
+        deadline: Duration,
+    ) -> Result<Vec<AppendOutcome>, StoreError> {
+        tokio::time::timeout(deadline, self.append_batch(events))
+            .await
+            .unwrap_or(Err(StoreError::TimedOut { deadline }))
+    }
+
+    /// [`Store::append_batch`]'s halving: one transaction for `events`, and on a refusal of
+    /// content, the same for each half, down to the one refused record.
+    fn append_isolating_refused<'a>(&'a self, events: &'a [NewEvent]) -> AppendFuture<'a> {
+        Box::pin(async move {
+            let error = match self.append_in_one_transaction(events).await {
+                Err(error) => error,
+                appended => return appended,
+            };
+            let Some(refusal) = error.refused_content() else {
+                return Err(error);
+            };
+            match events {
+                [] => Err(error),
+                [event] => {
+                    tracing::warn!(
+                        webhook_id = %event.webhook_id,
+                        %refusal,
+                        "the store refused a record's content; keeping it quarantined"
+                    );
+                    let quarantined = NewEvent {
+                        content: Content::Quarantined {
+                            reason: format!("the store refused its content ({refusal})"),
+                        },
+                        ..event.clone()
+                    };
+                    self.append_in_one_transaction(&[quarantined]).await
+                }
+                _ => {
+                    let (first_half, second_half) = events.split_at(events.len() / 2);
+                    let mut outcomes = self.append_isolating_refused(first_half).await?;
+                    outcomes.extend(self.append_isolating_refused(second_half).await?);
+                    Ok(outcomes)
+                }
+            }
+        })
+    }
+
+    /// Appends `events` in one transaction; see [`Store::append_batch`].
+    async fn append_in_one_transaction(
         &self,
         events: &[NewEvent],
     ) -> Result<Vec<AppendOutcome>, StoreError> {
@@ -149,7 +223,8 @@ impl Store {
         let placeholders = self.placeholders();
         on_pool!(self, pool => in_transaction!(pool, tx => {
             let mut appended: HashMap<String, i64> = HashMap::with_capacity(firsts.len());
-            for chunk in firsts.chunks(ROWS_PER_STATEMENT) {
+            let body_bytes = |event: &&NewEvent| event.body.len();
+            for chunk in statement_runs(&firsts, ROWS_PER_STATEMENT, BYTES_PER_STATEMENT, body_bytes) {
                 let sql = insert_statement(placeholders, chunk.len());
                 let mut insert = sqlx::query_as::<_, (i64, String)>(&sql);
                 for event in chunk {

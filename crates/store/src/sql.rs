@@ -5,6 +5,37 @@
 /// parameter limits of both backends (32,766 on SQLite, 65,535 on PostgreSQL).
 pub(crate) const ROWS_PER_STATEMENT: usize = 256;
 
+/// Most bytes of values per multi-row statement (bodies, mostly), beyond the one row a statement
+/// always takes. Far below PostgreSQL's 1 GB limit on a protocol message, whatever the
+/// `--max-body` and the batch size.
+pub(crate) const BYTES_PER_STATEMENT: usize = 64 * 1024 * 1024;
+
+/// `items` cut, in order, into runs of at most `max_rows` items whose `size`s add up to at most
+/// `max_bytes` (a run holds at least one item, however large): the rows of successive
+/// multi-row statements.
+pub(crate) fn statement_runs<T>(
+    items: &[T],
+    max_rows: usize,
+    max_bytes: usize,
+    size: impl Fn(&T) -> usize,
+) -> Vec<&[T]> {
+    let mut runs = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (index, item) in items.iter().enumerate() {
+        let item_bytes = size(item);
+        let full = index - start == max_rows || bytes + item_bytes > max_bytes;
+        if index > start && full {
+            runs.push(&items[start..index]);
+            (start, bytes) = (index, 0);
+        }
+        bytes += item_bytes;
+    }
+    if start < items.len() {
+        runs.push(&items[start..]);
+    }
+    runs
+}
+
 /// How a statement spells its parameters. Every parameter of one statement must use the same
 /// style, in binding order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,6 +75,14 @@ impl Placeholders {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn statement_runs_hold_at_most_the_rows_and_bytes_allowed_and_at_least_one_row() {
+        let sizes = [3, 3, 3, 9, 1, 1, 1, 1];
+        let runs = statement_runs(&sizes, 3, 6, |size| *size);
+        assert_eq!(runs, [&[3, 3][..], &[3], &[9], &[1, 1, 1], &[1]]);
+        assert!(statement_runs(&[] as &[usize], 3, 6, |size| *size).is_empty());
+    }
 
     #[test]
     fn values_lists_number_their_placeholders_row_by_row() {

@@ -1,0 +1,225 @@
+//! A database that stops answering without closing the connection (a firewall that drops
+//! packets): the receiver answers 503 with Retry-After once the commit deadline passes, the
+//! silent connection never takes a place in the pool again, `/readyz` says so, and everything
+//! recovers by itself when the database answers again.
+//!
+//! PostgreSQL only: the silence is made by a relay between the receiver and the server, which
+//! keeps the sockets open and stops copying bytes, on one connection or on all of them.
+
+mod support;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::{TestDb, TestReceiver, envelope, start_service, wait_until};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// The commit deadline the receiver under test runs with.
+const COMMIT_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// Which relayed connections copy bytes.
+#[derive(Clone, Debug, Default)]
+struct Flow {
+    /// No connection copies anything.
+    all_silent: bool,
+    /// The connection whose client next sends bytes containing these falls silent, from those
+    /// bytes on.
+    silence_sender_of: Option<&'static [u8]>,
+    /// The connections fallen silent.
+    silent: HashSet<usize>,
+}
+
+impl Flow {
+    fn forwards(&self, connection: usize) -> bool {
+        !self.all_silent && !self.silent.contains(&connection)
+    }
+}
+
+/// A TCP relay on a loopback port in front of `upstream`.
+struct Relay {
+    addr: SocketAddr,
+    flow: Arc<watch::Sender<Flow>>,
+}
+
+impl Relay {
+    async fn start(upstream: String) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind relay");
+        let addr = listener.local_addr().expect("relay address");
+        let flow = Arc::new(watch::channel(Flow::default()).0);
+        let relay_flow = Arc::clone(&flow);
+        tokio::spawn(async move {
+            for connection in 0.. {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                let server = TcpStream::connect(&upstream)
+                    .await
+                    .expect("reach PostgreSQL");
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                let flow = || Arc::clone(&relay_flow);
+                tokio::spawn(pump(connection, client_read, server_write, flow(), true));
+                tokio::spawn(pump(connection, server_read, client_write, flow(), false));
+            }
+        });
+        Self { addr, flow }
+    }
+
+    /// The connection that next carries `bytes` to the server stops copying, from them on.
+    fn silence_connection_sending(&self, bytes: &'static [u8]) {
+        self.flow
+            .send_modify(|flow| flow.silence_sender_of = Some(bytes));
+    }
+
+    /// Every connection stops copying.
+    fn silence_all(&self) {
+        self.flow.send_modify(|flow| flow.all_silent = true);
+    }
+
+    /// Every connection copies again, what it held first.
+    fn resume(&self) {
+        self.flow.send_replace(Flow::default());
+    }
+}
+
+/// Copies `from` to `to` while `connection` forwards; a chunk read while it is silent waits.
+/// When `from_client`, a chunk holding the awaited bytes silences `connection` before it is
+/// copied. A closed side is passed on once the connection forwards.
+async fn pump(
+    connection: usize,
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    flow: Arc<watch::Sender<Flow>>,
+    from_client: bool,
+) {
+    let mut buffer = vec![0; 64 * 1024];
+    let mut forwarding = flow.subscribe();
+    loop {
+        let read = from.read(&mut buffer).await.unwrap_or(0);
+        if from_client {
+            flow.send_if_modified(|flow| match flow.silence_sender_of {
+                Some(awaited) if buffer[..read].windows(awaited.len()).any(|w| w == awaited) => {
+                    flow.silence_sender_of = None;
+                    flow.silent.insert(connection);
+                    true
+                }
+                _ => false,
+            });
+        }
+        let _ = forwarding.wait_for(|flow| flow.forwards(connection)).await;
+        if read == 0 || to.write_all(&buffer[..read]).await.is_err() {
+            let _ = to.shutdown().await;
+            return;
+        }
+    }
+}
+
+/// `host:port` of a `postgres://user@host:port/db?...` URL.
+fn host_and_port(url: &str) -> &str {
+    let after_user = url.split_once('@').expect("user in the test URL").1;
+    after_user.split(['/', '?']).next().expect("host")
+}
+
+async fn readyz(client: &reqwest::Client, base_url: &str) -> (u16, String) {
+    let response = client.get(format!("{base_url}/readyz")).send();
+    let response = response
+        .await
+        .expect("readyz answers within the client's timeout");
+    let status = response.status().as_u16();
+    let body: serde_json::Value = response.json().await.expect("readyz JSON");
+    (
+        status,
+        body["error"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_that_hangs_is_503_with_retry_after_and_recovers_when_the_database_answers() {
+    let db = TestDb::postgres().await;
+    let upstream = host_and_port(&db.url).to_owned();
+    let relay = Relay::start(upstream.clone()).await;
+    let relayed_url = db.url.replacen(&upstream, &relay.addr.to_string(), 1);
+    let timeout_ms = COMMIT_TIMEOUT.as_millis().to_string();
+    // One connection in the pool: a silent connection kept there would stop every commit.
+    let service = start_service(
+        "ingest",
+        &relayed_url,
+        &[
+            ("CALLFOLD_COMMIT_TIMEOUT_MS", &timeout_ms),
+            ("CALLFOLD_DB_MAX_CONNECTIONS", "1"),
+        ],
+    )
+    .await;
+    // Allo waits 20 s for an answer.
+    let allo = TestReceiver {
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .expect("client"),
+        ..service.receiver()
+    };
+    let ready = || readyz(&allo.client, &service.base_url);
+    let body = |n: u32| {
+        envelope(
+            "call.completed",
+            "2026-02-10T09:17:42.318Z",
+            json!({"id": format!("cll_{n}")}),
+        )
+    };
+    assert_eq!(allo.deliver("msg_before", &body(1)).await.status, 200);
+    assert_eq!(ready().await.0, 200);
+
+    // The connection goes silent in the middle of a commit: the transaction has begun, and the
+    // insert carrying this delivery's webhook-id never reaches the server.
+    relay.silence_connection_sending(b"msg_during");
+    let sent = Instant::now();
+    let answer = allo.deliver("msg_during", &body(2)).await;
+    let waited = sent.elapsed();
+    assert_eq!(answer.status, 503, "{answer:?}");
+    assert!(answer.retry_after.is_some(), "{answer:?}");
+    assert!(
+        waited < COMMIT_TIMEOUT + Duration::from_secs(4),
+        "answered after {waited:?}"
+    );
+    let (status, reason) = ready().await;
+    assert_eq!(status, 503, "{reason}");
+    assert!(reason.contains("did not answer in time"), "{reason}");
+    // The silent connection was closed, not kept: the next commit gets a new one.
+    let next = allo.deliver("msg_next", &body(3)).await;
+    assert_eq!(next.status, 200, "{next:?}");
+    assert_eq!(ready().await.0, 200);
+
+    // The whole database goes silent, with no commit in flight: /readyz's own check has the
+    // same deadline, and deliveries are answered 503 with Retry-After.
+    relay.silence_all();
+    let (status, reason) = ready().await;
+    assert_eq!(status, 503, "{reason}");
+    assert!(reason.contains("did not answer within 1000 ms"), "{reason}");
+    let answer = allo.deliver("msg_during", &body(2)).await;
+    assert_eq!((answer.status, answer.retry_after.is_some()), (503, true));
+
+    relay.resume();
+    let retried = Mutex::new(None);
+    wait_until("the retried delivery is answered 200", 30, || async {
+        let answer = allo.deliver("msg_during", &body(2)).await;
+        *retried.lock().expect("lock") = answer.json["status"].as_str().map(str::to_owned);
+        answer.status == 200
+    })
+    .await;
+    let retried = retried.into_inner().expect("lock");
+    assert_eq!(
+        retried.as_deref(),
+        Some("accepted"),
+        "the abandoned commits kept nothing"
+    );
+    wait_until("/readyz is 200 again", 30, || async {
+        ready().await.0 == 200
+    })
+    .await;
+}

@@ -1,0 +1,244 @@
+//! Values the store cannot hold: a delivery carrying one gets the same final answer on both
+//! stores (kept, quarantined with a reason) and never fails the deliveries committed with it;
+//! a record that reaches the store anyway, past the receiver's checks, is quarantined there
+//! while the rest of its batch commits; and no body limit lets in a body the store cannot take.
+
+mod support;
+
+use callfold_store::{
+    AppendOutcome, CallKey, CallLink, Content, EventTime, MAX_BODY_BYTES, MAX_KEY_BYTES, NewEvent,
+    Topic, WebhookId,
+};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use support::{ReceiverConfig, TestDb, envelope, start_receiver};
+
+const VALID_DELIVERIES: usize = 48;
+
+/// Bodies the store cannot hold as they are, each with a part of the reason it must be given.
+fn poisoned_bodies() -> Vec<(&'static str, Vec<u8>, &'static str)> {
+    let long_id = "c".repeat(MAX_KEY_BYTES + 1);
+    let at = "2026-02-10T09:17:42.318Z";
+    vec![
+        (
+            "msg_nul_call_id",
+            envelope("call.completed", at, json!({"id": "cll_\u{0}_1"})),
+            "call id contains U+0000",
+        ),
+        (
+            "msg_nul_topic",
+            envelope("call.completed\u{0}", at, json!({"id": "cll_2"})),
+            "`topic` contains U+0000",
+        ),
+        (
+            "msg_long_call_id",
+            envelope("tag.added", at, json!({"call_id": long_id, "tag": "x"})),
+            "call id is 1025 bytes long",
+        ),
+        (
+            "msg_long_topic",
+            envelope(&"t".repeat(MAX_KEY_BYTES + 1), at, json!({})),
+            "`topic` is 1025 bytes long",
+        ),
+    ]
+}
+
+async fn a_delivery_the_store_cannot_hold_is_quarantined_and_its_batch_is_stored(db: TestDb) {
+    let receiver = start_receiver(&db.store, ReceiverConfig::default()).await;
+    let valid: Vec<(String, Vec<u8>)> = (0..VALID_DELIVERIES)
+        .map(|n| {
+            let body = envelope(
+                "call.completed",
+                "2026-02-10T09:17:42.318Z",
+                json!({"id": format!("cll_{n}")}),
+            );
+            (format!("msg_valid_{n}"), body)
+        })
+        .collect();
+    let poisoned = poisoned_bodies();
+    let mut sends = tokio::task::JoinSet::new();
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(valid.len() + poisoned.len()));
+    let all = valid
+        .iter()
+        .map(|(id, body)| (id.clone(), body.clone()))
+        .chain(
+            poisoned
+                .iter()
+                .map(|(id, body, _)| ((*id).to_owned(), body.clone())),
+        );
+    for (id, body) in all {
+        let (receiver, barrier) = (receiver.clone(), barrier.clone());
+        sends.spawn(async move {
+            barrier.wait().await;
+            (id.clone(), receiver.deliver(&id, &body).await)
+        });
+    }
+    let answers: std::collections::HashMap<String, support::Answer> =
+        sends.join_all().await.into_iter().collect();
+
+    for (id, _) in &valid {
+        let answer = &answers[id];
+        assert_eq!(
+            (answer.status, answer.json["status"].as_str()),
+            (200, Some("accepted")),
+            "{id}: {answer:?}"
+        );
+        let logged = db
+            .store
+            .event_by_webhook_id(&WebhookId::parse(id).expect("id"))
+            .await
+            .expect("read");
+        assert!(
+            logged.is_some_and(|e| e.content.quarantine_reason().is_none()),
+            "{id} is usable in the log"
+        );
+    }
+    for (id, body, reason) in &poisoned {
+        let answer = &answers[*id];
+        assert_eq!(
+            (answer.status, answer.json["status"].as_str()),
+            (200, Some("quarantined")),
+            "{id}: {answer:?}"
+        );
+        let logged = db
+            .store
+            .event_by_seq(answer.seq())
+            .await
+            .expect("read")
+            .expect("logged");
+        let kept_reason = logged.content.quarantine_reason().expect("quarantined");
+        assert!(kept_reason.contains(reason), "{id}: {kept_reason}");
+        assert_eq!(&logged.body, body, "{id}: the raw body is kept");
+
+        let retry = receiver.deliver(id, body).await;
+        assert_eq!(
+            (retry.status, retry.json["status"].as_str()),
+            (200, Some("duplicate")),
+            "{id}"
+        );
+        assert_eq!(retry.seq(), answer.seq());
+    }
+    let (_, quarantined) = db.store.quarantined_events(0, 100).await.expect("list");
+    assert_eq!(quarantined, poisoned.len() as i64);
+}
+
+fn event(id: &str, content: Content) -> NewEvent {
+    let body = format!("{{\"the body of\":\"{id}\"}}").into_bytes();
+    NewEvent {
+        webhook_id: WebhookId::parse(id).expect("test id"),
+        webhook_timestamp: 1_770_715_062,
+        received_at: EventTime::from_unix_micros(1_770_715_062_000_001),
+        body_sha256: Sha256::digest(&body).into(),
+        body,
+        content,
+    }
+}
+
+fn usable(topic: &str, call_key: &str) -> Content {
+    Content::Usable {
+        topic: Topic::new(topic),
+        event_time: EventTime::from_unix_micros(1_770_715_062_318_000),
+        call: CallLink::Linked(CallKey::new(call_key)),
+    }
+}
+
+async fn a_record_the_store_refuses_is_quarantined_and_the_rest_of_its_batch_commits(db: TestDb) {
+    let long = "k".repeat(MAX_KEY_BYTES + 1);
+    let refused = [
+        ("msg_refused_nul", usable("call.completed", "cll_\u{0}")),
+        ("msg_refused_long_call", usable("call.completed", &long)),
+        ("msg_refused_long_topic", usable(&long, "cll_x")),
+    ];
+    let mut batch: Vec<NewEvent> = (0..20)
+        .map(|n| {
+            event(
+                &format!("msg_{n:02}"),
+                usable("call.completed", &format!("cll_{n}")),
+            )
+        })
+        .collect();
+    for (position, (id, content)) in [3, 11, 17].into_iter().zip(refused.iter()) {
+        batch.insert(position, event(id, content.clone()));
+    }
+    // A retry of a refused record in the same batch is a duplicate of its quarantined copy.
+    batch.push(event(
+        "msg_refused_nul",
+        usable("call.completed", "cll_\u{0}"),
+    ));
+
+    let outcomes = db
+        .store
+        .append_batch(&batch)
+        .await
+        .expect("no refusal fails the batch");
+
+    assert_eq!(outcomes.len(), batch.len());
+    for (event, outcome) in batch.iter().zip(&outcomes).take(batch.len() - 1) {
+        let AppendOutcome::Appended { seq } = *outcome else {
+            panic!("{}: {outcome:?}", event.webhook_id);
+        };
+        let logged = db
+            .store
+            .event_by_seq(seq)
+            .await
+            .expect("read")
+            .expect("logged");
+        assert_eq!(logged.webhook_id, event.webhook_id);
+        let is_refused = event.webhook_id.as_str().starts_with("msg_refused");
+        match logged.content.quarantine_reason() {
+            Some(reason) => {
+                assert!(is_refused, "{}: {reason}", event.webhook_id);
+                assert!(
+                    reason.starts_with("the store refused its content"),
+                    "{reason}"
+                );
+                assert_eq!(logged.body, event.body);
+            }
+            None => assert!(!is_refused, "{} was stored usable", event.webhook_id),
+        }
+    }
+    let first_copy = outcomes[batch
+        .iter()
+        .position(|e| e.webhook_id.as_str() == "msg_refused_nul")
+        .expect("in batch")];
+    let AppendOutcome::Appended { seq } = first_copy else {
+        panic!("{first_copy:?}")
+    };
+    assert_eq!(
+        outcomes.last(),
+        Some(&AppendOutcome::Duplicate {
+            seq,
+            conflicting: false
+        })
+    );
+    assert_eq!(
+        db.store.queue_depth().await.expect("depth").calls,
+        20,
+        "the stored calls are marked"
+    );
+}
+
+#[tokio::test]
+async fn a_body_limit_above_what_the_store_takes_is_refused_at_start() {
+    let folder = tempfile::tempdir().expect("temp dir");
+    let check = |max_body: usize| {
+        tokio::process::Command::new(support::CALLFOLD)
+            .current_dir(folder.path())
+            .args(["config", "check"])
+            .env("CALLFOLD_MAX_BODY", max_body.to_string())
+            .env("CALLFOLD_WEBHOOK_SECRETS", support::SECRET)
+            .output()
+    };
+    assert!(check(MAX_BODY_BYTES).await.expect("runs").status.success());
+    let refused = check(MAX_BODY_BYTES + 1).await.expect("runs");
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && said.contains("--max-body"),
+        "{said}"
+    );
+}
+
+on_both_stores!(
+    a_delivery_the_store_cannot_hold_is_quarantined_and_its_batch_is_stored,
+    a_record_the_store_refuses_is_quarantined_and_the_rest_of_its_batch_commits,
+);
