@@ -270,6 +270,13 @@ pub struct ServiceArgs {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub header_read_timeout_ms: u64,
 
+    /// Longest time, in milliseconds, that a shutdown (SIGTERM, SIGINT) waits for requests in
+    /// flight; then the connections still open are closed, the appends already accepted are
+    /// committed, and the process exits. Below the 30 s after which supervisors usually kill.
+    #[arg(long, env = "CALLFOLD_SHUTDOWN_TIMEOUT_MS", default_value_t = 20_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub shutdown_timeout_ms: u64,
+
     #[command(flatten)]
     pub database: DatabaseArgs,
 }
@@ -281,6 +288,7 @@ impl ServiceArgs {
             max_connections: self.max_connections as usize,
             max_header_bytes: self.max_header_bytes as usize,
             header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
+            shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms),
         }
     }
 

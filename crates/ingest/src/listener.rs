@@ -8,6 +8,10 @@
 //! connections costs a file descriptor for an instant, never memory. Headers that take longer
 //! than the read timeout (a slowloris sender, or an idle keep-alive connection) close the
 //! connection; headers larger than the limit get 431.
+//!
+//! On shutdown a listener stops accepting, closes its idle connections at once, and lets each
+//! request in flight finish; whatever is still open after the shutdown timeout is closed. A
+//! request cut that way was never answered, so its sender retries it.
 
 use std::fmt;
 use std::io;
@@ -19,11 +23,11 @@ use std::time::Duration;
 use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -48,6 +52,9 @@ pub struct ConnectionLimits {
     /// Longest wait for a request's complete headers (and for a TLS handshake); past it the
     /// connection is closed.
     pub header_read_timeout: Duration,
+    /// Longest wait, once shutting down, for the requests in flight; then the connections
+    /// still open are closed.
+    pub shutdown_timeout: Duration,
 }
 
 /// Where the certificate chain and private key (PEM) of the TLS listener are read from.
@@ -148,7 +155,9 @@ fn read_certified_key(files: &TlsFiles) -> Result<CertifiedKey, TlsError> {
 }
 
 /// Serves `app` on `listener` under `limits`, over TLS when `tls` is given, until `shutdown`
-/// resolves; then stops accepting and waits for the requests in flight.
+/// resolves. Then it stops accepting, closes idle connections, lets requests in flight finish
+/// (a request must not hold a response open forever: streams end on the same shutdown), and
+/// after `limits.shutdown_timeout` closes whatever is still open.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
@@ -158,12 +167,13 @@ pub async fn serve(
 ) {
     let acceptor = tls.as_ref().map(TlsCertificate::acceptor);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let graceful = GracefulShutdown::new();
+    let (stop, stopping) = watch::channel(false);
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_header_size(limits.max_header_bytes);
     let http = Arc::new(http);
+    let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -175,6 +185,7 @@ pub async fn serve(
                     continue;
                 }
             },
+            Some(_) = connections.join_next() => continue,
             () = &mut shutdown => break,
         };
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
@@ -183,16 +194,18 @@ pub async fn serve(
             continue;
         };
         let (app, http, acceptor) = (app.clone(), Arc::clone(&http), acceptor.clone());
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
+        let stopping = stopping.clone();
+        connections.spawn(async move {
             metrics::gauge!("callfold_connections_open").increment(1.0);
             let served = match acceptor {
-                None => serve_connection(&http, stream, peer, app, watcher).await,
+                None => serve_connection(&http, stream, peer, app, stopping).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream))
                         .await
                     {
-                        Ok(Ok(stream)) => serve_connection(&http, stream, peer, app, watcher).await,
+                        Ok(Ok(stream)) => {
+                            serve_connection(&http, stream, peer, app, stopping).await
+                        }
                         Ok(Err(error)) => Err(error),
                         Err(_) => Err(io::ErrorKind::TimedOut.into()),
                     }
@@ -206,7 +219,18 @@ pub async fn serve(
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    let _ = stop.send(true);
+    let drained = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(limits.shutdown_timeout, drained)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = connections.len(),
+            "shutdown timeout passed; closing the connections still open"
+        );
+        connections.shutdown().await;
+    }
 }
 
 async fn serve_connection<S>(
@@ -214,12 +238,19 @@ async fn serve_connection<S>(
     stream: S,
     peer: SocketAddr,
     app: Router,
-    watcher: hyper_util::server::graceful::Watcher,
+    mut stopping: watch::Receiver<bool>,
 ) -> io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let app = app.layer(axum::Extension(PeerAddr(peer)));
     let connection = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
-    watcher.watch(connection).await.map_err(io::Error::other)
+    tokio::pin!(connection);
+    tokio::select! {
+        served = connection.as_mut() => return served.map_err(io::Error::other),
+        _ = stopping.wait_for(|stop| *stop) => {}
+    }
+    // Closes an idle connection at once, and this one after the response in flight.
+    connection.as_mut().graceful_shutdown();
+    connection.await.map_err(io::Error::other)
 }
