@@ -315,15 +315,16 @@ async fn delivery_with_a_body_that_never_finishes(service: &RunningService) -> T
 }
 
 /// SIGTERM while a live stream is open, a delivery's body is being sent and never finishes,
-/// keep-alive connections sit idle and deliveries are in flight. The process must exit within
-/// its shutdown timeout; the stream must end as a finished body, not be cut; the unfinished
-/// delivery gets no answer (so it is sent again); and every acknowledged delivery is logged.
+/// keep-alive connections sit idle and deliveries are in flight. The stream must end at once
+/// as a finished body, not be cut, and the idle connections close at once; the process must
+/// exit soon after its shutdown timeout; the unfinished delivery gets no answer (so it is sent
+/// again); and every acknowledged delivery is logged.
 async fn sigterm_ends_streams_and_exits_within_the_shutdown_timeout(db: TestDb) {
     let mut service = start_service(
         "serve",
         &db.url,
         &[
-            ("CALLFOLD_SHUTDOWN_TIMEOUT_MS", "1000"),
+            ("CALLFOLD_SHUTDOWN_TIMEOUT_MS", "5000"),
             // Only the shutdown may end the slow body and the idle connections.
             ("CALLFOLD_BODY_READ_TIMEOUT_MS", "600000"),
             ("CALLFOLD_HEADER_READ_TIMEOUT_MS", "600000"),
@@ -352,21 +353,37 @@ async fn sigterm_ends_streams_and_exits_within_the_shutdown_timeout(db: TestDb) 
     let pid = service.child.id().expect("running").to_string();
     let signalled = Command::new("kill").args(["-TERM", &pid]).status();
     assert!(signalled.expect("kill runs").success());
-    let exited = tokio::time::timeout(Duration::from_secs(15), service.child.wait())
-        .await
-        .expect("the process exits soon after its 1 s shutdown timeout")
-        .expect("wait");
-    assert!(exited.success(), "a clean exit: {exited}");
 
-    let stream_end = tokio::time::timeout(Duration::from_secs(5), async {
+    // The stream and the idle connections end at once, while the slow body holds the process.
+    let stream_end = tokio::time::timeout(Duration::from_secs(4), async {
         while stream.chunk().await?.is_some() {}
         Ok::<_, reqwest::Error>(())
     });
-    let stream_end = stream_end.await.expect("the stream ended");
+    let stream_end = stream_end
+        .await
+        .expect("the stream ended before the timeout");
     assert!(
         stream_end.is_ok(),
         "the stream's body was finished, not cut: {stream_end:?}"
     );
+    for mut connection in idle {
+        let mut byte = [0u8; 1];
+        let closed = tokio::time::timeout(Duration::from_secs(4), connection.read(&mut byte));
+        let closed = closed
+            .await
+            .expect("an idle connection closed before the timeout");
+        assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+    }
+    assert!(
+        service.child.try_wait().expect("try_wait").is_none(),
+        "the process still waits for the slow body"
+    );
+
+    let exited = tokio::time::timeout(Duration::from_secs(20), service.child.wait())
+        .await
+        .expect("the process exits soon after its 5 s shutdown timeout")
+        .expect("wait");
+    assert!(exited.success(), "a clean exit: {exited}");
     let mut after_continue = Vec::new();
     let _ = slow.read_to_end(&mut after_continue).await;
     assert!(
@@ -374,12 +391,6 @@ async fn sigterm_ends_streams_and_exits_within_the_shutdown_timeout(db: TestDb) 
         "a request cut at the timeout is not answered: {}",
         String::from_utf8_lossy(&after_continue)
     );
-    for mut connection in idle {
-        assert!(matches!(
-            connection.read(&mut [0u8; 1]).await,
-            Ok(0) | Err(_)
-        ));
-    }
     support::wait_until("the cut is logged", 10, || async {
         service.output().contains("shutdown timeout passed")
     })
