@@ -1,7 +1,8 @@
 //! Faults under the real `callfold` executable: SQLite's disk filling up, a receiver killed
-//! while commits are in flight, and a sender whose clock is off. Each must end in clear
-//! answers, recovery without a restart where the process survives, and nothing acknowledged
-//! lost. (PostgreSQL unreachable under load is `topology.rs`'s outage test; PostgreSQL stopped
+//! while commits are in flight, a sender whose clock is off, and a shutdown while clients hold
+//! streams and connections open. Each must end in clear answers, recovery without a restart
+//! where the process survives, an exit in bounded time where it stops, and nothing
+//! acknowledged lost. (PostgreSQL unreachable under load is `topology.rs`'s outage test; PostgreSQL stopped
 //! and started is `postgres_restart.rs`.)
 
 mod support;
@@ -10,9 +11,12 @@ use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use callfold_store::{Store, WebhookId};
 use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 use support::{RunningService, SECRET, TestDb, envelope, start_service, unix_now};
 
@@ -248,4 +252,165 @@ async fn sigterm_finishes_the_appends_in_flight_before_the_process_exits() {
         "stopped mid-load"
     );
     assert_logged(&db.store, &acknowledged(&report)).await;
+}
+
+/// The `host:port` of a plain-HTTP service.
+fn authority(service: &RunningService) -> &str {
+    service
+        .base_url
+        .strip_prefix("http://")
+        .expect("plain HTTP")
+}
+
+/// Reads from `connection` until `wanted` ends what was read; returns it all.
+async fn read_until_ending(connection: &mut TcpStream, wanted: &[u8]) -> Vec<u8> {
+    let mut received = Vec::new();
+    while !received.ends_with(wanted) {
+        let mut chunk = [0u8; 4096];
+        let read = connection.read(&mut chunk).await.expect("read");
+        assert!(
+            read > 0,
+            "closed early: {}",
+            String::from_utf8_lossy(&received)
+        );
+        received.extend_from_slice(&chunk[..read]);
+    }
+    received
+}
+
+/// A connection that has had one answer and is left open, idle (keep-alive).
+async fn idle_keep_alive_connection(service: &RunningService) -> TcpStream {
+    let mut connection = TcpStream::connect(authority(service))
+        .await
+        .expect("connect");
+    let request = b"GET /healthz HTTP/1.1\r\nhost: callfold\r\n\r\n";
+    connection.write_all(request).await.expect("write");
+    read_until_ending(&mut connection, b"\"ok\"}").await;
+    connection
+}
+
+/// A delivery whose body stops after 10 of its bytes, once the server has asked for the body
+/// (`100 Continue`), so that its request is in flight.
+async fn delivery_with_a_body_that_never_finishes(service: &RunningService) -> TcpStream {
+    let body = envelope(
+        "call.completed",
+        "2026-02-10T09:17:42Z",
+        json!({"id": "cll_slow", "type": "INBOUND"}),
+    );
+    let timestamp = unix_now();
+    let signature = support::signature(SECRET, "msg_slow", timestamp, &body);
+    let head = format!(
+        "POST /webhooks/allo HTTP/1.1\r\nhost: callfold\r\nexpect: 100-continue\r\n\
+         content-length: {}\r\nwebhook-id: msg_slow\r\nwebhook-timestamp: {timestamp}\r\n\
+         webhook-signature: {signature}\r\n\r\n",
+        body.len()
+    );
+    let mut connection = TcpStream::connect(authority(service))
+        .await
+        .expect("connect");
+    connection.write_all(head.as_bytes()).await.expect("write");
+    read_until_ending(&mut connection, b"100 Continue\r\n\r\n").await;
+    connection.write_all(&body[..10]).await.expect("write");
+    connection
+}
+
+/// SIGTERM while a live stream is open, a delivery's body is being sent and never finishes,
+/// keep-alive connections sit idle and deliveries are in flight. The stream must end at once
+/// as a finished body, not be cut, and the idle connections close at once; the process must
+/// exit soon after its shutdown timeout; the unfinished delivery gets no answer (so it is sent
+/// again); and every acknowledged delivery is logged.
+async fn sigterm_ends_streams_and_exits_within_the_shutdown_timeout(db: TestDb) {
+    let mut service = start_service(
+        "serve",
+        &db.url,
+        &[
+            ("CALLFOLD_SHUTDOWN_TIMEOUT_MS", "5000"),
+            // Only the shutdown may end the slow body and the idle connections.
+            ("CALLFOLD_BODY_READ_TIMEOUT_MS", "600000"),
+            ("CALLFOLD_HEADER_READ_TIMEOUT_MS", "600000"),
+            ("CALLFOLD_FIRST_BYTE_TIMEOUT_MS", "600000"),
+        ],
+    )
+    .await;
+    let mut stream = reqwest::get(format!("{}/v1/stream", service.base_url))
+        .await
+        .expect("the stream opens");
+    assert_eq!(stream.status(), 200);
+    let mut slow = delivery_with_a_body_that_never_finishes(&service).await;
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(idle_keep_alive_connection(&service).await);
+    }
+    let urls = webhook_url(&service);
+    let sending = tokio::spawn(async move {
+        callfold_simulate::send(&urls, support::signed_deliveries(400, 5), 16).await
+    });
+    support::wait_until("appends are under way", 60, || async {
+        db.store.log_len().await.expect("len") >= 100
+    })
+    .await;
+
+    let pid = service.child.id().expect("running").to_string();
+    let signalled = Command::new("kill").args(["-TERM", &pid]).status();
+    assert!(signalled.expect("kill runs").success());
+
+    // The stream and the idle connections end at once, while the slow body holds the process.
+    let stream_end = tokio::time::timeout(Duration::from_secs(4), async {
+        while stream.chunk().await?.is_some() {}
+        Ok::<_, reqwest::Error>(())
+    });
+    let stream_end = stream_end
+        .await
+        .expect("the stream ended before the timeout");
+    assert!(
+        stream_end.is_ok(),
+        "the stream's body was finished, not cut: {stream_end:?}"
+    );
+    for mut connection in idle {
+        let mut byte = [0u8; 1];
+        let closed = tokio::time::timeout(Duration::from_secs(4), connection.read(&mut byte));
+        let closed = closed
+            .await
+            .expect("an idle connection closed before the timeout");
+        assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+    }
+    assert!(
+        service.child.try_wait().expect("try_wait").is_none(),
+        "the process still waits for the slow body"
+    );
+
+    let exited = tokio::time::timeout(Duration::from_secs(20), service.child.wait())
+        .await
+        .expect("the process exits soon after its 5 s shutdown timeout")
+        .expect("wait");
+    assert!(exited.success(), "a clean exit: {exited}");
+    let mut after_continue = Vec::new();
+    let _ = slow.read_to_end(&mut after_continue).await;
+    assert!(
+        after_continue.is_empty(),
+        "a request cut at the timeout is not answered: {}",
+        String::from_utf8_lossy(&after_continue)
+    );
+    support::wait_until("the cut is logged", 10, || async {
+        service.output().contains("shutdown timeout passed")
+    })
+    .await;
+
+    let report = sending.await.expect("sender");
+    let statuses: BTreeSet<Option<u16>> = report.answers.iter().map(|a| a.status).collect();
+    assert!(
+        statuses.iter().all(|s| matches!(s, Some(200) | None)),
+        "answered, or refused once the listener closed: {statuses:?}"
+    );
+    assert_logged(&db.store, &acknowledged(&report)).await;
+}
+
+#[tokio::test]
+async fn sigterm_ends_streams_and_exits_within_the_shutdown_timeout_sqlite() {
+    sigterm_ends_streams_and_exits_within_the_shutdown_timeout(TestDb::sqlite().await).await;
+}
+
+#[tokio::test]
+async fn sigterm_ends_streams_and_exits_within_the_shutdown_timeout_postgres() {
+    sigterm_ends_streams_and_exits_within_the_shutdown_timeout(TestDb::postgres().await).await;
 }

@@ -1,6 +1,7 @@
 //! The receiver facing the internet, tested through the real `callfold` executable and raw
 //! sockets: a matrix of hostile requests with the answer each must get, slow senders, the cap
-//! on connections, the private listener, and that no secret ever shows in what the process
+//! on connections and who gives way at it (a flood of idle connections must not keep
+//! deliveries out), the private listener, and that no secret ever shows in what the process
 //! writes, answers or exports.
 
 mod support;
@@ -237,34 +238,56 @@ async fn hostile_requests_get_their_answers_and_a_valid_delivery_is_accepted_aft
     assert!(answer.text.contains("\"accepted\""), "{}", answer.text);
 }
 
+/// Reads from `stream` until the head of a response has arrived, and returns it.
+async fn read_response_head(stream: &mut TcpStream) -> String {
+    let mut received = Vec::new();
+    while !received.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(EXCHANGE_LIMIT, stream.read(&mut byte))
+            .await
+            .expect("an answer in time")
+            .expect("read");
+        assert_eq!(
+            read,
+            1,
+            "closed early: {}",
+            String::from_utf8_lossy(&received)
+        );
+        received.push(byte[0]);
+    }
+    String::from_utf8_lossy(&received).into_owned()
+}
+
+const HEALTHZ: &[u8] = b"GET /healthz HTTP/1.1\r\nhost: callfold\r\nconnection: close\r\n\r\n";
+
 #[tokio::test]
-async fn connections_past_the_cap_are_closed_and_the_slots_come_back() {
+async fn connections_past_the_cap_are_closed_when_every_one_is_busy_and_the_slots_come_back() {
     let db = TestDb::sqlite().await;
     let service = start_service("serve", &db.url, &[("CALLFOLD_MAX_CONNECTIONS", "4")]).await;
+    // A live stream keeps its request in flight, so none of these connections gives way.
     let mut held = Vec::new();
     for _ in 0..4 {
         let mut stream = TcpStream::connect(authority(&service.base_url))
             .await
             .expect("connect");
         stream
-            .write_all(b"GET /healthz HTTP/1.1\r\nhost: callfold\r\n")
+            .write_all(b"GET /v1/stream HTTP/1.1\r\nhost: callfold\r\n\r\n")
             .await
             .expect("write");
+        assert!(
+            read_response_head(&mut stream)
+                .await
+                .starts_with("HTTP/1.1 200")
+        );
         held.push(stream);
     }
-    let request = b"GET /healthz HTTP/1.1\r\nhost: callfold\r\nconnection: close\r\n\r\n";
-    let refused = exchange(&service, request).await;
+    let refused = exchange(&service, HEALTHZ).await;
     assert_eq!(refused.status, None, "a fifth connection: {refused:?}");
 
-    // Finishing one held request frees its slot once the server has closed it.
-    let mut first = held.remove(0);
-    first
-        .write_all(b"connection: close\r\n\r\n")
-        .await
-        .expect("write");
-    assert_eq!(read_to_close(&mut first).await.status, Some(200));
+    // Closing one stream frees its slot once the server has seen it go.
+    drop(held.remove(0));
     support::wait_until("a freed slot takes a new connection", 10, || async {
-        exchange(&service, request).await.status == Some(200)
+        exchange(&service, HEALTHZ).await.status == Some(200)
     })
     .await;
     // The last connection's slot may not be free yet: read the metrics once it is.
@@ -279,6 +302,106 @@ async fn connections_past_the_cap_are_closed_and_the_slots_come_back() {
     })
     .await;
     drop(held);
+}
+
+/// Deadlines long enough that only the policy at the cap can make room.
+const PATIENT_DEADLINES: &[(&str, &str)] = &[
+    ("CALLFOLD_FIRST_BYTE_TIMEOUT_MS", "600000"),
+    ("CALLFOLD_HEADER_READ_TIMEOUT_MS", "600000"),
+    ("CALLFOLD_BODY_READ_TIMEOUT_MS", "600000"),
+];
+
+#[tokio::test]
+async fn two_thousand_idle_connections_from_one_client_do_not_keep_deliveries_out() {
+    let db = TestDb::sqlite().await;
+    // The default cap (1,024), well under the 2,000 idle connections.
+    let service = start_service("serve", &db.url, PATIENT_DEADLINES).await;
+    let mut idle = Vec::with_capacity(2_000);
+    for _ in 0..2_000 {
+        let connection = TcpStream::connect(authority(&service.base_url)).await;
+        idle.push(connection.expect("connect (this test needs about 2,100 file descriptors)"));
+    }
+    for n in 0..10 {
+        let id = format!("msg_flooded_{n}");
+        let delivery = signed(&id, unix_now(), &call_completed("cll_flooded"));
+        let answer = tokio::time::timeout(Duration::from_secs(5), exchange(&service, &delivery))
+            .await
+            .expect("an answer within 5 s");
+        assert_eq!(answer.status, Some(200), "{id}: {}", answer.text);
+    }
+    let health = tokio::time::timeout(Duration::from_secs(5), exchange(&service, HEALTHZ))
+        .await
+        .expect("an answer within 5 s");
+    assert_eq!(health.status, Some(200), "{}", health.text);
+    let metrics = service.metrics().await;
+    assert!(
+        metrics.lines().any(|line| {
+            line.starts_with("callfold_connections_evicted_total ") && !line.ends_with(" 0")
+        }),
+        "evictions are counted"
+    );
+    drop(idle);
+}
+
+#[tokio::test]
+async fn at_the_cap_idle_connections_give_way_but_a_request_in_flight_does_not() {
+    let db = TestDb::sqlite().await;
+    let mut env = vec![("CALLFOLD_MAX_CONNECTIONS", "4")];
+    env.extend_from_slice(PATIENT_DEADLINES);
+    let service = start_service("serve", &db.url, &env).await;
+    // A delivery whose body is held back until the server asks for it: then it is in flight.
+    let body = call_completed("cll_in_flight");
+    let timestamp = unix_now();
+    let signature = signature(SECRET, "msg_in_flight", timestamp, &body);
+    let expecting = "expect: 100-continue\r\n";
+    let request = delivery(
+        b"msg_in_flight",
+        &timestamp.to_string(),
+        &signature,
+        expecting,
+        &body,
+    );
+    let (head, _) = request.split_at(request.len() - body.len());
+    let mut in_flight = TcpStream::connect(authority(&service.base_url))
+        .await
+        .expect("connect");
+    in_flight.write_all(head).await.expect("write");
+    let continued = read_response_head(&mut in_flight).await;
+    assert!(continued.starts_with("HTTP/1.1 100"), "{continued}");
+
+    // Twice the cap of silent connections, then a request on a new one.
+    let mut silent = Vec::new();
+    for _ in 0..8 {
+        let connection = TcpStream::connect(authority(&service.base_url)).await;
+        silent.push(connection.expect("connect"));
+    }
+    let health = exchange(&service, HEALTHZ).await;
+    assert_eq!(health.status, Some(200), "an idle connection gave way");
+
+    in_flight.write_all(&body).await.expect("write");
+    let answer = read_to_close(&mut in_flight).await;
+    assert_eq!(answer.status, Some(200), "{}", answer.text);
+    assert!(answer.text.contains("\"accepted\""), "{}", answer.text);
+    drop(silent);
+}
+
+#[tokio::test]
+async fn a_connection_that_sends_nothing_is_closed_after_the_first_byte_timeout() {
+    let db = TestDb::sqlite().await;
+    let env = [
+        ("CALLFOLD_FIRST_BYTE_TIMEOUT_MS", "200"),
+        ("CALLFOLD_HEADER_READ_TIMEOUT_MS", "600000"),
+    ];
+    let service = start_service("serve", &db.url, &env).await;
+    let mut silent = TcpStream::connect(authority(&service.base_url))
+        .await
+        .expect("connect");
+    let closed = tokio::time::timeout(Duration::from_secs(10), silent.read(&mut [0u8; 1]))
+        .await
+        .expect("closed long before the header read timeout");
+    assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+    // A connection that speaks in time is served.
+    assert_eq!(exchange(&service, HEALTHZ).await.status, Some(200));
 }
 
 #[tokio::test]

@@ -9,9 +9,11 @@
 //! - `late`: the cost of one late event with a small and a large log.
 //! - `all`: the three. `--smoke` shrinks everything to seconds (CI runs it; it asserts nothing
 //!   about speed).
+//! - `connections`: the memory an idle connection costs, silent and kept alive.
 //!
 //! Method and reading guide: `docs/benchmarks.md`.
 
+mod connections;
 mod ingest;
 mod late;
 mod rebuild;
@@ -46,6 +48,13 @@ enum Command {
     Rebuild(Options),
     /// The cost of one late event, with a small and a large log.
     Late(Options),
+    /// The memory of N idle connections, silent and kept alive after one request (the
+    /// process needs `ulimit -n` above N).
+    Connections {
+        /// Idle connections to open.
+        #[arg(long, default_value_t = 10_000)]
+        connections: usize,
+    },
     /// The ceiling server (started by `ingest`).
     #[command(hide = true)]
     CeilingServer {
@@ -149,6 +158,11 @@ async fn run(command: Command, cores: usize, pinned: bool) -> anyhow::Result<()>
         Command::Ingest(options) => (options, [true, false, false]),
         Command::Rebuild(options) => (options, [false, true, false]),
         Command::Late(options) => (options, [false, false, true]),
+        Command::Connections { connections } => {
+            print_machine(cores, pinned);
+            let scratch = tempfile::tempdir()?;
+            return connections::measure(connections, scratch.path()).await;
+        }
         Command::CeilingServer { .. } => unreachable!("handled before the runtime"),
     };
     let options = options.effective();

@@ -269,7 +269,9 @@ pub struct ServiceArgs {
     #[arg(long, env = "CALLFOLD_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 
-    /// Most connections open at once on each listener; more are closed as they arrive.
+    /// Most connections open at once on each listener. At the cap a new connection takes the
+    /// place of the one idle the longest (never one with a request in flight); it is closed as
+    /// it arrives only when every open connection has a request in flight.
     #[arg(long, env = "CALLFOLD_MAX_CONNECTIONS", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
@@ -279,11 +281,24 @@ pub struct ServiceArgs {
           value_parser = clap::value_parser!(u32).range(1024..))]
     pub max_header_bytes: u32,
 
+    /// Longest time, in milliseconds, for a new connection's first byte (of its request, or of
+    /// its TLS handshake) to arrive; a connection that stays silent is closed.
+    #[arg(long, env = "CALLFOLD_FIRST_BYTE_TIMEOUT_MS", default_value_t = 3_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub first_byte_timeout_ms: u64,
+
     /// Longest time, in milliseconds, for a request's headers (or a TLS handshake) to arrive;
     /// a slower or idle connection is closed.
     #[arg(long, env = "CALLFOLD_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub header_read_timeout_ms: u64,
+
+    /// Longest time, in milliseconds, that a shutdown (SIGTERM, SIGINT) waits for requests in
+    /// flight; then the connections still open are closed, the appends already accepted are
+    /// committed, and the process exits. Below the 30 s after which supervisors usually kill.
+    #[arg(long, env = "CALLFOLD_SHUTDOWN_TIMEOUT_MS", default_value_t = 20_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub shutdown_timeout_ms: u64,
 
     #[command(flatten)]
     pub database: DatabaseArgs,
@@ -295,7 +310,9 @@ impl ServiceArgs {
         ConnectionLimits {
             max_connections: self.max_connections as usize,
             max_header_bytes: self.max_header_bytes as usize,
+            first_byte_timeout: Duration::from_millis(self.first_byte_timeout_ms),
             header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
+            shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms),
         }
     }
 

@@ -289,6 +289,12 @@ async fn rebuild(
 
 /// Runs the receiver, the projector, or both, until SIGINT or SIGTERM: every route on
 /// --listen, or the webhook endpoint there and the rest on --admin-listen.
+///
+/// Shutdown runs in this order: the listeners stop accepting and close their idle connections,
+/// and live streams end their bodies; requests in flight finish, for at most
+/// --shutdown-timeout-ms, after which the connections still open are closed (those requests
+/// were not answered, so they are sent again); then the committer commits every append it
+/// accepted and the projector finishes its batch, and the process exits.
 async fn run_services(
     service: ServiceArgs,
     receiver: Option<ReceiverOptions>,
@@ -320,6 +326,7 @@ async fn run_services(
     let metrics = metrics_recorder()?;
     let precedence_for_pages = precedence.clone();
     let (stop, stopped) = watch::channel(false);
+    let stopping = stopped.clone();
     let shutdown = move || {
         let mut stopped = stopped.clone();
         async move {
@@ -373,7 +380,8 @@ async fn run_services(
         .recording(configuration.clone());
         let poll = Duration::from_millis(options.poll_interval_ms);
         let fold_interval = Duration::from_millis(options.fold_interval_ms);
-        let live = LiveChanges::new(store.clone(), projector.projected(), poll);
+        let live = LiveChanges::new(store.clone(), projector.projected(), poll)
+            .ending_on(stopping.clone());
         let (wake, stop_projector) = (Arc::clone(&appended), shutdown());
         let (store_watched, woken) = (store.clone(), Arc::clone(&appended));
         let stop_watching = shutdown();

@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod commit;
+mod connections;
 pub mod envelope;
 pub mod http;
 pub mod listener;

@@ -1,35 +1,49 @@
 //! Serving a router on a socket that may face the internet: the accept loop, the cap on
-//! concurrent connections, the limits on request headers (size, and time to arrive), optional
-//! TLS with a certificate that can be swapped while connections stay open, the peer's address
-//! on every request ([`PeerAddr`]), and a graceful shutdown that lets requests in flight
-//! finish.
+//! concurrent connections and who gives way at it (see `connections`), the deadlines for a
+//! connection's first byte and for its request headers, the limit on the headers' size,
+//! optional TLS with a certificate that can be swapped while connections stay open, the peer's
+//! address on every request ([`PeerAddr`]), and the shutdown of a listener's connections.
 //!
-//! A connection past the cap is closed at once, before a byte of it is read, so a flood of
-//! connections costs a file descriptor for an instant, never memory. Headers that take longer
-//! than the read timeout (a slowloris sender, or an idle keep-alive connection) close the
-//! connection; headers larger than the limit get 431.
+//! A connection that sends nothing costs a socket and a small task, no buffer: it must send
+//! its first byte within the first-byte timeout, and at the cap the longest-idle connection
+//! (never one with a request in flight) is closed to make room for a newcomer. Headers that
+//! take longer than the read timeout (a slowloris sender, or an idle keep-alive connection)
+//! close the connection; headers larger than the limit get 431.
+//!
+//! On shutdown a listener stops accepting, closes its idle connections at once, and lets each
+//! request in flight finish; whatever is still open after the shutdown timeout is closed. A
+//! request cut that way was never answered, so its sender retries it.
 
+use std::convert::Infallible;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderValue, Request, Response, StatusCode, header};
+use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
+use hyper::service::{Service as _, service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
 use tokio_rustls::rustls::sign::CertifiedKey;
 use tokio_rustls::rustls::{self, ServerConfig};
+
+use crate::connections::{Admission, ConnectionSlot, OpenConnections, RequestInFlight};
 
 /// The address a request's connection came from, in every request's extensions.
 #[derive(Clone, Copy, Debug)]
@@ -41,13 +55,20 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// The limits every connection of a listener is held to.
 #[derive(Clone, Copy, Debug)]
 pub struct ConnectionLimits {
-    /// Most connections open at once; more are closed on accept.
+    /// Most connections open at once. At the cap a newcomer takes the place of the
+    /// longest-idle connection; it is closed on accept only when every open connection has a
+    /// request in flight.
     pub max_connections: usize,
     /// Largest request line plus headers, in bytes; more is answered 431.
     pub max_header_bytes: usize,
+    /// Longest wait for a new connection's first byte; past it the connection is closed.
+    pub first_byte_timeout: Duration,
     /// Longest wait for a request's complete headers (and for a TLS handshake); past it the
     /// connection is closed.
     pub header_read_timeout: Duration,
+    /// Longest wait, once shutting down, for the requests in flight; then the connections
+    /// still open are closed.
+    pub shutdown_timeout: Duration,
 }
 
 /// Where the certificate chain and private key (PEM) of the TLS listener are read from.
@@ -148,7 +169,9 @@ fn read_certified_key(files: &TlsFiles) -> Result<CertifiedKey, TlsError> {
 }
 
 /// Serves `app` on `listener` under `limits`, over TLS when `tls` is given, until `shutdown`
-/// resolves; then stops accepting and waits for the requests in flight.
+/// resolves. Then it stops accepting, closes idle connections, lets requests in flight finish
+/// (a request must not hold a response open forever: streams end on the same shutdown), and
+/// after `limits.shutdown_timeout` closes whatever is still open.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
@@ -157,13 +180,19 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let acceptor = tls.as_ref().map(TlsCertificate::acceptor);
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let graceful = GracefulShutdown::new();
+    let open = OpenConnections::new(limits.max_connections);
+    let (stop, stopping) = watch::channel(false);
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_header_size(limits.max_header_bytes);
-    let http = Arc::new(http);
+    let listening = Arc::new(Listening {
+        http,
+        app: TowerToHyperService::new(app),
+        acceptor,
+        limits,
+    });
+    let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -175,51 +204,181 @@ pub async fn serve(
                     continue;
                 }
             },
+            Some(_) = connections.join_next() => continue,
             () = &mut shutdown => break,
         };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            metrics::counter!("callfold_connections_refused_total").increment(1);
-            drop(stream);
-            continue;
+        let slot = match open.admit() {
+            Admission::Admitted(slot) => slot,
+            Admission::AdmittedByEviction(slot) => {
+                metrics::counter!("callfold_connections_evicted_total").increment(1);
+                slot
+            }
+            Admission::Refused => {
+                metrics::counter!("callfold_connections_refused_total").increment(1);
+                drop(stream);
+                continue;
+            }
         };
-        let (app, http, acceptor) = (app.clone(), Arc::clone(&http), acceptor.clone());
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
+        let connection = Connection {
+            slot,
+            stopping: stopping.clone(),
+            listening: Arc::clone(&listening),
+            peer,
+        };
+        connections.spawn(async move {
             metrics::gauge!("callfold_connections_open").increment(1.0);
-            let served = match acceptor {
-                None => serve_connection(&http, stream, peer, app, watcher).await,
-                Some(acceptor) => {
-                    match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream))
-                        .await
-                    {
-                        Ok(Ok(stream)) => serve_connection(&http, stream, peer, app, watcher).await,
-                        Ok(Err(error)) => Err(error),
-                        Err(_) => Err(io::ErrorKind::TimedOut.into()),
-                    }
-                }
-            };
-            if let Err(error) = served {
+            if let Err(error) = connection.serve(stream).await {
                 tracing::debug!(%error, "connection ended with an error");
             }
             metrics::gauge!("callfold_connections_open").decrement(1.0);
-            drop(slot);
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    let _ = stop.send(true);
+    let drained = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(limits.shutdown_timeout, drained)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = connections.len(),
+            "shutdown timeout passed; closing the connections still open"
+        );
+        connections.shutdown().await;
+    }
 }
 
-async fn serve_connection<S>(
-    http: &http1::Builder,
-    stream: S,
+/// What every connection of one listener shares.
+struct Listening {
+    http: http1::Builder,
+    app: TowerToHyperService<Router>,
+    acceptor: Option<TlsAcceptor>,
+    limits: ConnectionLimits,
+}
+
+/// One accepted connection, from its first byte to its close.
+struct Connection {
+    slot: ConnectionSlot,
+    stopping: watch::Receiver<bool>,
+    listening: Arc<Listening>,
     peer: SocketAddr,
-    app: Router,
-    watcher: hyper_util::server::graceful::Watcher,
-) -> io::Result<()>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let app = app.layer(axum::Extension(PeerAddr(peer)));
-    let connection = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
-    watcher.watch(connection).await.map_err(io::Error::other)
+}
+
+impl Connection {
+    async fn serve(mut self, stream: TcpStream) -> io::Result<()> {
+        let limits = self.listening.limits;
+        // No buffer is set up before the first byte, so a connection that sends nothing
+        // costs only its socket and this task until the deadline or its eviction.
+        let mut first = [0u8; 1];
+        let first_byte = tokio::time::timeout(limits.first_byte_timeout, stream.peek(&mut first));
+        match self.unless_closing(first_byte).await {
+            Some(Ok(arrived)) => {
+                arrived?;
+            }
+            Some(Err(_)) => return Err(io::ErrorKind::TimedOut.into()),
+            None => return Ok(()),
+        }
+        // Boxed, so that a silent connection's task does not carry the room of a served one.
+        let Some(acceptor) = self.listening.acceptor.clone() else {
+            return Box::pin(self.serve_http(stream)).await;
+        };
+        let handshake = tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
+        let handshake = Box::pin(handshake);
+        match self.unless_closing(handshake).await {
+            Some(Ok(Ok(stream))) => Box::pin(self.serve_http(stream)).await,
+            Some(Ok(Err(error))) => Err(error),
+            Some(Err(_)) => Err(io::ErrorKind::TimedOut.into()),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs `step`, unless the connection is evicted or the listener stops first (`None`).
+    /// Only for steps before a request starts.
+    async fn unless_closing<T>(&mut self, step: impl Future<Output = T>) -> Option<T> {
+        tokio::select! {
+            done = step => Some(done),
+            () = self.slot.evicted() => None,
+            _ = self.stopping.wait_for(|stop| *stop) => None,
+        }
+    }
+
+    async fn serve_http<S>(mut self, stream: S) -> io::Result<()>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (listening, requests, peer) =
+            (Arc::clone(&self.listening), self.slot.requests(), self.peer);
+        let service = service_fn(move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(PeerAddr(peer));
+            let in_flight = requests.start();
+            let answer = in_flight.is_some().then(|| listening.app.call(request));
+            async move {
+                let (Some(in_flight), Some(answer)) = (in_flight, answer) else {
+                    return Ok(evicted_answer());
+                };
+                let response = answer.await?;
+                Ok::<_, Infallible>(response.map(|body| ResponseBody {
+                    body,
+                    _in_flight: Some(in_flight),
+                }))
+            }
+        });
+        let connection = self
+            .listening
+            .http
+            .serve_connection(TokioIo::new(stream), service);
+        tokio::pin!(connection);
+        tokio::select! {
+            served = connection.as_mut() => return served.map_err(io::Error::other),
+            // Only an idle connection is evicted (see `connections`): no request is cut. (A
+            // response whose last bytes the client has not read yet may be; the client is
+            // not reading, and it retries what got no complete answer.)
+            () = self.slot.evicted() => return Ok(()),
+            _ = self.stopping.wait_for(|stop| *stop) => {}
+        }
+        // Closes an idle connection at once, and this one after the response in flight.
+        connection.as_mut().graceful_shutdown();
+        connection.await.map_err(io::Error::other)
+    }
+}
+
+/// The answer to a request that arrived just as its connection was evicted: it was not read,
+/// so it is safe to send again.
+fn evicted_answer() -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody {
+        body: Body::empty(),
+        _in_flight: None,
+    });
+    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+/// A response's body, which keeps its request in flight (and so its connection from being
+/// evicted) until the body is written to its end or dropped.
+struct ResponseBody {
+    body: Body,
+    _in_flight: Option<RequestInFlight>,
+}
+
+impl hyper::body::Body for ResponseBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }

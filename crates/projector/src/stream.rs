@@ -11,7 +11,10 @@
 //! now.
 //!
 //! A stream wakes when a projector of its own process commits, and polls the store meanwhile,
-//! which is how it follows projectors in other processes.
+//! which is how it follows projectors in other processes. Streams end, their bodies finished
+//! cleanly, when the process shuts down ([`LiveChanges::ending_on`]): an endless response
+//! would otherwise hold the shutdown until its timeout. A client resumes from its last id on
+//! another process.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -39,6 +42,7 @@ pub struct LiveChanges {
     store: Store,
     projected: watch::Receiver<u64>,
     poll: Duration,
+    stopping: Option<watch::Receiver<bool>>,
 }
 
 impl LiveChanges {
@@ -49,6 +53,15 @@ impl LiveChanges {
             store,
             projected,
             poll,
+            stopping: None,
+        }
+    }
+
+    /// The same streams, each ending once `stopping` turns true (or its sender is gone).
+    pub fn ending_on(self, stopping: watch::Receiver<bool>) -> Self {
+        Self {
+            stopping: Some(stopping),
+            ..self
         }
     }
 }
@@ -108,8 +121,32 @@ fn stream(
     call: Option<CallKey>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let (events, receiver) = mpsc::channel(BUFFERED_EVENTS);
-    tokio::spawn(follow(live, after, call, events));
+    tokio::spawn(follow_until_stopping(live, after, call, events));
     Sse::new(ReceiverStream::new(receiver)).keep_alive(KeepAlive::default())
+}
+
+/// [`follow`] until the process stops. Dropping the sender then ends the body once the events
+/// already buffered are sent.
+async fn follow_until_stopping(
+    live: LiveChanges,
+    after: i64,
+    call: Option<CallKey>,
+    events: mpsc::Sender<Result<Event, Infallible>>,
+) {
+    let stopping = live.stopping.clone();
+    let stopped = async move {
+        match stopping {
+            Some(mut stopping) => {
+                let _ = stopping.wait_for(|stop| *stop).await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    // `follow` only reads, so it may stop at any await.
+    tokio::select! {
+        () = follow(live, after, call, events) => {}
+        () = stopped => {}
+    }
 }
 
 /// Sends every change after `after` (of `call`, or of all) to `events`, then waits for more,
