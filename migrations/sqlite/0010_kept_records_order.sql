@@ -25,9 +25,11 @@ CREATE TABLE kept_records (
 -- How each list reads a page.
 CREATE INDEX kept_records_by_list ON kept_records (quarantined, list_position);
 
--- The records kept so far, numbered in seq order (they are all committed now).
+-- The records kept so far keep their seq as their position, so that a cursor a client took
+-- from these lists before they paged by position (a seq) still means the same place; new
+-- positions start after the highest seq in the log.
 INSERT INTO kept_records (list_position, event_seq, quarantined)
-SELECT row_number() OVER (ORDER BY seq), seq, quarantine_reason IS NOT NULL
+SELECT seq, seq, quarantine_reason IS NOT NULL
 FROM events WHERE unlinked OR quarantine_reason IS NOT NULL;
 INSERT INTO kept_records_counter (only_row, last_position)
-SELECT 1, coalesce(max(list_position), 0) FROM kept_records;
+SELECT 1, coalesce(max(seq), 0) FROM events;
