@@ -3,7 +3,8 @@
 //! The store keeps a projection as the projector hands it over (a document already serialized,
 //! plus the bookkeeping the projector needs); it does not interpret documents. Projections are
 //! written only together with the fold-queue marks they settle (see `queue.rs`), or by a
-//! rebuild's swap.
+//! rebuild's swap, which replaces a live projection only with one folded from at least as many
+//! events and never deletes one.
 //!
 //! Every write of a live projection takes the next number of one counter (`change_seq`, see
 //! migration 0006) in its own transaction; [`Store::projection_changes`] reads them in that
@@ -11,7 +12,6 @@
 
 use crate::event::{CallKey, EventTime, LoggedEvent};
 use crate::log::{EventRow, SELECT_EVENT};
-use crate::queue::MARK_ON_CONFLICT;
 use crate::sql::Placeholders;
 use crate::{Store, StoreError, in_transaction, on_pool};
 
@@ -88,6 +88,9 @@ const SHADOW: &str = "call_projections_rebuild";
 
 /// Log records read per page while rebuilding.
 const REBUILD_PAGE: i64 = 2000;
+/// Rebuilt projections a swap considers per transaction: what bounds how long it holds the
+/// change counter, which settles wait on.
+const SWAP_BATCH: i64 = 256;
 
 const PROJECTION_COLUMNS: &str =
     "call_key, document, last_seq, late_events, events_folded, updated_at_us";
@@ -137,15 +140,6 @@ macro_rules! upsert_projections {
     };
 }
 pub(crate) use upsert_projections;
-
-/// Marks, in the fold queue, every call whose rebuilt projection counts fewer events than the
-/// log now holds for it: events appended while the rebuild read the log.
-const MARK_CALLS_THE_REBUILD_MISSED: &str = "INSERT INTO calls_to_fold (call_key, version, marked_at_us) \
-     SELECT logged.call_key, 1, $1 FROM \
-     (SELECT call_key, count(*) AS events FROM events WHERE call_key IS NOT NULL GROUP BY call_key) \
-     AS logged LEFT JOIN call_projections_rebuild AS rebuilt ON rebuilt.call_key = logged.call_key \
-     WHERE rebuilt.events_folded IS NULL OR rebuilt.events_folded <> logged.events \
-     ORDER BY logged.call_key";
 
 /// The number of the latest change.
 const LAST_CHANGE: &str = "SELECT last_change FROM projection_changes WHERE only_row = 1";
@@ -258,100 +252,144 @@ impl Store {
         })
     }
 
-    /// Rebuilds every projection from the log: reads it in pages ordered by (call, seq), hands
-    /// each call's records, in seq order, to `project`, and writes the results beside the live
-    /// projections. Then, in one transaction, marks for folding every call that grew while it
-    /// was read (its rebuilt projection counts fewer events than the log holds) and swaps the
-    /// rebuilt projections in. Memory holds one page and one call; no connection is held
-    /// between pages. Until the swap, readers see the old projections. `progress` hears the
-    /// number of records read so far. Returns the number of calls rebuilt.
+    /// The first phase of a rebuild: reads the log in pages ordered by (call, seq), hands each
+    /// call's records, in seq order, to `project`, and writes the results to the shadow table,
+    /// beside the live projections, which stay as they are. Each call is folded from records
+    /// read by one statement, so from one snapshot of the log: a call cut short by the end of a
+    /// page is read again whole. Memory holds one page and one call; no connection is held
+    /// between pages. `progress` hears the number of records folded so far. Returns the number
+    /// of calls folded.
     ///
     /// Run one rebuild at a time per database: two would share the table they write into.
-    pub async fn rebuild_projections(
+    pub async fn rebuild_into_shadow(
         &self,
         mut project: impl FnMut(&CallKey, &[LoggedEvent]) -> Option<StoredProjection>,
         mut progress: impl FnMut(u64),
     ) -> Result<u64, StoreError> {
         let page_sql = format!(
-            "{SELECT_EVENT} WHERE call_key IS NOT NULL \
-             AND (call_key, seq) > ($1, $2) ORDER BY call_key, seq LIMIT $3"
+            "{SELECT_EVENT} WHERE call_key IS NOT NULL AND call_key > $1 \
+             ORDER BY call_key, seq LIMIT $2"
         );
-        let mark_missed = format!("{MARK_CALLS_THE_REBUILD_MISSED} {MARK_ON_CONFLICT}");
         let placeholders = self.placeholders();
-        let lock_live = match self {
-            Store::Postgres(_) => Some("LOCK TABLE call_projections IN EXCLUSIVE MODE"),
-            Store::Sqlite(_) => None,
-        };
         let (mut calls, mut read) = (0, 0);
-        let mut call: Vec<LoggedEvent> = Vec::new();
-        let mut after: (String, i64) = (String::new(), 0);
+        let mut after = String::new();
         on_pool!(self, pool => {
             sqlx::query(&format!("DELETE FROM {SHADOW}")).execute(pool).await?;
             loop {
                 let page: Vec<EventRow> = sqlx::query_as(&page_sql)
-                    .bind(after.0.as_str())
-                    .bind(after.1)
+                    .bind(after.as_str())
                     .bind(REBUILD_PAGE)
                     .fetch_all(pool)
                     .await?;
-                let last_page = (page.len() as i64) < REBUILD_PAGE;
-                let mut projections = Vec::new();
-                for event in page.into_iter().map(LoggedEvent::from) {
-                    let key = event.content.call_key().cloned().unwrap_or_else(|| CallKey::new(""));
-                    if call.first().and_then(|first| first.content.call_key()).is_some_and(|current| *current != key) {
-                        projections.extend(project_call(&mut project, &call, &mut calls));
-                        call.clear();
+                let full_page = page.len() as i64 == REBUILD_PAGE;
+                let mut page_calls = calls_of(page.into_iter().map(LoggedEvent::from));
+                if full_page {
+                    if let Some((cut, _)) = page_calls.pop() {
+                        let whole = self.call_events(&cut).await?;
+                        page_calls.push((cut, whole));
                     }
-                    after = (key.as_str().to_owned(), event.seq);
-                    call.push(event);
-                    read += 1;
                 }
-                progress(read);
-                if last_page {
-                    projections.extend(project_call(&mut project, &call, &mut calls));
+                let mut projections = Vec::with_capacity(page_calls.len());
+                for (call_key, records) in &page_calls {
+                    calls += 1;
+                    read += records.len() as u64;
+                    projections.extend(project(call_key, records));
                 }
                 upsert_projections!(pool, placeholders, SHADOW, projections, None);
-                if last_page {
+                let Some((last_call, _)) = page_calls.last() else {
+                    break;
+                };
+                after = last_call.as_str().to_owned();
+                progress(read);
+                if !full_page {
                     break;
                 }
             }
-            // Marks (in call order), then the change counter, then the whole live table: the
-            // order in which appends and workers take their locks, so none of them waits on
-            // another in a cycle.
-            in_transaction!(pool, tx => {
-            sqlx::query(&mark_missed)
-                .bind(EventTime::now().unix_micros())
-                .execute(&mut *tx)
-                .await?;
-            let rebuilt: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {SHADOW}"))
-                .fetch_one(&mut *tx)
-                .await?;
-            let first_change = take_changes!(&mut *tx, rebuilt);
-            if let Some(lock_live) = lock_live {
-                sqlx::query(lock_live).execute(&mut *tx).await?;
+        });
+        Ok(calls)
+    }
+
+    /// The second phase of a rebuild: swaps the shadow table's projections into the live ones,
+    /// in call order, a short transaction per [`SWAP_BATCH`] calls, then empties the shadow.
+    /// A rebuilt projection replaces the live one only if it folded at least as many events
+    /// (so it read a superset of the live one's events: see `docs/ARCHITECTURE.md`, "Rebuild")
+    /// and differs from it; each projection replaced takes a change number, so the live
+    /// streams see it. A live projection is never deleted, and one that a worker settled from
+    /// more events than the rebuild read is left alone. Returns the number of live projections
+    /// changed.
+    pub async fn swap_in_rebuilt(&self) -> Result<u64, StoreError> {
+        let batch_end = format!(
+            "SELECT max(call_key) FROM (SELECT call_key FROM {SHADOW} WHERE call_key > $1 \
+             ORDER BY call_key LIMIT $2) AS batch"
+        );
+        // The counter's row lock, taken first, keeps every settle out until the batch commits:
+        // settles write projections only after taking a change number.
+        let lock_counter = "UPDATE projection_changes SET last_change = last_change \
+             WHERE only_row = 1 RETURNING last_change";
+        let replace = format!(
+            "INSERT INTO {LIVE} ({WRITTEN_COLUMNS}) \
+             SELECT rebuilt.call_key, rebuilt.document, rebuilt.last_seq, rebuilt.late_events, \
+             rebuilt.events_folded, rebuilt.updated_at_us, \
+             $1 + row_number() OVER (ORDER BY rebuilt.call_key) \
+             FROM {SHADOW} AS rebuilt LEFT JOIN {LIVE} AS live ON live.call_key = rebuilt.call_key \
+             WHERE rebuilt.call_key > $2 AND rebuilt.call_key <= $3 AND (live.call_key IS NULL \
+             OR (rebuilt.events_folded >= live.events_folded AND \
+             (rebuilt.events_folded, rebuilt.document, rebuilt.last_seq, rebuilt.late_events) <> \
+             (live.events_folded, live.document, live.last_seq, live.late_events))) \
+             ON CONFLICT (call_key) DO UPDATE SET document = excluded.document, \
+             last_seq = excluded.last_seq, late_events = excluded.late_events, \
+             events_folded = excluded.events_folded, updated_at_us = excluded.updated_at_us, \
+             change_seq = excluded.change_seq \
+             WHERE excluded.events_folded >= {LIVE}.events_folded \
+             RETURNING change_seq"
+        );
+        let set_counter = "UPDATE projection_changes SET last_change = $1 WHERE only_row = 1";
+        let mut changed = 0;
+        let mut after = String::new();
+        on_pool!(self, pool => {
+            loop {
+                let upto: Option<String> = sqlx::query_scalar(&batch_end)
+                    .bind(after.as_str())
+                    .bind(SWAP_BATCH)
+                    .fetch_one(pool)
+                    .await?;
+                let Some(upto) = upto else {
+                    break;
+                };
+                let batch_changed: u64 = in_transaction!(pool, tx => {
+                    let last_change: i64 =
+                        sqlx::query_scalar(lock_counter).fetch_one(&mut *tx).await?;
+                    let numbers: Vec<i64> = sqlx::query_scalar(&replace)
+                        .bind(last_change)
+                        .bind(after.as_str())
+                        .bind(upto.as_str())
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    if let Some(last) = numbers.iter().max() {
+                        sqlx::query(set_counter).bind(last).execute(&mut *tx).await?;
+                    }
+                    numbers.len() as u64
+                })?;
+                changed += batch_changed;
+                after = upto;
             }
-            sqlx::query(&format!("DELETE FROM {LIVE}")).execute(&mut *tx).await?;
-            sqlx::query(&format!(
-                "INSERT INTO {LIVE} ({WRITTEN_COLUMNS}) SELECT {PROJECTION_COLUMNS}, \
-                 $1 - 1 + row_number() OVER (ORDER BY call_key) FROM {SHADOW}"
-            ))
-            .bind(first_change)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(&format!("DELETE FROM {SHADOW}")).execute(&mut *tx).await?;
-            calls
-            })
-        })
+            sqlx::query(&format!("DELETE FROM {SHADOW}")).execute(pool).await?;
+        });
+        Ok(changed)
     }
 }
 
-/// The projection of one call's complete records, counting it in `calls`.
-fn project_call(
-    project: &mut impl FnMut(&CallKey, &[LoggedEvent]) -> Option<StoredProjection>,
-    call: &[LoggedEvent],
-    calls: &mut u64,
-) -> Option<StoredProjection> {
-    let key = call.first()?.content.call_key()?;
-    *calls += 1;
-    project(key, call)
+/// Groups `records`, ordered by (call, seq), into one run per call.
+fn calls_of(records: impl Iterator<Item = LoggedEvent>) -> Vec<(CallKey, Vec<LoggedEvent>)> {
+    let mut calls: Vec<(CallKey, Vec<LoggedEvent>)> = Vec::new();
+    for record in records {
+        let Some(call_key) = record.content.call_key().cloned() else {
+            continue;
+        };
+        match calls.last_mut() {
+            Some((current, run)) if *current == call_key => run.push(record),
+            _ => calls.push((call_key, vec![record])),
+        }
+    }
+    calls
 }
