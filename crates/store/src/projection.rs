@@ -310,7 +310,8 @@ impl Store {
     }
 
     /// The second phase of a rebuild: swaps the shadow table's projections into the live ones,
-    /// in call order, a short transaction per [`SWAP_BATCH`] calls, then empties the shadow.
+    /// in call order, a short transaction per [`SWAP_BATCH`] calls, emptying the shadow as it
+    /// goes.
     /// A rebuilt projection replaces the live one only if it folded at least as many events
     /// (so it read a superset of the live one's events: see `docs/ARCHITECTURE.md`, "Rebuild")
     /// and differs from it; each projection replaced takes a change number, so the live
@@ -344,6 +345,7 @@ impl Store {
              RETURNING change_seq"
         );
         let set_counter = "UPDATE projection_changes SET last_change = $1 WHERE only_row = 1";
+        let empty_batch = format!("DELETE FROM {SHADOW} WHERE call_key > $1 AND call_key <= $2");
         let mut changed = 0;
         let mut after = String::new();
         on_pool!(self, pool => {
@@ -371,9 +373,15 @@ impl Store {
                     numbers.len() as u64
                 })?;
                 changed += batch_changed;
+                // Emptied as it goes: one DELETE of the whole shadow would hold SQLite's write
+                // lock, which every append needs, for as long as it takes.
+                sqlx::query(&empty_batch)
+                    .bind(after.as_str())
+                    .bind(upto.as_str())
+                    .execute(pool)
+                    .await?;
                 after = upto;
             }
-            sqlx::query(&format!("DELETE FROM {SHADOW}")).execute(pool).await?;
         });
         Ok(changed)
     }
