@@ -10,6 +10,8 @@
 //! migration 0006) in its own transaction; [`Store::projection_changes`] reads them in that
 //! order, which is what the live streams of the query API follow.
 
+use std::collections::HashMap;
+
 use crate::event::{CallKey, EventTime, LoggedEvent};
 use crate::log::{EventRow, SELECT_EVENT};
 use crate::sql::Placeholders;
@@ -99,14 +101,24 @@ const WRITTEN_COLUMNS: &str =
     "call_key, document, last_seq, late_events, events_folded, updated_at_us, change_seq";
 const PARAMETERS_PER_PROJECTION: usize = 7;
 
-/// Upserts `rows` projections into `table` in one statement.
-pub(crate) fn upsert_statement(placeholders: Placeholders, table: &str, rows: usize) -> String {
+/// What a rebuild's swap adds to its upsert: the rebuilt projection replaces the live one only
+/// if it folded at least as many events, checked under the row's lock.
+const ONLY_IF_AS_FRESH: &str = "WHERE excluded.events_folded >= call_projections.events_folded";
+
+/// Upserts `rows` projections into `table` in one statement, replacing an existing one only
+/// where `only_if` (a `WHERE` clause of the conflict's update, or nothing) holds.
+pub(crate) fn upsert_statement(
+    placeholders: Placeholders,
+    table: &str,
+    rows: usize,
+    only_if: &str,
+) -> String {
     format!(
         "INSERT INTO {table} ({WRITTEN_COLUMNS}) VALUES {} \
          ON CONFLICT (call_key) DO UPDATE SET document = excluded.document, \
          last_seq = excluded.last_seq, late_events = excluded.late_events, \
          events_folded = excluded.events_folded, updated_at_us = excluded.updated_at_us, \
-         change_seq = excluded.change_seq",
+         change_seq = excluded.change_seq {only_if}",
         placeholders.values_list(rows, PARAMETERS_PER_PROJECTION, 1)
     )
 }
@@ -114,15 +126,27 @@ pub(crate) fn upsert_statement(placeholders: Placeholders, table: &str, rows: us
 /// Writes `$projections` into `$table` on `$executor` (a connection or transaction of either
 /// backend; `$placeholders` its style), a statement per [`crate::sql::ROWS_PER_STATEMENT`]
 /// projections; the projection at index `i` is written by change `$first_change + i` (0 for
-/// all when `$first_change` is `None`: a rebuild's shadow rows, numbered at the swap).
+/// all when `$first_change` is `None`: a rebuild's shadow rows, numbered at the swap). With
+/// `$only_if`, an existing projection is replaced only where that clause holds.
 macro_rules! upsert_projections {
     ($executor:expr, $placeholders:expr, $table:expr, $projections:expr, $first_change:expr) => {
+        $crate::projection::upsert_projections!(
+            $executor,
+            $placeholders,
+            $table,
+            $projections,
+            $first_change,
+            ""
+        );
+    };
+    ($executor:expr, $placeholders:expr, $table:expr, $projections:expr, $first_change:expr, $only_if:expr) => {
         let first_change: Option<i64> = $first_change;
         for (number, chunk) in $projections
             .chunks($crate::sql::ROWS_PER_STATEMENT)
             .enumerate()
         {
-            let sql = $crate::projection::upsert_statement($placeholders, $table, chunk.len());
+            let sql =
+                $crate::projection::upsert_statement($placeholders, $table, chunk.len(), $only_if);
             let mut upsert = sqlx::query(&sql);
             let offset = (number * $crate::sql::ROWS_PER_STATEMENT) as i64;
             for (index, projection) in (offset..).zip(chunk) {
@@ -319,72 +343,116 @@ impl Store {
     /// more events than the rebuild read is left alone. Returns the number of live projections
     /// changed.
     pub async fn swap_in_rebuilt(&self) -> Result<u64, StoreError> {
-        let batch_end = format!(
-            "SELECT max(call_key) FROM (SELECT call_key FROM {SHADOW} WHERE call_key > $1 \
-             ORDER BY call_key LIMIT $2) AS batch"
+        let rebuilt_batch = format!(
+            "SELECT {PROJECTION_COLUMNS} FROM {SHADOW} WHERE call_key > $1 \
+             ORDER BY call_key LIMIT $2"
         );
-        // The counter's row lock, taken first, keeps every settle out until the batch commits:
-        // settles write projections only after taking a change number.
+        let live_range = format!(
+            "SELECT {PROJECTION_COLUMNS} FROM {LIVE} WHERE call_key >= $1 AND call_key <= $2"
+        );
+        // The counter's row lock, taken first, keeps every settle out until the batch commits
+        // (settles write projections only after taking change numbers), so the live
+        // projections the batch reads under it stay as read.
         let lock_counter = "UPDATE projection_changes SET last_change = last_change \
              WHERE only_row = 1 RETURNING last_change";
-        let replace = format!(
-            "INSERT INTO {LIVE} ({WRITTEN_COLUMNS}) \
-             SELECT rebuilt.call_key, rebuilt.document, rebuilt.last_seq, rebuilt.late_events, \
-             rebuilt.events_folded, rebuilt.updated_at_us, \
-             $1 + row_number() OVER (ORDER BY rebuilt.call_key) \
-             FROM {SHADOW} AS rebuilt LEFT JOIN {LIVE} AS live ON live.call_key = rebuilt.call_key \
-             WHERE rebuilt.call_key > $2 AND rebuilt.call_key <= $3 AND (live.call_key IS NULL \
-             OR (rebuilt.events_folded >= live.events_folded AND \
-             (rebuilt.events_folded, rebuilt.document, rebuilt.last_seq, rebuilt.late_events) <> \
-             (live.events_folded, live.document, live.last_seq, live.late_events))) \
-             ON CONFLICT (call_key) DO UPDATE SET document = excluded.document, \
-             last_seq = excluded.last_seq, late_events = excluded.late_events, \
-             events_folded = excluded.events_folded, updated_at_us = excluded.updated_at_us, \
-             change_seq = excluded.change_seq \
-             WHERE excluded.events_folded >= {LIVE}.events_folded \
-             RETURNING change_seq"
-        );
         let set_counter = "UPDATE projection_changes SET last_change = $1 WHERE only_row = 1";
-        let empty_batch = format!("DELETE FROM {SHADOW} WHERE call_key > $1 AND call_key <= $2");
+        let empty_batch = format!("DELETE FROM {SHADOW} WHERE call_key >= $1 AND call_key <= $2");
+        let placeholders = self.placeholders();
         let mut changed = 0;
         let mut after = String::new();
         on_pool!(self, pool => {
             loop {
-                let upto: Option<String> = sqlx::query_scalar(&batch_end)
+                let rebuilt: Vec<StoredProjection> = sqlx::query_as::<_, ProjectionRow>(&rebuilt_batch)
                     .bind(after.as_str())
                     .bind(SWAP_BATCH)
-                    .fetch_one(pool)
-                    .await?;
-                let Some(upto) = upto else {
+                    .fetch_all(pool)
+                    .await?
+                    .into_iter()
+                    .map(StoredProjection::from)
+                    .collect();
+                let (Some(first), Some(last)) = (rebuilt.first(), rebuilt.last()) else {
                     break;
                 };
-                let batch_changed: u64 = in_transaction!(pool, tx => {
-                    let last_change: i64 =
-                        sqlx::query_scalar(lock_counter).fetch_one(&mut *tx).await?;
-                    let numbers: Vec<i64> = sqlx::query_scalar(&replace)
-                        .bind(last_change)
-                        .bind(after.as_str())
-                        .bind(upto.as_str())
-                        .fetch_all(&mut *tx)
-                        .await?;
-                    if let Some(last) = numbers.iter().max() {
-                        sqlx::query(set_counter).bind(last).execute(&mut *tx).await?;
-                    }
-                    numbers.len() as u64
-                })?;
-                changed += batch_changed;
+                let range = (first.call_key.as_str(), last.call_key.as_str());
+                // First without any lock: a batch that would replace nothing is skipped, which
+                // the locked pass would conclude too, since whatever a settle writes meanwhile
+                // leaves its call's mark unless it folded every event of the call.
+                let live: Vec<ProjectionRow> = sqlx::query_as(&live_range)
+                    .bind(range.0)
+                    .bind(range.1)
+                    .fetch_all(pool)
+                    .await?;
+                if !replacements(&rebuilt, live).is_empty() {
+                    let batch_changed: u64 = in_transaction!(pool, tx => {
+                        let last_change: i64 =
+                            sqlx::query_scalar(lock_counter).fetch_one(&mut *tx).await?;
+                        let live: Vec<ProjectionRow> = sqlx::query_as(&live_range)
+                            .bind(range.0)
+                            .bind(range.1)
+                            .fetch_all(&mut *tx)
+                            .await?;
+                        let replacing = replacements(&rebuilt, live);
+                        let count = replacing.len() as i64;
+                        if count > 0 {
+                            upsert_projections!(
+                                &mut *tx,
+                                placeholders,
+                                LIVE,
+                                replacing,
+                                Some(last_change + 1),
+                                ONLY_IF_AS_FRESH
+                            );
+                            sqlx::query(set_counter)
+                                .bind(last_change + count)
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                        count as u64
+                    })?;
+                    changed += batch_changed;
+                }
                 // Emptied as it goes: one DELETE of the whole shadow would hold SQLite's write
                 // lock, which every append needs, for as long as it takes.
                 sqlx::query(&empty_batch)
-                    .bind(after.as_str())
-                    .bind(upto.as_str())
+                    .bind(range.0)
+                    .bind(range.1)
                     .execute(pool)
                     .await?;
-                after = upto;
+                after = range.1.to_owned();
             }
         });
         Ok(changed)
     }
+}
+
+/// The rebuilt projections of a batch that replace the live ones (`live`, those of the batch's
+/// calls that have one): where there is none, and where the rebuilt one folded at least as many
+/// events and differs.
+fn replacements(rebuilt: &[StoredProjection], live: Vec<ProjectionRow>) -> Vec<&StoredProjection> {
+    let live: HashMap<String, StoredProjection> = live
+        .into_iter()
+        .map(|row| (row.call_key.clone(), StoredProjection::from(row)))
+        .collect();
+    rebuilt
+        .iter()
+        .filter(|rebuilt| match live.get(rebuilt.call_key.as_str()) {
+            None => true,
+            Some(live) => {
+                rebuilt.events_folded >= live.events_folded
+                    && (
+                        rebuilt.events_folded,
+                        &rebuilt.document,
+                        rebuilt.last_seq,
+                        rebuilt.late_events,
+                    ) != (
+                        live.events_folded,
+                        &live.document,
+                        live.last_seq,
+                        live.late_events,
+                    )
+            }
+        })
+        .collect()
 }
 
 /// Groups `records`, ordered by (call, seq), into one run per call.
