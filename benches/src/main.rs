@@ -7,7 +7,9 @@
 //! - `rebuild`: a log of N events, the raw streaming read of the rows a rebuild reads, and
 //!   `callfold rebuild` over them, with its peak memory.
 //! - `late`: the cost of one late event with a small and a large log.
-//! - `all`: the three. `--smoke` shrinks everything to seconds (CI runs it; it asserts nothing
+//! - `rebuild-under-load`: acknowledgement latency of a steady stream of deliveries to
+//!   `callfold serve` over a large log, without and during `callfold rebuild`.
+//! - `all`: the four. `--smoke` shrinks everything to seconds (CI runs it; it asserts nothing
 //!   about speed).
 //! - `connections`: the memory an idle connection costs, silent and kept alive.
 //!
@@ -19,8 +21,10 @@ mod late;
 mod rebuild;
 mod servers;
 mod stats;
+mod under_load;
 
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use callfold_store::Store;
@@ -40,7 +44,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Ingest, rebuild and late events, in that order.
+    /// Ingest, rebuild, late events and rebuild under load, in that order.
     All(Options),
     /// Ingest throughput and latency against the ceiling and the peer.
     Ingest(Options),
@@ -48,6 +52,8 @@ enum Command {
     Rebuild(Options),
     /// The cost of one late event, with a small and a large log.
     Late(Options),
+    /// Acknowledgement latency of a steady stream of deliveries, without and during rebuilds.
+    RebuildUnderLoad(Options),
     /// The memory of N idle connections, silent and kept alive after one request (the
     /// process needs `ulimit -n` above N).
     Connections {
@@ -86,6 +92,12 @@ struct Options {
     /// Late events sent per log.
     #[arg(long, default_value_t = 7)]
     probes: usize,
+    /// Deliveries per second of the steady stream (rebuild under load).
+    #[arg(long, default_value_t = 1_000)]
+    rate: u32,
+    /// Seconds of the steady stream measured before the first rebuild (rebuild under load).
+    #[arg(long, default_value_t = 10)]
+    baseline_secs: u64,
     /// Where the SQLite databases go (kept afterwards); a temporary folder by default.
     #[arg(long)]
     scratch: Option<std::path::PathBuf>,
@@ -106,6 +118,8 @@ impl Options {
             events: 5_000,
             small_log: 1_000,
             probes: 3,
+            rate: 200,
+            baseline_secs: 1,
             ..self.clone()
         }
     }
@@ -154,10 +168,11 @@ fn exit_code(result: anyhow::Result<()>) -> ExitCode {
 
 async fn run(command: Command, cores: usize, pinned: bool) -> anyhow::Result<()> {
     let (options, sections) = match command {
-        Command::All(options) => (options, [true, true, true]),
-        Command::Ingest(options) => (options, [true, false, false]),
-        Command::Rebuild(options) => (options, [false, true, false]),
-        Command::Late(options) => (options, [false, false, true]),
+        Command::All(options) => (options, [true, true, true, true]),
+        Command::Ingest(options) => (options, [true, false, false, false]),
+        Command::Rebuild(options) => (options, [false, true, false, false]),
+        Command::Late(options) => (options, [false, false, true, false]),
+        Command::RebuildUnderLoad(options) => (options, [false, false, false, true]),
         Command::Connections { connections } => {
             print_machine(cores, pinned);
             let scratch = tempfile::tempdir()?;
@@ -187,6 +202,9 @@ async fn run(command: Command, cores: usize, pinned: bool) -> anyhow::Result<()>
     }
     if sections[2] {
         late_section(&options, &scratch, postgres.as_ref()).await?;
+    }
+    if sections[3] {
+        rebuild_under_load_section(&options, &scratch, postgres.as_ref()).await?;
     }
     if let Some(postgres) = postgres {
         postgres.drop_all().await?;
@@ -439,6 +457,68 @@ async fn late_section(
             costs.max()
         );
         store.close().await;
+    }
+    println!();
+    Ok(())
+}
+
+async fn rebuild_under_load_section(
+    options: &Options,
+    scratch: &std::path::Path,
+    postgres: Option<&Scratch>,
+) -> anyhow::Result<()> {
+    println!(
+        "## Acknowledgements of {} deliveries/s to callfold serve over a log of {} events: \
+         {} s without a rebuild, during a rebuild that changes nothing, and during one that \
+         rewrites every projection\n",
+        options.rate, options.events, options.baseline_secs
+    );
+    println!(
+        "| store | window | seconds | deliveries | p50 ms | p99 ms | max ms | non-2xx | 503 |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let mut urls = vec![(
+        "SQLite",
+        format!("sqlite:{}", scratch.join("under-load.db").display()),
+    )];
+    if let Some(postgres) = postgres {
+        urls.push(("PostgreSQL", postgres.schema("under_load").await?));
+    }
+    for (name, url) in urls {
+        let store = Store::connect(&url).await?;
+        store.migrate().await?;
+        rebuild::fill_log(&store, options.events, 91).await?;
+        let server = start_callfold(&url, &[]).await?;
+        late::wait_until_folded(&store).await?;
+        rebuild::vacuum(&store).await?;
+        let stream = under_load::SteadyStream::start(&server, options.rate, 50_000);
+        let started = Instant::now();
+        tokio::time::sleep(Duration::from_secs(options.baseline_secs)).await;
+        let mut windows = vec![("no rebuild", started, Instant::now())];
+        let from = Instant::now();
+        rebuild::rebuild(&url).await?;
+        windows.push(("rebuild, nothing changed", from, Instant::now()));
+        under_load::disturb_every_projection(&store).await?;
+        rebuild::vacuum(&store).await?;
+        let from = Instant::now();
+        rebuild::rebuild(&url).await?;
+        windows.push(("rebuild, every projection rewritten", from, Instant::now()));
+        let sent = stream.stop().await;
+        for (window, from, until) in windows {
+            let figures = under_load::WindowFigures::of(&sent, from, until);
+            println!(
+                "| {name} | {window} | {:.1} | {} | {:.2} | {:.2} | {:.2} | {} | {} |",
+                (until - from).as_secs_f64(),
+                figures.deliveries,
+                figures.p50_ms,
+                figures.p99_ms,
+                figures.max_ms,
+                figures.not_2xx,
+                figures.answers_503
+            );
+        }
+        store.close().await;
+        drop(server);
     }
     println!();
     Ok(())

@@ -215,11 +215,23 @@ impl Projector {
         Ok(claimed.claims.len())
     }
 
-    /// Re-folds every call from the log beside the live projections, then swaps the result in
-    /// (see `Store::rebuild_projections`). `progress` hears the number of log records read so
-    /// far and how many the log held when the rebuild started. Returns the number of calls
-    /// rebuilt.
-    pub async fn rebuild(&self, mut progress: impl FnMut(u64, i64)) -> Result<u64, StoreError> {
+    /// Re-folds every call from the log beside the live projections, then swaps the result in:
+    /// [`Projector::rebuild_into_shadow`], then [`Projector::swap_in_rebuilt`]. `progress`
+    /// hears the number of log records folded so far and how many the log held when the
+    /// rebuild started. Returns the number of calls rebuilt.
+    pub async fn rebuild(&self, progress: impl FnMut(u64, i64)) -> Result<u64, StoreError> {
+        let calls = self.rebuild_into_shadow(progress).await?;
+        self.swap_in_rebuilt().await?;
+        Ok(calls)
+    }
+
+    /// The first phase of a rebuild: folds every call from the log into the shadow table,
+    /// leaving the live projections alone (see `Store::rebuild_into_shadow`). Workers keep
+    /// folding meanwhile. Arguments and result as for [`Projector::rebuild`].
+    pub async fn rebuild_into_shadow(
+        &self,
+        mut progress: impl FnMut(u64, i64),
+    ) -> Result<u64, StoreError> {
         let log_len = self.store.log_len().await?;
         let now = EventTime::now();
         let project = |call_key: &CallKey, logged: &[LoggedEvent]| {
@@ -232,8 +244,19 @@ impl Projector {
             )
         };
         self.store
-            .rebuild_projections(project, |read| progress(read, log_len))
+            .rebuild_into_shadow(project, |read| progress(read, log_len))
             .await
+    }
+
+    /// The second phase of a rebuild: swaps the shadow table's projections in, each only over
+    /// a live one folded from no more events (see `Store::swap_in_rebuilt`). Returns the number
+    /// of live projections changed.
+    pub async fn swap_in_rebuilt(&self) -> Result<u64, StoreError> {
+        let changed = self.store.swap_in_rebuilt().await?;
+        if changed > 0 {
+            self.projected.send_modify(|settles| *settles += 1);
+        }
+        Ok(changed)
     }
 
     /// Re-folds one call from the log now, or, when a live worker holds it, marks it so that

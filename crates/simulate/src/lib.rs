@@ -211,7 +211,8 @@ pub async fn send(urls: &[String], deliveries: Vec<SignedDelivery>, concurrency:
     }
 }
 
-async fn deliver(client: &reqwest::Client, url: &str, delivery: &SignedDelivery) -> Answer {
+/// Sends one delivery to `url` and reads its answer.
+pub async fn deliver(client: &reqwest::Client, url: &str, delivery: &SignedDelivery) -> Answer {
     #[derive(serde::Deserialize)]
     struct Receipt {
         status: String,

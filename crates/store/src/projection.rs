@@ -3,15 +3,17 @@
 //! The store keeps a projection as the projector hands it over (a document already serialized,
 //! plus the bookkeeping the projector needs); it does not interpret documents. Projections are
 //! written only together with the fold-queue marks they settle (see `queue.rs`), or by a
-//! rebuild's swap.
+//! rebuild's swap, which replaces a live projection only with one folded from at least as many
+//! events and never deletes one.
 //!
 //! Every write of a live projection takes the next number of one counter (`change_seq`, see
 //! migration 0006) in its own transaction; [`Store::projection_changes`] reads them in that
 //! order, which is what the live streams of the query API follow.
 
+use std::collections::HashMap;
+
 use crate::event::{CallKey, EventTime, LoggedEvent};
 use crate::log::{EventRow, SELECT_EVENT};
-use crate::queue::MARK_ON_CONFLICT;
 use crate::sql::Placeholders;
 use crate::{Store, StoreError, in_transaction, on_pool};
 
@@ -127,6 +129,9 @@ const SHADOW: &str = "call_projections_rebuild";
 
 /// Log records read per page while rebuilding.
 const REBUILD_PAGE: i64 = 2000;
+/// Rebuilt projections a swap considers per transaction: what bounds how long it holds the
+/// change counter, which settles wait on.
+const SWAP_BATCH: i64 = 256;
 
 const PROJECTION_COLUMNS: &str =
     "call_key, document, last_seq, late_events, events_folded, updated_at_us, config_fingerprint";
@@ -135,14 +140,25 @@ const WRITTEN_COLUMNS: &str = "call_key, document, last_seq, late_events, events
      updated_at_us, config_fingerprint, change_seq";
 const PARAMETERS_PER_PROJECTION: usize = 8;
 
-/// Upserts `rows` projections into `table` in one statement.
-pub(crate) fn upsert_statement(placeholders: Placeholders, table: &str, rows: usize) -> String {
+/// What a rebuild's swap adds to its upsert: the rebuilt projection replaces the live one only
+/// if it folded at least as many events, checked under the row's lock.
+const ONLY_IF_AS_FRESH: &str = "WHERE excluded.events_folded >= call_projections.events_folded";
+
+/// Upserts `rows` projections into `table` in one statement, replacing an existing one only
+/// where `only_if` (a `WHERE` clause of the conflict's update, or nothing) holds.
+pub(crate) fn upsert_statement(
+    placeholders: Placeholders,
+    table: &str,
+    rows: usize,
+    only_if: &str,
+) -> String {
     format!(
         "INSERT INTO {table} ({WRITTEN_COLUMNS}) VALUES {} \
          ON CONFLICT (call_key) DO UPDATE SET document = excluded.document, \
          last_seq = excluded.last_seq, late_events = excluded.late_events, \
          events_folded = excluded.events_folded, updated_at_us = excluded.updated_at_us, \
-         config_fingerprint = excluded.config_fingerprint, change_seq = excluded.change_seq",
+         config_fingerprint = excluded.config_fingerprint, change_seq = excluded.change_seq \
+         {only_if}",
         placeholders.values_list(rows, PARAMETERS_PER_PROJECTION, 1)
     )
 }
@@ -150,15 +166,27 @@ pub(crate) fn upsert_statement(placeholders: Placeholders, table: &str, rows: us
 /// Writes `$projections` into `$table` on `$executor` (a connection or transaction of either
 /// backend; `$placeholders` its style), a statement per [`crate::sql::ROWS_PER_STATEMENT`]
 /// projections; the projection at index `i` is written by change `$first_change + i` (0 for
-/// all when `$first_change` is `None`: a rebuild's shadow rows, numbered at the swap).
+/// all when `$first_change` is `None`: a rebuild's shadow rows, numbered at the swap). With
+/// `$only_if`, an existing projection is replaced only where that clause holds.
 macro_rules! upsert_projections {
     ($executor:expr, $placeholders:expr, $table:expr, $projections:expr, $first_change:expr) => {
+        $crate::projection::upsert_projections!(
+            $executor,
+            $placeholders,
+            $table,
+            $projections,
+            $first_change,
+            ""
+        );
+    };
+    ($executor:expr, $placeholders:expr, $table:expr, $projections:expr, $first_change:expr, $only_if:expr) => {
         let first_change: Option<i64> = $first_change;
         for (number, chunk) in $projections
             .chunks($crate::sql::ROWS_PER_STATEMENT)
             .enumerate()
         {
-            let sql = $crate::projection::upsert_statement($placeholders, $table, chunk.len());
+            let sql =
+                $crate::projection::upsert_statement($placeholders, $table, chunk.len(), $only_if);
             let mut upsert = sqlx::query(&sql);
             let offset = (number * $crate::sql::ROWS_PER_STATEMENT) as i64;
             for (index, projection) in (offset..).zip(chunk) {
@@ -182,15 +210,6 @@ macro_rules! upsert_projections {
     };
 }
 pub(crate) use upsert_projections;
-
-/// Marks, in the fold queue, every call whose rebuilt projection counts fewer events than the
-/// log now holds for it: events appended while the rebuild read the log.
-const MARK_CALLS_THE_REBUILD_MISSED: &str = "INSERT INTO calls_to_fold (call_key, version, marked_at_us) \
-     SELECT logged.call_key, 1, $1 FROM \
-     (SELECT call_key, count(*) AS events FROM events WHERE call_key IS NOT NULL GROUP BY call_key) \
-     AS logged LEFT JOIN call_projections_rebuild AS rebuilt ON rebuilt.call_key = logged.call_key \
-     WHERE rebuilt.events_folded IS NULL OR rebuilt.events_folded <> logged.events \
-     ORDER BY logged.call_key";
 
 /// The number of the latest change.
 const LAST_CHANGE: &str = "SELECT last_change FROM projection_changes WHERE only_row = 1";
@@ -339,100 +358,196 @@ impl Store {
         })
     }
 
-    /// Rebuilds every projection from the log: reads it in pages ordered by (call, seq), hands
-    /// each call's records, in seq order, to `project`, and writes the results beside the live
-    /// projections. Then, in one transaction, marks for folding every call that grew while it
-    /// was read (its rebuilt projection counts fewer events than the log holds) and swaps the
-    /// rebuilt projections in. Memory holds one page and one call; no connection is held
-    /// between pages. Until the swap, readers see the old projections. `progress` hears the
-    /// number of records read so far. Returns the number of calls rebuilt.
+    /// The first phase of a rebuild: reads the log in pages ordered by (call, seq), hands each
+    /// call's records, in seq order, to `project`, and writes the results to the shadow table,
+    /// beside the live projections, which stay as they are. Each call is folded from records
+    /// read by one statement, so from one snapshot of the log: a call cut short by the end of a
+    /// page is read again whole. Memory holds one page and one call; no connection is held
+    /// between pages. `progress` hears the number of records folded so far. Returns the number
+    /// of calls folded.
     ///
     /// Run one rebuild at a time per database: two would share the table they write into.
-    pub async fn rebuild_projections(
+    pub async fn rebuild_into_shadow(
         &self,
         mut project: impl FnMut(&CallKey, &[LoggedEvent]) -> Option<StoredProjection>,
         mut progress: impl FnMut(u64),
     ) -> Result<u64, StoreError> {
         let page_sql = format!(
-            "{SELECT_EVENT} WHERE call_key IS NOT NULL \
-             AND (call_key, seq) > ($1, $2) ORDER BY call_key, seq LIMIT $3"
+            "{SELECT_EVENT} WHERE call_key IS NOT NULL AND call_key > $1 \
+             ORDER BY call_key, seq LIMIT $2"
         );
-        let mark_missed = format!("{MARK_CALLS_THE_REBUILD_MISSED} {MARK_ON_CONFLICT}");
         let placeholders = self.placeholders();
-        let lock_live = match self {
-            Store::Postgres(_) => Some("LOCK TABLE call_projections IN EXCLUSIVE MODE"),
-            Store::Sqlite(_) => None,
-        };
         let (mut calls, mut read) = (0, 0);
-        let mut call: Vec<LoggedEvent> = Vec::new();
-        let mut after: (String, i64) = (String::new(), 0);
+        let mut after = String::new();
         on_pool!(self, pool => {
             sqlx::query(&format!("DELETE FROM {SHADOW}")).execute(pool).await?;
             loop {
                 let page: Vec<EventRow> = sqlx::query_as(&page_sql)
-                    .bind(after.0.as_str())
-                    .bind(after.1)
+                    .bind(after.as_str())
                     .bind(REBUILD_PAGE)
                     .fetch_all(pool)
                     .await?;
-                let last_page = (page.len() as i64) < REBUILD_PAGE;
-                let mut projections = Vec::new();
-                for event in page.into_iter().map(LoggedEvent::from) {
-                    let key = event.content.call_key().cloned().unwrap_or_else(|| CallKey::new(""));
-                    if call.first().and_then(|first| first.content.call_key()).is_some_and(|current| *current != key) {
-                        projections.extend(project_call(&mut project, &call, &mut calls));
-                        call.clear();
+                let full_page = page.len() as i64 == REBUILD_PAGE;
+                let mut page_calls = calls_of(page.into_iter().map(LoggedEvent::from));
+                if full_page {
+                    if let Some((cut, _)) = page_calls.pop() {
+                        let whole = self.call_events(&cut).await?;
+                        page_calls.push((cut, whole));
                     }
-                    after = (key.as_str().to_owned(), event.seq);
-                    call.push(event);
-                    read += 1;
                 }
-                progress(read);
-                if last_page {
-                    projections.extend(project_call(&mut project, &call, &mut calls));
+                let mut projections = Vec::with_capacity(page_calls.len());
+                for (call_key, records) in &page_calls {
+                    calls += 1;
+                    read += records.len() as u64;
+                    projections.extend(project(call_key, records));
                 }
                 upsert_projections!(pool, placeholders, SHADOW, projections, None);
-                if last_page {
+                let Some((last_call, _)) = page_calls.last() else {
+                    break;
+                };
+                after = last_call.as_str().to_owned();
+                progress(read);
+                if !full_page {
                     break;
                 }
             }
-            // Marks (in call order), then the change counter, then the whole live table: the
-            // order in which appends and workers take their locks, so none of them waits on
-            // another in a cycle.
-            in_transaction!(pool, tx => {
-            sqlx::query(&mark_missed)
-                .bind(EventTime::now().unix_micros())
-                .execute(&mut *tx)
-                .await?;
-            let rebuilt: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {SHADOW}"))
-                .fetch_one(&mut *tx)
-                .await?;
-            let first_change = take_changes!(&mut *tx, rebuilt);
-            if let Some(lock_live) = lock_live {
-                sqlx::query(lock_live).execute(&mut *tx).await?;
+        });
+        Ok(calls)
+    }
+
+    /// The second phase of a rebuild: swaps the shadow table's projections into the live ones,
+    /// in call order, a short transaction per [`SWAP_BATCH`] calls, emptying the shadow as it
+    /// goes.
+    /// A rebuilt projection replaces the live one only if it folded at least as many events
+    /// (so it read a superset of the live one's events: see `docs/ARCHITECTURE.md`, "Rebuild")
+    /// and differs from it; each projection replaced takes a change number, so the live
+    /// streams see it. A live projection is never deleted, and one that a worker settled from
+    /// more events than the rebuild read is left alone. Returns the number of live projections
+    /// changed.
+    pub async fn swap_in_rebuilt(&self) -> Result<u64, StoreError> {
+        let rebuilt_batch = format!(
+            "SELECT {PROJECTION_COLUMNS} FROM {SHADOW} WHERE call_key > $1 \
+             ORDER BY call_key LIMIT $2"
+        );
+        let live_range = format!(
+            "SELECT {PROJECTION_COLUMNS} FROM {LIVE} WHERE call_key >= $1 AND call_key <= $2"
+        );
+        // The counter's row lock, taken first, keeps every settle out until the batch commits
+        // (settles write projections only after taking change numbers), so the live
+        // projections the batch reads under it stay as read.
+        let lock_counter = "UPDATE projection_changes SET last_change = last_change \
+             WHERE only_row = 1 RETURNING last_change";
+        let set_counter = "UPDATE projection_changes SET last_change = $1 WHERE only_row = 1";
+        let empty_batch = format!("DELETE FROM {SHADOW} WHERE call_key >= $1 AND call_key <= $2");
+        let placeholders = self.placeholders();
+        let mut changed = 0;
+        let mut after = String::new();
+        on_pool!(self, pool => {
+            loop {
+                let rebuilt: Vec<StoredProjection> = sqlx::query_as::<_, ProjectionRow>(&rebuilt_batch)
+                    .bind(after.as_str())
+                    .bind(SWAP_BATCH)
+                    .fetch_all(pool)
+                    .await?
+                    .into_iter()
+                    .map(StoredProjection::from)
+                    .collect();
+                let (Some(first), Some(last)) = (rebuilt.first(), rebuilt.last()) else {
+                    break;
+                };
+                let range = (first.call_key.as_str(), last.call_key.as_str());
+                // First without any lock: a batch that would replace nothing is skipped, which
+                // the locked pass would conclude too, since whatever a settle writes meanwhile
+                // leaves its call's mark unless it folded every event of the call.
+                let live: Vec<ProjectionRow> = sqlx::query_as(&live_range)
+                    .bind(range.0)
+                    .bind(range.1)
+                    .fetch_all(pool)
+                    .await?;
+                if !replacements(&rebuilt, live).is_empty() {
+                    let batch_changed: u64 = in_transaction!(pool, tx => {
+                        let last_change: i64 =
+                            sqlx::query_scalar(lock_counter).fetch_one(&mut *tx).await?;
+                        let live: Vec<ProjectionRow> = sqlx::query_as(&live_range)
+                            .bind(range.0)
+                            .bind(range.1)
+                            .fetch_all(&mut *tx)
+                            .await?;
+                        let replacing = replacements(&rebuilt, live);
+                        let count = replacing.len() as i64;
+                        if count > 0 {
+                            upsert_projections!(
+                                &mut *tx,
+                                placeholders,
+                                LIVE,
+                                replacing,
+                                Some(last_change + 1),
+                                ONLY_IF_AS_FRESH
+                            );
+                            sqlx::query(set_counter)
+                                .bind(last_change + count)
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                        count as u64
+                    })?;
+                    changed += batch_changed;
+                }
+                // Emptied as it goes: one DELETE of the whole shadow would hold SQLite's write
+                // lock, which every append needs, for as long as it takes.
+                sqlx::query(&empty_batch)
+                    .bind(range.0)
+                    .bind(range.1)
+                    .execute(pool)
+                    .await?;
+                after = range.1.to_owned();
             }
-            sqlx::query(&format!("DELETE FROM {LIVE}")).execute(&mut *tx).await?;
-            sqlx::query(&format!(
-                "INSERT INTO {LIVE} ({WRITTEN_COLUMNS}) SELECT {PROJECTION_COLUMNS}, \
-                 $1 - 1 + row_number() OVER (ORDER BY call_key) FROM {SHADOW}"
-            ))
-            .bind(first_change)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(&format!("DELETE FROM {SHADOW}")).execute(&mut *tx).await?;
-            calls
-            })
-        })
+        });
+        Ok(changed)
     }
 }
 
-/// The projection of one call's complete records, counting it in `calls`.
-fn project_call(
-    project: &mut impl FnMut(&CallKey, &[LoggedEvent]) -> Option<StoredProjection>,
-    call: &[LoggedEvent],
-    calls: &mut u64,
-) -> Option<StoredProjection> {
-    let key = call.first()?.content.call_key()?;
-    *calls += 1;
-    project(key, call)
+/// The rebuilt projections of a batch that replace the live ones (`live`, those of the batch's
+/// calls that have one): where there is none, and where the rebuilt one folded at least as many
+/// events and differs.
+fn replacements(rebuilt: &[StoredProjection], live: Vec<ProjectionRow>) -> Vec<&StoredProjection> {
+    let live: HashMap<String, StoredProjection> = live
+        .into_iter()
+        .map(|row| (row.call_key.clone(), StoredProjection::from(row)))
+        .collect();
+    rebuilt
+        .iter()
+        .filter(|rebuilt| match live.get(rebuilt.call_key.as_str()) {
+            None => true,
+            Some(live) => {
+                rebuilt.events_folded >= live.events_folded
+                    && (
+                        rebuilt.events_folded,
+                        &rebuilt.document,
+                        rebuilt.last_seq,
+                        rebuilt.late_events,
+                    ) != (
+                        live.events_folded,
+                        &live.document,
+                        live.last_seq,
+                        live.late_events,
+                    )
+            }
+        })
+        .collect()
+}
+
+/// Groups `records`, ordered by (call, seq), into one run per call.
+fn calls_of(records: impl Iterator<Item = LoggedEvent>) -> Vec<(CallKey, Vec<LoggedEvent>)> {
+    let mut calls: Vec<(CallKey, Vec<LoggedEvent>)> = Vec::new();
+    for record in records {
+        let Some(call_key) = record.content.call_key().cloned() else {
+            continue;
+        };
+        match calls.last_mut() {
+            Some((current, run)) if *current == call_key => run.push(record),
+            _ => calls.push((call_key, vec![record])),
+        }
+    }
+    calls
 }
