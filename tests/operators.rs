@@ -5,7 +5,7 @@ mod support;
 
 use serde_json::{Value, json};
 
-use support::{RunningService, SECRET, envelope, unix_now};
+use support::{COMMIT_TIMEOUT, RunningService, SECRET, envelope, unix_now};
 
 /// The value of the sample `series` (name and labels, as Prometheus prints them) in `metrics`;
 /// 0 when it is not there yet.
@@ -234,11 +234,7 @@ async fn a_redrive_after_a_new_linking_rule_projects_the_event_once() {
         "tag.added",
         &["/data/call_id", "/data/conversation/call_id"],
     );
-    let quarantine = callfold_ingest::Quarantine::new(
-        db.store.clone(),
-        fixed,
-        std::time::Duration::from_secs(5),
-    );
+    let quarantine = callfold_ingest::Quarantine::new(db.store.clone(), fixed, COMMIT_TIMEOUT);
     let first = quarantine.redrive(seq).await.expect("re-driven");
     assert_eq!(first["status"], "redriven");
     let again = quarantine.redrive(seq).await.expect("idempotent");

@@ -28,6 +28,9 @@ use tokio::process::{Child, Command};
 /// changes hands when a test says so.
 pub const LEASE: Duration = Duration::from_secs(600);
 
+/// The commit deadline of test receivers and re-drives: the service's default.
+pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The secret every test receiver accepts (made up for the tests).
 pub const SECRET: &str = include_str!("../fixtures/test-secret.txt").trim_ascii();
 /// A second made-up secret, as during a rotation.
@@ -193,7 +196,7 @@ impl Default for ReceiverConfig {
             max_body: 1_048_576,
             queue_capacity: 1024,
             max_batch: 256,
-            commit_timeout: Duration::from_secs(5),
+            commit_timeout: COMMIT_TIMEOUT,
         }
     }
 }
