@@ -27,6 +27,11 @@ const LAG_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// How many times per lease a worker still folding renews its claim: the lease is renewed
 /// with two thirds of it left.
 const RENEWALS_PER_LEASE: u32 = 3;
+/// Longest a worker holds one claim, in leases. Past it the worker gives the batch up (a read or
+/// a settle stuck on a connection gone silent would otherwise be renewed forever) and stops
+/// renewing, so its calls go to another worker one lease later and its own loop carries on;
+/// the token fences out a settle that would still come.
+const MOST_LEASES_HELD: u32 = 12;
 
 /// Aborts a task when dropped: a claim's renewal ends with its fold, however that ends.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -126,10 +131,13 @@ impl Projector {
     }
 
     /// Folds the calls of `claimed` from the log and settles the claim, renewing its lease
-    /// meanwhile.
+    /// meanwhile, for at most [`MOST_LEASES_HELD`] leases.
     async fn fold_claimed(&self, claimed: &ClaimedCalls) -> Result<Settled, StoreError> {
-        self.while_holding(claimed, self.fold_and_settle(claimed))
+        let deadline = self.lease * MOST_LEASES_HELD;
+        let work = self.while_holding(claimed, self.fold_and_settle(claimed));
+        tokio::time::timeout(deadline, work)
             .await
+            .unwrap_or(Err(StoreError::TimedOut { deadline }))
     }
 
     /// Runs `work` (the fold of `claimed`) while renewing the claim's lease every
