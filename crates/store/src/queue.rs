@@ -14,7 +14,9 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use crate::event::{CallKey, EventTime};
-use crate::projection::{LIVE, StoredProjection, take_changes, upsert_projections};
+use crate::projection::{
+    LIVE, ONLY_IF_AS_FRESH, StoredProjection, take_changes, upsert_projections,
+};
 use crate::sql::{Placeholders, ROWS_PER_STATEMENT};
 use crate::{Store, StoreError, in_transaction, on_pool};
 
@@ -171,11 +173,12 @@ impl Store {
         lease: Duration,
     ) -> Result<u64, StoreError> {
         // On PostgreSQL, lock the rows in call order first, the order appends and settles lock
-        // them in, so that a renewal never deadlocks with an append.
+        // them in, so that a renewal never deadlocks with an append. Call order is byte order
+        // (`COLLATE "C"`, as appends sort in Rust), whatever the database's collation.
         let held = match self {
             Store::Postgres(_) => {
                 "call_key IN (SELECT call_key FROM calls_to_fold WHERE claim_token = $1 \
-                 ORDER BY call_key FOR UPDATE) AND claim_token = $1"
+                 ORDER BY call_key COLLATE \"C\" FOR UPDATE) AND claim_token = $1"
             }
             Store::Sqlite(_) => "claim_token = $1",
         };
@@ -215,12 +218,13 @@ impl Store {
         claimed: &ClaimedCalls,
         projections: &[StoredProjection],
     ) -> Result<Settled, StoreError> {
-        // Lock the claim's rows in call order, the order appends lock them in, so that the two
-        // never wait on each other in a cycle. SQLite has one writer at a time.
+        // Lock the claim's rows in call order, the order appends lock them in (byte order, as
+        // appends sort in Rust, whatever the database's collation), so that the two never wait
+        // on each other in a cycle. SQLite has one writer at a time.
         let lock_held = match self {
             Store::Postgres(_) => Some(
                 "SELECT call_key FROM calls_to_fold WHERE claim_token = $1 \
-                 ORDER BY call_key FOR UPDATE",
+                 ORDER BY call_key COLLATE \"C\" FOR UPDATE",
             ),
             Store::Sqlite(_) => None,
         };
