@@ -140,9 +140,12 @@ const WRITTEN_COLUMNS: &str = "call_key, document, last_seq, late_events, events
      updated_at_us, config_fingerprint, change_seq";
 const PARAMETERS_PER_PROJECTION: usize = 8;
 
-/// What a rebuild's swap adds to its upsert: the rebuilt projection replaces the live one only
-/// if it folded at least as many events, checked under the row's lock.
-const ONLY_IF_AS_FRESH: &str = "WHERE excluded.events_folded >= call_projections.events_folded";
+/// What every write of a live projection adds to its upsert: the new projection replaces the
+/// live one only if it folded at least as many events, checked under the row's lock. A call's
+/// events only grow, so a fold that counted fewer read a strict subset: a settle that raced a
+/// rebuild's swap (or another fold) must not put it back.
+pub(crate) const ONLY_IF_AS_FRESH: &str =
+    "WHERE excluded.events_folded >= call_projections.events_folded";
 
 /// Upserts `rows` projections into `table` in one statement, replacing an existing one only
 /// where `only_if` (a `WHERE` clause of the conflict's update, or nothing) holds.
@@ -509,7 +512,8 @@ impl Store {
 
 /// The rebuilt projections of a batch that replace the live ones (`live`, those of the batch's
 /// calls that have one): where there is none, and where the rebuilt one folded at least as many
-/// events and differs.
+/// events and differs from it (in its document, its bookkeeping or the configuration that
+/// folded it, so that a rebuild records the current configuration everywhere).
 fn replacements(rebuilt: &[StoredProjection], live: Vec<ProjectionRow>) -> Vec<&StoredProjection> {
     let live: HashMap<String, StoredProjection> = live
         .into_iter()
@@ -526,11 +530,13 @@ fn replacements(rebuilt: &[StoredProjection], live: Vec<ProjectionRow>) -> Vec<&
                         &rebuilt.document,
                         rebuilt.last_seq,
                         rebuilt.late_events,
+                        &rebuilt.built_with,
                     ) != (
                         live.events_folded,
                         &live.document,
                         live.last_seq,
                         live.late_events,
+                        &live.built_with,
                     )
             }
         })

@@ -264,7 +264,14 @@ impl Store {
             if !held.is_empty() {
                 // After the marks, before the projections: the lock order of every writer.
                 let first_change = take_changes!(&mut *tx, held.len() as i64);
-                upsert_projections!(&mut *tx, placeholders, LIVE, held, Some(first_change));
+                upsert_projections!(
+                    &mut *tx,
+                    placeholders,
+                    LIVE,
+                    held,
+                    Some(first_change),
+                    ONLY_IF_AS_FRESH
+                );
             }
             Settled {
                 folded: folded.len(),
