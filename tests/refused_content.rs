@@ -9,9 +9,14 @@ use callfold_store::{
     AppendOutcome, CallKey, CallLink, Content, EventTime, MAX_BODY_BYTES, MAX_KEY_BYTES, NewEvent,
     Topic, WebhookId,
 };
+use std::sync::Arc;
+use std::time::Duration;
+
+use callfold_ingest::CommitQueue;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use support::{ReceiverConfig, TestDb, envelope, start_receiver};
+use tokio::sync::Notify;
 
 const VALID_DELIVERIES: usize = 48;
 
@@ -174,8 +179,11 @@ async fn a_record_the_store_refuses_is_quarantined_and_the_rest_of_its_batch_com
 
     assert_eq!(outcomes.len(), batch.len());
     for (event, outcome) in batch.iter().zip(&outcomes).take(batch.len() - 1) {
-        let AppendOutcome::Appended { seq } = *outcome else {
-            panic!("{}: {outcome:?}", event.webhook_id);
+        let is_refused = event.webhook_id.as_str().starts_with("msg_refused");
+        let seq = match *outcome {
+            AppendOutcome::Quarantined { seq } if is_refused => seq,
+            AppendOutcome::Appended { seq } if !is_refused => seq,
+            _ => panic!("{}: {outcome:?}", event.webhook_id),
         };
         let logged = db
             .store
@@ -184,7 +192,6 @@ async fn a_record_the_store_refuses_is_quarantined_and_the_rest_of_its_batch_com
             .expect("read")
             .expect("logged");
         assert_eq!(logged.webhook_id, event.webhook_id);
-        let is_refused = event.webhook_id.as_str().starts_with("msg_refused");
         match logged.content.quarantine_reason() {
             Some(reason) => {
                 assert!(is_refused, "{}: {reason}", event.webhook_id);
@@ -201,7 +208,7 @@ async fn a_record_the_store_refuses_is_quarantined_and_the_rest_of_its_batch_com
         .iter()
         .position(|e| e.webhook_id.as_str() == "msg_refused_nul")
         .expect("in batch")];
-    let AppendOutcome::Appended { seq } = first_copy else {
+    let AppendOutcome::Quarantined { seq } = first_copy else {
         panic!("{first_copy:?}")
     };
     assert_eq!(
@@ -216,6 +223,42 @@ async fn a_record_the_store_refuses_is_quarantined_and_the_rest_of_its_batch_com
         20,
         "the stored calls are marked"
     );
+}
+
+async fn a_delivery_the_store_refuses_past_the_receivers_checks_is_answered_quarantined(
+    db: TestDb,
+) {
+    let (queue, committer) = CommitQueue::start(
+        db.store.clone(),
+        16,
+        16,
+        Duration::from_secs(10),
+        Arc::new(Notify::new()),
+    );
+    let accepted = queue
+        .append(event("msg_fine", usable("call.completed", "cll_fine")))
+        .await
+        .expect("appended");
+    let refused = queue
+        .append(event("msg_refused", usable("call.completed", "cll_\u{0}")))
+        .await
+        .expect("a refusal is a final answer");
+    assert!(
+        matches!(accepted, AppendOutcome::Appended { .. }),
+        "{accepted:?}"
+    );
+    let AppendOutcome::Quarantined { seq } = refused else {
+        panic!("answered {refused:?}, not quarantined")
+    };
+    let logged = db
+        .store
+        .event_by_seq(seq)
+        .await
+        .expect("read")
+        .expect("kept");
+    assert!(logged.content.quarantine_reason().is_some());
+    drop(queue);
+    committer.await.expect("committer ends");
 }
 
 #[tokio::test]
@@ -241,4 +284,5 @@ async fn a_body_limit_above_what_the_store_takes_is_refused_at_start() {
 on_both_stores!(
     a_delivery_the_store_cannot_hold_is_quarantined_and_its_batch_is_stored,
     a_record_the_store_refuses_is_quarantined_and_the_rest_of_its_batch_commits,
+    a_delivery_the_store_refuses_past_the_receivers_checks_is_answered_quarantined,
 );

@@ -141,7 +141,7 @@ impl Store {
     /// does not fail the others: the batch is halved until that record is alone, every other
     /// part is appended in its own transaction, and the refused record is appended
     /// quarantined, with its raw body and the database's error code as the reason, so that
-    /// its sender gets a final answer. Any other error still fails the whole call; after such
+    /// its sender gets a final answer: its outcome is [`AppendOutcome::Quarantined`]. Any other error still fails the whole call; after such
     /// a split, the parts committed before it stay durable, and a retry finds them duplicates.
     pub async fn append_batch(
         &self,
@@ -189,7 +189,14 @@ impl Store {
                         },
                         ..event.clone()
                     };
-                    self.append_in_one_transaction(&[quarantined]).await
+                    let outcomes = self.append_in_one_transaction(&[quarantined]).await?;
+                    Ok(outcomes
+                        .into_iter()
+                        .map(|outcome| match outcome {
+                            AppendOutcome::Appended { seq } => AppendOutcome::Quarantined { seq },
+                            other => other,
+                        })
+                        .collect())
                 }
                 _ => {
                     let (first_half, second_half) = events.split_at(events.len() / 2);
