@@ -7,7 +7,7 @@ mod support;
 
 use callfold_store::{
     AppendOutcome, CallKey, CallLink, Content, EventTime, MAX_BODY_BYTES, MAX_KEY_BYTES, NewEvent,
-    Topic, WebhookId,
+    Store, Topic, WebhookId,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -259,6 +259,48 @@ async fn a_delivery_the_store_refuses_past_the_receivers_checks_is_answered_quar
     assert!(logged.content.quarantine_reason().is_some());
     drop(queue);
     committer.await.expect("committer ends");
+}
+
+/// A COMMIT that fails with a code a row statement could also raise (here 54000, which a full
+/// NOTIFY queue raises at COMMIT) fails the batch once, as unavailable: it is not taken for a
+/// refused record and the batch is not split into ever smaller transactions.
+#[tokio::test]
+async fn a_commit_the_database_fails_is_not_taken_for_a_refused_record() {
+    let db = TestDb::postgres().await;
+    let Store::Postgres(pool) = &db.store else {
+        unreachable!("a PostgreSQL test store")
+    };
+    // A deferred constraint trigger runs at COMMIT; the sequence counts the commits tried, as
+    // its increments survive the rollbacks.
+    for statement in [
+        "CREATE SEQUENCE commits_tried",
+        "CREATE FUNCTION fail_commit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+             PERFORM nextval('commits_tried');
+             RAISE EXCEPTION 'full' USING ERRCODE = '54000';
+         END $$",
+        "CREATE CONSTRAINT TRIGGER fail_commit AFTER INSERT ON events
+             DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION fail_commit()",
+    ] {
+        sqlx::query(statement).execute(pool).await.expect("set up");
+    }
+    let batch: Vec<NewEvent> = (0..8)
+        .map(|n| {
+            event(
+                &format!("msg_{n}"),
+                usable("call.completed", &format!("cll_{n}")),
+            )
+        })
+        .collect();
+
+    let appended = db.store.append_batch(&batch).await;
+
+    let error = appended.expect_err("the commit fails");
+    assert_eq!(error.refused_content(), None, "{error}");
+    let tried: i64 = sqlx::query_scalar("SELECT last_value FROM commits_tried")
+        .fetch_one(pool)
+        .await
+        .expect("count");
+    assert_eq!(tried, 1, "commits tried");
 }
 
 #[tokio::test]

@@ -90,6 +90,11 @@ pub enum StoreError {
     /// Applying the migrations failed.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database failed the COMMIT of a transaction whose statements it had run: a deferred
+    /// check, a full NOTIFY queue, a lost connection. It speaks of the transaction, never of
+    /// one of its rows, so it is never a refusal of content ([`StoreError::refused_content`]).
+    #[error("the database failed a commit: {0}")]
+    Commit(sqlx::Error),
     /// The database did not answer within the caller's deadline; the connection that was
     /// waiting is closed, and nothing of the work was committed.
     #[error("the database did not answer within {} ms", .deadline.as_millis())]
@@ -101,12 +106,12 @@ pub enum StoreError {
 
 impl StoreError {
     /// When the database refused a statement because of a value it was given (not because it
-    /// is unreachable or busy), what it said, as an error code that quotes no value:
-    /// PostgreSQL's SQLSTATE classes 22 (data exception) and 54 (program limit exceeded) and
-    /// its check and not-null violations; SQLite's "too big", "datatype mismatch" and
+    /// is unreachable or busy), what it said, as an error code that quotes no value: one of
+    /// [`REFUSED_CONTENT_SQLSTATES`] on PostgreSQL; SQLite's "too big", "datatype mismatch" and
     /// constraint errors other than a unique key (the log's dedup key is never an error: the
     /// append uses `ON CONFLICT DO NOTHING`). Retrying such a statement fails again, wherever
-    /// the value goes.
+    /// the value goes. Only an error of a statement can be such a refusal: a failed COMMIT is
+    /// [`StoreError::Commit`], whatever its code.
     pub fn refused_content(&self) -> Option<String> {
         let StoreError::Database(sqlx::Error::Database(error)) = self else {
             return None;
@@ -116,9 +121,7 @@ impl StoreError {
             .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
             .is_some()
         {
-            let refused = code.starts_with("22")
-                || code.starts_with("54")
-                || matches!(&*code, "23502" | "23514");
+            let refused = REFUSED_CONTENT_SQLSTATES.contains(&&*code);
             return refused.then(|| format!("PostgreSQL SQLSTATE {code}"));
         }
         const SQLITE_TOOBIG: i32 = 18;
@@ -138,6 +141,26 @@ impl StoreError {
         refused.then(|| format!("SQLite result code {extended}"))
     }
 }
+
+/// The PostgreSQL SQLSTATEs with which a row statement of the append (an INSERT of text,
+/// integers and bytes into the log and its indexes) refuses a value it was given, and that
+/// retrying it with the same value raises again. Listed one by one, not by class: classes 22
+/// and 54 also hold errors of the server's state (54000 is also a full NOTIFY queue, raised at
+/// COMMIT), and an unlisted code makes a 503 and a retry, never a record kept quarantined.
+///
+/// - 22001 string_data_right_truncation, 22003 numeric_value_out_of_range, 22007
+///   invalid_datetime_format, 22008 datetime_field_overflow, 22P02 invalid_text_representation:
+///   a value that does not fit its column's type;
+/// - 22021 character_not_in_repertoire, 22P05 untranslatable_character: text the database
+///   encoding cannot hold (U+0000 among them);
+/// - 23502 not_null_violation, 23514 check_violation: a value the table's constraints refuse;
+/// - 54000 program_limit_exceeded: from an INSERT, an index entry over the B-tree's limit of
+///   about 2.7 kB ("index row size exceeds btree maximum"). Its other causes are the NOTIFY
+///   queue, which fails the COMMIT ([`StoreError::Commit`]), never a statement, and a
+///   transaction of more than 2^32 commands, which an append never runs.
+pub const REFUSED_CONTENT_SQLSTATES: &[&str] = &[
+    "22001", "22003", "22007", "22008", "22021", "22P02", "22P05", "23502", "23514", "54000",
+];
 
 /// A connection pool to one of the two supported backends.
 #[derive(Clone, Debug)]
@@ -216,7 +239,7 @@ macro_rules! in_transaction {
         let outcome: Result<_, $crate::StoreError> = async {
             let mut $tx = sqlx::Connection::begin(checkout.connection()).await?;
             let value = $body;
-            $tx.commit().await?;
+            $tx.commit().await.map_err($crate::StoreError::Commit)?;
             Ok(value)
         }
         .await;
