@@ -4,6 +4,8 @@
 
 mod support;
 
+use std::time::Duration;
+
 use callfold_ingest::{LinkingRules, Quarantine};
 use callfold_projector::{Calls, Precedence, UnlinkedPage};
 use callfold_store::{EventTime, NewEvent, Store, WebhookId};
@@ -47,10 +49,14 @@ fn completed(webhook_id: &str, call: &str) -> NewEvent {
 /// The quarantine list's page of at most `limit` records after `after`.
 async fn quarantine_page(store: &Store, limit: u32, after: Option<&Value>) -> Value {
     let after = after.map(Value::to_string);
-    Quarantine::new(store.clone(), LinkingRules::default())
-        .list(Some(&limit.to_string()), after.as_deref())
-        .await
-        .expect("list the quarantine")
+    Quarantine::new(
+        store.clone(),
+        LinkingRules::default(),
+        Duration::from_secs(5),
+    )
+    .list(Some(&limit.to_string()), after.as_deref())
+    .await
+    .expect("list the quarantine")
 }
 
 /// The unlinked list's page of at most `limit` events after `after`.
