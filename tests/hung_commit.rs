@@ -31,7 +31,7 @@ struct Flow {
     all_silent: bool,
     /// The connection whose client next sends bytes containing these falls silent, from those
     /// bytes on.
-    silence_sender_of: Option<&'static [u8]>,
+    silence_sender_of: Option<Vec<u8>>,
     /// The connections fallen silent.
     silent: HashSet<usize>,
 }
@@ -73,7 +73,8 @@ impl Relay {
     }
 
     /// The connection that next carries `bytes` to the server stops copying, from them on.
-    fn silence_connection_sending(&self, bytes: &'static [u8]) {
+    fn silence_connection_sending(&self, bytes: impl Into<Vec<u8>>) {
+        let bytes = bytes.into();
         self.flow
             .send_modify(|flow| flow.silence_sender_of = Some(bytes));
     }
@@ -104,7 +105,7 @@ async fn pump(
     loop {
         let read = from.read(&mut buffer).await.unwrap_or(0);
         if from_client {
-            flow.send_if_modified(|flow| match flow.silence_sender_of {
+            flow.send_if_modified(|flow| match &flow.silence_sender_of {
                 Some(awaited) if buffer[..read].windows(awaited.len()).any(|w| w == awaited) => {
                     flow.silence_sender_of = None;
                     flow.silent.insert(connection);
@@ -290,5 +291,57 @@ async fn a_statement_timeout_of_zero_is_refused_at_start() {
     assert!(
         !refused.status.success() && said.contains("--db-statement-timeout-ms"),
         "{said}"
+    );
+}
+
+/// The fingerprint of the default configuration, as `callfold config check` prints it.
+async fn default_configuration_fingerprint() -> String {
+    let folder = tempfile::tempdir().expect("temp dir");
+    let checked = tokio::process::Command::new(support::CALLFOLD)
+        .current_dir(folder.path())
+        .args(["config", "check"])
+        .env("CALLFOLD_WEBHOOK_SECRETS", support::SECRET)
+        .output()
+        .await
+        .expect("runs");
+    let said = String::from_utf8_lossy(&checked.stdout);
+    said.lines()
+        .find_map(|line| line.strip_prefix("configuration fingerprint: "))
+        .expect("config check prints the fingerprint")
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_answers_within_the_deadline_when_the_configuration_check_hangs() {
+    let db = TestDb::postgres().await;
+    let upstream = host_and_port(&db.url).to_owned();
+    let relay = Relay::start(upstream.clone()).await;
+    let relayed_url = db.url.replacen(&upstream, &relay.addr.to_string(), 1);
+    let timeout_ms = COMMIT_TIMEOUT.as_millis().to_string();
+    let service = start_service(
+        "ingest",
+        &relayed_url,
+        &[("CALLFOLD_COMMIT_TIMEOUT_MS", &timeout_ms)],
+    )
+    .await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    assert_eq!(readyz(&client, &service.base_url).await.0, 200);
+
+    // The migrations check answers; the comparison of configurations, which sends this
+    // process's fingerprint, never does.
+    let fingerprint = default_configuration_fingerprint().await;
+    relay.silence_connection_sending(fingerprint);
+    let asked = Instant::now();
+    let (status, reason) = readyz(&client, &service.base_url).await;
+    let waited = asked.elapsed();
+
+    assert_eq!(status, 503, "{reason}");
+    assert!(reason.contains("did not answer within 1000 ms"), "{reason}");
+    assert!(
+        waited < COMMIT_TIMEOUT + Duration::from_secs(4),
+        "answered after {waited:?}"
     );
 }

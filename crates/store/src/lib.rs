@@ -17,6 +17,7 @@ mod queue;
 mod sql;
 mod stats;
 
+use std::future::Future;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -161,6 +162,18 @@ impl StoreError {
 pub const REFUSED_CONTENT_SQLSTATES: &[&str] = &[
     "22001", "22003", "22007", "22008", "22021", "22P02", "22P05", "23502", "23514", "54000",
 ];
+
+/// `work` (calls to the store), abandoned when it has not finished within `deadline`, with
+/// [`StoreError::TimedOut`]: the bound on a database that stops answering without closing the
+/// connection, which no server-side timeout gives.
+pub async fn within<T>(
+    deadline: Duration,
+    work: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(deadline, work)
+        .await
+        .unwrap_or(Err(StoreError::TimedOut { deadline }))
+}
 
 /// A connection pool to one of the two supported backends.
 #[derive(Clone, Debug)]
@@ -327,14 +340,6 @@ impl Store {
             Store::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await?,
         }
         Ok(())
-    }
-
-    /// Ok when the store answers within `deadline` and every migration this build knows is
-    /// applied.
-    pub async fn check_ready_within(&self, deadline: Duration) -> Result<(), StoreError> {
-        tokio::time::timeout(deadline, self.check_ready())
-            .await
-            .unwrap_or(Err(StoreError::TimedOut { deadline }))
     }
 
     /// Ok when the store answers and every migration this build knows is applied.

@@ -15,7 +15,7 @@ use crate::event::{
 };
 use crate::queue::mark_statement;
 use crate::sql::{BYTES_PER_STATEMENT, Placeholders, ROWS_PER_STATEMENT, statement_runs};
-use crate::{Store, StoreError, WebhookId, in_transaction, on_pool};
+use crate::{Store, StoreError, WebhookId, in_transaction, on_pool, within};
 
 /// The columns an append writes, in the order of their parameters.
 const INSERT_COLUMNS: &str = "webhook_id, webhook_timestamp, received_at_us, body, body_sha256, \
@@ -167,10 +167,11 @@ impl Store {
         events: &[NewEvent],
         deadline: Duration,
     ) -> Result<Vec<AppendOutcome>, StoreError> {
-        let appended = self.append_isolating_refused(events, Some(deadline));
-        tokio::time::timeout(deadline, appended)
-            .await
-            .unwrap_or(Err(StoreError::TimedOut { deadline }))
+        within(
+            deadline,
+            self.append_isolating_refused(events, Some(deadline)),
+        )
+        .await
     }
 
     /// [`Store::append_batch`]'s halving: one transaction for `events`, and on a refusal of
