@@ -1,7 +1,9 @@
 //! Values the store cannot hold: a delivery carrying one gets the same final answer on both
 //! stores (kept, quarantined with a reason) and never fails the deliveries committed with it;
 //! a record that reaches the store anyway, past the receiver's checks, is quarantined there
-//! while the rest of its batch commits; and no body limit lets in a body the store cannot take.
+//! while the rest of its batch commits (and its sender is answered `quarantined`); a failed
+//! COMMIT is never taken for a refusal; a batch that fails after part of it committed wakes the
+//! projector; and no body limit lets in a body the store cannot take.
 
 mod support;
 
@@ -301,6 +303,55 @@ async fn a_commit_the_database_fails_is_not_taken_for_a_refused_record() {
         .await
         .expect("count");
     assert_eq!(tried, 1, "commits tried");
+}
+
+/// A batch that fails after a split committed part of it (here: one record refused, so the
+/// batch is halved, and a later part failing for another reason) wakes the projector, as the
+/// committed part may need folding; its senders are answered 503, and their retries duplicate.
+#[tokio::test]
+async fn a_batch_that_fails_after_part_of_it_committed_wakes_the_projector() {
+    let db = TestDb::postgres().await;
+    let Store::Postgres(pool) = &db.store else {
+        unreachable!("a PostgreSQL test store")
+    };
+    for statement in [
+        "CREATE FUNCTION fail_msg_c() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+             IF NEW.webhook_id = 'msg_c' THEN
+                 RAISE EXCEPTION 'unavailable' USING ERRCODE = 'XX000';
+             END IF;
+             RETURN NEW;
+         END $$",
+        "CREATE TRIGGER fail_msg_c BEFORE INSERT ON events
+             FOR EACH ROW EXECUTE FUNCTION fail_msg_c()",
+    ] {
+        sqlx::query(statement).execute(pool).await.expect("set up");
+    }
+    let appended = Arc::new(Notify::new());
+    let (queue, committer) = CommitQueue::start(
+        db.store.clone(),
+        16,
+        16,
+        Duration::from_secs(10),
+        Arc::clone(&appended),
+    );
+
+    // One batch: on this single-threaded runtime the committer runs only once all three wait.
+    // Halved at msg_b's refusal, it commits [msg_a] before [msg_b, msg_c] fails.
+    let answers = tokio::join!(
+        queue.append(event("msg_a", usable("call.completed", "cll_a"))),
+        queue.append(event("msg_b", usable("call.completed", "cll_\u{0}"))),
+        queue.append(event("msg_c", usable("call.completed", "cll_c"))),
+    );
+
+    assert!(answers.0.is_err() && answers.2.is_err(), "{answers:?}");
+    let msg_a = WebhookId::parse("msg_a").expect("id");
+    let stored = db.store.event_by_webhook_id(&msg_a).await.expect("read");
+    assert!(stored.is_some(), "the first half was committed");
+    tokio::time::timeout(Duration::from_secs(5), appended.notified())
+        .await
+        .expect("the projector is woken");
+    drop(queue);
+    committer.await.expect("committer ends");
 }
 
 #[tokio::test]

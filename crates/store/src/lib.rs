@@ -92,12 +92,14 @@ pub enum StoreError {
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// The database failed the COMMIT of a transaction whose statements it had run: a deferred
-    /// check, a full NOTIFY queue, a lost connection. It speaks of the transaction, never of
-    /// one of its rows, so it is never a refusal of content ([`StoreError::refused_content`]).
+    /// check, a full NOTIFY queue, a lost connection (after which the transaction may have been
+    /// stored). It speaks of the transaction, never of one of its rows, so it is never a
+    /// refusal of content ([`StoreError::refused_content`]).
     #[error("the database failed a commit: {0}")]
     Commit(sqlx::Error),
     /// The database did not answer within the caller's deadline; the connection that was
-    /// waiting is closed, and nothing of the work was committed.
+    /// waiting is closed. Work already sent may have been committed all the same (a COMMIT
+    /// that reached the server before the deadline).
     #[error("the database did not answer within {} ms", .deadline.as_millis())]
     TimedOut {
         /// The deadline.

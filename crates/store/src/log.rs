@@ -149,8 +149,13 @@ impl Store {
     /// does not fail the others: the batch is halved until that record is alone, every other
     /// part is appended in its own transaction, and the refused record is appended
     /// quarantined, with its raw body and the database's error code as the reason, so that
-    /// its sender gets a final answer: its outcome is [`AppendOutcome::Quarantined`]. Any other error still fails the whole call; after such
-    /// a split, the parts committed before it stay durable, and a retry finds them duplicates.
+    /// its sender gets a final answer: its outcome is [`AppendOutcome::Quarantined`]. Any other
+    /// error still fails the whole call; after such a split, the parts committed before it
+    /// stay durable, and a retry finds them duplicates.
+    ///
+    /// So an error does not say that nothing was stored: some of the events may have been (a
+    /// part committed before a split failed, or a COMMIT whose answer was lost), and a retry of
+    /// those is answered [`AppendOutcome::Duplicate`].
     pub async fn append_batch(
         &self,
         events: &[NewEvent],
@@ -158,9 +163,11 @@ impl Store {
         self.append_isolating_refused(events, None).await
     }
 
-    /// [`Store::append_batch`], abandoned when it has not returned within `deadline`: then
-    /// nothing of it is committed, the connection it was using is closed rather than reused, and
-    /// the error is [`StoreError::TimedOut`]. The write path's bound on a database that stops
+    /// [`Store::append_batch`], abandoned when it has not returned within `deadline`: then the
+    /// connection it was using is closed rather than reused, and the error is
+    /// [`StoreError::TimedOut`]. Some of the events may have been stored all the same (a part
+    /// committed before a split, or a COMMIT that reached the server before the deadline); a
+    /// retry of those is answered [`AppendOutcome::Duplicate`]. The write path's bound on a database that stops
     /// answering without closing the connection, which no server-side timeout can give.
     pub async fn append_batch_within(
         &self,
