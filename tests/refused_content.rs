@@ -14,7 +14,7 @@ use callfold_store::{
 use std::sync::Arc;
 use std::time::Duration;
 
-use callfold_ingest::CommitQueue;
+use callfold_ingest::{CommitQueue, LinkingRules, Quarantine, QuarantineError};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use support::{ReceiverConfig, TestDb, envelope, start_receiver};
@@ -263,6 +263,55 @@ async fn a_delivery_the_store_refuses_past_the_receivers_checks_is_answered_quar
     committer.await.expect("committer ends");
 }
 
+async fn a_redrive_the_store_kept_quarantined_is_still_unusable(db: TestDb) {
+    let body = envelope(
+        "call.completed",
+        "2026-02-10T09:17:42.318Z",
+        json!({"id": "cll_1"}),
+    );
+    let kept = NewEvent {
+        body_sha256: Sha256::digest(&body).into(),
+        body,
+        content: Content::Quarantined {
+            reason: "no call id".to_owned(),
+        },
+        ..event("msg_kept", usable("call.completed", "cll_1"))
+    };
+    let outcomes = db
+        .store
+        .append_batch(std::slice::from_ref(&kept))
+        .await
+        .expect("append");
+    let AppendOutcome::Appended { seq } = outcomes[0] else {
+        panic!("{outcomes:?}")
+    };
+    // An earlier re-drive of it, which the store refused and so kept quarantined.
+    let earlier_redrive = NewEvent {
+        webhook_id: WebhookId::parse(&format!("redrive:{seq}")).expect("id"),
+        content: Content::Quarantined {
+            reason: "the store refused its content (SQLite result code 18)".to_owned(),
+        },
+        ..kept
+    };
+    db.store
+        .append_batch(&[earlier_redrive])
+        .await
+        .expect("append");
+
+    let quarantine = Quarantine::new(
+        db.store.clone(),
+        LinkingRules::default(),
+        Duration::from_secs(10),
+    );
+    let redriven = quarantine.redrive(seq).await;
+
+    assert!(
+        matches!(&redriven, Err(QuarantineError::StillUnusable { seq: of, reason })
+            if *of == seq && reason.starts_with("the store refused its content")),
+        "{redriven:?}"
+    );
+}
+
 /// A COMMIT that fails with a code a row statement could also raise (here 54000, which a full
 /// NOTIFY queue raises at COMMIT) fails the batch once, as unavailable: it is not taken for a
 /// refused record and the batch is not split into ever smaller transactions.
@@ -378,4 +427,5 @@ on_both_stores!(
     a_delivery_the_store_cannot_hold_is_quarantined_and_its_batch_is_stored,
     a_record_the_store_refuses_is_quarantined_and_the_rest_of_its_batch_commits,
     a_delivery_the_store_refuses_past_the_receivers_checks_is_answered_quarantined,
+    a_redrive_the_store_kept_quarantined_is_still_unusable,
 );

@@ -173,15 +173,15 @@ impl Quarantine {
         let outcome = outcomes.first().expect("one outcome per event appended");
         let (status, new_seq) = match *outcome {
             AppendOutcome::Appended { seq } => ("redriven", seq),
-            AppendOutcome::Duplicate { seq, .. } => ("already_redriven", seq),
-            AppendOutcome::Quarantined { seq: new_seq } => {
+            // The store may have kept this re-drive, or an earlier one, quarantined.
+            AppendOutcome::Quarantined { seq: new_seq }
+            | AppendOutcome::Duplicate { seq: new_seq, .. } => {
                 let kept = self.record(new_seq).await?;
-                let reason = kept
-                    .content
-                    .quarantine_reason()
-                    .unwrap_or_default()
-                    .to_owned();
-                return Err(QuarantineError::StillUnusable { seq, reason });
+                if let Some(reason) = kept.content.quarantine_reason() {
+                    let reason = reason.to_owned();
+                    return Err(QuarantineError::StillUnusable { seq, reason });
+                }
+                ("already_redriven", new_seq)
             }
         };
         tracing::info!(seq, new_seq, "record re-driven");
