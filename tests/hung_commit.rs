@@ -1,7 +1,8 @@
 //! A database that stops answering without closing the connection (a firewall that drops
 //! packets): the receiver answers 503 with Retry-After once the commit deadline passes, the
 //! silent connection never takes a place in the pool again, `/readyz` says so, and everything
-//! recovers by itself when the database answers again.
+//! recovers by itself when the database answers again; a transaction abandoned at the deadline
+//! does not outlive it by much on the server, so retries of its deliveries are not held.
 //!
 //! PostgreSQL only: the silence is made by a relay between the receiver and the server, which
 //! keeps the sockets open and stops copying bytes, on one connection or on all of them.
@@ -30,7 +31,7 @@ struct Flow {
     all_silent: bool,
     /// The connection whose client next sends bytes containing these falls silent, from those
     /// bytes on.
-    silence_sender_of: Option<&'static [u8]>,
+    silence_sender_of: Option<Vec<u8>>,
     /// The connections fallen silent.
     silent: HashSet<usize>,
 }
@@ -72,7 +73,8 @@ impl Relay {
     }
 
     /// The connection that next carries `bytes` to the server stops copying, from them on.
-    fn silence_connection_sending(&self, bytes: &'static [u8]) {
+    fn silence_connection_sending(&self, bytes: impl Into<Vec<u8>>) {
+        let bytes = bytes.into();
         self.flow
             .send_modify(|flow| flow.silence_sender_of = Some(bytes));
     }
@@ -103,7 +105,7 @@ async fn pump(
     loop {
         let read = from.read(&mut buffer).await.unwrap_or(0);
         if from_client {
-            flow.send_if_modified(|flow| match flow.silence_sender_of {
+            flow.send_if_modified(|flow| match &flow.silence_sender_of {
                 Some(awaited) if buffer[..read].windows(awaited.len()).any(|w| w == awaited) => {
                     flow.silence_sender_of = None;
                     flow.silent.insert(connection);
@@ -222,4 +224,124 @@ async fn a_commit_that_hangs_is_503_with_retry_after_and_recovers_when_the_datab
         ready().await.0 == 200
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_of_an_abandoned_commit_are_stored_soon_after_the_commit_deadline() {
+    let db = TestDb::postgres().await;
+    let upstream = host_and_port(&db.url).to_owned();
+    let relay = Relay::start(upstream.clone()).await;
+    let relayed_url = db.url.replacen(&upstream, &relay.addr.to_string(), 1);
+    let timeout_ms = COMMIT_TIMEOUT.as_millis().to_string();
+    let service = start_service(
+        "ingest",
+        &relayed_url,
+        &[
+            ("CALLFOLD_COMMIT_TIMEOUT_MS", &timeout_ms),
+            ("CALLFOLD_DB_STATEMENT_TIMEOUT_MS", "30000"),
+        ],
+    )
+    .await;
+    let allo = service.receiver();
+    let body = envelope(
+        "call.completed",
+        "2026-02-10T09:17:42.318Z",
+        json!({"id": "cll_1"}),
+    );
+    assert_eq!(allo.deliver("msg_before", &body).await.status, 200);
+
+    // The transaction has inserted the delivery's row, and so holds its webhook-id's entry in
+    // the unique index, when its COMMIT is lost: the server waits for the next statement.
+    relay.silence_connection_sending(b"COMMIT");
+    let answer = allo.deliver("msg_blip", &body).await;
+    assert_eq!(answer.status, 503, "{answer:?}");
+
+    // Allo retries. Each retry waits on the abandoned transaction's index entry until the
+    // server ends that transaction: within the commit deadline, not the 30 s statement timeout.
+    let retried = Mutex::new(None);
+    wait_until("a retry of the abandoned delivery is stored", 8, || async {
+        let answer = allo.deliver("msg_blip", &body).await;
+        *retried.lock().expect("lock") = answer.json["status"].as_str().map(str::to_owned);
+        answer.status == 200
+    })
+    .await;
+    assert_eq!(
+        retried.into_inner().expect("lock").as_deref(),
+        Some("accepted"),
+        "the abandoned transaction kept nothing"
+    );
+}
+
+/// A statement timeout of 0 would let a transaction whose client vanished hold its locks for
+/// ever (0 disables `idle_in_transaction_session_timeout`): it is refused at start.
+#[tokio::test]
+async fn a_statement_timeout_of_zero_is_refused_at_start() {
+    let folder = tempfile::tempdir().expect("temp dir");
+    let check = |statement_timeout_ms: &str| {
+        tokio::process::Command::new(support::CALLFOLD)
+            .current_dir(folder.path())
+            .args(["config", "check"])
+            .env("CALLFOLD_DB_STATEMENT_TIMEOUT_MS", statement_timeout_ms)
+            .env("CALLFOLD_WEBHOOK_SECRETS", support::SECRET)
+            .output()
+    };
+    assert!(check("1").await.expect("runs").status.success());
+    let refused = check("0").await.expect("runs");
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && said.contains("--db-statement-timeout-ms"),
+        "{said}"
+    );
+}
+
+/// The fingerprint of the default configuration, as `callfold config check` prints it.
+async fn default_configuration_fingerprint() -> String {
+    let folder = tempfile::tempdir().expect("temp dir");
+    let checked = tokio::process::Command::new(support::CALLFOLD)
+        .current_dir(folder.path())
+        .args(["config", "check"])
+        .env("CALLFOLD_WEBHOOK_SECRETS", support::SECRET)
+        .output()
+        .await
+        .expect("runs");
+    let said = String::from_utf8_lossy(&checked.stdout);
+    said.lines()
+        .find_map(|line| line.strip_prefix("configuration fingerprint: "))
+        .expect("config check prints the fingerprint")
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_answers_within_the_deadline_when_the_configuration_check_hangs() {
+    let db = TestDb::postgres().await;
+    let upstream = host_and_port(&db.url).to_owned();
+    let relay = Relay::start(upstream.clone()).await;
+    let relayed_url = db.url.replacen(&upstream, &relay.addr.to_string(), 1);
+    let timeout_ms = COMMIT_TIMEOUT.as_millis().to_string();
+    let service = start_service(
+        "ingest",
+        &relayed_url,
+        &[("CALLFOLD_COMMIT_TIMEOUT_MS", &timeout_ms)],
+    )
+    .await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    assert_eq!(readyz(&client, &service.base_url).await.0, 200);
+
+    // The migrations check answers; the comparison of configurations, which sends this
+    // process's fingerprint, never does.
+    let fingerprint = default_configuration_fingerprint().await;
+    relay.silence_connection_sending(fingerprint);
+    let asked = Instant::now();
+    let (status, reason) = readyz(&client, &service.base_url).await;
+    let waited = asked.elapsed();
+
+    assert_eq!(status, 503, "{reason}");
+    assert!(reason.contains("did not answer within 1000 ms"), "{reason}");
+    assert!(
+        waited < COMMIT_TIMEOUT + Duration::from_secs(4),
+        "answered after {waited:?}"
+    );
 }

@@ -1,17 +1,24 @@
 //! Values the store cannot hold: a delivery carrying one gets the same final answer on both
 //! stores (kept, quarantined with a reason) and never fails the deliveries committed with it;
 //! a record that reaches the store anyway, past the receiver's checks, is quarantined there
-//! while the rest of its batch commits; and no body limit lets in a body the store cannot take.
+//! while the rest of its batch commits (and its sender is answered `quarantined`); a failed
+//! COMMIT is never taken for a refusal; a batch that fails after part of it committed wakes the
+//! projector; and no body limit lets in a body the store cannot take.
 
 mod support;
 
 use callfold_store::{
     AppendOutcome, CallKey, CallLink, Content, EventTime, MAX_BODY_BYTES, MAX_KEY_BYTES, NewEvent,
-    Topic, WebhookId,
+    Store, Topic, WebhookId,
 };
+use std::sync::Arc;
+use std::time::Duration;
+
+use callfold_ingest::{CommitQueue, LinkingRules, Quarantine, QuarantineError};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use support::{ReceiverConfig, TestDb, envelope, start_receiver};
+use tokio::sync::Notify;
 
 const VALID_DELIVERIES: usize = 48;
 
@@ -174,8 +181,11 @@ async fn a_record_the_store_refuses_is_quarantined_and_the_rest_of_its_batch_com
 
     assert_eq!(outcomes.len(), batch.len());
     for (event, outcome) in batch.iter().zip(&outcomes).take(batch.len() - 1) {
-        let AppendOutcome::Appended { seq } = *outcome else {
-            panic!("{}: {outcome:?}", event.webhook_id);
+        let is_refused = event.webhook_id.as_str().starts_with("msg_refused");
+        let seq = match *outcome {
+            AppendOutcome::Quarantined { seq } if is_refused => seq,
+            AppendOutcome::Appended { seq } if !is_refused => seq,
+            _ => panic!("{}: {outcome:?}", event.webhook_id),
         };
         let logged = db
             .store
@@ -184,7 +194,6 @@ async fn a_record_the_store_refuses_is_quarantined_and_the_rest_of_its_batch_com
             .expect("read")
             .expect("logged");
         assert_eq!(logged.webhook_id, event.webhook_id);
-        let is_refused = event.webhook_id.as_str().starts_with("msg_refused");
         match logged.content.quarantine_reason() {
             Some(reason) => {
                 assert!(is_refused, "{}: {reason}", event.webhook_id);
@@ -201,7 +210,7 @@ async fn a_record_the_store_refuses_is_quarantined_and_the_rest_of_its_batch_com
         .iter()
         .position(|e| e.webhook_id.as_str() == "msg_refused_nul")
         .expect("in batch")];
-    let AppendOutcome::Appended { seq } = first_copy else {
+    let AppendOutcome::Quarantined { seq } = first_copy else {
         panic!("{first_copy:?}")
     };
     assert_eq!(
@@ -216,6 +225,182 @@ async fn a_record_the_store_refuses_is_quarantined_and_the_rest_of_its_batch_com
         20,
         "the stored calls are marked"
     );
+}
+
+async fn a_delivery_the_store_refuses_past_the_receivers_checks_is_answered_quarantined(
+    db: TestDb,
+) {
+    let (queue, committer) = CommitQueue::start(
+        db.store.clone(),
+        16,
+        16,
+        Duration::from_secs(10),
+        Arc::new(Notify::new()),
+    );
+    let accepted = queue
+        .append(event("msg_fine", usable("call.completed", "cll_fine")))
+        .await
+        .expect("appended");
+    let refused = queue
+        .append(event("msg_refused", usable("call.completed", "cll_\u{0}")))
+        .await
+        .expect("a refusal is a final answer");
+    assert!(
+        matches!(accepted, AppendOutcome::Appended { .. }),
+        "{accepted:?}"
+    );
+    let AppendOutcome::Quarantined { seq } = refused else {
+        panic!("answered {refused:?}, not quarantined")
+    };
+    let logged = db
+        .store
+        .event_by_seq(seq)
+        .await
+        .expect("read")
+        .expect("kept");
+    assert!(logged.content.quarantine_reason().is_some());
+    drop(queue);
+    committer.await.expect("committer ends");
+}
+
+async fn a_redrive_the_store_kept_quarantined_is_still_unusable(db: TestDb) {
+    let body = envelope(
+        "call.completed",
+        "2026-02-10T09:17:42.318Z",
+        json!({"id": "cll_1"}),
+    );
+    let kept = NewEvent {
+        body_sha256: Sha256::digest(&body).into(),
+        body,
+        content: Content::Quarantined {
+            reason: "no call id".to_owned(),
+        },
+        ..event("msg_kept", usable("call.completed", "cll_1"))
+    };
+    let outcomes = db
+        .store
+        .append_batch(std::slice::from_ref(&kept))
+        .await
+        .expect("append");
+    let AppendOutcome::Appended { seq } = outcomes[0] else {
+        panic!("{outcomes:?}")
+    };
+    // An earlier re-drive of it, which the store refused and so kept quarantined.
+    let earlier_redrive = NewEvent {
+        webhook_id: WebhookId::parse(&format!("redrive:{seq}")).expect("id"),
+        content: Content::Quarantined {
+            reason: "the store refused its content (SQLite result code 18)".to_owned(),
+        },
+        ..kept
+    };
+    db.store
+        .append_batch(&[earlier_redrive])
+        .await
+        .expect("append");
+
+    let quarantine = Quarantine::new(
+        db.store.clone(),
+        LinkingRules::default(),
+        Duration::from_secs(10),
+    );
+    let redriven = quarantine.redrive(seq).await;
+
+    assert!(
+        matches!(&redriven, Err(QuarantineError::StillUnusable { seq: of, reason })
+            if *of == seq && reason.starts_with("the store refused its content")),
+        "{redriven:?}"
+    );
+}
+
+/// A COMMIT that fails with a code a row statement could also raise (here 54000, which a full
+/// NOTIFY queue raises at COMMIT) fails the batch once, as unavailable: it is not taken for a
+/// refused record and the batch is not split into ever smaller transactions.
+#[tokio::test]
+async fn a_commit_the_database_fails_is_not_taken_for_a_refused_record() {
+    let db = TestDb::postgres().await;
+    let Store::Postgres(pool) = &db.store else {
+        unreachable!("a PostgreSQL test store")
+    };
+    // A deferred constraint trigger runs at COMMIT; the sequence counts the commits tried, as
+    // its increments survive the rollbacks.
+    for statement in [
+        "CREATE SEQUENCE commits_tried",
+        "CREATE FUNCTION fail_commit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+             PERFORM nextval('commits_tried');
+             RAISE EXCEPTION 'full' USING ERRCODE = '54000';
+         END $$",
+        "CREATE CONSTRAINT TRIGGER fail_commit AFTER INSERT ON events
+             DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION fail_commit()",
+    ] {
+        sqlx::query(statement).execute(pool).await.expect("set up");
+    }
+    let batch: Vec<NewEvent> = (0..8)
+        .map(|n| {
+            event(
+                &format!("msg_{n}"),
+                usable("call.completed", &format!("cll_{n}")),
+            )
+        })
+        .collect();
+
+    let appended = db.store.append_batch(&batch).await;
+
+    let error = appended.expect_err("the commit fails");
+    assert_eq!(error.refused_content(), None, "{error}");
+    let tried: i64 = sqlx::query_scalar("SELECT last_value FROM commits_tried")
+        .fetch_one(pool)
+        .await
+        .expect("count");
+    assert_eq!(tried, 1, "commits tried");
+}
+
+/// A batch that fails after a split committed part of it (here: one record refused, so the
+/// batch is halved, and a later part failing for another reason) wakes the projector, as the
+/// committed part may need folding; its senders are answered 503, and their retries duplicate.
+#[tokio::test]
+async fn a_batch_that_fails_after_part_of_it_committed_wakes_the_projector() {
+    let db = TestDb::postgres().await;
+    let Store::Postgres(pool) = &db.store else {
+        unreachable!("a PostgreSQL test store")
+    };
+    for statement in [
+        "CREATE FUNCTION fail_msg_c() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+             IF NEW.webhook_id = 'msg_c' THEN
+                 RAISE EXCEPTION 'unavailable' USING ERRCODE = 'XX000';
+             END IF;
+             RETURN NEW;
+         END $$",
+        "CREATE TRIGGER fail_msg_c BEFORE INSERT ON events
+             FOR EACH ROW EXECUTE FUNCTION fail_msg_c()",
+    ] {
+        sqlx::query(statement).execute(pool).await.expect("set up");
+    }
+    let appended = Arc::new(Notify::new());
+    let (queue, committer) = CommitQueue::start(
+        db.store.clone(),
+        16,
+        16,
+        Duration::from_secs(10),
+        Arc::clone(&appended),
+    );
+
+    // One batch: on this single-threaded runtime the committer runs only once all three wait.
+    // Halved at msg_b's refusal, it commits [msg_a] before [msg_b, msg_c] fails.
+    let answers = tokio::join!(
+        queue.append(event("msg_a", usable("call.completed", "cll_a"))),
+        queue.append(event("msg_b", usable("call.completed", "cll_\u{0}"))),
+        queue.append(event("msg_c", usable("call.completed", "cll_c"))),
+    );
+
+    assert!(answers.0.is_err() && answers.2.is_err(), "{answers:?}");
+    let msg_a = WebhookId::parse("msg_a").expect("id");
+    let stored = db.store.event_by_webhook_id(&msg_a).await.expect("read");
+    assert!(stored.is_some(), "the first half was committed");
+    tokio::time::timeout(Duration::from_secs(5), appended.notified())
+        .await
+        .expect("the projector is woken");
+    drop(queue);
+    committer.await.expect("committer ends");
 }
 
 #[tokio::test]
@@ -241,4 +426,6 @@ async fn a_body_limit_above_what_the_store_takes_is_refused_at_start() {
 on_both_stores!(
     a_delivery_the_store_cannot_hold_is_quarantined_and_its_batch_is_stored,
     a_record_the_store_refuses_is_quarantined_and_the_rest_of_its_batch_commits,
+    a_delivery_the_store_refuses_past_the_receivers_checks_is_answered_quarantined,
+    a_redrive_the_store_kept_quarantined_is_still_unusable,
 );

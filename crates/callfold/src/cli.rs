@@ -210,14 +210,12 @@ pub struct DatabaseArgs {
     )]
     pub db_acquire_timeout_ms: u64,
 
-    /// Longest a statement may run, in milliseconds (PostgreSQL statement_timeout; on SQLite,
-    /// longest wait for another process's write lock).
-    #[arg(
-        long,
-        env = "CALLFOLD_DB_STATEMENT_TIMEOUT_MS",
-        default_value_t = 30_000,
-        global = true
-    )]
+    /// Longest a statement may run, in milliseconds (PostgreSQL statement_timeout, and
+    /// idle_in_transaction_session_timeout, so at least 1: 0 would let a transaction whose
+    /// client vanished hold its locks for ever; on SQLite, longest wait for another process's
+    /// write lock).
+    #[arg(long, env = "CALLFOLD_DB_STATEMENT_TIMEOUT_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(1..), global = true)]
     pub db_statement_timeout_ms: u64,
 
     /// Longest wait, in milliseconds, for the database to commit an append (a batch of

@@ -18,7 +18,7 @@ use callfold_ingest::{
 };
 use callfold_projector::{ApiToken, Calls, ListFilter, LiveChanges, Precedence, Projector};
 use callfold_simulate::SimulateOptions;
-use callfold_store::{CallKey, ConfigFingerprint, Store};
+use callfold_store::{CallKey, ConfigFingerprint, Store, within};
 use clap::{CommandFactory, FromArgMatches};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
@@ -140,11 +140,12 @@ async fn check_config(
     println!("configuration fingerprint: {configuration}");
     let service = ServiceArgs::from_arg_matches(serve)?;
     let database = &service.database;
-    let store = Store::connect_existing_with(&database.database_url, database.pool_limits()).await;
-    let other = match store {
-        Ok(store) => config::other_configuration(&store, &configuration).await,
-        Err(error) => Err(error),
-    };
+    let other = within(database.commit_timeout(), async {
+        let store =
+            Store::connect_existing_with(&database.database_url, database.pool_limits()).await?;
+        config::other_configuration(&store, &configuration).await
+    })
+    .await;
     match other {
         Ok(None) => println!("projections: folded with this configuration"),
         Ok(Some(other)) => {

@@ -13,7 +13,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use callfold_ingest::CommitHealth;
-use callfold_store::{ConfigFingerprint, Store, StoreError};
+use callfold_store::{ConfigFingerprint, Store, StoreError, within};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 
@@ -24,7 +24,7 @@ use crate::config::{REBUILD_ADVICE, other_configuration};
 pub struct Readiness {
     /// The store, which must answer and be fully migrated.
     pub store: Store,
-    /// How long the store has to answer.
+    /// How long the store has to answer, all checks together.
     pub deadline: Duration,
     /// The receiver's commits, when this service runs a receiver.
     pub commits: Option<CommitHealth>,
@@ -56,10 +56,11 @@ async fn readyz(State(readiness): State<Readiness>) -> impl IntoResponse {
         tracing::warn!(%failure, "not ready: the latest commit failed");
         return not_ready(format!("the latest commit failed: {failure}"));
     }
-    let checked = match readiness.store.check_ready_within(readiness.deadline).await {
-        Ok(()) => other_configuration(&readiness.store, &readiness.configuration).await,
-        Err(error) => Err(error),
-    };
+    let checked = within(readiness.deadline, async {
+        readiness.store.check_ready().await?;
+        other_configuration(&readiness.store, &readiness.configuration).await
+    })
+    .await;
     match checked {
         Ok(None) => (StatusCode::OK, Json(json!({"status": "ready"}))),
         Ok(Some(other)) => {

@@ -29,10 +29,14 @@ pub enum AppendError {
     /// The queue is at capacity.
     #[error("the commit queue is full")]
     QueueFull,
-    /// The transaction holding the event failed; nothing of it was written.
+    /// The transaction holding the event failed. The event may have been stored all the same
+    /// (in a part of its batch committed before the failure, or by a COMMIT whose answer was
+    /// lost); a retry is then answered duplicate.
     #[error("the event store is unavailable")]
     StoreUnavailable,
-    /// The store did not commit within the commit deadline; nothing of it was written.
+    /// The store did not commit within the commit deadline. The event may have been stored
+    /// all the same (a COMMIT that reached the server before the deadline, or a part of its
+    /// batch committed before it); a retry is then answered duplicate.
     #[error("the event store did not answer in time")]
     CommitTimedOut,
 }
@@ -82,7 +86,8 @@ impl std::fmt::Debug for PendingAppend {
 impl CommitQueue {
     /// Starts the committer on `store`. At most `capacity` events wait; at most `max_batch`
     /// share one transaction, which must commit within `commit_timeout`; `appended` is
-    /// notified after each commit that wrote something (an in-process projector waits on it).
+    /// notified after each commit that wrote something, and after each failed one, which may
+    /// have (an in-process projector waits on it).
     /// The returned task ends when all handles are dropped and the queue is empty.
     pub fn start(
         store: Store,
@@ -150,12 +155,20 @@ async fn run_committer(
                 }
             }
             Err(error) => {
-                tracing::error!(%error, batch = events.len(), "append failed; nothing in this batch was stored");
+                tracing::error!(
+                    %error,
+                    batch = events.len(),
+                    "append failed; some of this batch may have been stored, and a retry of those is answered duplicate"
+                );
                 let failure = match error {
                     StoreError::TimedOut { .. } => AppendError::CommitTimedOut,
                     _ => AppendError::StoreUnavailable,
                 };
                 health.record(Some(failure));
+                // Which parts, if any, were stored is unknown here (a split's parts committed
+                // before the failure, or a COMMIT whose answer was lost): wake the projector as
+                // after a commit. A wake-up that finds nothing to fold costs one claim query.
+                appended.notify_one();
                 for reply in replies {
                     let _ = reply.send(Err(failure));
                 }

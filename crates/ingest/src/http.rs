@@ -275,6 +275,10 @@ async fn accept(state: &IngestState, headers: HeaderMap, body: Body) -> Result<R
             status: "quarantined",
             seq,
         },
+        AppendOutcome::Quarantined { seq } => Receipt {
+            status: "quarantined",
+            seq,
+        },
         AppendOutcome::Appended { seq } => {
             if unlinked {
                 metrics::counter!("callfold_unlinked_events_total").increment(1);

@@ -140,7 +140,8 @@ impl Quarantine {
 
     /// Reads record `seq` again with the current linking rules and, when it is now usable (and
     /// linked to a call, for a call event), appends it as `redrive:{seq}`: `{"status":
-    /// "redriven" | "already_redriven", "seq": N, "webhook_id": ...}`.
+    /// "redriven" | "already_redriven", "seq": N, "webhook_id": ...}`. A re-drive whose content
+    /// the store refuses is kept quarantined, and is still unusable.
     pub async fn redrive(&self, seq: i64) -> Result<Value, QuarantineError> {
         let record = self.record(seq).await?;
         let was_kept = record.content.quarantine_reason().is_some() || record.content.is_unlinked();
@@ -170,9 +171,18 @@ impl Quarantine {
             .append_batch_within(std::slice::from_ref(&event), self.commit_timeout)
             .await?;
         let outcome = outcomes.first().expect("one outcome per event appended");
-        let (status, new_seq) = match outcome {
-            AppendOutcome::Appended { seq } => ("redriven", *seq),
-            AppendOutcome::Duplicate { seq, .. } => ("already_redriven", *seq),
+        let (status, new_seq) = match *outcome {
+            AppendOutcome::Appended { seq } => ("redriven", seq),
+            // The store may have kept this re-drive, or an earlier one, quarantined.
+            AppendOutcome::Quarantined { seq: new_seq }
+            | AppendOutcome::Duplicate { seq: new_seq, .. } => {
+                let kept = self.record(new_seq).await?;
+                if let Some(reason) = kept.content.quarantine_reason() {
+                    let reason = reason.to_owned();
+                    return Err(QuarantineError::StillUnusable { seq, reason });
+                }
+                ("already_redriven", new_seq)
+            }
         };
         tracing::info!(seq, new_seq, "record re-driven");
         Ok(json!({ "status": status, "seq": new_seq, "webhook_id": webhook_id.as_str() }))

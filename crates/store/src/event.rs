@@ -239,8 +239,15 @@ pub struct NewEvent {
 /// What the log did with one appended event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AppendOutcome {
-    /// Newly written at `seq`.
+    /// Newly written at `seq`, as it was given.
     Appended {
+        /// The new record's position in the log.
+        seq: i64,
+    },
+    /// Newly written at `seq`, but quarantined: the database refused the record's content (see
+    /// `StoreError::refused_content`), so the log keeps its raw body with the database's error
+    /// code as the reason instead of what it was given.
+    Quarantined {
         /// The new record's position in the log.
         seq: i64,
     },

@@ -17,6 +17,7 @@ mod queue;
 mod sql;
 mod stats;
 
+use std::future::Future;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -90,8 +91,15 @@ pub enum StoreError {
     /// Applying the migrations failed.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database failed the COMMIT of a transaction whose statements it had run: a deferred
+    /// check, a full NOTIFY queue, a lost connection (after which the transaction may have been
+    /// stored). It speaks of the transaction, never of one of its rows, so it is never a
+    /// refusal of content ([`StoreError::refused_content`]).
+    #[error("the database failed a commit: {0}")]
+    Commit(sqlx::Error),
     /// The database did not answer within the caller's deadline; the connection that was
-    /// waiting is closed, and nothing of the work was committed.
+    /// waiting is closed. Work already sent may have been committed all the same (a COMMIT
+    /// that reached the server before the deadline).
     #[error("the database did not answer within {} ms", .deadline.as_millis())]
     TimedOut {
         /// The deadline.
@@ -101,12 +109,12 @@ pub enum StoreError {
 
 impl StoreError {
     /// When the database refused a statement because of a value it was given (not because it
-    /// is unreachable or busy), what it said, as an error code that quotes no value:
-    /// PostgreSQL's SQLSTATE classes 22 (data exception) and 54 (program limit exceeded) and
-    /// its check and not-null violations; SQLite's "too big", "datatype mismatch" and
+    /// is unreachable or busy), what it said, as an error code that quotes no value: one of
+    /// [`REFUSED_CONTENT_SQLSTATES`] on PostgreSQL; SQLite's "too big", "datatype mismatch" and
     /// constraint errors other than a unique key (the log's dedup key is never an error: the
     /// append uses `ON CONFLICT DO NOTHING`). Retrying such a statement fails again, wherever
-    /// the value goes.
+    /// the value goes. Only an error of a statement can be such a refusal: a failed COMMIT is
+    /// [`StoreError::Commit`], whatever its code.
     pub fn refused_content(&self) -> Option<String> {
         let StoreError::Database(sqlx::Error::Database(error)) = self else {
             return None;
@@ -116,9 +124,7 @@ impl StoreError {
             .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
             .is_some()
         {
-            let refused = code.starts_with("22")
-                || code.starts_with("54")
-                || matches!(&*code, "23502" | "23514");
+            let refused = REFUSED_CONTENT_SQLSTATES.contains(&&*code);
             return refused.then(|| format!("PostgreSQL SQLSTATE {code}"));
         }
         const SQLITE_TOOBIG: i32 = 18;
@@ -137,6 +143,38 @@ impl StoreError {
         };
         refused.then(|| format!("SQLite result code {extended}"))
     }
+}
+
+/// The PostgreSQL SQLSTATEs with which a row statement of the append (an INSERT of text,
+/// integers and bytes into the log and its indexes) refuses a value it was given, and that
+/// retrying it with the same value raises again. Listed one by one, not by class: classes 22
+/// and 54 also hold errors of the server's state (54000 is also a full NOTIFY queue, raised at
+/// COMMIT), and an unlisted code makes a 503 and a retry, never a record kept quarantined.
+///
+/// - 22001 string_data_right_truncation, 22003 numeric_value_out_of_range, 22007
+///   invalid_datetime_format, 22008 datetime_field_overflow, 22P02 invalid_text_representation:
+///   a value that does not fit its column's type;
+/// - 22021 character_not_in_repertoire, 22P05 untranslatable_character: text the database
+///   encoding cannot hold (U+0000 among them);
+/// - 23502 not_null_violation, 23514 check_violation: a value the table's constraints refuse;
+/// - 54000 program_limit_exceeded: from an INSERT, an index entry over the B-tree's limit of
+///   about 2.7 kB ("index row size exceeds btree maximum"). Its other causes are the NOTIFY
+///   queue, which fails the COMMIT ([`StoreError::Commit`]), never a statement, and a
+///   transaction of more than 2^32 commands, which an append never runs.
+pub const REFUSED_CONTENT_SQLSTATES: &[&str] = &[
+    "22001", "22003", "22007", "22008", "22021", "22P02", "22P05", "23502", "23514", "54000",
+];
+
+/// `work` (calls to the store), abandoned when it has not finished within `deadline`, with
+/// [`StoreError::TimedOut`]: the bound on a database that stops answering without closing the
+/// connection, which no server-side timeout gives.
+pub async fn within<T>(
+    deadline: Duration,
+    work: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(deadline, work)
+        .await
+        .unwrap_or(Err(StoreError::TimedOut { deadline }))
 }
 
 /// A connection pool to one of the two supported backends.
@@ -216,7 +254,7 @@ macro_rules! in_transaction {
         let outcome: Result<_, $crate::StoreError> = async {
             let mut $tx = sqlx::Connection::begin(checkout.connection()).await?;
             let value = $body;
-            $tx.commit().await?;
+            $tx.commit().await.map_err($crate::StoreError::Commit)?;
             Ok(value)
         }
         .await;
@@ -304,14 +342,6 @@ impl Store {
             Store::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await?,
         }
         Ok(())
-    }
-
-    /// Ok when the store answers within `deadline` and every migration this build knows is
-    /// applied.
-    pub async fn check_ready_within(&self, deadline: Duration) -> Result<(), StoreError> {
-        tokio::time::timeout(deadline, self.check_ready())
-            .await
-            .unwrap_or(Err(StoreError::TimedOut { deadline }))
     }
 
     /// Ok when the store answers and every migration this build knows is applied.

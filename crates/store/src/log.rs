@@ -15,7 +15,7 @@ use crate::event::{
 };
 use crate::queue::mark_statement;
 use crate::sql::{BYTES_PER_STATEMENT, Placeholders, ROWS_PER_STATEMENT, statement_runs};
-use crate::{Store, StoreError, WebhookId, in_transaction, on_pool};
+use crate::{Store, StoreError, WebhookId, in_transaction, on_pool, within};
 
 /// The columns an append writes, in the order of their parameters.
 const INSERT_COLUMNS: &str = "webhook_id, webhook_timestamp, received_at_us, body, body_sha256, \
@@ -31,6 +31,14 @@ fn insert_statement(placeholders: Placeholders, rows: usize) -> String {
         placeholders.values_list(rows, PARAMETERS_PER_ROW, 1)
     )
 }
+
+/// PostgreSQL only: bounds the rest of the current transaction by `$1` milliseconds (each
+/// statement, each lock wait, and each wait for the client's next statement), in one round
+/// trip. `set_config(..., true)` is `SET LOCAL`: the server goes back to the session's values
+/// when the transaction ends.
+const BOUND_TRANSACTION_BY_DEADLINE: &str = "SELECT set_config('statement_timeout', $1, true), \
+     set_config('lock_timeout', $1, true), \
+     set_config('idle_in_transaction_session_timeout', $1, true)";
 
 const FIND_FIRST_COPY: &str = "SELECT seq, body_sha256 FROM events WHERE webhook_id = $1";
 
@@ -141,34 +149,48 @@ impl Store {
     /// does not fail the others: the batch is halved until that record is alone, every other
     /// part is appended in its own transaction, and the refused record is appended
     /// quarantined, with its raw body and the database's error code as the reason, so that
-    /// its sender gets a final answer. Any other error still fails the whole call; after such
-    /// a split, the parts committed before it stay durable, and a retry finds them duplicates.
+    /// its sender gets a final answer: its outcome is [`AppendOutcome::Quarantined`]. Any other
+    /// error still fails the whole call; after such a split, the parts committed before it
+    /// stay durable, and a retry finds them duplicates.
+    ///
+    /// So an error does not say that nothing was stored: some of the events may have been (a
+    /// part committed before a split failed, or a COMMIT whose answer was lost), and a retry of
+    /// those is answered [`AppendOutcome::Duplicate`].
     pub async fn append_batch(
         &self,
         events: &[NewEvent],
     ) -> Result<Vec<AppendOutcome>, StoreError> {
-        self.append_isolating_refused(events).await
+        self.append_isolating_refused(events, None).await
     }
 
-    /// [`Store::append_batch`], abandoned when it has not returned within `deadline`: then
-    /// nothing of it is committed, the connection it was using is closed rather than reused, and
-    /// the error is [`StoreError::TimedOut`]. The write path's bound on a database that stops
+    /// [`Store::append_batch`], abandoned when it has not returned within `deadline`: then the
+    /// connection it was using is closed rather than reused, and the error is
+    /// [`StoreError::TimedOut`]. Some of the events may have been stored all the same (a part
+    /// committed before a split, or a COMMIT that reached the server before the deadline); a
+    /// retry of those is answered [`AppendOutcome::Duplicate`]. The write path's bound on a database that stops
     /// answering without closing the connection, which no server-side timeout can give.
     pub async fn append_batch_within(
         &self,
         events: &[NewEvent],
         deadline: Duration,
     ) -> Result<Vec<AppendOutcome>, StoreError> {
-        tokio::time::timeout(deadline, self.append_batch(events))
-            .await
-            .unwrap_or(Err(StoreError::TimedOut { deadline }))
+        within(
+            deadline,
+            self.append_isolating_refused(events, Some(deadline)),
+        )
+        .await
     }
 
     /// [`Store::append_batch`]'s halving: one transaction for `events`, and on a refusal of
-    /// content, the same for each half, down to the one refused record.
-    fn append_isolating_refused<'a>(&'a self, events: &'a [NewEvent]) -> AppendFuture<'a> {
+    /// content, the same for each half, down to the one refused record. Each transaction is
+    /// bounded by `deadline` on the server too (see [`Store::append_in_one_transaction`]).
+    fn append_isolating_refused<'a>(
+        &'a self,
+        events: &'a [NewEvent],
+        deadline: Option<Duration>,
+    ) -> AppendFuture<'a> {
         Box::pin(async move {
-            let error = match self.append_in_one_transaction(events).await {
+            let error = match self.append_in_one_transaction(events, deadline).await {
                 Err(error) => error,
                 appended => return appended,
             };
@@ -189,12 +211,21 @@ impl Store {
                         },
                         ..event.clone()
                     };
-                    self.append_in_one_transaction(&[quarantined]).await
+                    let outcomes = self
+                        .append_in_one_transaction(&[quarantined], deadline)
+                        .await?;
+                    Ok(outcomes
+                        .into_iter()
+                        .map(|outcome| match outcome {
+                            AppendOutcome::Appended { seq } => AppendOutcome::Quarantined { seq },
+                            other => other,
+                        })
+                        .collect())
                 }
                 _ => {
                     let (first_half, second_half) = events.split_at(events.len() / 2);
-                    let mut outcomes = self.append_isolating_refused(first_half).await?;
-                    outcomes.extend(self.append_isolating_refused(second_half).await?);
+                    let mut outcomes = self.append_isolating_refused(first_half, deadline).await?;
+                    outcomes.extend(self.append_isolating_refused(second_half, deadline).await?);
                     Ok(outcomes)
                 }
             }
@@ -202,10 +233,22 @@ impl Store {
     }
 
     /// Appends `events` in one transaction; see [`Store::append_batch`].
+    ///
+    /// With a `deadline`, on PostgreSQL, the transaction's statements, lock waits and idle
+    /// time between statements are each bounded by it on the server too (`SET LOCAL`, for
+    /// this transaction only). A transaction its client abandoned at the deadline then ends
+    /// within about one more deadline, and the unique-index entries of its rows, on which
+    /// retries of the same deliveries wait, go with it; the session's longer timeouts
+    /// (`--db-statement-timeout-ms`) would have kept them, and failed every retry, for as long.
     async fn append_in_one_transaction(
         &self,
         events: &[NewEvent],
+        deadline: Option<Duration>,
     ) -> Result<Vec<AppendOutcome>, StoreError> {
+        let server_deadline = match (self, deadline) {
+            (Store::Postgres(_), Some(deadline)) => Some(deadline.as_millis().to_string()),
+            _ => None,
+        };
         let mut first_copy: HashMap<&str, usize> = HashMap::with_capacity(events.len());
         for (index, event) in events.iter().enumerate() {
             first_copy.entry(event.webhook_id.as_str()).or_insert(index);
@@ -222,6 +265,12 @@ impl Store {
         firsts.sort_by(|a, b| a.webhook_id.as_str().cmp(b.webhook_id.as_str()));
         let placeholders = self.placeholders();
         on_pool!(self, pool => in_transaction!(pool, tx => {
+            if let Some(milliseconds) = &server_deadline {
+                sqlx::query(BOUND_TRANSACTION_BY_DEADLINE)
+                    .bind(milliseconds.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+            }
             let mut appended: HashMap<String, i64> = HashMap::with_capacity(firsts.len());
             let body_bytes = |event: &&NewEvent| event.body.len();
             for chunk in statement_runs(&firsts, ROWS_PER_STATEMENT, BYTES_PER_STATEMENT, body_bytes) {
