@@ -12,7 +12,7 @@ use crate::event::{
 };
 use crate::queue::mark_statement;
 use crate::sql::{Placeholders, ROWS_PER_STATEMENT};
-use crate::{Store, StoreError, WebhookId, in_transaction, on_pool};
+use crate::{Store, StoreError, WebhookId, in_transaction, on_pool, on_read_pool};
 
 /// The columns an append writes, in the order of their parameters.
 const INSERT_COLUMNS: &str = "webhook_id, webhook_timestamp, received_at_us, body, body_sha256, \
@@ -189,7 +189,7 @@ impl Store {
         webhook_id: &WebhookId,
     ) -> Result<Option<LoggedEvent>, StoreError> {
         let sql = format!("{SELECT_EVENT} WHERE webhook_id = $1");
-        on_pool!(self, pool => {
+        on_read_pool!(self, pool => {
             let row: Option<EventRow> = sqlx::query_as(&sql)
                 .bind(webhook_id.as_str())
                 .fetch_optional(pool)
@@ -245,7 +245,7 @@ impl Store {
     ) -> Result<(Vec<LoggedEvent>, i64), StoreError> {
         let page = format!("{SELECT_EVENT} WHERE {condition} AND seq > $1 ORDER BY seq LIMIT $2");
         let count = format!("SELECT count(*) FROM events WHERE {condition}");
-        on_pool!(self, pool => {
+        on_read_pool!(self, pool => {
             let rows: Vec<EventRow> =
                 sqlx::query_as(&page).bind(after_seq).bind(limit).fetch_all(pool).await?;
             let total: i64 = sqlx::query_scalar(&count).fetch_one(pool).await?;
@@ -256,7 +256,7 @@ impl Store {
     /// The record at `seq`, if any.
     pub async fn event_by_seq(&self, seq: i64) -> Result<Option<LoggedEvent>, StoreError> {
         let sql = format!("{SELECT_EVENT} WHERE seq = $1");
-        on_pool!(self, pool => {
+        on_read_pool!(self, pool => {
             let row: Option<EventRow> = sqlx::query_as(&sql).bind(seq).fetch_optional(pool).await?;
             Ok(row.map(LoggedEvent::from))
         })
@@ -264,7 +264,7 @@ impl Store {
 
     /// How many records the log holds.
     pub async fn log_len(&self) -> Result<i64, StoreError> {
-        on_pool!(self, pool => {
+        on_read_pool!(self, pool => {
             Ok(sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(pool).await?)
         })
     }

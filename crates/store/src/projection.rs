@@ -13,7 +13,7 @@ use crate::event::{CallKey, EventTime, LoggedEvent};
 use crate::log::{EventRow, SELECT_EVENT};
 use crate::queue::MARK_ON_CONFLICT;
 use crate::sql::Placeholders;
-use crate::{Store, StoreError, in_transaction, on_pool};
+use crate::{Store, StoreError, in_transaction, on_pool, on_read_pool};
 
 /// One call's projection as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -174,7 +174,7 @@ impl Store {
         call_key: &CallKey,
     ) -> Result<Option<StoredProjection>, StoreError> {
         let sql = format!("SELECT {PROJECTION_COLUMNS} FROM {LIVE} WHERE call_key = $1");
-        on_pool!(self, pool => {
+        on_read_pool!(self, pool => {
             let row: Option<ProjectionRow> = sqlx::query_as(&sql)
                 .bind(call_key.as_str())
                 .fetch_optional(pool)
@@ -205,7 +205,7 @@ impl Store {
             "SELECT {PROJECTION_COLUMNS} FROM {LIVE} WHERE call_key > $1 \
              ORDER BY call_key LIMIT $2"
         );
-        on_pool!(self, pool => {
+        on_read_pool!(self, pool => {
             let rows: Vec<ProjectionRow> =
                 sqlx::query_as(&sql).bind(after).bind(limit).fetch_all(pool).await?;
             Ok(rows.into_iter().map(StoredProjection::from).collect())
@@ -230,7 +230,7 @@ impl Store {
             "SELECT {PROJECTION_COLUMNS}, change_seq FROM {LIVE} WHERE change_seq > $1 {of_call} \
              ORDER BY change_seq LIMIT $2"
         );
-        on_pool!(self, pool => {
+        on_read_pool!(self, pool => {
             let mut query = sqlx::query_as::<_, ChangeRow>(&sql).bind(after).bind(limit);
             if let Some(call_key) = call_key {
                 query = query.bind(call_key.as_str());
@@ -245,7 +245,7 @@ impl Store {
         let sql = format!(
             "SELECT {PROJECTION_COLUMNS}, change_seq FROM {LIVE} ORDER BY change_seq DESC LIMIT $1"
         );
-        on_pool!(self, pool => {
+        on_read_pool!(self, pool => {
             let rows: Vec<ChangeRow> = sqlx::query_as(&sql).bind(limit).fetch_all(pool).await?;
             Ok(rows.into_iter().map(ProjectionChange::from).collect())
         })
@@ -253,7 +253,7 @@ impl Store {
 
     /// The number of the latest projection change committed (0 before any).
     pub async fn last_projection_change(&self) -> Result<i64, StoreError> {
-        on_pool!(self, pool => {
+        on_read_pool!(self, pool => {
             Ok(sqlx::query_scalar(LAST_CHANGE).fetch_one(pool).await?)
         })
     }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use crate::event::{CallKey, EventTime};
 use crate::projection::{LIVE, StoredProjection, take_changes, upsert_projections};
 use crate::sql::{Placeholders, ROWS_PER_STATEMENT};
-use crate::{Store, StoreError, in_transaction, on_pool};
+use crate::{Store, StoreError, in_transaction, on_pool, on_read_pool};
 
 /// What a mark does to a call already marked: bump its version, so that a worker folding it
 /// meanwhile knows its fold missed an event.
@@ -221,7 +221,7 @@ impl Store {
 
     /// How many calls wait to be folded, and since when the oldest waits.
     pub async fn queue_depth(&self) -> Result<QueueDepth, StoreError> {
-        let (calls, oldest): (i64, Option<i64>) = on_pool!(self, pool => {
+        let (calls, oldest): (i64, Option<i64>) = on_read_pool!(self, pool => {
             sqlx::query_as("SELECT count(*), min(marked_at_us) FROM calls_to_fold")
                 .fetch_one(pool)
                 .await?

@@ -3,7 +3,7 @@
 //! behind it, and how many there are; and deliveries per minute, for the status page's chart.
 
 use crate::event::EventTime;
-use crate::{Store, StoreError, on_pool};
+use crate::{Store, StoreError, on_read_pool};
 
 /// What the database holds now.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -45,7 +45,7 @@ type StatsRow = (i64, i64, i64, i64, i64, Option<i64>, i64, i64);
 impl Store {
     /// The counts of [`StoreStats`], as of one moment.
     pub async fn stats(&self) -> Result<StoreStats, StoreError> {
-        let row: StatsRow = on_pool!(self, pool => {
+        let row: StatsRow = on_read_pool!(self, pool => {
             sqlx::query_as(STATS).fetch_one(pool).await?
         });
         let (
@@ -85,7 +85,7 @@ impl Store {
         let sql = "SELECT received_at_us / 60000000 AS minute, count(*) FROM events \
              WHERE seq > (SELECT coalesce(max(seq), 0) FROM events) - $1 \
              AND received_at_us >= $2 GROUP BY minute ORDER BY minute";
-        let rows: Vec<(i64, i64)> = on_pool!(self, pool => {
+        let rows: Vec<(i64, i64)> = on_read_pool!(self, pool => {
             sqlx::query_as(sql)
                 .bind(RECENT_RECORDS)
                 .bind(since.unix_micros())
