@@ -29,6 +29,18 @@ fn insert_statement(placeholders: Placeholders, rows: usize) -> String {
     )
 }
 
+/// How many stripes `log_counts` has (see migration 0009).
+const COUNT_STRIPES: i64 = 8;
+
+/// Adds an append's new records to one stripe of `log_counts`.
+const ADD_TO_LOG_COUNTS: &str = "UPDATE log_counts SET events = events + $1, \
+     quarantined = quarantined + $2, unlinked = unlinked + $3 WHERE stripe = $4";
+
+/// The sum of one column of `log_counts` over its stripes.
+fn log_count(column: &str) -> String {
+    format!("SELECT CAST(coalesce(sum({column}), 0) AS BIGINT) FROM log_counts")
+}
+
 const FIND_FIRST_COPY: &str = "SELECT seq, body_sha256 FROM events WHERE webhook_id = $1";
 
 pub(crate) const SELECT_EVENT: &str = "SELECT seq, webhook_id, webhook_timestamp, received_at_us, body, \
@@ -156,6 +168,28 @@ impl Store {
                 }
                 mark.execute(&mut *tx).await?;
             }
+            // Last, after the webhook-ids and the marks: the order every append locks in.
+            let new: Vec<&&NewEvent> = firsts
+                .iter()
+                .filter(|event| appended.contains_key(event.webhook_id.as_str()))
+                .collect();
+            if !new.is_empty() {
+                let quarantined = new
+                    .iter()
+                    .filter(|event| event.content.quarantine_reason().is_some())
+                    .count();
+                let unlinked = new
+                    .iter()
+                    .filter(|event| event.content.is_unlinked())
+                    .count();
+                sqlx::query(ADD_TO_LOG_COUNTS)
+                    .bind(new.len() as i64)
+                    .bind(quarantined as i64)
+                    .bind(unlinked as i64)
+                    .bind(rand::random_range(0..COUNT_STRIPES))
+                    .execute(&mut *tx)
+                    .await?;
+            }
             let mut outcomes = Vec::with_capacity(events.len());
             for (index, event) in events.iter().enumerate() {
                 let id = event.webhook_id.as_str();
@@ -221,7 +255,8 @@ impl Store {
         after_seq: i64,
         limit: i64,
     ) -> Result<(Vec<LoggedEvent>, i64), StoreError> {
-        self.records_where("unlinked", after_seq, limit).await
+        self.records_where("unlinked", "unlinked", after_seq, limit)
+            .await
     }
 
     /// Up to `limit` quarantined records with `seq > after_seq`, in seq order, and how many the
@@ -231,20 +266,26 @@ impl Store {
         after_seq: i64,
         limit: i64,
     ) -> Result<(Vec<LoggedEvent>, i64), StoreError> {
-        self.records_where("quarantine_reason IS NOT NULL", after_seq, limit)
-            .await
+        self.records_where(
+            "quarantine_reason IS NOT NULL",
+            "quarantined",
+            after_seq,
+            limit,
+        )
+        .await
     }
 
     /// A page of the records matching `condition` (each kind has a partial index), and their
-    /// count.
+    /// count, kept in column `counted_in` of `log_counts`.
     async fn records_where(
         &self,
         condition: &str,
+        counted_in: &str,
         after_seq: i64,
         limit: i64,
     ) -> Result<(Vec<LoggedEvent>, i64), StoreError> {
         let page = format!("{SELECT_EVENT} WHERE {condition} AND seq > $1 ORDER BY seq LIMIT $2");
-        let count = format!("SELECT count(*) FROM events WHERE {condition}");
+        let count = log_count(counted_in);
         on_read_pool!(self, pool => {
             let rows: Vec<EventRow> =
                 sqlx::query_as(&page).bind(after_seq).bind(limit).fetch_all(pool).await?;
@@ -262,10 +303,10 @@ impl Store {
         })
     }
 
-    /// How many records the log holds.
+    /// How many records the log holds (counted as they are appended, not by a scan).
     pub async fn log_len(&self) -> Result<i64, StoreError> {
         on_read_pool!(self, pool => {
-            Ok(sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(pool).await?)
+            Ok(sqlx::query_scalar(&log_count("events")).fetch_one(pool).await?)
         })
     }
 }

@@ -147,6 +147,10 @@ const MARK_CALLS_THE_REBUILD_MISSED: &str = "INSERT INTO calls_to_fold (call_key
      WHERE rebuilt.events_folded IS NULL OR rebuilt.events_folded <> logged.events \
      ORDER BY logged.call_key";
 
+/// Adds `$1` projections to the count kept beside the change counter (see migration 0009).
+pub(crate) const COUNT_NEW_PROJECTIONS: &str =
+    "UPDATE projection_changes SET projections = projections + $1 WHERE only_row = 1";
+
 /// The number of the latest change.
 const LAST_CHANGE: &str = "SELECT last_change FROM projection_changes WHERE only_row = 1";
 
@@ -338,6 +342,10 @@ impl Store {
             .bind(first_change)
             .execute(&mut *tx)
             .await?;
+            sqlx::query("UPDATE projection_changes SET projections = $1 WHERE only_row = 1")
+                .bind(rebuilt)
+                .execute(&mut *tx)
+                .await?;
             sqlx::query(&format!("DELETE FROM {SHADOW}")).execute(&mut *tx).await?;
             calls
             })

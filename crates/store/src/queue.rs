@@ -10,7 +10,9 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use crate::event::{CallKey, EventTime};
-use crate::projection::{LIVE, StoredProjection, take_changes, upsert_projections};
+use crate::projection::{
+    COUNT_NEW_PROJECTIONS, LIVE, StoredProjection, take_changes, upsert_projections,
+};
 use crate::sql::{Placeholders, ROWS_PER_STATEMENT};
 use crate::{Store, StoreError, in_transaction, on_pool, on_read_pool};
 
@@ -209,7 +211,25 @@ impl Store {
             if !held.is_empty() {
                 // After the marks, before the projections: the lock order of every writer.
                 let first_change = take_changes!(&mut *tx, held.len() as i64);
+                // Counted under the counter's lock, which a rebuild's swap holds until it
+                // commits: no projection can appear between this count and the upsert.
+                let mut existing = 0;
+                for chunk in held.chunks(ROWS_PER_STATEMENT) {
+                    let sql = format!(
+                        "SELECT count(*) FROM {LIVE} WHERE call_key IN ({})",
+                        placeholders.list(chunk.len(), 1)
+                    );
+                    let mut count = sqlx::query_scalar::<_, i64>(&sql);
+                    for projection in chunk {
+                        count = count.bind(projection.call_key.as_str());
+                    }
+                    existing += count.fetch_one(&mut *tx).await?;
+                }
                 upsert_projections!(&mut *tx, placeholders, LIVE, held, Some(first_change));
+                sqlx::query(COUNT_NEW_PROJECTIONS)
+                    .bind(held.len() as i64 - existing)
+                    .execute(&mut *tx)
+                    .await?;
             }
             Settled {
                 folded: folded.len(),
