@@ -246,6 +246,13 @@ pub struct ServiceArgs {
     #[arg(long, env = "CALLFOLD_ADMIN_LISTEN")]
     pub admin_listen: Option<SocketAddr>,
 
+    /// Serve the query API, the quarantine, /status and /metrics without CALLFOLD_API_TOKEN on
+    /// an address other than loopback (or, for --admin-listen, other than a private one). By
+    /// default such a service refuses to start; use this only when the network in front
+    /// already restricts who can reach it.
+    #[arg(long, env = "CALLFOLD_ALLOW_PUBLIC_API")]
+    pub allow_public_api: bool,
+
     /// PEM certificate chain (leaf first) to serve --listen over HTTPS. Reloaded, with the
     /// key, on SIGHUP; open connections keep the certificate they started with.
     #[arg(long, env = "CALLFOLD_TLS_CERT", requires = "tls_key")]
