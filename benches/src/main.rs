@@ -7,13 +7,16 @@
 //! - `rebuild`: a log of N events, the raw streaming read of the rows a rebuild reads, and
 //!   `callfold rebuild` over them, with its peak memory.
 //! - `late`: the cost of one late event with a small and a large log.
-//! - `all`: the three. `--smoke` shrinks everything to seconds (CI runs it; it asserts nothing
+//! - `reads-under-load`: acknowledgement latency on a large SQLite log at a steady rate,
+//!   without reads and with `/status` and `/v1/stats` requested in loops.
+//! - `all`: the four. `--smoke` shrinks everything to seconds (CI runs it; it asserts nothing
 //!   about speed).
 //!
 //! Method and reading guide: `docs/benchmarks.md`.
 
 mod ingest;
 mod late;
+mod reads;
 mod rebuild;
 mod servers;
 mod stats;
@@ -38,7 +41,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Ingest, rebuild and late events, in that order.
+    /// Ingest, rebuild, late events and reads under load, in that order.
     All(Options),
     /// Ingest throughput and latency against the ceiling and the peer.
     Ingest(Options),
@@ -46,6 +49,8 @@ enum Command {
     Rebuild(Options),
     /// The cost of one late event, with a small and a large log.
     Late(Options),
+    /// Acknowledgement latency with and without reads of /status and /v1/stats (SQLite).
+    ReadsUnderLoad(Options),
     /// The ceiling server (started by `ingest`).
     #[command(hide = true)]
     CeilingServer {
@@ -68,7 +73,7 @@ struct Options {
     /// Connections kept busy.
     #[arg(long, default_value_t = 64)]
     connections: usize,
-    /// Events in the large log (rebuild and late events).
+    /// Events in the large log (rebuild, late events, reads under load).
     #[arg(long, default_value_t = 1_000_000)]
     events: usize,
     /// Events in the small log (late events).
@@ -77,6 +82,15 @@ struct Options {
     /// Late events sent per log.
     #[arg(long, default_value_t = 7)]
     probes: usize,
+    /// Deliveries per second while reads are measured.
+    #[arg(long, default_value_t = 500.0)]
+    rate: f64,
+    /// Seconds of each phase of reads under load (without reads, then with).
+    #[arg(long, default_value_t = 30)]
+    phase_seconds: u64,
+    /// Loops requesting /status and /v1/stats at once, in the phase with reads.
+    #[arg(long, default_value_t = 2)]
+    read_loops: usize,
     /// Where the SQLite databases go (kept afterwards); a temporary folder by default.
     #[arg(long)]
     scratch: Option<std::path::PathBuf>,
@@ -97,6 +111,8 @@ impl Options {
             events: 5_000,
             small_log: 1_000,
             probes: 3,
+            rate: 200.0,
+            phase_seconds: 2,
             ..self.clone()
         }
     }
@@ -145,10 +161,11 @@ fn exit_code(result: anyhow::Result<()>) -> ExitCode {
 
 async fn run(command: Command, cores: usize, pinned: bool) -> anyhow::Result<()> {
     let (options, sections) = match command {
-        Command::All(options) => (options, [true, true, true]),
-        Command::Ingest(options) => (options, [true, false, false]),
-        Command::Rebuild(options) => (options, [false, true, false]),
-        Command::Late(options) => (options, [false, false, true]),
+        Command::All(options) => (options, [true, true, true, true]),
+        Command::Ingest(options) => (options, [true, false, false, false]),
+        Command::Rebuild(options) => (options, [false, true, false, false]),
+        Command::Late(options) => (options, [false, false, true, false]),
+        Command::ReadsUnderLoad(options) => (options, [false, false, false, true]),
         Command::CeilingServer { .. } => unreachable!("handled before the runtime"),
     };
     let options = options.effective();
@@ -173,6 +190,9 @@ async fn run(command: Command, cores: usize, pinned: bool) -> anyhow::Result<()>
     }
     if sections[2] {
         late_section(&options, &scratch, postgres.as_ref()).await?;
+    }
+    if sections[3] {
+        reads_section(&options, &scratch).await?;
     }
     if let Some(postgres) = postgres {
         postgres.drop_all().await?;
@@ -427,5 +447,40 @@ async fn late_section(
         store.close().await;
     }
     println!();
+    Ok(())
+}
+
+async fn reads_section(options: &Options, scratch: &std::path::Path) -> anyhow::Result<()> {
+    let load = reads::ReadLoad {
+        rate: options.rate,
+        phase: std::time::Duration::from_secs(options.phase_seconds),
+        read_loops: options.read_loops,
+    };
+    let url = format!("sqlite:{}", scratch.join("reads.db").display());
+    let (server, records) = reads::prepare(&url, options.events).await?;
+    println!(
+        "## Reads under load: callfold serve on a SQLite log of {records} records, {} \
+         deliveries/s for {} s per phase; then {} loops requesting /status and /v1/stats\n",
+        load.rate, options.phase_seconds, load.read_loops
+    );
+    println!("| phase | acknowledgements | p50 ms | p99 ms | max ms | non-200 | reads/s |");
+    println!("|---|---|---|---|---|---|---|");
+    let quiet = reads::phase(&server, load, false, 5_000).await?;
+    let busy = reads::phase(&server, load, true, 6_000).await?;
+    for (name, phase) in [("no reads", &quiet), ("reads in loops", &busy)] {
+        println!(
+            "| {name} | {} | {:.2} | {:.2} | {:.2} | {} | {:.0} |",
+            phase.report.answers.len(),
+            phase.ack_ms(0.5),
+            phase.ack_ms(0.99),
+            phase.ack_ms(1.0),
+            phase.not_ok(),
+            phase.reads_per_second
+        );
+    }
+    println!(
+        "\nAcknowledgement p99 with reads / without: {:.2}\n",
+        busy.ack_ms(0.99) / quiet.ack_ms(0.99)
+    );
     Ok(())
 }
