@@ -85,8 +85,8 @@ struct Options {
     /// Deliveries per second while reads are measured.
     #[arg(long, default_value_t = 500.0)]
     rate: f64,
-    /// Seconds of each phase of reads under load (without reads, then with).
-    #[arg(long, default_value_t = 30)]
+    /// Seconds of each phase of reads under load (without reads, then with, --rounds times).
+    #[arg(long, default_value_t = 10)]
     phase_seconds: u64,
     /// Loops requesting /status and /v1/stats at once, in the phase with reads.
     #[arg(long, default_value_t = 2)]
@@ -460,13 +460,18 @@ async fn reads_section(options: &Options, scratch: &std::path::Path) -> anyhow::
     let (server, records) = reads::prepare(&url, options.events).await?;
     println!(
         "## Reads under load: callfold serve on a SQLite log of {records} records, {} \
-         deliveries/s for {} s per phase; then {} loops requesting /status and /v1/stats\n",
-        load.rate, options.phase_seconds, load.read_loops
+         deliveries/s; {} rounds of {} s without reads, then as long with {} loops requesting \
+         /status and /v1/stats\n",
+        load.rate, options.rounds, options.phase_seconds, load.read_loops
     );
     println!("| phase | acknowledgements | p50 ms | p99 ms | max ms | non-200 | reads/s |");
     println!("|---|---|---|---|---|---|---|");
-    let quiet = reads::phase(&server, load, false, 5_000).await?;
-    let busy = reads::phase(&server, load, true, 6_000).await?;
+    // Phases alternate, so that a change in the machine's other load touches both alike.
+    let (mut quiet, mut busy) = (reads::Phase::empty(), reads::Phase::empty());
+    for round in 0..options.rounds as u64 {
+        quiet.extend(reads::phase(&server, load, false, 5_000 + 2 * round).await?);
+        busy.extend(reads::phase(&server, load, true, 5_001 + 2 * round).await?);
+    }
     for (name, phase) in [("no reads", &quiet), ("reads in loops", &busy)] {
         println!(
             "| {name} | {} | {:.2} | {:.2} | {:.2} | {} | {:.0} |",
@@ -475,7 +480,7 @@ async fn reads_section(options: &Options, scratch: &std::path::Path) -> anyhow::
             phase.ack_ms(0.99),
             phase.ack_ms(1.0),
             phase.not_ok(),
-            phase.reads_per_second
+            phase.reads_per_second()
         );
     }
     println!(

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use callfold_simulate::Report;
 use callfold_store::Store;
@@ -24,15 +24,39 @@ pub struct ReadLoad {
     pub read_loops: usize,
 }
 
-/// The acknowledgements of one phase, and the reads answered meanwhile.
+/// The acknowledgements of one kind of phase, and the reads answered meanwhile.
 pub struct Phase {
     /// Every delivery's answer.
     pub report: Report,
-    /// Reads answered 200 per second.
-    pub reads_per_second: f64,
+    /// Reads answered 200.
+    pub reads: usize,
 }
 
 impl Phase {
+    /// Nothing yet.
+    pub fn empty() -> Self {
+        Phase {
+            report: Report {
+                answers: Vec::new(),
+                elapsed: Duration::ZERO,
+                sample_call: None,
+            },
+            reads: 0,
+        }
+    }
+
+    /// Adds the deliveries and reads of `other`.
+    pub fn extend(&mut self, other: Phase) {
+        self.report.answers.extend(other.report.answers);
+        self.report.elapsed += other.report.elapsed;
+        self.reads += other.reads;
+    }
+
+    /// Reads answered per second.
+    pub fn reads_per_second(&self) -> f64 {
+        self.reads as f64 / self.report.elapsed.as_secs_f64()
+    }
+
     /// The acknowledgement latency at `quantile`, in milliseconds.
     pub fn ack_ms(&self, quantile: f64) -> f64 {
         self.report.latency_quantile(quantile).as_secs_f64() * 1000.0
@@ -91,16 +115,14 @@ pub async fn phase(
             })
         })
         .collect();
-    let started = Instant::now();
     let report =
         callfold_simulate::send_at_rate(&[server.webhook_url()], deliveries, load.rate).await;
-    let elapsed = started.elapsed().as_secs_f64();
     done.store(true, Ordering::Relaxed);
     for reader in readers {
         reader.await??;
     }
     Ok(Phase {
         report,
-        reads_per_second: reads.load(Ordering::Relaxed) as f64 / elapsed,
+        reads: reads.load(Ordering::Relaxed),
     })
 }
