@@ -24,10 +24,10 @@ async fn database_now_us(store: &Store) -> i64 {
                 .await
                 .expect("read the clock")
         }
-        Store::Sqlite(pool) => sqlx::query_scalar(
+        Store::Sqlite(pools) => sqlx::query_scalar(
             "SELECT CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)",
         )
-        .fetch_one(pool)
+        .fetch_one(&pools.readers)
         .await
         .expect("read the clock"),
     }
@@ -38,7 +38,12 @@ async fn claimed_until_us(store: &Store, call_key: &str) -> Option<i64> {
     let sql = "SELECT claimed_until_us FROM calls_to_fold WHERE call_key = $1";
     match store {
         Store::Postgres(pool) => sqlx::query_scalar(sql).bind(call_key).fetch_one(pool).await,
-        Store::Sqlite(pool) => sqlx::query_scalar(sql).bind(call_key).fetch_one(pool).await,
+        Store::Sqlite(pools) => {
+            sqlx::query_scalar(sql)
+                .bind(call_key)
+                .fetch_one(&pools.readers)
+                .await
+        }
     }
     .expect("read the claim")
 }

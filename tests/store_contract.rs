@@ -172,7 +172,7 @@ async fn the_log_refuses_updates_and_deletes(db: TestDb) {
     let statements = ["UPDATE events SET body = body", "DELETE FROM events"];
     for statement in statements {
         let refused = match &db.store {
-            Store::Sqlite(pool) => sqlx::query(statement).execute(pool).await.is_err(),
+            Store::Sqlite(pools) => sqlx::query(statement).execute(&pools.writer).await.is_err(),
             Store::Postgres(pool) => sqlx::query(statement).execute(pool).await.is_err(),
         };
         assert!(refused, "{statement} was allowed");
@@ -182,7 +182,8 @@ async fn the_log_refuses_updates_and_deletes(db: TestDb) {
 
 async fn commits_are_configured_to_reach_the_disk_before_returning(db: TestDb) {
     match &db.store {
-        Store::Sqlite(pool) => {
+        Store::Sqlite(pools) => {
+            let pool = &pools.writer;
             let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
                 .fetch_one(pool)
                 .await

@@ -9,7 +9,9 @@
 //! - `late`: the cost of one late event with a small and a large log.
 //! - `rebuild-under-load`: acknowledgement latency of a steady stream of deliveries to
 //!   `callfold serve` over a large log, without and during `callfold rebuild`.
-//! - `all`: the four. `--smoke` shrinks everything to seconds (CI runs it; it asserts nothing
+//! - `reads-under-load`: acknowledgement latency on a large SQLite log at a steady rate,
+//!   without reads and with `/status` and `/v1/stats` requested in loops.
+//! - `all`: the five above. `--smoke` shrinks everything to seconds (CI runs it; it asserts nothing
 //!   about speed).
 //! - `connections`: the memory an idle connection costs, silent and kept alive.
 //!
@@ -18,6 +20,7 @@
 mod connections;
 mod ingest;
 mod late;
+mod reads;
 mod rebuild;
 mod servers;
 mod stats;
@@ -44,7 +47,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Ingest, rebuild, late events and rebuild under load, in that order.
+    /// Ingest, rebuild, late events, rebuild under load and reads under load, in that order.
     All(Options),
     /// Ingest throughput and latency against the ceiling and the peer.
     Ingest(Options),
@@ -61,6 +64,8 @@ enum Command {
         #[arg(long, default_value_t = 10_000)]
         connections: usize,
     },
+    /// Acknowledgement latency with and without reads of /status and /v1/stats (SQLite).
+    ReadsUnderLoad(Options),
     /// The ceiling server (started by `ingest`).
     #[command(hide = true)]
     CeilingServer {
@@ -83,7 +88,7 @@ struct Options {
     /// Connections kept busy.
     #[arg(long, default_value_t = 64)]
     connections: usize,
-    /// Events in the large log (rebuild and late events).
+    /// Events in the large log (rebuild, late events, reads under load).
     #[arg(long, default_value_t = 1_000_000)]
     events: usize,
     /// Events in the small log (late events).
@@ -92,12 +97,18 @@ struct Options {
     /// Late events sent per log.
     #[arg(long, default_value_t = 7)]
     probes: usize,
-    /// Deliveries per second of the steady stream (rebuild under load).
-    #[arg(long, default_value_t = 1_000)]
-    rate: u32,
+    /// Deliveries per second of the steady stream (rebuild and reads under load).
+    #[arg(long, default_value_t = 1_000.0)]
+    rate: f64,
     /// Seconds of the steady stream measured before the first rebuild (rebuild under load).
     #[arg(long, default_value_t = 10)]
     baseline_secs: u64,
+    /// Seconds of each phase of reads under load (without reads, then with, --rounds times).
+    #[arg(long, default_value_t = 10)]
+    phase_seconds: u64,
+    /// Loops requesting /status and /v1/stats at once, in the phase with reads.
+    #[arg(long, default_value_t = 2)]
+    read_loops: usize,
     /// Where the SQLite databases go (kept afterwards); a temporary folder by default.
     #[arg(long)]
     scratch: Option<std::path::PathBuf>,
@@ -118,8 +129,9 @@ impl Options {
             events: 5_000,
             small_log: 1_000,
             probes: 3,
-            rate: 200,
+            rate: 200.0,
             baseline_secs: 1,
+            phase_seconds: 2,
             ..self.clone()
         }
     }
@@ -168,11 +180,12 @@ fn exit_code(result: anyhow::Result<()>) -> ExitCode {
 
 async fn run(command: Command, cores: usize, pinned: bool) -> anyhow::Result<()> {
     let (options, sections) = match command {
-        Command::All(options) => (options, [true, true, true, true]),
-        Command::Ingest(options) => (options, [true, false, false, false]),
-        Command::Rebuild(options) => (options, [false, true, false, false]),
-        Command::Late(options) => (options, [false, false, true, false]),
-        Command::RebuildUnderLoad(options) => (options, [false, false, false, true]),
+        Command::All(options) => (options, [true, true, true, true, true]),
+        Command::Ingest(options) => (options, [true, false, false, false, false]),
+        Command::Rebuild(options) => (options, [false, true, false, false, false]),
+        Command::Late(options) => (options, [false, false, true, false, false]),
+        Command::RebuildUnderLoad(options) => (options, [false, false, false, true, false]),
+        Command::ReadsUnderLoad(options) => (options, [false, false, false, false, true]),
         Command::Connections { connections } => {
             print_machine(cores, pinned);
             let scratch = tempfile::tempdir()?;
@@ -205,6 +218,9 @@ async fn run(command: Command, cores: usize, pinned: bool) -> anyhow::Result<()>
     }
     if sections[3] {
         rebuild_under_load_section(&options, &scratch, postgres.as_ref()).await?;
+    }
+    if sections[4] {
+        reads_section(&options, &scratch).await?;
     }
     if let Some(postgres) = postgres {
         postgres.drop_all().await?;
@@ -521,5 +537,45 @@ async fn rebuild_under_load_section(
         drop(server);
     }
     println!();
+    Ok(())
+}
+
+async fn reads_section(options: &Options, scratch: &std::path::Path) -> anyhow::Result<()> {
+    let load = reads::ReadLoad {
+        rate: options.rate,
+        phase: std::time::Duration::from_secs(options.phase_seconds),
+        read_loops: options.read_loops,
+    };
+    let url = format!("sqlite:{}", scratch.join("reads.db").display());
+    let (server, records) = reads::prepare(&url, options.events).await?;
+    println!(
+        "## Reads under load: callfold serve on a SQLite log of {records} records, {} \
+         deliveries/s; {} rounds of {} s without reads, then as long with {} loops requesting \
+         /status and /v1/stats\n",
+        load.rate, options.rounds, options.phase_seconds, load.read_loops
+    );
+    println!("| phase | acknowledgements | p50 ms | p99 ms | max ms | non-200 | reads/s |");
+    println!("|---|---|---|---|---|---|---|");
+    // Phases alternate, so that a change in the machine's other load touches both alike.
+    let (mut quiet, mut busy) = (reads::Phase::empty(), reads::Phase::empty());
+    for round in 0..options.rounds as u64 {
+        quiet.extend(reads::phase(&server, load, false, 5_000 + 2 * round).await?);
+        busy.extend(reads::phase(&server, load, true, 5_001 + 2 * round).await?);
+    }
+    for (name, phase) in [("no reads", &quiet), ("reads in loops", &busy)] {
+        println!(
+            "| {name} | {} | {:.2} | {:.2} | {:.2} | {} | {:.0} |",
+            phase.report.answers.len(),
+            phase.ack_ms(0.5),
+            phase.ack_ms(0.99),
+            phase.ack_ms(1.0),
+            phase.not_ok(),
+            phase.reads_per_second()
+        );
+    }
+    println!(
+        "\nAcknowledgement p99 with reads / without: {:.2}\n",
+        busy.ack_ms(0.99) / quiet.ack_ms(0.99)
+    );
     Ok(())
 }

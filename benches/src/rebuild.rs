@@ -99,8 +99,8 @@ pub async fn raw_read(store: &Store) -> anyhow::Result<(u64, Duration)> {
     let started = Instant::now();
     let mut rows = 0u64;
     match store {
-        Store::Sqlite(pool) => {
-            let mut stream = sqlx::query_as::<_, RawRow>(RAW_READ).fetch(pool);
+        Store::Sqlite(pools) => {
+            let mut stream = sqlx::query_as::<_, RawRow>(RAW_READ).fetch(&pools.readers);
             while let Some(row) = stream.next().await {
                 row?;
                 rows += 1;

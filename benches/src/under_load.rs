@@ -34,7 +34,7 @@ pub struct SteadyStream {
 
 impl SteadyStream {
     /// Starts sending `rate` deliveries per second to `server`, invented from seeds `seed..`.
-    pub fn start(server: &Server, rate: u32, seed: u64) -> Self {
+    pub fn start(server: &Server, rate: f64, seed: u64) -> Self {
         let sent = Arc::new(Mutex::new(Vec::new()));
         let in_flight = Arc::new(AtomicUsize::new(0));
         let url = server.webhook_url();
@@ -47,7 +47,7 @@ impl SteadyStream {
             let mut ready: Vec<SignedDelivery> = Vec::new();
             loop {
                 ticks.tick().await;
-                let due = (started.elapsed().as_secs_f64() * f64::from(rate)) as u64;
+                let due = (started.elapsed().as_secs_f64() * rate) as u64;
                 while released < due {
                     if ready.is_empty() {
                         ready = signed_deliveries(SIGNED_AHEAD, seed + batch);
@@ -147,7 +147,7 @@ impl WindowFigures {
 pub async fn disturb_every_projection(store: &Store) -> anyhow::Result<()> {
     let sql = "UPDATE call_projections SET late_events = late_events + 1";
     match store {
-        Store::Sqlite(pool) => sqlx::query(sql).execute(pool).await.map(drop)?,
+        Store::Sqlite(pools) => sqlx::query(sql).execute(&pools.writer).await.map(drop)?,
         Store::Postgres(pool) => sqlx::query(sql).execute(pool).await.map(drop)?,
     }
     Ok(())

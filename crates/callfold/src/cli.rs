@@ -195,7 +195,8 @@ pub struct DatabaseArgs {
     )]
     pub database_url: String,
 
-    /// Most PostgreSQL connections this process opens (SQLite always uses one).
+    /// Most database connections this process opens: on PostgreSQL in all; on SQLite for
+    /// reads, beside the one connection that writes.
     #[arg(long, env = "CALLFOLD_DB_MAX_CONNECTIONS", default_value_t = 8, global = true,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub db_max_connections: u32,
@@ -257,6 +258,13 @@ pub struct ServiceArgs {
     /// a private address.
     #[arg(long, env = "CALLFOLD_ADMIN_LISTEN")]
     pub admin_listen: Option<SocketAddr>,
+
+    /// Serve the query API, the quarantine, /status and /metrics without CALLFOLD_API_TOKEN on
+    /// an address other than loopback (or, for --admin-listen, other than a private one). By
+    /// default such a service refuses to start; use this only when the network in front
+    /// already restricts who can reach it.
+    #[arg(long, env = "CALLFOLD_ALLOW_PUBLIC_API")]
+    pub allow_public_api: bool,
 
     /// PEM certificate chain (leaf first) to serve --listen over HTTPS. Reloaded, with the
     /// key, on SIGHUP; open connections keep the certificate they started with.

@@ -3,6 +3,7 @@
 
 mod cli;
 mod config;
+mod exposure;
 mod ops;
 
 use std::ffi::OsString;
@@ -302,6 +303,8 @@ async fn run_services(
     projector: Option<ProjectorOptions>,
     (precedence, linking_rules): (Precedence, LinkingRules),
 ) -> anyhow::Result<()> {
+    let api_token = ApiToken::from_env();
+    exposure::check(&service, api_token.is_some())?;
     let secrets = receiver
         .as_ref()
         .map(|_| WebhookSecrets::from_env())
@@ -417,9 +420,10 @@ async fn run_services(
         commits,
         configuration,
     };
-    let private = ops::router(readiness, metrics)
-        .merge(callfold_projector::with_token(v1, ApiToken::from_env()))
-        .merge(status_page);
+    let private = ops::router(readiness, metrics).merge(callfold_projector::with_token(
+        v1.merge(status_page),
+        api_token,
+    ));
 
     let limits = service.connection_limits();
     let mut admin_task = None;

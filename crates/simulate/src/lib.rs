@@ -211,6 +211,36 @@ pub async fn send(urls: &[String], deliveries: Vec<SignedDelivery>, concurrency:
     }
 }
 
+/// Sends `deliveries` to `urls` at a steady `per_second`, each at its turn whether or not the
+/// earlier ones are answered (as webhooks arrive), so that a slow answer shows in the latencies
+/// instead of slowing the rate down.
+pub async fn send_at_rate(
+    urls: &[String],
+    deliveries: Vec<SignedDelivery>,
+    per_second: f64,
+) -> Report {
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let mut turns = tokio::time::interval(Duration::from_secs_f64(1.0 / per_second));
+    let mut sending = Vec::with_capacity(deliveries.len());
+    for delivery in deliveries {
+        turns.tick().await;
+        let (client, url) = (client.clone(), urls[delivery.target % urls.len()].clone());
+        sending.push(tokio::spawn(async move {
+            deliver(&client, &url, &delivery).await
+        }));
+    }
+    let mut answers = Vec::with_capacity(sending.len());
+    for delivery in sending {
+        answers.push(delivery.await.expect("a delivery task does not panic"));
+    }
+    Report {
+        answers,
+        elapsed: started.elapsed(),
+        sample_call: None,
+    }
+}
+
 /// Sends one delivery to `url` and reads its answer.
 pub async fn deliver(client: &reqwest::Client, url: &str, delivery: &SignedDelivery) -> Answer {
     #[derive(serde::Deserialize)]

@@ -45,8 +45,8 @@ const APPENDED_CHANNEL: &str = "callfold_appended";
 /// Limits of the connection pool and of each statement.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolLimits {
-    /// Most connections this process opens (PostgreSQL; SQLite always uses one, as it has one
-    /// writer at a time).
+    /// Most connections this process opens: on PostgreSQL in all; on SQLite for reads, beside
+    /// the one connection that writes (SQLite has one writer at a time).
     pub max_connections: u32,
     /// How long a caller waits for a connection (including opening one) before the store
     /// counts as unavailable.
@@ -181,19 +181,37 @@ pub async fn within<T>(
 #[derive(Clone, Debug)]
 pub enum Store {
     /// The embedded default: one file, WAL journal, `synchronous=FULL`.
-    Sqlite(SqlitePool),
+    Sqlite(SqlitePools),
     /// The production store.
     Postgres(PgPool),
 }
 
-/// Runs the same generic body against whichever pool `$store` holds.
+/// The two pools of a SQLite store: one connection for every write, and several for reads.
+///
+/// In WAL mode readers never block the writer nor wait for it: each read sees the writes
+/// committed when it began. So a read that scans (a status page, a list, a stream) never
+/// delays the commit that acknowledges deliveries, which waits only for the write connection.
+#[derive(Clone, Debug)]
+pub struct SqlitePools {
+    /// The only connection that writes: appends, claims, settles, rebuilds, migrations.
+    pub writer: SqlitePool,
+    /// Connections that only read (`PRAGMA query_only`): queries, counts, streams, and the
+    /// projector's read of the events of the calls it claimed.
+    pub readers: SqlitePool,
+}
+
+/// Runs the same generic body against the pool of `$store` that writes (on PostgreSQL its only
+/// pool), bound to `$pool`.
 ///
 /// `sqlx::query` is generic over the database, so one body compiles once per backend; this is
 /// how every statement in this crate is written exactly once.
 macro_rules! on_pool {
     ($store:expr, $pool:ident => $body:expr) => {
         match $store {
-            $crate::Store::Sqlite($pool) => $body,
+            $crate::Store::Sqlite(pools) => {
+                let $pool = &pools.writer;
+                $body
+            }
             $crate::Store::Postgres($pool) => $body,
         }
     };
@@ -239,6 +257,23 @@ impl<DB: sqlx::Database> Drop for Checkout<DB> {
         }
     }
 }
+
+/// Like [`on_pool!`], for a body that only reads: on SQLite it runs on the read pool, so that
+/// it never waits for the write connection nor holds it. The body must not depend on a write
+/// of its caller that is not committed yet (none of the store's reads run inside a write
+/// transaction).
+macro_rules! on_read_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match $store {
+            $crate::Store::Sqlite(pools) => {
+                let $pool = &pools.readers;
+                $body
+            }
+            $crate::Store::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_read_pool;
 
 /// Runs `$body` in a transaction on a connection of `$pool`, binding the transaction to `$tx`,
 /// and commits; evaluates to the body's value, or to the first error (`?` in the body ends
@@ -297,15 +332,23 @@ impl Store {
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Full)
                     .busy_timeout(limits.statement_timeout);
-                // One connection: SQLite has one writer at a time, and writers that wait on
-                // SQLite's own lock sleep in its busy handler (tens of milliseconds), while
+                // One connection writes: SQLite has one writer at a time, and writers that wait
+                // on SQLite's own lock sleep in its busy handler (tens of milliseconds), while
                 // tasks waiting for the pool's connection are woken the moment it is free.
-                let pool = SqlitePoolOptions::new()
+                let writer = SqlitePoolOptions::new()
                     .max_connections(1)
                     .acquire_timeout(limits.acquire_timeout)
-                    .connect_with(options)
+                    .connect_with(options.clone())
                     .await?;
-                Ok(Store::Sqlite(pool))
+                // Readers open the same file with the same settings and refuse to write. Not
+                // SQLITE_OPEN_READONLY: such a connection cannot create
+                // the WAL's shared-memory file if no other connection has it open.
+                let readers = SqlitePoolOptions::new()
+                    .max_connections(limits.max_connections)
+                    .acquire_timeout(limits.acquire_timeout)
+                    .connect_with(options.pragma("query_only", "ON"))
+                    .await?;
+                Ok(Store::Sqlite(SqlitePools { writer, readers }))
             }
             "postgres" | "postgresql" => {
                 // Guard against a server or database configured with synchronous_commit=off:
@@ -338,13 +381,14 @@ impl Store {
     /// at once: sqlx serializes migrators with a lock (an advisory lock on PostgreSQL).
     pub async fn migrate(&self) -> Result<(), StoreError> {
         match self {
-            Store::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await?,
+            Store::Sqlite(pools) => SQLITE_MIGRATIONS.run(&pools.writer).await?,
             Store::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await?,
         }
         Ok(())
     }
 
-    /// Ok when the store answers and every migration this build knows is applied.
+    /// Ok when the store answers and every migration this build knows is applied. On SQLite
+    /// it asks the write connection: whether appends can be made is what readiness means.
     pub async fn check_ready(&self) -> Result<(), StoreError> {
         let known = match self {
             Store::Sqlite(_) => SQLITE_MIGRATIONS.iter().count(),
@@ -364,10 +408,16 @@ impl Store {
         Ok(())
     }
 
-    /// Closes the pool: waits for checked-out connections to come back, then closes them all.
+    /// Closes the pools: waits for checked-out connections to come back, then closes them all.
     /// Every later call fails with [`StoreError::Database`].
     pub async fn close(&self) {
-        on_pool!(self, pool => pool.close().await)
+        match self {
+            Store::Sqlite(pools) => {
+                pools.readers.close().await;
+                pools.writer.close().await;
+            }
+            Store::Postgres(pool) => pool.close().await,
+        }
     }
 
     /// Calls `on_append` each time any process commits an append to the log. On PostgreSQL this
@@ -409,7 +459,7 @@ impl Store {
                 "{select} WHERE call_key IN ({}) {order_by}",
                 self.placeholders().list(chunk.len(), 1)
             );
-            on_pool!(self, pool => {
+            on_read_pool!(self, pool => {
                 let mut query = sqlx::query_as::<_, R>(&sql);
                 for call_key in chunk {
                     query = query.bind(call_key.as_str());

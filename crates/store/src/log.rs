@@ -15,7 +15,7 @@ use crate::event::{
 };
 use crate::queue::mark_statement;
 use crate::sql::{BYTES_PER_STATEMENT, Placeholders, ROWS_PER_STATEMENT, statement_runs};
-use crate::{Store, StoreError, WebhookId, in_transaction, on_pool, within};
+use crate::{Store, StoreError, WebhookId, in_transaction, on_pool, on_read_pool, within};
 
 /// The columns an append writes, in the order of their parameters.
 const INSERT_COLUMNS: &str = "webhook_id, webhook_timestamp, received_at_us, body, body_sha256, \
@@ -39,6 +39,18 @@ fn insert_statement(placeholders: Placeholders, rows: usize) -> String {
 const BOUND_TRANSACTION_BY_DEADLINE: &str = "SELECT set_config('statement_timeout', $1, true), \
      set_config('lock_timeout', $1, true), \
      set_config('idle_in_transaction_session_timeout', $1, true)";
+
+/// How many stripes `log_counts` has (see migration 0009).
+const COUNT_STRIPES: i64 = 8;
+
+/// Adds an append's new records to one stripe of `log_counts`.
+const ADD_TO_LOG_COUNTS: &str = "UPDATE log_counts SET events = events + $1, \
+     quarantined = quarantined + $2, unlinked = unlinked + $3 WHERE stripe = $4";
+
+/// The sum of one column of `log_counts` over its stripes.
+fn log_count(column: &str) -> String {
+    format!("SELECT CAST(coalesce(sum({column}), 0) AS BIGINT) FROM log_counts")
+}
 
 const FIND_FIRST_COPY: &str = "SELECT seq, body_sha256 FROM events WHERE webhook_id = $1";
 
@@ -348,6 +360,29 @@ impl Store {
                     insert.execute(&mut *tx).await?;
                 }
             }
+            // Last, after the webhook-ids, the marks and the kept records' counter: the order
+            // every append locks in.
+            let new: Vec<&&NewEvent> = firsts
+                .iter()
+                .filter(|event| appended.contains_key(event.webhook_id.as_str()))
+                .collect();
+            if !new.is_empty() {
+                let quarantined = new
+                    .iter()
+                    .filter(|event| event.content.quarantine_reason().is_some())
+                    .count();
+                let unlinked = new
+                    .iter()
+                    .filter(|event| event.content.is_unlinked())
+                    .count();
+                sqlx::query(ADD_TO_LOG_COUNTS)
+                    .bind(new.len() as i64)
+                    .bind(quarantined as i64)
+                    .bind(unlinked as i64)
+                    .bind(rand::random_range(0..COUNT_STRIPES))
+                    .execute(&mut *tx)
+                    .await?;
+            }
             let mut outcomes = Vec::with_capacity(events.len());
             for (index, event) in events.iter().enumerate() {
                 let id = event.webhook_id.as_str();
@@ -381,7 +416,7 @@ impl Store {
         webhook_id: &WebhookId,
     ) -> Result<Option<LoggedEvent>, StoreError> {
         let sql = format!("{SELECT_EVENT} WHERE webhook_id = $1");
-        on_pool!(self, pool => {
+        on_read_pool!(self, pool => {
             let row: Option<EventRow> = sqlx::query_as(&sql)
                 .bind(webhook_id.as_str())
                 .fetch_optional(pool)
@@ -433,15 +468,19 @@ impl Store {
         after: i64,
         limit: i64,
     ) -> Result<(Vec<KeptRecord>, i64), StoreError> {
-        let count = "SELECT count(*) FROM kept_records WHERE quarantined = $1";
-        on_pool!(self, pool => {
+        let count = log_count(if quarantined {
+            "quarantined"
+        } else {
+            "unlinked"
+        });
+        on_read_pool!(self, pool => {
             let rows: Vec<KeptRow> = sqlx::query_as(SELECT_KEPT_PAGE)
                 .bind(quarantined)
                 .bind(after)
                 .bind(limit)
                 .fetch_all(pool)
                 .await?;
-            let total: i64 = sqlx::query_scalar(count).bind(quarantined).fetch_one(pool).await?;
+            let total: i64 = sqlx::query_scalar(&count).fetch_one(pool).await?;
             let records = rows
                 .into_iter()
                 .map(|row| KeptRecord { position: row.list_position, record: row.event.into() })
@@ -453,16 +492,16 @@ impl Store {
     /// The record at `seq`, if any.
     pub async fn event_by_seq(&self, seq: i64) -> Result<Option<LoggedEvent>, StoreError> {
         let sql = format!("{SELECT_EVENT} WHERE seq = $1");
-        on_pool!(self, pool => {
+        on_read_pool!(self, pool => {
             let row: Option<EventRow> = sqlx::query_as(&sql).bind(seq).fetch_optional(pool).await?;
             Ok(row.map(LoggedEvent::from))
         })
     }
 
-    /// How many records the log holds.
+    /// How many records the log holds (counted as they are appended, not by a scan).
     pub async fn log_len(&self) -> Result<i64, StoreError> {
-        on_pool!(self, pool => {
-            Ok(sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(pool).await?)
+        on_read_pool!(self, pool => {
+            Ok(sqlx::query_scalar(&log_count("events")).fetch_one(pool).await?)
         })
     }
 }

@@ -10,12 +10,12 @@
 //! migration 0006) in its own transaction; [`Store::projection_changes`] reads them in that
 //! order, which is what the live streams of the query API follow.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::event::{CallKey, EventTime, LoggedEvent};
 use crate::log::{EventRow, SELECT_EVENT};
 use crate::sql::Placeholders;
-use crate::{Store, StoreError, in_transaction, on_pool};
+use crate::{Store, StoreError, in_transaction, on_pool, on_read_pool};
 
 /// One call's projection as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -214,6 +214,10 @@ macro_rules! upsert_projections {
 }
 pub(crate) use upsert_projections;
 
+/// Adds `$1` projections to the count kept beside the change counter (see migration 0009).
+pub(crate) const COUNT_NEW_PROJECTIONS: &str =
+    "UPDATE projection_changes SET projections = projections + $1 WHERE only_row = 1";
+
 /// The number of the latest change.
 const LAST_CHANGE: &str = "SELECT last_change FROM projection_changes WHERE only_row = 1";
 
@@ -241,7 +245,7 @@ impl Store {
         call_key: &CallKey,
     ) -> Result<Option<StoredProjection>, StoreError> {
         let sql = format!("SELECT {PROJECTION_COLUMNS} FROM {LIVE} WHERE call_key = $1");
-        on_pool!(self, pool => {
+        on_read_pool!(self, pool => {
             let row: Option<ProjectionRow> = sqlx::query_as(&sql)
                 .bind(call_key.as_str())
                 .fetch_optional(pool)
@@ -272,7 +276,7 @@ impl Store {
             "SELECT {PROJECTION_COLUMNS} FROM {LIVE} WHERE call_key > $1 \
              ORDER BY call_key LIMIT $2"
         );
-        on_pool!(self, pool => {
+        on_read_pool!(self, pool => {
             let rows: Vec<ProjectionRow> =
                 sqlx::query_as(&sql).bind(after).bind(limit).fetch_all(pool).await?;
             Ok(rows.into_iter().map(StoredProjection::from).collect())
@@ -297,7 +301,7 @@ impl Store {
             "SELECT {PROJECTION_COLUMNS}, change_seq FROM {LIVE} WHERE change_seq > $1 {of_call} \
              ORDER BY change_seq LIMIT $2"
         );
-        on_pool!(self, pool => {
+        on_read_pool!(self, pool => {
             let mut query = sqlx::query_as::<_, ChangeRow>(&sql).bind(after).bind(limit);
             if let Some(call_key) = call_key {
                 query = query.bind(call_key.as_str());
@@ -312,7 +316,7 @@ impl Store {
         let sql = format!(
             "SELECT {PROJECTION_COLUMNS}, change_seq FROM {LIVE} ORDER BY change_seq DESC LIMIT $1"
         );
-        on_pool!(self, pool => {
+        on_read_pool!(self, pool => {
             let rows: Vec<ChangeRow> = sqlx::query_as(&sql).bind(limit).fetch_all(pool).await?;
             Ok(rows.into_iter().map(ProjectionChange::from).collect())
         })
@@ -356,7 +360,7 @@ impl Store {
 
     /// The number of the latest projection change committed (0 before any).
     pub async fn last_projection_change(&self) -> Result<i64, StoreError> {
-        on_pool!(self, pool => {
+        on_read_pool!(self, pool => {
             Ok(sqlx::query_scalar(LAST_CHANGE).fetch_one(pool).await?)
         })
     }
@@ -476,8 +480,14 @@ impl Store {
                             .bind(range.1)
                             .fetch_all(&mut *tx)
                             .await?;
+                        let live_calls: HashSet<String> =
+                            live.iter().map(|row| row.call_key.clone()).collect();
                         let replacing = replacements(&rebuilt, live);
                         let count = replacing.len() as i64;
+                        let new = replacing
+                            .iter()
+                            .filter(|projection| !live_calls.contains(projection.call_key.as_str()))
+                            .count() as i64;
                         if count > 0 {
                             upsert_projections!(
                                 &mut *tx,
@@ -489,6 +499,10 @@ impl Store {
                             );
                             sqlx::query(set_counter)
                                 .bind(last_change + count)
+                                .execute(&mut *tx)
+                                .await?;
+                            sqlx::query(COUNT_NEW_PROJECTIONS)
+                                .bind(new)
                                 .execute(&mut *tx)
                                 .await?;
                         }

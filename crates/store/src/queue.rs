@@ -15,10 +15,11 @@ use std::time::Duration;
 
 use crate::event::{CallKey, EventTime};
 use crate::projection::{
-    LIVE, ONLY_IF_AS_FRESH, StoredProjection, take_changes, upsert_projections,
+    COUNT_NEW_PROJECTIONS, LIVE, ONLY_IF_AS_FRESH, StoredProjection, take_changes,
+    upsert_projections,
 };
 use crate::sql::{Placeholders, ROWS_PER_STATEMENT};
-use crate::{Store, StoreError, in_transaction, on_pool};
+use crate::{Store, StoreError, in_transaction, on_pool, on_read_pool};
 
 /// What a mark does to a call already marked: bump its version, so that a worker folding it
 /// meanwhile knows its fold missed an event.
@@ -264,6 +265,20 @@ impl Store {
             if !held.is_empty() {
                 // After the marks, before the projections: the lock order of every writer.
                 let first_change = take_changes!(&mut *tx, held.len() as i64);
+                // Counted under the counter's lock, which a rebuild's swap holds until it
+                // commits: no projection can appear between this count and the upsert.
+                let mut existing = 0;
+                for chunk in held.chunks(ROWS_PER_STATEMENT) {
+                    let sql = format!(
+                        "SELECT count(*) FROM {LIVE} WHERE call_key IN ({})",
+                        placeholders.list(chunk.len(), 1)
+                    );
+                    let mut count = sqlx::query_scalar::<_, i64>(&sql);
+                    for projection in chunk {
+                        count = count.bind(projection.call_key.as_str());
+                    }
+                    existing += count.fetch_one(&mut *tx).await?;
+                }
                 upsert_projections!(
                     &mut *tx,
                     placeholders,
@@ -272,6 +287,10 @@ impl Store {
                     Some(first_change),
                     ONLY_IF_AS_FRESH
                 );
+                sqlx::query(COUNT_NEW_PROJECTIONS)
+                    .bind(held.len() as i64 - existing)
+                    .execute(&mut *tx)
+                    .await?;
             }
             Settled {
                 folded: folded.len(),
@@ -283,7 +302,7 @@ impl Store {
 
     /// How many calls wait to be folded, and since when the oldest waits.
     pub async fn queue_depth(&self) -> Result<QueueDepth, StoreError> {
-        let (calls, oldest): (i64, Option<i64>) = on_pool!(self, pool => {
+        let (calls, oldest): (i64, Option<i64>) = on_read_pool!(self, pool => {
             sqlx::query_as("SELECT count(*), min(marked_at_us) FROM calls_to_fold")
                 .fetch_one(pool)
                 .await?

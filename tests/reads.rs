@@ -1,0 +1,253 @@
+//! The read side never stands in the way of the write side: the counts that grow with the log
+//! are kept as it grows (and equal what a scan finds, after any traffic and after an upgrade),
+//! and on SQLite a read does not wait for the connection that commits appends.
+
+mod support;
+
+use std::path::Path;
+
+use callfold_ingest::{LinkingRules, Quarantine};
+use callfold_projector::{Precedence, Projector};
+use callfold_store::{AppendOutcome, Content, EventTime, NewEvent, Store, WebhookId};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use sqlx::migrate::Migrator;
+use support::{COMMIT_TIMEOUT, LEASE, TestDb, envelope};
+
+/// Records, quarantined records, unlinked events and projections, in that order.
+type Counts = (i64, i64, i64, i64);
+
+/// What a scan of the tables finds.
+const COUNTED_BY_SCANNING: &str = "SELECT count(*), count(quarantine_reason), \
+     CAST(coalesce(sum(CASE WHEN unlinked THEN 1 ELSE 0 END), 0) AS BIGINT), \
+     (SELECT count(*) FROM call_projections) FROM events";
+
+/// What the store keeps as the log grows.
+const KEPT_COUNTS: &str = "SELECT CAST(sum(events) AS BIGINT), CAST(sum(quarantined) AS BIGINT), \
+     CAST(sum(unlinked) AS BIGINT), \
+     (SELECT projections FROM projection_changes WHERE only_row = 1) FROM log_counts";
+
+async fn counts(store: &Store, sql: &str) -> Counts {
+    match store {
+        Store::Sqlite(pools) => sqlx::query_as(sql).fetch_one(&pools.readers).await,
+        Store::Postgres(pool) => sqlx::query_as(sql).fetch_one(pool).await,
+    }
+    .expect("count")
+}
+
+/// Checks the kept counts, and what the store reports from them, against a scan.
+async fn assert_kept_counts_match_a_scan(store: &Store, when: &str) {
+    let scanned = counts(store, COUNTED_BY_SCANNING).await;
+    assert_eq!(counts(store, KEPT_COUNTS).await, scanned, "{when}");
+    let stats = store.stats().await.expect("stats");
+    let reported = (
+        stats.log_events,
+        stats.quarantined,
+        stats.unlinked,
+        stats.projections,
+    );
+    assert_eq!(reported, scanned, "{when}: stats");
+    assert_eq!(store.log_len().await.expect("len"), scanned.0, "{when}");
+    let (_, unlinked) = store.unlinked_events(0, 1).await.expect("unlinked");
+    let (_, quarantined) = store.quarantined_events(0, 1).await.expect("quarantined");
+    assert_eq!((quarantined, unlinked), (scanned.1, scanned.2), "{when}");
+}
+
+/// A delivery of `body`, read with the default linking rules.
+fn delivery(id: &str, body: &[u8]) -> NewEvent {
+    delivery_as(id, body, LinkingRules::default().read(body))
+}
+
+fn delivery_as(id: &str, body: &[u8], content: Content) -> NewEvent {
+    NewEvent {
+        webhook_id: WebhookId::parse(id).expect("test id"),
+        webhook_timestamp: 1_770_715_062,
+        received_at: EventTime::now(),
+        body: body.to_vec(),
+        body_sha256: Sha256::digest(body).into(),
+        content,
+    }
+}
+
+fn call_event(topic: &str, second: u32, call_id: &str) -> Vec<u8> {
+    envelope(
+        topic,
+        &format!("2026-02-10T09:17:{second:02}Z"),
+        json!({"id": call_id, "call_id": call_id}),
+    )
+}
+
+async fn fold_everything(projector: &Projector) {
+    while projector.fold_next_batch().await.expect("fold") > 0 {}
+}
+
+async fn kept_counts_equal_a_scan_after_mixed_traffic(db: TestDb) {
+    let store = &db.store;
+    let projector = Projector::new(store.clone(), Precedence::default(), 2, LEASE);
+    assert_kept_counts_match_a_scan(store, "empty").await;
+
+    let unlinked = envelope("call.completed", "2026-02-10T09:17:01Z", json!({}));
+    // A record kept by an older reading; its body reads fine today, so it can be re-driven.
+    let kept = call_event("call.completed", 2, "cll_kept");
+    let first = [
+        delivery("msg_1", &call_event("call.received", 1, "cll_1")),
+        delivery("msg_2", &call_event("call.received", 1, "cll_2")),
+        delivery("msg_1", &call_event("call.received", 1, "cll_1")),
+        delivery("msg_unlinked", &unlinked),
+        delivery("msg_garbled", b"not json"),
+        delivery(
+            "msg_sms",
+            &envelope("sms.received", "2026-02-10T09:17:03Z", json!({})),
+        ),
+        delivery_as(
+            "msg_kept",
+            &kept,
+            Content::Quarantined {
+                reason: "read by older rules".to_owned(),
+            },
+        ),
+    ];
+    let outcomes = store.append_batch(&first).await.expect("append");
+    assert_kept_counts_match_a_scan(store, "first batch").await;
+    fold_everything(&projector).await;
+    assert_kept_counts_match_a_scan(store, "first fold").await;
+
+    let second = [
+        delivery("msg_1", &call_event("call.received", 1, "cll_1")),
+        delivery("msg_unlinked", &unlinked),
+        delivery("msg_3", &call_event("call.completed", 9, "cll_1")),
+        delivery("msg_4", &call_event("call.received", 4, "cll_3")),
+    ];
+    store.append_batch(&second).await.expect("append");
+    assert_kept_counts_match_a_scan(store, "duplicates and new events").await;
+
+    let AppendOutcome::Appended { seq: kept_seq } = outcomes[6] else {
+        panic!("{outcomes:?}")
+    };
+    let quarantine = Quarantine::new(store.clone(), LinkingRules::default(), COMMIT_TIMEOUT);
+    let redriven = quarantine.redrive(kept_seq).await.expect("re-drive");
+    assert_eq!(redriven["status"], "redriven");
+    let again = quarantine.redrive(kept_seq).await.expect("re-drive again");
+    assert_eq!(again["status"], "already_redriven");
+    assert_kept_counts_match_a_scan(store, "re-drives").await;
+    fold_everything(&projector).await;
+    assert_kept_counts_match_a_scan(store, "second fold").await;
+
+    projector.rebuild(|_, _| {}).await.expect("rebuild");
+    assert_kept_counts_match_a_scan(store, "rebuild").await;
+    store
+        .append_batch(&[delivery("msg_5", &call_event("call.received", 5, "cll_4"))])
+        .await
+        .expect("append");
+    fold_everything(&projector).await;
+    assert_kept_counts_match_a_scan(store, "fold after the rebuild").await;
+    assert_eq!(store.stats().await.expect("stats").projections, 5);
+}
+
+on_both_stores!(kept_counts_equal_a_scan_after_mixed_traffic);
+
+/// The migrations of `backend` before the kept counts (0009).
+async fn migrations_before_kept_counts(backend: &str) -> Migrator {
+    let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../migrations/{backend}"));
+    let mut migrator = Migrator::new(folder).await.expect("migrations");
+    migrator.migrations = migrator
+        .migrations
+        .iter()
+        .filter(|migration| migration.version < 9)
+        .cloned()
+        .collect();
+    migrator
+}
+
+const LOG_RECORDS: &str = "INSERT INTO events (webhook_id, webhook_timestamp, received_at_us, \
+     body, body_sha256, topic, event_time_us, call_key, unlinked, quarantine_reason) VALUES \
+     ('msg_1', 1, 1, x'7b7d', x'00', 'call.completed', 1, 'cll_1', FALSE, NULL), \
+     ('msg_2', 1, 1, x'7b7d', x'00', 'call.completed', 1, NULL, TRUE, NULL), \
+     ('msg_3', 1, 1, x'7b7d', x'00', NULL, NULL, NULL, FALSE, 'not json'), \
+     ('msg_4', 1, 1, x'7b7d', x'00', 'sms.received', 1, NULL, FALSE, NULL)";
+const A_PROJECTION: &str = "INSERT INTO call_projections \
+     (call_key, document, last_seq, late_events, events_folded, updated_at_us) \
+     VALUES ('cll_1', '{}', 1, 0, 1, 1)";
+
+/// Logs records with the schema before 0009, then migrates to this build's schema.
+async fn upgrade_a_database_that_holds_records(url: &str, backend: &str) -> Store {
+    let older = migrations_before_kept_counts(backend).await;
+    let store = Store::connect(url).await.expect("connect");
+    match &store {
+        Store::Sqlite(pools) => {
+            older.run(&pools.writer).await.expect("older schema");
+            for statement in [LOG_RECORDS, A_PROJECTION] {
+                sqlx::query(statement)
+                    .execute(&pools.writer)
+                    .await
+                    .expect("write");
+            }
+        }
+        Store::Postgres(pool) => {
+            older.run(pool).await.expect("older schema");
+            // PostgreSQL spells a bytea literal '\x...'.
+            for statement in [LOG_RECORDS, A_PROJECTION] {
+                sqlx::query(&statement.replace("x'", "'\\x"))
+                    .execute(pool)
+                    .await
+                    .expect("write");
+            }
+        }
+    }
+    store.migrate().await.expect("upgrade");
+    store
+}
+
+mod upgraded {
+    use super::*;
+
+    #[tokio::test]
+    async fn sqlite_database_starts_with_the_counts_of_its_records() {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let url = format!("sqlite:{}", dir.path().join("callfold.db").display());
+        let store = upgrade_a_database_that_holds_records(&url, "sqlite").await;
+        assert_eq!(counts(&store, KEPT_COUNTS).await, (4, 1, 1, 1));
+        assert_kept_counts_match_a_scan(&store, "upgraded").await;
+    }
+
+    #[tokio::test]
+    async fn postgres_database_starts_with_the_counts_of_its_records() {
+        let url = TestDb::unmigrated_postgres_url().await;
+        let store = upgrade_a_database_that_holds_records(&url, "postgres").await;
+        assert_eq!(counts(&store, KEPT_COUNTS).await, (4, 1, 1, 1));
+        assert_kept_counts_match_a_scan(&store, "upgraded").await;
+    }
+}
+
+/// While an append holds SQLite's write connection (it waits for another process's write
+/// lock), the operators' counts and a query still answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_reads_do_not_wait_for_the_write_connection() {
+    let db = TestDb::sqlite().await;
+    let Store::Sqlite(pools) = &db.store else {
+        unreachable!("a SQLite test database")
+    };
+    let lock = db.hold_write_lock().await;
+    let store = db.store.clone();
+    let append = tokio::spawn(async move {
+        store
+            .append_batch(&[delivery("msg_1", &call_event("call.received", 1, "cll_1"))])
+            .await
+    });
+    support::wait_until("the append holds the write connection", 10, || async {
+        pools.writer.size() == 1 && pools.writer.num_idle() == 0
+    })
+    .await;
+    let stats = db
+        .store
+        .stats()
+        .await
+        .expect("counts while an append waits");
+    assert_eq!(stats.log_events, 0);
+    let (unlinked, _) = db.store.unlinked_events(0, 10).await.expect("a list");
+    assert!(unlinked.is_empty());
+    assert!(!append.is_finished(), "the append was still waiting");
+    lock.release().await;
+    append.await.expect("join").expect("append after the lock");
+    assert_eq!(db.store.stats().await.expect("stats").log_events, 1);
+}
