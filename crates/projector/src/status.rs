@@ -4,14 +4,10 @@
 //! `GET /status/calls/{call_id}` shows one call's events in arrival order beside their
 //! effective order, late arrivals highlighted.
 //!
-//! Everything shown comes from the database, so every process shows the same page. The chart
-//! counts up to 100,000 recent records, so each process reads it at most once per refresh
-//! interval and serves it from memory in between: a page requested in a loop must not keep a
-//! core busy that the receiver needs to acknowledge deliveries.
+//! Everything shown comes from the database, so every process shows the same page.
 
 use std::fmt::Write;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -30,32 +26,9 @@ const CHART_MINUTES: i64 = 60;
 /// Seconds between the overview's refreshes.
 const REFRESH_SECONDS: u32 = 5;
 
-/// Records stored per minute, oldest minute first, as (minute start, count).
-type PerMinute = Vec<(EventTime, i64)>;
-
 struct StatusPage {
     store: Store,
     calls: Calls,
-    /// The chart's counts, and when they were read.
-    chart: tokio::sync::Mutex<Option<(Instant, PerMinute)>>,
-}
-
-impl StatusPage {
-    /// Records stored per minute over the chart's span, read again once they are older than
-    /// the page's refresh interval. Requests that come while they are read wait for that read.
-    async fn stored_per_minute(&self, now: EventTime) -> Result<PerMinute, QueryError> {
-        let mut chart = self.chart.lock().await;
-        let fresh = Duration::from_secs(REFRESH_SECONDS.into());
-        if let Some((read_at, counts)) = chart.as_ref()
-            && read_at.elapsed() < fresh
-        {
-            return Ok(counts.clone());
-        }
-        let since = EventTime::from_unix_micros(now.unix_micros() - CHART_MINUTES * 60_000_000);
-        let counts = self.store.stored_per_minute(since).await?;
-        *chart = Some((Instant::now(), counts.clone()));
-        Ok(counts)
-    }
 }
 
 /// The status page's routes, over `store` and `calls`.
@@ -63,11 +36,7 @@ pub fn router(store: Store, calls: Calls) -> Router {
     Router::new()
         .route("/status", get(overview))
         .route("/status/calls/{call_id}", get(call_timeline))
-        .with_state(Arc::new(StatusPage {
-            store,
-            calls,
-            chart: tokio::sync::Mutex::new(None),
-        }))
+        .with_state(Arc::new(StatusPage { store, calls }))
 }
 
 /// `text` safe inside HTML text and attribute values.
@@ -195,7 +164,8 @@ fn numbers(rows: &[(&str, String)]) -> String {
 
 async fn overview(State(status): State<Arc<StatusPage>>) -> Result<Html<String>, PageError> {
     let now = EventTime::now();
-    let per_minute = status.stored_per_minute(now).await?;
+    let since = EventTime::from_unix_micros(now.unix_micros() - CHART_MINUTES * 60_000_000);
+    let per_minute = status.store.stored_per_minute(since).await?;
     let stats = status.calls.stats().await?;
     let (log, projector) = (&stats["log"], &stats["projector"]);
     let recent = status.store.latest_changes(RECENT_CALLS).await?;
