@@ -9,8 +9,7 @@ use callfold_projector::{Calls, Precedence, UnlinkedPage};
 use callfold_store::{EventTime, NewEvent, Store, WebhookId};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use sqlx::Connection;
-use support::{COMMIT_TIMEOUT, TestDb, envelope, wait_until};
+use support::{COMMIT_TIMEOUT, HeldLock, TestDb, envelope};
 
 /// `body` as the receiver would append it under `webhook_id`.
 fn new_event(webhook_id: &str, body: &[u8]) -> NewEvent {
@@ -85,19 +84,7 @@ async fn a_kept_record_committed_after_a_higher_seq_was_listed_is_on_the_next_pa
         .append_batch(&[completed("msg_x1", "cll_x")])
         .await
         .expect("append");
-    let mut holder = sqlx::PgConnection::connect(&db.url).await.expect("connect");
-    sqlx::query("BEGIN")
-        .execute(&mut holder)
-        .await
-        .expect("begin");
-    sqlx::query("SELECT call_key FROM calls_to_fold WHERE call_key = 'cll_x' FOR UPDATE")
-        .fetch_one(&mut holder)
-        .await
-        .expect("hold X's mark");
-    let holder_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-        .fetch_one(&mut holder)
-        .await
-        .expect("pid");
+    let held = HeldLock::mark_of(&db.url, "cll_x").await;
     let lower = {
         let store = store.clone();
         tokio::spawn(async move {
@@ -109,24 +96,8 @@ async fn a_kept_record_committed_after_a_higher_seq_was_listed_is_on_the_next_pa
             store.append_batch(&batch).await.expect("append")
         })
     };
-    let Store::Postgres(observer) = &store else {
-        unreachable!("a PostgreSQL test database")
-    };
-    wait_until(
-        "the lower seqs' append waits on the held mark",
-        20,
-        || async {
-            let blocked: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
-            )
-            .bind(holder_pid)
-            .fetch_one(observer)
-            .await
-            .expect("pg_stat_activity");
-            blocked > 0
-        },
-    )
-    .await;
+    held.wait_for_a_waiter(&store, "the lower seqs' append waits on the held mark")
+        .await;
 
     // Higher seqs commit and are listed while the lower ones are still uncommitted.
     store
@@ -138,10 +109,7 @@ async fn a_kept_record_committed_after_a_higher_seq_was_listed_is_on_the_next_pa
     assert_eq!(ids(&quarantine_first, "records"), ["msg_q_high"]);
     assert_eq!(ids(&unlinked_first, "events"), ["msg_u_high"]);
 
-    sqlx::query("COMMIT")
-        .execute(&mut holder)
-        .await
-        .expect("release");
+    held.release().await;
     lower.await.expect("append task");
     let seq = |page: &Value, items: &str| page[items][0]["seq"].as_i64().expect("seq");
     let quarantine_next = quarantine_page(&store, 1, Some(&quarantine_first["next"])).await;

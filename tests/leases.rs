@@ -8,8 +8,7 @@ use std::time::Duration;
 use callfold_projector::{Precedence, Projector};
 use callfold_store::{CallKey, Settled, Store};
 use serde_json::json;
-use sqlx::Connection;
-use support::{ReceiverConfig, TestDb, envelope, start_receiver, wait_until};
+use support::{HeldLock, ReceiverConfig, TestDb, envelope, start_receiver, wait_until};
 
 /// Short enough for a test to outlast, long enough that a renewal every third of it is never
 /// late on a busy machine.
@@ -112,15 +111,7 @@ async fn a_worker_whose_read_outlasts_its_lease_still_folds_its_call() {
     );
     assert_eq!(receiver.deliver("msg_slow", &body).await.status, 200);
     // Another connection locks the log, so the worker's read after its claim waits.
-    let mut holder = sqlx::PgConnection::connect(&db.url).await.expect("connect");
-    sqlx::query("BEGIN")
-        .execute(&mut holder)
-        .await
-        .expect("begin");
-    sqlx::query("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut holder)
-        .await
-        .expect("lock the log");
+    let held = HeldLock::take(&db.url, "LOCK TABLE events IN ACCESS EXCLUSIVE MODE").await;
     let projector = Projector::new(store.clone(), Precedence::default(), 10, SHORT_LEASE);
     let worker = {
         let projector = projector.clone();
@@ -143,10 +134,7 @@ async fn a_worker_whose_read_outlasts_its_lease_still_folds_its_call() {
         "the folding worker renewed its claim"
     );
 
-    sqlx::query("COMMIT")
-        .execute(&mut holder)
-        .await
-        .expect("release the log");
+    held.release().await;
     assert_eq!(worker.await.expect("worker task"), 1);
     assert_eq!(store.queue_depth().await.expect("depth").calls, 0);
     let projection = store

@@ -14,10 +14,9 @@ use callfold_projector::{Precedence, Projector};
 use callfold_simulate::{SignedDelivery, SimulateOptions, invent_events, sign_deliveries};
 use callfold_store::{CallKey, Store, WebhookId};
 use serde_json::json;
-use sqlx::Connection;
 use support::{
-    LEASE, ReceiverConfig, SECRET, TestDb, assert_projections_equal_a_fold_from_scratch, envelope,
-    start_receiver, start_service, wait_for_queue, wait_until,
+    HeldLock, LEASE, ReceiverConfig, SECRET, TestDb, assert_projections_equal_a_fold_from_scratch,
+    envelope, start_receiver, start_service, wait_for_queue, wait_until,
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
@@ -68,37 +67,13 @@ async fn an_event_committed_after_a_later_seq_was_folded_is_still_projected() {
         receiver.deliver("msg_a1", &completed("cll_a")).await.status,
         200
     );
-    let mut holder = sqlx::PgConnection::connect(&db.url).await.expect("connect");
-    sqlx::query("BEGIN")
-        .execute(&mut holder)
-        .await
-        .expect("begin");
-    sqlx::query("SELECT call_key FROM calls_to_fold WHERE call_key = 'cll_a' FOR UPDATE")
-        .fetch_one(&mut holder)
-        .await
-        .expect("hold A's mark");
-    let holder_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-        .fetch_one(&mut holder)
-        .await
-        .expect("pid");
+    let held = HeldLock::mark_of(&db.url, "cll_a").await;
     let lower = {
         let receiver = receiver.clone();
         tokio::spawn(async move { receiver.deliver("msg_a2", &tagged("cll_a", "vip")).await })
     };
-    let Store::Postgres(observer) = &store else {
-        unreachable!("a PostgreSQL test database")
-    };
-    wait_until("the append of A waits on the held mark", 20, || async {
-        let blocked: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
-        )
-        .bind(holder_pid)
-        .fetch_one(observer)
-        .await
-        .expect("pg_stat_activity");
-        blocked > 0
-    })
-    .await;
+    held.wait_for_a_waiter(&store, "the append of A waits on the held mark")
+        .await;
 
     // A later append commits and is folded while the lower seq is still uncommitted.
     let later = other_receiver.deliver("msg_b1", &completed("cll_b")).await;
@@ -117,10 +92,7 @@ async fn an_event_committed_after_a_later_seq_was_folded_is_still_projected() {
         .expect("read");
     assert_eq!(a_before, None, "A's fold waits for its held mark");
 
-    sqlx::query("COMMIT")
-        .execute(&mut holder)
-        .await
-        .expect("release");
+    held.release().await;
     let lower = lower.await.expect("append task");
     assert_eq!(lower.status, 200, "{}", lower.json);
     assert!(

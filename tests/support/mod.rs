@@ -612,3 +612,65 @@ pub async fn assert_projections_equal_a_fold_from_scratch(
     }
     folded
 }
+
+/// A PostgreSQL transaction of its own that holds a lock, so that a statement needing it waits,
+/// uncommitted, until [`HeldLock::release`]: how the suites make a lower seq commit after a
+/// higher one, or make a read outlast a lease.
+pub struct HeldLock {
+    connection: sqlx::PgConnection,
+    pid: i32,
+}
+
+impl HeldLock {
+    /// Opens a transaction on the database at `url` and runs `statement` in it, whose locks
+    /// the transaction then holds.
+    pub async fn take(url: &str, statement: &str) -> Self {
+        let mut connection = sqlx::PgConnection::connect(url).await.expect("connect");
+        sqlx::query("BEGIN")
+            .execute(&mut connection)
+            .await
+            .expect("begin");
+        sqlx::query(statement)
+            .execute(&mut connection)
+            .await
+            .expect("take the lock");
+        let pid = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut connection)
+            .await
+            .expect("pid");
+        Self { connection, pid }
+    }
+
+    /// Holds the fold-queue mark of `call_key`, which every append to that call updates.
+    pub async fn mark_of(url: &str, call_key: &str) -> Self {
+        let statement =
+            format!("SELECT call_key FROM calls_to_fold WHERE call_key = '{call_key}' FOR UPDATE");
+        Self::take(url, &statement).await
+    }
+
+    /// Waits until another session of `store` waits on this lock.
+    pub async fn wait_for_a_waiter(&self, store: &Store, what: &str) {
+        let Store::Postgres(observer) = store else {
+            unreachable!("a lock held on PostgreSQL is waited on from PostgreSQL")
+        };
+        wait_until(what, 20, || async {
+            let blocked: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
+            )
+            .bind(self.pid)
+            .fetch_one(observer)
+            .await
+            .expect("pg_stat_activity");
+            blocked > 0
+        })
+        .await;
+    }
+
+    /// Commits, letting whoever waits on the lock go on.
+    pub async fn release(mut self) {
+        sqlx::query("COMMIT")
+            .execute(&mut self.connection)
+            .await
+            .expect("release");
+    }
+}
