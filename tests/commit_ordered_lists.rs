@@ -109,9 +109,10 @@ async fn a_kept_record_committed_after_a_higher_seq_was_listed_is_on_the_next_pa
             store.append_batch(&batch).await.expect("append")
         })
     };
-    let Store::Postgres(observer) = &store else {
+    let Store::Postgres(pools) = &store else {
         unreachable!("a PostgreSQL test database")
     };
+    let observer = &pools.writer;
     wait_until(
         "the lower seqs' append waits on the held mark",
         20,

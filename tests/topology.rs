@@ -85,9 +85,10 @@ async fn an_event_committed_after_a_later_seq_was_folded_is_still_projected() {
         let receiver = receiver.clone();
         tokio::spawn(async move { receiver.deliver("msg_a2", &tagged("cll_a", "vip")).await })
     };
-    let Store::Postgres(observer) = &store else {
+    let Store::Postgres(pools) = &store else {
         unreachable!("a PostgreSQL test database")
     };
+    let observer = &pools.writer;
     wait_until("the append of A waits on the held mark", 20, || async {
         let blocked: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",

@@ -195,8 +195,9 @@ pub struct DatabaseArgs {
     )]
     pub database_url: String,
 
-    /// Most database connections this process opens: on PostgreSQL in all; on SQLite for
-    /// reads, beside the one connection that writes.
+    /// Size of each database connection pool: on PostgreSQL the pool for writes and the pool
+    /// for reads have this many each; on SQLite it is the read pool, beside the one connection
+    /// that writes.
     #[arg(long, env = "CALLFOLD_DB_MAX_CONNECTIONS", default_value_t = 8, global = true,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub db_max_connections: u32,
