@@ -302,7 +302,9 @@ pub struct ServiceArgs {
 
     /// Longest time, in milliseconds, that a shutdown (SIGTERM, SIGINT) waits for requests in
     /// flight; then the connections still open are closed, the appends already accepted are
-    /// committed, and the process exits. Below the 30 s after which supervisors usually kill.
+    /// committed, and the projector's batch and the database pools get at most as long again
+    /// (reads on a silent database never end). Below the 30 s after which supervisors usually
+    /// kill.
     #[arg(long, env = "CALLFOLD_SHUTDOWN_TIMEOUT_MS", default_value_t = 20_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub shutdown_timeout_ms: u64,
