@@ -4,129 +4,21 @@
 //! recovers by itself when the database answers again; a transaction abandoned at the deadline
 //! does not outlive it by much on the server, so retries of its deliveries are not held.
 //!
-//! PostgreSQL only: the silence is made by a relay between the receiver and the server, which
-//! keeps the sockets open and stops copying bytes, on one connection or on all of them.
+//! PostgreSQL only: the silence is made by a relay between the receiver and the server
+//! (`support::relay`), which keeps the sockets open and stops copying bytes, on one connection
+//! or on all of them.
 
 mod support;
 
-use std::collections::HashSet;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use support::relay::Relay;
 use support::{TestDb, TestReceiver, envelope, start_service, wait_until};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 
 /// The commit deadline the receiver under test runs with.
 const COMMIT_TIMEOUT: Duration = Duration::from_millis(1000);
-
-/// Which relayed connections copy bytes.
-#[derive(Clone, Debug, Default)]
-struct Flow {
-    /// No connection copies anything.
-    all_silent: bool,
-    /// The connection whose client next sends bytes containing these falls silent, from those
-    /// bytes on.
-    silence_sender_of: Option<Vec<u8>>,
-    /// The connections fallen silent.
-    silent: HashSet<usize>,
-}
-
-impl Flow {
-    fn forwards(&self, connection: usize) -> bool {
-        !self.all_silent && !self.silent.contains(&connection)
-    }
-}
-
-/// A TCP relay on a loopback port in front of `upstream`.
-struct Relay {
-    addr: SocketAddr,
-    flow: Arc<watch::Sender<Flow>>,
-}
-
-impl Relay {
-    async fn start(upstream: String) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind relay");
-        let addr = listener.local_addr().expect("relay address");
-        let flow = Arc::new(watch::channel(Flow::default()).0);
-        let relay_flow = Arc::clone(&flow);
-        tokio::spawn(async move {
-            for connection in 0.. {
-                let Ok((client, _)) = listener.accept().await else {
-                    return;
-                };
-                let server = TcpStream::connect(&upstream)
-                    .await
-                    .expect("reach PostgreSQL");
-                let (client_read, client_write) = client.into_split();
-                let (server_read, server_write) = server.into_split();
-                let flow = || Arc::clone(&relay_flow);
-                tokio::spawn(pump(connection, client_read, server_write, flow(), true));
-                tokio::spawn(pump(connection, server_read, client_write, flow(), false));
-            }
-        });
-        Self { addr, flow }
-    }
-
-    /// The connection that next carries `bytes` to the server stops copying, from them on.
-    fn silence_connection_sending(&self, bytes: impl Into<Vec<u8>>) {
-        let bytes = bytes.into();
-        self.flow
-            .send_modify(|flow| flow.silence_sender_of = Some(bytes));
-    }
-
-    /// Every connection stops copying.
-    fn silence_all(&self) {
-        self.flow.send_modify(|flow| flow.all_silent = true);
-    }
-
-    /// Every connection copies again, what it held first.
-    fn resume(&self) {
-        self.flow.send_replace(Flow::default());
-    }
-}
-
-/// Copies `from` to `to` while `connection` forwards; a chunk read while it is silent waits.
-/// When `from_client`, a chunk holding the awaited bytes silences `connection` before it is
-/// copied. A closed side is passed on once the connection forwards.
-async fn pump(
-    connection: usize,
-    mut from: OwnedReadHalf,
-    mut to: OwnedWriteHalf,
-    flow: Arc<watch::Sender<Flow>>,
-    from_client: bool,
-) {
-    let mut buffer = vec![0; 64 * 1024];
-    let mut forwarding = flow.subscribe();
-    loop {
-        let read = from.read(&mut buffer).await.unwrap_or(0);
-        if from_client {
-            flow.send_if_modified(|flow| match &flow.silence_sender_of {
-                Some(awaited) if buffer[..read].windows(awaited.len()).any(|w| w == awaited) => {
-                    flow.silence_sender_of = None;
-                    flow.silent.insert(connection);
-                    true
-                }
-                _ => false,
-            });
-        }
-        let _ = forwarding.wait_for(|flow| flow.forwards(connection)).await;
-        if read == 0 || to.write_all(&buffer[..read]).await.is_err() {
-            let _ = to.shutdown().await;
-            return;
-        }
-    }
-}
-
-/// `host:port` of a `postgres://user@host:port/db?...` URL.
-fn host_and_port(url: &str) -> &str {
-    let after_user = url.split_once('@').expect("user in the test URL").1;
-    after_user.split(['/', '?']).next().expect("host")
-}
 
 async fn readyz(client: &reqwest::Client, base_url: &str) -> (u16, String) {
     let response = client.get(format!("{base_url}/readyz")).send();
@@ -144,9 +36,7 @@ async fn readyz(client: &reqwest::Client, base_url: &str) -> (u16, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_that_hangs_is_503_with_retry_after_and_recovers_when_the_database_answers() {
     let db = TestDb::postgres().await;
-    let upstream = host_and_port(&db.url).to_owned();
-    let relay = Relay::start(upstream.clone()).await;
-    let relayed_url = db.url.replacen(&upstream, &relay.addr.to_string(), 1);
+    let (relay, relayed_url) = Relay::in_front_of(&db.url).await;
     let timeout_ms = COMMIT_TIMEOUT.as_millis().to_string();
     // One connection in the pool: a silent connection kept there would stop every commit.
     let service = start_service(
@@ -229,9 +119,7 @@ async fn a_commit_that_hangs_is_503_with_retry_after_and_recovers_when_the_datab
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_of_an_abandoned_commit_are_stored_soon_after_the_commit_deadline() {
     let db = TestDb::postgres().await;
-    let upstream = host_and_port(&db.url).to_owned();
-    let relay = Relay::start(upstream.clone()).await;
-    let relayed_url = db.url.replacen(&upstream, &relay.addr.to_string(), 1);
+    let (relay, relayed_url) = Relay::in_front_of(&db.url).await;
     let timeout_ms = COMMIT_TIMEOUT.as_millis().to_string();
     let service = start_service(
         "ingest",
@@ -314,9 +202,7 @@ async fn default_configuration_fingerprint() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_answers_within_the_deadline_when_the_configuration_check_hangs() {
     let db = TestDb::postgres().await;
-    let upstream = host_and_port(&db.url).to_owned();
-    let relay = Relay::start(upstream.clone()).await;
-    let relayed_url = db.url.replacen(&upstream, &relay.addr.to_string(), 1);
+    let (relay, relayed_url) = Relay::in_front_of(&db.url).await;
     let timeout_ms = COMMIT_TIMEOUT.as_millis().to_string();
     let service = start_service(
         "ingest",

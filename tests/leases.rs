@@ -17,9 +17,9 @@ const SHORT_LEASE: Duration = Duration::from_secs(2);
 /// The database's clock, in microseconds since the Unix epoch.
 async fn database_now_us(store: &Store) -> i64 {
     match store {
-        Store::Postgres(pool) => {
+        Store::Postgres(pools) => {
             sqlx::query_scalar("SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint")
-                .fetch_one(pool)
+                .fetch_one(&pools.readers)
                 .await
                 .expect("read the clock")
         }
@@ -36,7 +36,12 @@ async fn database_now_us(store: &Store) -> i64 {
 async fn claimed_until_us(store: &Store, call_key: &str) -> Option<i64> {
     let sql = "SELECT claimed_until_us FROM calls_to_fold WHERE call_key = $1";
     match store {
-        Store::Postgres(pool) => sqlx::query_scalar(sql).bind(call_key).fetch_one(pool).await,
+        Store::Postgres(pools) => {
+            sqlx::query_scalar(sql)
+                .bind(call_key)
+                .fetch_one(&pools.readers)
+                .await
+        }
         Store::Sqlite(pools) => {
             sqlx::query_scalar(sql)
                 .bind(call_key)

@@ -30,7 +30,7 @@ const KEPT_COUNTS: &str = "SELECT CAST(sum(events) AS BIGINT), CAST(sum(quaranti
 async fn counts(store: &Store, sql: &str) -> Counts {
     match store {
         Store::Sqlite(pools) => sqlx::query_as(sql).fetch_one(&pools.readers).await,
-        Store::Postgres(pool) => sqlx::query_as(sql).fetch_one(pool).await,
+        Store::Postgres(pools) => sqlx::query_as(sql).fetch_one(&pools.readers).await,
     }
     .expect("count")
 }
@@ -183,7 +183,8 @@ async fn upgrade_a_database_that_holds_records(url: &str, backend: &str) -> Stor
                     .expect("write");
             }
         }
-        Store::Postgres(pool) => {
+        Store::Postgres(pools) => {
+            let pool = &pools.writer;
             older.run(pool).await.expect("older schema");
             // PostgreSQL spells a bytea literal '\x...'.
             for statement in [LOG_RECORDS, A_PROJECTION] {

@@ -318,9 +318,10 @@ async fn a_redrive_the_store_kept_quarantined_is_still_unusable(db: TestDb) {
 #[tokio::test]
 async fn a_commit_the_database_fails_is_not_taken_for_a_refused_record() {
     let db = TestDb::postgres().await;
-    let Store::Postgres(pool) = &db.store else {
+    let Store::Postgres(pools) = &db.store else {
         unreachable!("a PostgreSQL test store")
     };
+    let pool = &pools.writer;
     // A deferred constraint trigger runs at COMMIT; the sequence counts the commits tried, as
     // its increments survive the rollbacks.
     for statement in [
@@ -360,9 +361,10 @@ async fn a_commit_the_database_fails_is_not_taken_for_a_refused_record() {
 #[tokio::test]
 async fn a_batch_that_fails_after_part_of_it_committed_wakes_the_projector() {
     let db = TestDb::postgres().await;
-    let Store::Postgres(pool) = &db.store else {
+    let Store::Postgres(pools) = &db.store else {
         unreachable!("a PostgreSQL test store")
     };
+    let pool = &pools.writer;
     for statement in [
         "CREATE FUNCTION fail_msg_c() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
              IF NEW.webhook_id = 'msg_c' THEN

@@ -173,7 +173,7 @@ async fn the_log_refuses_updates_and_deletes(db: TestDb) {
     for statement in statements {
         let refused = match &db.store {
             Store::Sqlite(pools) => sqlx::query(statement).execute(&pools.writer).await.is_err(),
-            Store::Postgres(pool) => sqlx::query(statement).execute(pool).await.is_err(),
+            Store::Postgres(pools) => sqlx::query(statement).execute(&pools.writer).await.is_err(),
         };
         assert!(refused, "{statement} was allowed");
     }
@@ -198,9 +198,9 @@ async fn commits_are_configured_to_reach_the_disk_before_returning(db: TestDb) {
                 "WAL with synchronous=FULL"
             );
         }
-        Store::Postgres(pool) => {
+        Store::Postgres(pools) => {
             let setting: String = sqlx::query_scalar("SHOW synchronous_commit")
-                .fetch_one(pool)
+                .fetch_one(&pools.writer)
                 .await
                 .expect("show");
             assert_eq!(setting, "on");

@@ -288,8 +288,8 @@ impl Scratch {
 
     async fn execute(&self, sql: &str) -> anyhow::Result<()> {
         let store = Store::connect(&self.base_url).await?;
-        if let Store::Postgres(pool) = &store {
-            sqlx::raw_sql(sql).execute(pool).await?;
+        if let Store::Postgres(pools) = &store {
+            sqlx::raw_sql(sql).execute(&pools.writer).await?;
         }
         store.close().await;
         Ok(())

@@ -68,8 +68,10 @@ pub async fn fill_log(store: &Store, events: usize, seed: u64) -> anyhow::Result
 /// On PostgreSQL, what autovacuum would do soon after a bulk change, done now, so that it does
 /// not run under the measurements that follow. Nothing to do on SQLite.
 pub async fn vacuum(store: &Store) -> anyhow::Result<()> {
-    if let Store::Postgres(pool) = store {
-        sqlx::raw_sql("VACUUM ANALYZE").execute(pool).await?;
+    if let Store::Postgres(pools) = store {
+        sqlx::raw_sql("VACUUM ANALYZE")
+            .execute(&pools.writer)
+            .await?;
     }
     Ok(())
 }
@@ -106,8 +108,8 @@ pub async fn raw_read(store: &Store) -> anyhow::Result<(u64, Duration)> {
                 rows += 1;
             }
         }
-        Store::Postgres(pool) => {
-            let mut stream = sqlx::query_as::<_, RawRow>(RAW_READ).fetch(pool);
+        Store::Postgres(pools) => {
+            let mut stream = sqlx::query_as::<_, RawRow>(RAW_READ).fetch(&pools.readers);
             while let Some(row) = stream.next().await {
                 row?;
                 rows += 1;

@@ -148,7 +148,7 @@ pub async fn disturb_every_projection(store: &Store) -> anyhow::Result<()> {
     let sql = "UPDATE call_projections SET late_events = late_events + 1";
     match store {
         Store::Sqlite(pools) => sqlx::query(sql).execute(&pools.writer).await.map(drop)?,
-        Store::Postgres(pool) => sqlx::query(sql).execute(pool).await.map(drop)?,
+        Store::Postgres(pools) => sqlx::query(sql).execute(&pools.writer).await.map(drop)?,
     }
     Ok(())
 }

@@ -5,6 +5,8 @@
 //! Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub mod relay;
+
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -650,9 +652,10 @@ impl HeldLock {
 
     /// Waits until another session of `store` waits on this lock.
     pub async fn wait_for_a_waiter(&self, store: &Store, what: &str) {
-        let Store::Postgres(observer) = store else {
+        let Store::Postgres(pools) = store else {
             unreachable!("a lock held on PostgreSQL is waited on from PostgreSQL")
         };
+        let observer = &pools.readers;
         wait_until(what, 20, || async {
             let blocked: i64 = sqlx::query_scalar(
                 "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",

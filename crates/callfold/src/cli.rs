@@ -195,8 +195,9 @@ pub struct DatabaseArgs {
     )]
     pub database_url: String,
 
-    /// Most database connections this process opens: on PostgreSQL in all; on SQLite for
-    /// reads, beside the one connection that writes.
+    /// Size of each database connection pool: on PostgreSQL the pool for writes and the pool
+    /// for reads have this many each; on SQLite it is the read pool, beside the one connection
+    /// that writes.
     #[arg(long, env = "CALLFOLD_DB_MAX_CONNECTIONS", default_value_t = 8, global = true,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub db_max_connections: u32,
@@ -301,7 +302,9 @@ pub struct ServiceArgs {
 
     /// Longest time, in milliseconds, that a shutdown (SIGTERM, SIGINT) waits for requests in
     /// flight; then the connections still open are closed, the appends already accepted are
-    /// committed, and the process exits. Below the 30 s after which supervisors usually kill.
+    /// committed, and the projector's batch and the database pools get at most as long again
+    /// (reads on a silent database never end). Below the 30 s after which supervisors usually
+    /// kill.
     #[arg(long, env = "CALLFOLD_SHUTDOWN_TIMEOUT_MS", default_value_t = 20_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub shutdown_timeout_ms: u64,

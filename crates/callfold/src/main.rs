@@ -296,7 +296,8 @@ async fn rebuild(
 /// and live streams end their bodies; requests in flight finish, for at most
 /// --shutdown-timeout-ms, after which the connections still open are closed (those requests
 /// were not answered, so they are sent again); then the committer commits every append it
-/// accepted and the projector finishes its batch, and the process exits.
+/// accepted; then the projector finishes its batch and the pools close, for at most another
+/// --shutdown-timeout-ms (a read on a silent database never ends), and the process exits.
 async fn run_services(
     service: ServiceArgs,
     receiver: Option<ReceiverOptions>,
@@ -453,11 +454,36 @@ async fn run_services(
     if let Some(admin) = admin_task {
         admin.await.context("the admin listener failed")?;
     }
-    // The router, and with it every queue handle, is gone: the committer drains and stops.
-    for task in [committer, projector_task].into_iter().flatten() {
-        task.await.context("a background task failed")?;
+    // The router, and with it every queue handle, is gone: the committer drains and stops
+    // (each of its commits has a deadline).
+    if let Some(committer) = committer {
+        committer.await.context("the committer failed")?;
     }
-    store.close().await;
+    // A read on a database that stopped answering without closing (the projector's read of a
+    // call's events, a stream's poll cut mid-query) has no deadline of its own: the
+    // projector's batch and the closing of the pools get the shutdown timeout, then are
+    // abandoned.
+    let deadline = tokio::time::Instant::now() + limits.shutdown_timeout;
+    let timeout_ms = limits.shutdown_timeout.as_millis();
+    if let Some(projector) = projector_task {
+        match tokio::time::timeout_at(deadline, projector).await {
+            Ok(finished) => finished.context("the projector failed")?,
+            Err(_) => tracing::warn!(
+                timeout_ms,
+                "the projector's batch did not finish within the shutdown timeout; abandoned, \
+                 its claims expire with their lease"
+            ),
+        }
+    }
+    if tokio::time::timeout_at(deadline, store.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            timeout_ms,
+            "database connections still busy at the shutdown timeout; abandoned, not closed cleanly"
+        );
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -45,8 +45,9 @@ const APPENDED_CHANNEL: &str = "callfold_appended";
 /// Limits of the connection pool and of each statement.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolLimits {
-    /// Most connections this process opens: on PostgreSQL in all; on SQLite for reads, beside
-    /// the one connection that writes (SQLite has one writer at a time).
+    /// Most connections of each pool: on PostgreSQL the pool that writes and the pool that
+    /// reads have this many each; on SQLite it is the read pool's size, beside the one
+    /// connection that writes (SQLite has one writer at a time).
     pub max_connections: u32,
     /// How long a caller waits for a connection (including opening one) before the store
     /// counts as unavailable.
@@ -183,7 +184,7 @@ pub enum Store {
     /// The embedded default: one file, WAL journal, `synchronous=FULL`.
     Sqlite(SqlitePools),
     /// The production store.
-    Postgres(PgPool),
+    Postgres(PgPools),
 }
 
 /// The two pools of a SQLite store: one connection for every write, and several for reads.
@@ -200,8 +201,24 @@ pub struct SqlitePools {
     pub readers: SqlitePool,
 }
 
-/// Runs the same generic body against the pool of `$store` that writes (on PostgreSQL its only
-/// pool), bound to `$pool`.
+/// The two pools of a PostgreSQL store: connections for writes, and as many for reads.
+///
+/// A read holds its connection for as long as the database takes to answer, and most reads
+/// have no client-side deadline (a stream's poll, a query of the API, the operators' counts):
+/// on a network that goes silent without closing, they would hold their connections until TCP
+/// gives up. In their own pool they can exhaust only that pool, and the commits that
+/// acknowledge deliveries still get connections once the database answers again.
+#[derive(Clone, Debug)]
+pub struct PgPools {
+    /// Connections for every write: appends, claims, settles, rebuilds, migrations, and the
+    /// readiness check (whether appends can be made is what readiness means).
+    pub writer: PgPool,
+    /// Connections that only read: queries, counts, streams, the projector's read of the
+    /// events of the calls it claimed, and the connection that LISTENs for appends.
+    pub readers: PgPool,
+}
+
+/// Runs the same generic body against the pool of `$store` that writes, bound to `$pool`.
 ///
 /// `sqlx::query` is generic over the database, so one body compiles once per backend; this is
 /// how every statement in this crate is written exactly once.
@@ -212,7 +229,10 @@ macro_rules! on_pool {
                 let $pool = &pools.writer;
                 $body
             }
-            $crate::Store::Postgres($pool) => $body,
+            $crate::Store::Postgres(pools) => {
+                let $pool = &pools.writer;
+                $body
+            }
         }
     };
 }
@@ -258,10 +278,10 @@ impl<DB: sqlx::Database> Drop for Checkout<DB> {
     }
 }
 
-/// Like [`on_pool!`], for a body that only reads: on SQLite it runs on the read pool, so that
-/// it never waits for the write connection nor holds it. The body must not depend on a write
-/// of its caller that is not committed yet (none of the store's reads run inside a write
-/// transaction).
+/// Like [`on_pool!`], for a body that only reads: it runs on the read pool of either backend,
+/// so that it never waits for a connection that writes nor holds one. The body must not
+/// depend on a write of its caller that is not committed yet (none of the store's reads run
+/// inside a write transaction).
 macro_rules! on_read_pool {
     ($store:expr, $pool:ident => $body:expr) => {
         match $store {
@@ -269,7 +289,10 @@ macro_rules! on_read_pool {
                 let $pool = &pools.readers;
                 $body
             }
-            $crate::Store::Postgres($pool) => $body,
+            $crate::Store::Postgres(pools) => {
+                let $pool = &pools.readers;
+                $body
+            }
         }
     };
 }
@@ -364,12 +387,14 @@ impl Store {
                         statement_timeout.as_str(),
                     ),
                 ]);
-                let pool = PgPoolOptions::new()
-                    .max_connections(limits.max_connections)
-                    .acquire_timeout(limits.acquire_timeout)
-                    .connect_with(options)
-                    .await?;
-                Ok(Store::Postgres(pool))
+                let pool = || {
+                    PgPoolOptions::new()
+                        .max_connections(limits.max_connections)
+                        .acquire_timeout(limits.acquire_timeout)
+                };
+                let writer = pool().connect_with(options.clone()).await?;
+                let readers = pool().connect_with(options).await?;
+                Ok(Store::Postgres(PgPools { writer, readers }))
             }
             other => Err(StoreError::UnsupportedUrl {
                 scheme: other.to_owned(),
@@ -382,13 +407,13 @@ impl Store {
     pub async fn migrate(&self) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(pools) => SQLITE_MIGRATIONS.run(&pools.writer).await?,
-            Store::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await?,
+            Store::Postgres(pools) => POSTGRES_MIGRATIONS.run(&pools.writer).await?,
         }
         Ok(())
     }
 
-    /// Ok when the store answers and every migration this build knows is applied. On SQLite
-    /// it asks the write connection: whether appends can be made is what readiness means.
+    /// Ok when the store answers and every migration this build knows is applied. It asks the
+    /// pool that writes: whether appends can be made is what readiness means.
     pub async fn check_ready(&self) -> Result<(), StoreError> {
         let known = match self {
             Store::Sqlite(_) => SQLITE_MIGRATIONS.iter().count(),
@@ -416,7 +441,10 @@ impl Store {
                 pools.readers.close().await;
                 pools.writer.close().await;
             }
-            Store::Postgres(pool) => pool.close().await,
+            Store::Postgres(pools) => {
+                pools.readers.close().await;
+                pools.writer.close().await;
+            }
         }
     }
 
@@ -427,8 +455,8 @@ impl Store {
     pub async fn watch_appends(&self, mut on_append: impl FnMut()) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(_) => std::future::pending().await,
-            Store::Postgres(pool) => {
-                let mut listener = PgListener::connect_with(pool).await?;
+            Store::Postgres(pools) => {
+                let mut listener = PgListener::connect_with(&pools.readers).await?;
                 listener.listen(APPENDED_CHANNEL).await?;
                 loop {
                     listener.recv().await?;
