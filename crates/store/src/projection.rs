@@ -11,6 +11,7 @@
 //! order, which is what the live streams of the query API follow.
 
 use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use crate::event::{CallKey, EventTime, LoggedEvent};
 use crate::log::{EventRow, SELECT_EVENT};
@@ -146,6 +147,9 @@ const REBUILD_PAGE: i64 = 2000;
 /// Rebuilt projections a swap considers per transaction: what bounds how long it holds the
 /// change counter, which settles wait on.
 const SWAP_BATCH: i64 = 256;
+/// On SQLite, the least pause after a swap batch that wrote (see [`Store::swap_in_rebuilt`]):
+/// the longest sleep of SQLite's busy handler in a writer's first 100 ms of waiting.
+const SQLITE_SWAP_PAUSE: Duration = Duration::from_millis(25);
 
 const PROJECTION_COLUMNS: &str =
     "call_key, document, last_seq, late_events, events_folded, updated_at_us, config_fingerprint";
@@ -458,8 +462,10 @@ impl Store {
     /// (so it read a superset of the live one's events: see `docs/ARCHITECTURE.md`, "Rebuild")
     /// and differs from it; each projection replaced takes a change number, so the live
     /// streams see it. A live projection is never deleted, and one that a worker settled from
-    /// more events than the rebuild read is left alone. Returns the number of live projections
-    /// changed.
+    /// more events than the rebuild read is left alone. On SQLite it pauses after each batch
+    /// that wrote for as long as the batch took, and at least [`SQLITE_SWAP_PAUSE`], so that
+    /// the receivers' commits get the write lock between batches. Returns the number of live
+    /// projections changed.
     pub async fn swap_in_rebuilt(&self) -> Result<u64, StoreError> {
         let shadow = self.shadow_table().await?;
         let rebuilt_batch = format!(
@@ -502,6 +508,7 @@ impl Store {
                     .fetch_all(pool)
                     .await?;
                 if !replacements(&rebuilt, live).is_empty() {
+                    let batch_started = Instant::now();
                     let batch_changed: u64 = in_transaction!(pool, tx => {
                         let last_change: i64 =
                             sqlx::query_scalar(lock_counter).fetch_one(&mut *tx).await?;
@@ -539,6 +546,13 @@ impl Store {
                         count as u64
                     })?;
                     changed += batch_changed;
+                    if let Store::Sqlite(_) = self {
+                        // The receivers of `callfold serve` are another process: a commit of
+                        // theirs that finds the write lock taken does not queue for it but
+                        // sleeps in SQLite's busy handler and retries. Batches back to back
+                        // would keep finding it free first.
+                        tokio::time::sleep(batch_started.elapsed().max(SQLITE_SWAP_PAUSE)).await;
+                    }
                 }
                 // Emptied as it goes: one DELETE of the whole shadow would hold SQLite's write
                 // lock, which every append needs, for as long as it takes.
