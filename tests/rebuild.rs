@@ -1,10 +1,12 @@
-//! Rebuilding every projection while workers fold, on SQLite and PostgreSQL. The test drives a
-//! rebuild's two phases (fold the log into the shadow table, then swap) and settles folds in
-//! between, at the point where a swap could overwrite them with the older rebuilt projections.
+//! Rebuilding every projection while workers fold, on SQLite and PostgreSQL. The tests drive a
+//! rebuild's two phases (fold the log into the shadow table, then swap): settling folds in
+//! between, at the point where a swap could overwrite them with the older rebuilt projections,
+//! and reading the log while another connection holds the write lock that appends need.
 
 mod support;
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use callfold_projector::{Precedence, Projector};
 use callfold_store::CallKey;
@@ -118,4 +120,47 @@ async fn folds_settled_between_a_rebuilds_read_and_its_swap_are_never_undone(db:
     );
 }
 
-on_both_stores!(folds_settled_between_a_rebuilds_read_and_its_swap_are_never_undone);
+/// Longer than the read phase of a few events takes, and much shorter than the time SQLite's
+/// busy handler waits for a write lock (the store's statement timeout, 30 s).
+const READ_PHASE_BOUND: Duration = Duration::from_secs(10);
+
+async fn a_rebuilds_read_phase_does_not_wait_for_the_write_lock(db: TestDb) {
+    let receiver = start_receiver(&db.store, ReceiverConfig::default()).await;
+    let projector = Projector::new(db.store.clone(), Precedence::default(), 100, LEASE);
+    let at = "2026-02-10T09:00:00Z";
+    for call in ["cll_first", "cll_second"] {
+        receiver
+            .deliver(
+                &format!("msg_{call}"),
+                &call_event("call.received", at, call),
+            )
+            .await;
+    }
+    catch_up(&projector).await;
+
+    // Another writer (on SQLite, the committer of `callfold serve` beside the rebuild's
+    // process) holds the lock for the whole read phase.
+    let lock = db.hold_write_lock().await;
+    let rebuilt = tokio::time::timeout(READ_PHASE_BOUND, projector.rebuild_into_shadow(|_, _| {}))
+        .await
+        .expect("the read phase finished while another writer held the lock")
+        .expect("read phase");
+    assert_eq!(rebuilt, 2);
+    lock.release().await;
+
+    projector.swap_in_rebuilt().await.expect("swap");
+    let calls: BTreeSet<CallKey> = ["cll_first", "cll_second"]
+        .into_iter()
+        .map(CallKey::new)
+        .collect();
+    assert_eq!(
+        assert_projections_equal_a_fold_from_scratch(&db.store, &calls).await,
+        2,
+        "every event folded once"
+    );
+}
+
+on_both_stores!(
+    folds_settled_between_a_rebuilds_read_and_its_swap_are_never_undone,
+    a_rebuilds_read_phase_does_not_wait_for_the_write_lock
+);

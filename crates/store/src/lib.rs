@@ -194,7 +194,8 @@ pub enum Store {
 /// delays the commit that acknowledges deliveries, which waits only for the write connection.
 #[derive(Clone, Debug)]
 pub struct SqlitePools {
-    /// The only connection that writes: appends, claims, settles, rebuilds, migrations.
+    /// The only connection that writes: appends, claims, settles, rebuilds, migrations. It also
+    /// holds a rebuild's shadow, in its temporary database.
     pub writer: SqlitePool,
     /// Connections that only read (`PRAGMA query_only`): queries, counts, streams, and the
     /// projector's read of the events of the calls it claimed.
@@ -358,8 +359,12 @@ impl Store {
                 // One connection writes: SQLite has one writer at a time, and writers that wait
                 // on SQLite's own lock sleep in its busy handler (tens of milliseconds), while
                 // tasks waiting for the pool's connection are woken the moment it is free.
+                // It is never replaced while it works: a rebuild keeps its shadow in the
+                // connection's temporary database between its two phases.
                 let writer = SqlitePoolOptions::new()
                     .max_connections(1)
+                    .idle_timeout(None)
+                    .max_lifetime(None)
                     .acquire_timeout(limits.acquire_timeout)
                     .connect_with(options.clone())
                     .await?;

@@ -11,6 +11,7 @@
 //! order, which is what the live streams of the query API follow.
 
 use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use crate::event::{CallKey, EventTime, LoggedEvent};
 use crate::log::{EventRow, SELECT_EVENT};
@@ -124,14 +125,31 @@ impl From<ChangeRow> for ProjectionChange {
 
 /// The live projections, which queries read.
 pub(crate) const LIVE: &str = "call_projections";
-/// Where a rebuild writes before the swap.
+/// Where a rebuild writes before the swap, on PostgreSQL.
 const SHADOW: &str = "call_projections_rebuild";
+/// Where a rebuild writes before the swap, on SQLite: a table of the write connection's own
+/// temporary database (a file of its own, outside the database file and its WAL), so that the
+/// read phase, however long, takes no lock on the database and writes nothing a checkpoint must
+/// copy; the receivers' commits never wait for it. Only the connection that created it sees it:
+/// the store's single write connection, which both phases use (see [`SqlitePools`]).
+///
+/// [`SqlitePools`]: crate::SqlitePools
+const SQLITE_SHADOW: &str = "temp.call_projections_rebuild";
+/// Creates [`SQLITE_SHADOW`], with the columns of the live table.
+const CREATE_SQLITE_SHADOW: &str = "CREATE TEMP TABLE IF NOT EXISTS call_projections_rebuild (\
+     call_key TEXT PRIMARY KEY, document TEXT NOT NULL, last_seq BIGINT NOT NULL, \
+     late_events BIGINT NOT NULL, events_folded BIGINT NOT NULL, \
+     updated_at_us BIGINT NOT NULL, config_fingerprint TEXT, \
+     change_seq BIGINT NOT NULL DEFAULT 0)";
 
 /// Log records read per page while rebuilding.
 const REBUILD_PAGE: i64 = 2000;
 /// Rebuilt projections a swap considers per transaction: what bounds how long it holds the
 /// change counter, which settles wait on.
 const SWAP_BATCH: i64 = 256;
+/// On SQLite, the least pause after a swap batch that wrote (see [`Store::swap_in_rebuilt`]):
+/// the longest sleep of SQLite's busy handler in a writer's first 100 ms of waiting.
+const SQLITE_SWAP_PAUSE: Duration = Duration::from_millis(25);
 
 const PROJECTION_COLUMNS: &str =
     "call_key, document, last_seq, late_events, events_folded, updated_at_us, config_fingerprint";
@@ -239,6 +257,20 @@ macro_rules! take_changes {
 pub(crate) use take_changes;
 
 impl Store {
+    /// The table a rebuild writes into before the swap: [`SHADOW`], or [`SQLITE_SHADOW`],
+    /// created (empty) if the write connection has none yet.
+    async fn shadow_table(&self) -> Result<&'static str, StoreError> {
+        match self {
+            Store::Sqlite(pools) => {
+                sqlx::query(CREATE_SQLITE_SHADOW)
+                    .execute(&pools.writer)
+                    .await?;
+                Ok(SQLITE_SHADOW)
+            }
+            Store::Postgres(_) => Ok(SHADOW),
+        }
+    }
+
     /// The projection of `call_key`, if the projector has folded any of its events.
     pub async fn projection(
         &self,
@@ -384,10 +416,11 @@ impl Store {
              ORDER BY call_key, seq LIMIT $2"
         );
         let placeholders = self.placeholders();
+        let shadow = self.shadow_table().await?;
         let (mut calls, mut read) = (0, 0);
         let mut after = String::new();
         on_pool!(self, pool => {
-            sqlx::query(&format!("DELETE FROM {SHADOW}")).execute(pool).await?;
+            sqlx::query(&format!("DELETE FROM {shadow}")).execute(pool).await?;
             loop {
                 let page: Vec<EventRow> = sqlx::query_as(&page_sql)
                     .bind(after.as_str())
@@ -408,7 +441,7 @@ impl Store {
                     read += records.len() as u64;
                     projections.extend(project(call_key, records));
                 }
-                upsert_projections!(pool, placeholders, SHADOW, projections, None);
+                upsert_projections!(pool, placeholders, shadow, projections, None);
                 let Some((last_call, _)) = page_calls.last() else {
                     break;
                 };
@@ -429,11 +462,14 @@ impl Store {
     /// (so it read a superset of the live one's events: see `docs/ARCHITECTURE.md`, "Rebuild")
     /// and differs from it; each projection replaced takes a change number, so the live
     /// streams see it. A live projection is never deleted, and one that a worker settled from
-    /// more events than the rebuild read is left alone. Returns the number of live projections
-    /// changed.
+    /// more events than the rebuild read is left alone. On SQLite it pauses after each batch
+    /// that wrote for as long as the batch took, and at least [`SQLITE_SWAP_PAUSE`], so that
+    /// the receivers' commits get the write lock between batches. Returns the number of live
+    /// projections changed.
     pub async fn swap_in_rebuilt(&self) -> Result<u64, StoreError> {
+        let shadow = self.shadow_table().await?;
         let rebuilt_batch = format!(
-            "SELECT {PROJECTION_COLUMNS} FROM {SHADOW} WHERE call_key > $1 \
+            "SELECT {PROJECTION_COLUMNS} FROM {shadow} WHERE call_key > $1 \
              ORDER BY call_key LIMIT $2"
         );
         let live_range = format!(
@@ -445,7 +481,7 @@ impl Store {
         let lock_counter = "UPDATE projection_changes SET last_change = last_change \
              WHERE only_row = 1 RETURNING last_change";
         let set_counter = "UPDATE projection_changes SET last_change = $1 WHERE only_row = 1";
-        let empty_batch = format!("DELETE FROM {SHADOW} WHERE call_key >= $1 AND call_key <= $2");
+        let empty_batch = format!("DELETE FROM {shadow} WHERE call_key >= $1 AND call_key <= $2");
         let placeholders = self.placeholders();
         let mut changed = 0;
         let mut after = String::new();
@@ -472,6 +508,7 @@ impl Store {
                     .fetch_all(pool)
                     .await?;
                 if !replacements(&rebuilt, live).is_empty() {
+                    let batch_started = Instant::now();
                     let batch_changed: u64 = in_transaction!(pool, tx => {
                         let last_change: i64 =
                             sqlx::query_scalar(lock_counter).fetch_one(&mut *tx).await?;
@@ -509,6 +546,13 @@ impl Store {
                         count as u64
                     })?;
                     changed += batch_changed;
+                    if let Store::Sqlite(_) = self {
+                        // The receivers of `callfold serve` are another process: a commit of
+                        // theirs that finds the write lock taken does not queue for it but
+                        // sleeps in SQLite's busy handler and retries. Batches back to back
+                        // would keep finding it free first.
+                        tokio::time::sleep(batch_started.elapsed().max(SQLITE_SWAP_PAUSE)).await;
+                    }
                 }
                 // Emptied as it goes: one DELETE of the whole shadow would hold SQLite's write
                 // lock, which every append needs, for as long as it takes.
