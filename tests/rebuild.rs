@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use callfold_projector::{Precedence, Projector};
-use callfold_store::CallKey;
+use callfold_store::{CallKey, StoreError};
 use serde_json::json;
 use support::{
     LEASE, ReceiverConfig, TestDb, assert_projections_equal_a_fold_from_scratch, envelope,
@@ -164,3 +164,15 @@ on_both_stores!(
     folds_settled_between_a_rebuilds_read_and_its_swap_are_never_undone,
     a_rebuilds_read_phase_does_not_wait_for_the_write_lock
 );
+
+/// On SQLite the read phase's results live in a temporary table of the write connection: a swap
+/// that finds none (its connection was replaced since) must fail loudly, not swap nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swap_without_the_read_phases_results_fails_instead_of_changing_nothing() {
+    let db = TestDb::sqlite().await;
+    let swapped = db.store.swap_in_rebuilt().await;
+    assert!(
+        matches!(swapped, Err(StoreError::RebuildResultsLost)),
+        "{swapped:?}"
+    );
+}

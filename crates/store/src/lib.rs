@@ -81,6 +81,10 @@ pub enum StoreError {
     /// The database refused or failed a statement, or could not be reached.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// A rebuild's swap found no results of its read phase: on SQLite they live in a temporary
+    /// table of the write connection, and that connection was replaced in between.
+    #[error("the rebuild's results were lost with its database connection; run the rebuild again")]
+    RebuildResultsLost,
     /// The database lacks migrations this build needs.
     #[error("the database has {applied} of {known} migrations applied; run callfold migrate")]
     NotMigrated {

@@ -257,15 +257,34 @@ macro_rules! take_changes {
 pub(crate) use take_changes;
 
 impl Store {
-    /// The table a rebuild writes into before the swap: [`SHADOW`], or [`SQLITE_SHADOW`],
-    /// created (empty) if the write connection has none yet.
-    async fn shadow_table(&self) -> Result<&'static str, StoreError> {
+    /// The table a rebuild's read phase writes into: [`SHADOW`], or [`SQLITE_SHADOW`], created
+    /// (empty) if the write connection has none yet.
+    async fn new_shadow_table(&self) -> Result<&'static str, StoreError> {
         match self {
             Store::Sqlite(pools) => {
                 sqlx::query(CREATE_SQLITE_SHADOW)
                     .execute(&pools.writer)
                     .await?;
                 Ok(SQLITE_SHADOW)
+            }
+            Store::Postgres(_) => Ok(SHADOW),
+        }
+    }
+
+    /// The table the read phase wrote into, for the swap. On SQLite, a write connection that was
+    /// replaced since (closed after an error) took the temporary table with it: that is an error,
+    /// not an empty shadow, or the swap would quietly change nothing.
+    async fn existing_shadow_table(&self) -> Result<&'static str, StoreError> {
+        match self {
+            Store::Sqlite(pools) => {
+                let found: Option<i64> = sqlx::query_scalar(
+                    "SELECT 1 FROM temp.sqlite_master                      WHERE type = 'table' AND name = 'call_projections_rebuild'",
+                )
+                .fetch_optional(&pools.writer)
+                .await?;
+                found
+                    .map(|_| SQLITE_SHADOW)
+                    .ok_or(StoreError::RebuildResultsLost)
             }
             Store::Postgres(_) => Ok(SHADOW),
         }
@@ -416,7 +435,7 @@ impl Store {
              ORDER BY call_key, seq LIMIT $2"
         );
         let placeholders = self.placeholders();
-        let shadow = self.shadow_table().await?;
+        let shadow = self.new_shadow_table().await?;
         let (mut calls, mut read) = (0, 0);
         let mut after = String::new();
         on_pool!(self, pool => {
@@ -467,7 +486,7 @@ impl Store {
     /// the receivers' commits get the write lock between batches. Returns the number of live
     /// projections changed.
     pub async fn swap_in_rebuilt(&self) -> Result<u64, StoreError> {
-        let shadow = self.shadow_table().await?;
+        let shadow = self.existing_shadow_table().await?;
         let rebuilt_batch = format!(
             "SELECT {PROJECTION_COLUMNS} FROM {shadow} WHERE call_key > $1 \
              ORDER BY call_key LIMIT $2"
