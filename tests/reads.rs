@@ -27,6 +27,29 @@ const KEPT_COUNTS: &str = "SELECT CAST(sum(events) AS BIGINT), CAST(sum(quaranti
      CAST(sum(unlinked) AS BIGINT), \
      (SELECT projections FROM projection_changes WHERE only_row = 1) FROM log_counts";
 
+/// Records per minute of arrival, by a scan of the log.
+const STORED_PER_MINUTE_BY_SCANNING: &str = "SELECT received_at_us / 60000000 AS minute, \
+     count(*) FROM events GROUP BY minute ORDER BY minute";
+
+async fn scanned_per_minute(store: &Store) -> Vec<(EventTime, i64)> {
+    let rows: Vec<(i64, i64)> = match store {
+        Store::Sqlite(pools) => {
+            sqlx::query_as(STORED_PER_MINUTE_BY_SCANNING)
+                .fetch_all(&pools.readers)
+                .await
+        }
+        Store::Postgres(pools) => {
+            sqlx::query_as(STORED_PER_MINUTE_BY_SCANNING)
+                .fetch_all(&pools.readers)
+                .await
+        }
+    }
+    .expect("scan per minute");
+    rows.into_iter()
+        .map(|(minute, stored)| (EventTime::from_unix_micros(minute * 60_000_000), stored))
+        .collect()
+}
+
 async fn counts(store: &Store, sql: &str) -> Counts {
     match store {
         Store::Sqlite(pools) => sqlx::query_as(sql).fetch_one(&pools.readers).await,
@@ -51,6 +74,15 @@ async fn assert_kept_counts_match_a_scan(store: &Store, when: &str) {
     let (_, unlinked) = store.unlinked_events(0, 1).await.expect("unlinked");
     let (_, quarantined) = store.quarantined_events(0, 1).await.expect("quarantined");
     assert_eq!((quarantined, unlinked), (scanned.1, scanned.2), "{when}");
+    let per_minute = store
+        .stored_per_minute(EventTime::from_unix_micros(0))
+        .await
+        .expect("per minute");
+    assert_eq!(
+        per_minute,
+        scanned_per_minute(store).await,
+        "{when}: per minute"
+    );
 }
 
 /// A delivery of `body`, read with the default linking rules.

@@ -5,7 +5,7 @@
 //! reports the first copy's `seq`. Dedup is a unique key checked inside the same transaction as
 //! the insert (`ON CONFLICT DO NOTHING`), so it is exact under any concurrency and permanent.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -46,6 +46,14 @@ const COUNT_STRIPES: i64 = 8;
 /// Adds an append's new records to one stripe of `log_counts`.
 const ADD_TO_LOG_COUNTS: &str = "UPDATE log_counts SET events = events + $1, \
      quarantined = quarantined + $2, unlinked = unlinked + $3 WHERE stripe = $4";
+
+/// Microseconds in a minute: the unit of `stored_per_minute` (see migration 0014).
+pub(crate) const MICROS_PER_MINUTE: i64 = 60_000_000;
+
+/// Adds an append's new records of one minute to one stripe of `stored_per_minute`.
+const ADD_TO_STORED_PER_MINUTE: &str = "INSERT INTO stored_per_minute (minute, stripe, stored) \
+     VALUES ($1, $2, $3) ON CONFLICT (minute, stripe) \
+     DO UPDATE SET stored = stored_per_minute.stored + excluded.stored";
 
 /// The sum of one column of `log_counts` over its stripes.
 fn log_count(column: &str) -> String {
@@ -375,13 +383,27 @@ impl Store {
                     .iter()
                     .filter(|event| event.content.is_unlinked())
                     .count();
+                let stripe = rand::random_range(0..COUNT_STRIPES);
                 sqlx::query(ADD_TO_LOG_COUNTS)
                     .bind(new.len() as i64)
                     .bind(quarantined as i64)
                     .bind(unlinked as i64)
-                    .bind(rand::random_range(0..COUNT_STRIPES))
+                    .bind(stripe)
                     .execute(&mut *tx)
                     .await?;
+                let mut per_minute: BTreeMap<i64, i64> = BTreeMap::new();
+                for event in &new {
+                    *per_minute.entry(event.received_at.unix_micros() / MICROS_PER_MINUTE).or_default() += 1;
+                }
+                // In minute order, so that appends lock these rows in one order.
+                for (minute, stored) in per_minute {
+                    sqlx::query(ADD_TO_STORED_PER_MINUTE)
+                        .bind(minute)
+                        .bind(stripe)
+                        .bind(stored)
+                        .execute(&mut *tx)
+                        .await?;
+                }
             }
             let mut outcomes = Vec::with_capacity(events.len());
             for (index, event) in events.iter().enumerate() {
