@@ -307,6 +307,35 @@ async fn the_receiver_refuses_to_start_without_a_secret_and_says_how_to_set_one(
     );
 }
 
+/// The stderr of `callfold migrate` against `database_url`, which must fail.
+async fn migrate_failure(database_url: &str) -> String {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let output = Command::new(CALLFOLD)
+        .args(["migrate", "--database-url", database_url])
+        .args(["--db-acquire-timeout-ms", "500"])
+        .current_dir(dir.path())
+        .output()
+        .await
+        .expect("runs");
+    assert!(!output.status.success());
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn a_database_that_cannot_be_opened_is_reported_with_its_cause_once() {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let missing_folder = dir.path().join("missing").join("callfold.db");
+    let sqlite = migrate_failure(&format!("sqlite:{}", missing_folder.display())).await;
+    assert_eq!(
+        sqlite.matches("unable to open database file").count(),
+        1,
+        "{sqlite}"
+    );
+    // Nothing listens on port 1: the pool gives up after its acquire timeout.
+    let postgres = migrate_failure("postgres://postgres@127.0.0.1:1/callfold").await;
+    assert_eq!(postgres.matches("pool timed out").count(), 1, "{postgres}");
+}
+
 #[tokio::test]
 async fn migrate_creates_and_migrates_the_default_sqlite_file() {
     let dir = tempfile::tempdir().expect("temporary folder");

@@ -93,9 +93,11 @@ pub enum TlsError {
         /// What went wrong.
         problem: String,
     },
-    /// The key does not suit the certificate, or is of an unsupported kind.
+    /// The key does not suit the certificate, or is of an unsupported kind. The message quotes
+    /// rustls's, which is therefore not also the source: a chain of causes (`{:#}`) says it
+    /// once.
     #[error("the TLS private key cannot be used with the certificate: {0}")]
-    Unusable(#[from] rustls::Error),
+    Unusable(rustls::Error),
 }
 
 /// The TLS side of a listener: the current certificate, which [`TlsCertificate::reload`]
@@ -165,7 +167,7 @@ fn read_certified_key(files: &TlsFiles) -> Result<CertifiedKey, TlsError> {
     let key = PrivateKeyDer::from_pem_file(&files.key)
         .map_err(|e| unreadable("private key", &files.key, e.to_string()))?;
     let provider = rustls::crypto::ring::default_provider();
-    Ok(CertifiedKey::from_der(chain, key, &provider)?)
+    CertifiedKey::from_der(chain, key, &provider).map_err(TlsError::Unusable)
 }
 
 /// Serves `app` on `listener` under `limits`, over TLS when `tls` is given, until `shutdown`

@@ -92,16 +92,17 @@ impl CallKey {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EventTime(i64);
 
-/// Why a string is not an RFC 3339 instant.
+/// Why a string is not an RFC 3339 instant. The message quotes chrono's, which is therefore
+/// not also the source: a chain of causes (`{:#}`) says it once.
 #[derive(Debug, thiserror::Error)]
 #[error("not an RFC 3339 date-time with an offset or Z: {0}")]
-pub struct InvalidEventTime(#[from] chrono::ParseError);
+pub struct InvalidEventTime(chrono::ParseError);
 
 impl EventTime {
     /// Parses an RFC 3339 date-time (`2026-02-10T09:17:42.318Z`; 0 to 9 fractional digits;
     /// `Z` or a numeric offset). Digits below the microsecond are truncated.
     pub fn parse_rfc3339(value: &str) -> Result<Self, InvalidEventTime> {
-        let instant = DateTime::parse_from_rfc3339(value)?;
+        let instant = DateTime::parse_from_rfc3339(value).map_err(InvalidEventTime)?;
         Ok(Self(instant.timestamp_micros()))
     }
 

@@ -78,9 +78,11 @@ pub enum StoreError {
         /// The part of the URL before its first colon, never the credentials.
         scheme: String,
     },
-    /// The database refused or failed a statement, or could not be reached.
+    /// The database refused or failed a statement, or could not be reached. The message
+    /// quotes sqlx's, which already quotes its own cause; so that a chain of causes (`{:#}`)
+    /// says each once, the sqlx error is not also this error's source.
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     /// A rebuild's swap found no results of its read phase: on SQLite they live in a temporary
     /// table of the write connection, and that connection was replaced in between.
     #[error("the rebuild's results were lost with its database connection; run the rebuild again")]
@@ -93,9 +95,10 @@ pub enum StoreError {
         /// Migrations this build knows.
         known: usize,
     },
-    /// Applying the migrations failed.
+    /// Applying the migrations failed. As for [`StoreError::Database`], the message quotes the
+    /// cause, which is not also the source.
     #[error("migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Migrate(sqlx::migrate::MigrateError),
     /// The database failed the COMMIT of a transaction whose statements it had run: a deferred
     /// check, a full NOTIFY queue, a lost connection (after which the transaction may have been
     /// stored). It speaks of the transaction, never of one of its rows, so it is never a
@@ -110,6 +113,18 @@ pub enum StoreError {
         /// The deadline.
         deadline: Duration,
     },
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        StoreError::Database(error)
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(error: sqlx::migrate::MigrateError) -> Self {
+        StoreError::Migrate(error)
+    }
 }
 
 impl StoreError {
