@@ -1,9 +1,13 @@
 //! The fold: a call's document as a pure function of the set of its events, applied in
 //! effective order = (payload timestamp, topic precedence rank, webhook-id).
 //!
-//! [`CallDocument::apply`] is the one step of the fold. Applied to events in effective order it
-//! gives the same document whatever order they arrived in; that is what lets the projector
-//! apply an on-time event in O(1) and re-fold a call only when an event arrives late.
+//! [`fold`] sorts a call's events into effective order and applies each, with
+//! [`CallDocument::apply`], to a new document. Nothing applies an event to a stored document:
+//! the projector folds a call from every one of its logged events each time it folds it (see
+//! `worker`), and a query `as_of` a payload time folds the call's events up to it. So the
+//! document does not depend on the order events arrived in, and a late event costs what an
+//! on-time one does. [`mark_late`] tells which events arrived after one that is later in
+//! effective order, for the `late` marks and counts.
 
 use std::collections::BTreeSet;
 
@@ -350,8 +354,10 @@ mod tests {
         serde_json::to_string(document).expect("documents serialize")
     }
 
-    /// What the projector does: apply on-time events, re-fold the call on a late one, and
-    /// ignore a webhook-id already folded (the log never holds one twice).
+    /// An incremental fold: apply on-time events, re-fold the call on a late one, and ignore a
+    /// webhook-id already folded (the log never holds one twice). The projector folds from
+    /// scratch; this checks that [`CallDocument::apply`] is a step of the fold, so that a
+    /// document folded so far is the fold of the events seen so far.
     fn incremental(arrivals: &[FoldEvent]) -> CallDocument {
         let mut seen: Vec<FoldEvent> = Vec::new();
         let mut document = CallDocument::new("cll_1");

@@ -1,9 +1,12 @@
-//! Writing and reading the event log: the batched, deduplicating append and the reads that
-//! operators and tests need.
+//! Writing and reading the event log: the batched, deduplicating append, and the reads of
+//! records by id, by seq, by call (for the projector) and by list (quarantined, unlinked).
 //!
-//! The append never updates a row: a webhook-id already present leaves the log untouched and
-//! reports the first copy's `seq`. Dedup is a unique key checked inside the same transaction as
-//! the insert (`ON CONFLICT DO NOTHING`), so it is exact under any concurrency and permanent.
+//! The append never updates a row of the log: a webhook-id already present leaves the log
+//! untouched and reports the first copy's `seq`. Dedup is a unique key checked inside the same
+//! transaction as the insert (`ON CONFLICT DO NOTHING`), so it is exact under any concurrency
+//! and permanent. The same transaction marks the calls it touched in the fold queue, gives
+//! quarantined and unlinked records their places in the kept lists, and adds its new records
+//! to the counts (`log_counts`, `stored_per_minute`) that reads use instead of scans.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;

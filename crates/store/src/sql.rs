@@ -1,5 +1,5 @@
 //! SQL text built at run time: the placeholders of multi-row statements, spelled as each
-//! backend binds them fastest.
+//! backend binds them fastest, and how many rows (and bytes of values) each statement takes.
 
 /// Rows per multi-row statement. At up to 10 parameters a row this stays far below the
 /// parameter limits of both backends (32,766 on SQLite, 65,535 on PostgreSQL).

@@ -1,6 +1,7 @@
 //! Counts for operators, read from the database so that every process (and the CLI) sees the
 //! same: the log's size, its quarantined and unlinked records, how far the projections are
-//! behind it, and how many there are; and deliveries per minute, for the status page's chart.
+//! behind it, and how many there are; and records stored per minute, for the status page's
+//! chart.
 
 use crate::event::EventTime;
 use crate::log::MICROS_PER_MINUTE;
