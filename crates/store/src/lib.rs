@@ -241,7 +241,9 @@ pub struct PgPools {
 /// Runs the same generic body against the pool of `$store` that writes, bound to `$pool`.
 ///
 /// `sqlx::query` is generic over the database, so one body compiles once per backend; this is
-/// how every statement in this crate is written exactly once.
+/// how every statement in this crate is written exactly once. A body holds only the statements
+/// and their bindings: rustfmt cannot format it, so whatever decides the statements is a plain
+/// function that the body calls.
 macro_rules! on_pool {
     ($store:expr, $pool:ident => $body:expr) => {
         match $store {
@@ -288,6 +290,27 @@ impl<DB: sqlx::Database> Checkout<DB> {
     pub(crate) fn release(mut self) {
         drop(self.connection.take());
     }
+
+    /// Begins a transaction on the connection.
+    pub(crate) async fn begin(&mut self) -> Result<sqlx::Transaction<'_, DB>, sqlx::Error> {
+        sqlx::Connection::begin(self.connection()).await
+    }
+
+    /// Gives the connection back to the pool if `outcome`, the outcome of its work, is a
+    /// success; closes it otherwise. Returns `outcome`.
+    pub(crate) fn release_after<T>(self, outcome: Result<T, StoreError>) -> Result<T, StoreError> {
+        if outcome.is_ok() {
+            self.release();
+        }
+        outcome
+    }
+}
+
+/// Commits `transaction`; its failure is a [`StoreError::Commit`].
+pub(crate) async fn commit<DB: sqlx::Database>(
+    transaction: sqlx::Transaction<'_, DB>,
+) -> Result<(), StoreError> {
+    transaction.commit().await.map_err(StoreError::Commit)
 }
 
 impl<DB: sqlx::Database> Drop for Checkout<DB> {
@@ -330,16 +353,13 @@ macro_rules! in_transaction {
     ($pool:expr, $tx:ident => $body:expr) => {{
         let mut checkout = $crate::Checkout::acquire($pool).await?;
         let outcome: Result<_, $crate::StoreError> = async {
-            let mut $tx = sqlx::Connection::begin(checkout.connection()).await?;
+            let mut $tx = checkout.begin().await?;
             let value = $body;
-            $tx.commit().await.map_err($crate::StoreError::Commit)?;
+            $crate::commit($tx).await?;
             Ok(value)
         }
         .await;
-        if outcome.is_ok() {
-            checkout.release();
-        }
-        outcome
+        checkout.release_after(outcome)
     }};
 }
 pub(crate) use in_transaction;

@@ -272,22 +272,17 @@ impl Store {
             (Store::Postgres(_), Some(deadline)) => Some(deadline.as_millis().to_string()),
             _ => None,
         };
-        let mut first_copy: HashMap<&str, usize> = HashMap::with_capacity(events.len());
-        for (index, event) in events.iter().enumerate() {
-            first_copy.entry(event.webhook_id.as_str()).or_insert(index);
-        }
-        let mut firsts: Vec<&NewEvent> = events
-            .iter()
-            .enumerate()
-            .filter(|(index, event)| first_copy[event.webhook_id.as_str()] == *index)
-            .map(|(_, event)| event)
-            .collect();
-        // Every transaction takes its row locks in the same order (webhook-ids, then calls), so
-        // concurrent appends on PostgreSQL wait for each other but never deadlock. The
-        // deliveries of one batch arrived concurrently, so their order in the log is free.
-        firsts.sort_by(|a, b| a.webhook_id.as_str().cmp(b.webhook_id.as_str()));
+        let first_copy = first_copies(events);
+        let firsts = in_lock_order(events, &first_copy);
         let placeholders = self.placeholders();
-        on_pool!(self, pool => in_transaction!(pool, tx => {
+        let inserts: Vec<(String, &[&NewEvent])> =
+            statement_runs(&firsts, ROWS_PER_STATEMENT, BYTES_PER_STATEMENT, |event| {
+                event.body.len()
+            })
+            .into_iter()
+            .map(|run| (insert_statement(placeholders, run.len()), run))
+            .collect();
+        let (appended, logged_copies) = on_pool!(self, pool => in_transaction!(pool, tx => {
             if let Some(milliseconds) = &server_deadline {
                 sqlx::query(BOUND_TRANSACTION_BY_DEADLINE)
                     .bind(milliseconds.as_str())
@@ -295,144 +290,71 @@ impl Store {
                     .await?;
             }
             let mut appended: HashMap<String, i64> = HashMap::with_capacity(firsts.len());
-            let body_bytes = |event: &&NewEvent| event.body.len();
-            for chunk in statement_runs(&firsts, ROWS_PER_STATEMENT, BYTES_PER_STATEMENT, body_bytes) {
-                let sql = insert_statement(placeholders, chunk.len());
-                let mut insert = sqlx::query_as::<_, (i64, String)>(&sql);
-                for event in chunk {
-                    let (topic, event_time, call_key, unlinked, reason) = match &event.content {
-                        Content::Usable { topic, event_time, call } => (
-                            Some(topic.as_str()),
-                            Some(event_time.unix_micros()),
-                            call.call_key().map(CallKey::as_str),
-                            *call == CallLink::Unlinked,
-                            None,
-                        ),
-                        Content::Quarantined { reason } => {
-                            (None, None, None, false, Some(reason.as_str()))
-                        }
-                    };
+            for (sql, run) in &inserts {
+                let mut insert = sqlx::query_as::<_, (i64, String)>(sql);
+                for event in *run {
+                    let columns = ContentColumns::of(&event.content);
                     insert = insert
                         .bind(event.webhook_id.as_str())
                         .bind(event.webhook_timestamp)
                         .bind(event.received_at.unix_micros())
                         .bind(event.body.as_slice())
                         .bind(event.body_sha256.as_slice())
-                        .bind(topic)
-                        .bind(event_time)
-                        .bind(call_key)
-                        .bind(unlinked)
-                        .bind(reason);
+                        .bind(columns.topic)
+                        .bind(columns.event_time_us)
+                        .bind(columns.call_key)
+                        .bind(columns.unlinked)
+                        .bind(columns.quarantine_reason);
                 }
-                appended.extend(insert.fetch_all(&mut *tx).await?.into_iter().map(|(seq, id)| (id, seq)));
+                let rows = insert.fetch_all(&mut *tx).await?;
+                appended.extend(rows.into_iter().map(|(seq, id)| (id, seq)));
             }
-            let mut touched: Vec<&str> = firsts
-                .iter()
-                .filter(|event| appended.contains_key(event.webhook_id.as_str()))
-                .filter_map(|event| event.content.call_key().map(CallKey::as_str))
-                .collect();
-            touched.sort_unstable();
-            touched.dedup();
-            let marked_at = EventTime::now().unix_micros();
-            for chunk in touched.chunks(ROWS_PER_STATEMENT) {
-                let sql = mark_statement(placeholders, chunk.len());
+            let writes = FollowingWrites::of(&firsts, &appended, placeholders);
+            for (sql, calls) in writes.mark_statements() {
                 let mut mark = sqlx::query(&sql);
-                for call_key in chunk {
-                    mark = mark.bind(*call_key).bind(marked_at);
+                for call_key in calls {
+                    mark = mark.bind(*call_key).bind(writes.marked_at);
                 }
                 mark.execute(&mut *tx).await?;
             }
-            // After the marks: the lock order of every writer (webhook-ids, marks, counters).
-            let mut kept: Vec<(i64, bool)> = firsts
-                .iter()
-                .filter(|event| event.content.quarantine_reason().is_some() || event.content.is_unlinked())
-                .filter_map(|event| {
-                    let seq = *appended.get(event.webhook_id.as_str())?;
-                    Some((seq, event.content.quarantine_reason().is_some()))
-                })
-                .collect();
-            if !kept.is_empty() {
-                kept.sort_unstable();
-                let count = kept.len() as i64;
+            if !writes.kept.is_empty() {
                 let last: i64 = sqlx::query_scalar(TAKE_KEPT_POSITIONS)
-                    .bind(count)
+                    .bind(writes.kept.len() as i64)
                     .fetch_one(&mut *tx)
                     .await?;
-                let mut positions = last - count + 1..;
-                for chunk in kept.chunks(ROWS_PER_STATEMENT) {
-                    let sql = format!(
-                        "INSERT INTO kept_records (list_position, event_seq, quarantined) VALUES {}",
-                        placeholders.values_list(chunk.len(), 3, 1)
-                    );
+                for (sql, rows) in writes.kept_statements(last) {
                     let mut insert = sqlx::query(&sql);
-                    for (position, (seq, quarantined)) in positions.by_ref().zip(chunk) {
-                        insert = insert.bind(position).bind(*seq).bind(*quarantined);
+                    for (position, seq, quarantined) in rows {
+                        insert = insert.bind(position).bind(seq).bind(quarantined);
                     }
                     insert.execute(&mut *tx).await?;
                 }
             }
-            // Last, after the webhook-ids, the marks and the kept records' counter: the order
-            // every append locks in.
-            let new: Vec<&&NewEvent> = firsts
-                .iter()
-                .filter(|event| appended.contains_key(event.webhook_id.as_str()))
-                .collect();
-            if !new.is_empty() {
-                let quarantined = new
-                    .iter()
-                    .filter(|event| event.content.quarantine_reason().is_some())
-                    .count();
-                let unlinked = new
-                    .iter()
-                    .filter(|event| event.content.is_unlinked())
-                    .count();
-                let stripe = rand::random_range(0..COUNT_STRIPES);
+            if let Some(counts) = &writes.counts {
                 sqlx::query(ADD_TO_LOG_COUNTS)
-                    .bind(new.len() as i64)
-                    .bind(quarantined as i64)
-                    .bind(unlinked as i64)
-                    .bind(stripe)
+                    .bind(counts.records)
+                    .bind(counts.quarantined)
+                    .bind(counts.unlinked)
+                    .bind(counts.stripe)
                     .execute(&mut *tx)
                     .await?;
-                let mut per_minute: BTreeMap<i64, i64> = BTreeMap::new();
-                for event in &new {
-                    *per_minute.entry(event.received_at.unix_micros() / MICROS_PER_MINUTE).or_default() += 1;
-                }
-                // In minute order, so that appends lock these rows in one order.
-                for (minute, stored) in per_minute {
+                for (minute, stored) in &counts.per_minute {
                     sqlx::query(ADD_TO_STORED_PER_MINUTE)
-                        .bind(minute)
-                        .bind(stripe)
-                        .bind(stored)
+                        .bind(*minute)
+                        .bind(counts.stripe)
+                        .bind(*stored)
                         .execute(&mut *tx)
                         .await?;
                 }
             }
-            let mut outcomes = Vec::with_capacity(events.len());
-            for (index, event) in events.iter().enumerate() {
-                let id = event.webhook_id.as_str();
-                let first = first_copy[id];
-                let outcome = match appended.get(id) {
-                    Some(&seq) if first == index => AppendOutcome::Appended { seq },
-                    Some(&seq) => AppendOutcome::Duplicate {
-                        seq,
-                        conflicting: events[first].body_sha256 != event.body_sha256,
-                    },
-                    None => {
-                        let (seq, logged_sha256): (i64, Vec<u8>) = sqlx::query_as(FIND_FIRST_COPY)
-                            .bind(id)
-                            .fetch_one(&mut *tx)
-                            .await?;
-                        AppendOutcome::Duplicate {
-                            seq,
-                            conflicting: logged_sha256 != event.body_sha256,
-                        }
-                    }
-                };
-                outcomes.push(outcome);
+            let mut logged_copies: HashMap<String, (i64, Vec<u8>)> = HashMap::new();
+            for id in not_appended(&firsts, &appended) {
+                let copy = sqlx::query_as(FIND_FIRST_COPY).bind(id).fetch_one(&mut *tx).await?;
+                logged_copies.insert(id.to_owned(), copy);
             }
-            outcomes
-        }))
+            (appended, logged_copies)
+        }))?;
+        Ok(outcomes(events, &first_copy, &appended, &logged_copies))
     }
 
     /// The logged copy of `webhook_id`, if any.
@@ -498,20 +420,23 @@ impl Store {
         } else {
             "unlinked"
         });
-        on_read_pool!(self, pool => {
-            let rows: Vec<KeptRow> = sqlx::query_as(SELECT_KEPT_PAGE)
+        let (rows, total): (Vec<KeptRow>, i64) = on_read_pool!(self, pool => {
+            let rows = sqlx::query_as(SELECT_KEPT_PAGE)
                 .bind(quarantined)
                 .bind(after)
                 .bind(limit)
                 .fetch_all(pool)
                 .await?;
-            let total: i64 = sqlx::query_scalar(&count).fetch_one(pool).await?;
-            let records = rows
-                .into_iter()
-                .map(|row| KeptRecord { position: row.list_position, record: row.event.into() })
-                .collect();
-            Ok((records, total))
-        })
+            (rows, sqlx::query_scalar(&count).fetch_one(pool).await?)
+        });
+        let records = rows
+            .into_iter()
+            .map(|row| KeptRecord {
+                position: row.list_position,
+                record: row.event.into(),
+            })
+            .collect();
+        Ok((records, total))
     }
 
     /// The record at `seq`, if any.
@@ -529,4 +454,229 @@ impl Store {
             Ok(sqlx::query_scalar(&log_count("events")).fetch_one(pool).await?)
         })
     }
+}
+
+/// The index in `events` of the first copy of each webhook-id.
+fn first_copies(events: &[NewEvent]) -> HashMap<&str, usize> {
+    let mut first_copy: HashMap<&str, usize> = HashMap::with_capacity(events.len());
+    for (index, event) in events.iter().enumerate() {
+        first_copy.entry(event.webhook_id.as_str()).or_insert(index);
+    }
+    first_copy
+}
+
+/// The first copy of each webhook-id of `events`, in webhook-id order. Every transaction takes
+/// its row locks in the same order (webhook-ids, then calls), so concurrent appends on
+/// PostgreSQL wait for each other but never deadlock. The deliveries of one batch arrived
+/// concurrently, so their order in the log is free.
+fn in_lock_order<'a>(
+    events: &'a [NewEvent],
+    first_copy: &HashMap<&str, usize>,
+) -> Vec<&'a NewEvent> {
+    let mut firsts: Vec<&NewEvent> = events
+        .iter()
+        .enumerate()
+        .filter(|(index, event)| first_copy[event.webhook_id.as_str()] == *index)
+        .map(|(_, event)| event)
+        .collect();
+    firsts.sort_by(|a, b| a.webhook_id.as_str().cmp(b.webhook_id.as_str()));
+    firsts
+}
+
+/// The columns of a record that its content decides, as the append binds them.
+struct ContentColumns<'a> {
+    topic: Option<&'a str>,
+    event_time_us: Option<i64>,
+    call_key: Option<&'a str>,
+    unlinked: bool,
+    quarantine_reason: Option<&'a str>,
+}
+
+impl<'a> ContentColumns<'a> {
+    fn of(content: &'a Content) -> Self {
+        match content {
+            Content::Usable {
+                topic,
+                event_time,
+                call,
+            } => Self {
+                topic: Some(topic.as_str()),
+                event_time_us: Some(event_time.unix_micros()),
+                call_key: call.call_key().map(CallKey::as_str),
+                unlinked: *call == CallLink::Unlinked,
+                quarantine_reason: None,
+            },
+            Content::Quarantined { reason } => Self {
+                topic: None,
+                event_time_us: None,
+                call_key: None,
+                unlinked: false,
+                quarantine_reason: Some(reason.as_str()),
+            },
+        }
+    }
+}
+
+/// What an append writes after its records, decided by which of them were new, in the order
+/// every append locks in: the marks of the calls they touched, their places in the kept lists,
+/// then the counts.
+struct FollowingWrites<'a> {
+    /// The calls the new records touched, in call order.
+    touched: Vec<&'a str>,
+    /// When the marks are made.
+    marked_at: i64,
+    /// The new kept records, as (seq, quarantined), in seq order.
+    kept: Vec<(i64, bool)>,
+    /// The counts to add, if any record is new.
+    counts: Option<NewRecordCounts>,
+    placeholders: Placeholders,
+}
+
+/// A kept record's row in its list: (position, seq, quarantined).
+type KeptListRow = (i64, i64, bool);
+
+/// What an append's new records add to the counts (`log_counts`, `stored_per_minute`).
+struct NewRecordCounts {
+    records: i64,
+    quarantined: i64,
+    unlinked: i64,
+    /// The stripe of both tables this append adds to.
+    stripe: i64,
+    /// New records per minute of arrival, in minute order, so that appends lock these rows in
+    /// one order.
+    per_minute: BTreeMap<i64, i64>,
+}
+
+impl<'a> FollowingWrites<'a> {
+    /// The writes that follow the insert of `firsts`, of which those in `appended` are new.
+    fn of(
+        firsts: &[&'a NewEvent],
+        appended: &HashMap<String, i64>,
+        placeholders: Placeholders,
+    ) -> Self {
+        let new: Vec<&'a NewEvent> = firsts
+            .iter()
+            .copied()
+            .filter(|event| appended.contains_key(event.webhook_id.as_str()))
+            .collect();
+        let mut touched: Vec<&'a str> = new
+            .iter()
+            .filter_map(|event| event.content.call_key().map(CallKey::as_str))
+            .collect();
+        touched.sort_unstable();
+        touched.dedup();
+        let mut kept: Vec<(i64, bool)> = new
+            .iter()
+            .filter(|event| {
+                event.content.quarantine_reason().is_some() || event.content.is_unlinked()
+            })
+            .map(|event| {
+                let seq = appended[event.webhook_id.as_str()];
+                (seq, event.content.quarantine_reason().is_some())
+            })
+            .collect();
+        kept.sort_unstable();
+        Self {
+            touched,
+            marked_at: EventTime::now().unix_micros(),
+            kept,
+            counts: NewRecordCounts::of(&new),
+            placeholders,
+        }
+    }
+
+    /// The statements that mark the touched calls, each with the calls it binds.
+    fn mark_statements(&self) -> impl Iterator<Item = (String, &[&'a str])> {
+        self.touched
+            .chunks(ROWS_PER_STATEMENT)
+            .map(|calls| (mark_statement(self.placeholders, calls.len()), calls))
+    }
+
+    /// The statements that add the kept records to their lists, each with its rows as
+    /// (position, seq, quarantined), given `last`, the last of the positions taken for them.
+    fn kept_statements(&self, last: i64) -> Vec<(String, Vec<KeptListRow>)> {
+        let first = last - self.kept.len() as i64 + 1;
+        let rows: Vec<KeptListRow> = (first..)
+            .zip(&self.kept)
+            .map(|(position, (seq, quarantined))| (position, *seq, *quarantined))
+            .collect();
+        rows.chunks(ROWS_PER_STATEMENT)
+            .map(|chunk| {
+                let sql = format!(
+                    "INSERT INTO kept_records (list_position, event_seq, quarantined) VALUES {}",
+                    self.placeholders.values_list(chunk.len(), 3, 1)
+                );
+                (sql, chunk.to_vec())
+            })
+            .collect()
+    }
+}
+
+impl NewRecordCounts {
+    /// What `new` adds; `None` when it is empty.
+    fn of(new: &[&NewEvent]) -> Option<Self> {
+        if new.is_empty() {
+            return None;
+        }
+        let count = |holds: fn(&Content) -> bool| {
+            new.iter().filter(|event| holds(&event.content)).count() as i64
+        };
+        let mut per_minute: BTreeMap<i64, i64> = BTreeMap::new();
+        for event in new {
+            let minute = event.received_at.unix_micros() / MICROS_PER_MINUTE;
+            *per_minute.entry(minute).or_default() += 1;
+        }
+        Some(Self {
+            records: new.len() as i64,
+            quarantined: count(|content| content.quarantine_reason().is_some()),
+            unlinked: count(Content::is_unlinked),
+            stripe: rand::random_range(0..COUNT_STRIPES),
+            per_minute,
+        })
+    }
+}
+
+/// The webhook-ids of `firsts` that the log held already.
+fn not_appended<'a>(
+    firsts: &[&'a NewEvent],
+    appended: &HashMap<String, i64>,
+) -> impl Iterator<Item = &'a str> {
+    firsts
+        .iter()
+        .map(|event| event.webhook_id.as_str())
+        .filter(|id| !appended.contains_key(*id))
+        .collect::<Vec<_>>()
+        .into_iter()
+}
+
+/// The outcome of each of `events`: appended by this transaction (`appended`, by webhook-id),
+/// a later copy of one of the batch, or a duplicate of the copy the log held already
+/// (`logged_copies`: its seq and body digest, by webhook-id).
+fn outcomes(
+    events: &[NewEvent],
+    first_copy: &HashMap<&str, usize>,
+    appended: &HashMap<String, i64>,
+    logged_copies: &HashMap<String, (i64, Vec<u8>)>,
+) -> Vec<AppendOutcome> {
+    let mut outcomes = Vec::with_capacity(events.len());
+    for (index, event) in events.iter().enumerate() {
+        let id = event.webhook_id.as_str();
+        let first = first_copy[id];
+        let (seq, first_sha256) = match appended.get(id) {
+            Some(&seq) if first == index => {
+                outcomes.push(AppendOutcome::Appended { seq });
+                continue;
+            }
+            Some(&seq) => (seq, events[first].body_sha256.as_slice()),
+            None => {
+                let (seq, logged_sha256) = &logged_copies[id];
+                (*seq, logged_sha256.as_slice())
+            }
+        };
+        outcomes.push(AppendOutcome::Duplicate {
+            seq,
+            conflicting: first_sha256 != event.body_sha256.as_slice(),
+        });
+    }
+    outcomes
 }

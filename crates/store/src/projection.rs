@@ -438,39 +438,44 @@ impl Store {
         let shadow = self.new_shadow_table().await?;
         let (mut calls, mut read) = (0, 0);
         let mut after = String::new();
+        let empty_shadow = format!("DELETE FROM {shadow}");
         on_pool!(self, pool => {
-            sqlx::query(&format!("DELETE FROM {shadow}")).execute(pool).await?;
-            loop {
-                let page: Vec<EventRow> = sqlx::query_as(&page_sql)
+            sqlx::query(&empty_shadow).execute(pool).await?;
+        });
+        loop {
+            let page: Vec<EventRow> = on_pool!(self, pool => {
+                sqlx::query_as(&page_sql)
                     .bind(after.as_str())
                     .bind(REBUILD_PAGE)
                     .fetch_all(pool)
-                    .await?;
-                let full_page = page.len() as i64 == REBUILD_PAGE;
-                let mut page_calls = calls_of(page.into_iter().map(LoggedEvent::from));
-                if full_page {
-                    if let Some((cut, _)) = page_calls.pop() {
-                        let whole = self.call_events(&cut).await?;
-                        page_calls.push((cut, whole));
-                    }
-                }
-                let mut projections = Vec::with_capacity(page_calls.len());
-                for (call_key, records) in &page_calls {
-                    calls += 1;
-                    read += records.len() as u64;
-                    projections.extend(project(call_key, records));
-                }
-                upsert_projections!(pool, placeholders, shadow, projections, None);
-                let Some((last_call, _)) = page_calls.last() else {
-                    break;
-                };
-                after = last_call.as_str().to_owned();
-                progress(read);
-                if !full_page {
-                    break;
+                    .await?
+            });
+            let full_page = page.len() as i64 == REBUILD_PAGE;
+            let mut page_calls = calls_of(page.into_iter().map(LoggedEvent::from));
+            if full_page {
+                if let Some((cut, _)) = page_calls.pop() {
+                    let whole = self.call_events(&cut).await?;
+                    page_calls.push((cut, whole));
                 }
             }
-        });
+            let mut projections = Vec::with_capacity(page_calls.len());
+            for (call_key, records) in &page_calls {
+                calls += 1;
+                read += records.len() as u64;
+                projections.extend(project(call_key, records));
+            }
+            on_pool!(self, pool => {
+                upsert_projections!(pool, placeholders, shadow, projections, None);
+            });
+            let Some((last_call, _)) = page_calls.last() else {
+                break;
+            };
+            after = last_call.as_str().to_owned();
+            progress(read);
+            if !full_page {
+                break;
+            }
+        }
         Ok(calls)
     }
 
@@ -504,85 +509,81 @@ impl Store {
         let placeholders = self.placeholders();
         let mut changed = 0;
         let mut after = String::new();
-        on_pool!(self, pool => {
-            loop {
-                let rebuilt: Vec<StoredProjection> = sqlx::query_as::<_, ProjectionRow>(&rebuilt_batch)
+        loop {
+            let rebuilt: Vec<ProjectionRow> = on_pool!(self, pool => {
+                sqlx::query_as(&rebuilt_batch)
                     .bind(after.as_str())
                     .bind(SWAP_BATCH)
                     .fetch_all(pool)
                     .await?
-                    .into_iter()
-                    .map(StoredProjection::from)
-                    .collect();
-                let (Some(first), Some(last)) = (rebuilt.first(), rebuilt.last()) else {
-                    break;
-                };
-                let range = (first.call_key.as_str(), last.call_key.as_str());
-                // First without any lock: a batch that would replace nothing is skipped, which
-                // the locked pass would conclude too, since whatever a settle writes meanwhile
-                // leaves its call's mark unless it folded every event of the call.
-                let live: Vec<ProjectionRow> = sqlx::query_as(&live_range)
+            });
+            let rebuilt: Vec<StoredProjection> =
+                rebuilt.into_iter().map(StoredProjection::from).collect();
+            let (Some(first), Some(last)) = (rebuilt.first(), rebuilt.last()) else {
+                break;
+            };
+            let range = (first.call_key.as_str(), last.call_key.as_str());
+            // First without any lock: a batch that would replace nothing is skipped, which the
+            // locked pass would conclude too, since whatever a settle writes meanwhile leaves
+            // its call's mark unless it folded every event of the call.
+            let live: Vec<ProjectionRow> = on_pool!(self, pool => {
+                sqlx::query_as(&live_range)
                     .bind(range.0)
                     .bind(range.1)
                     .fetch_all(pool)
-                    .await?;
-                if !replacements(&rebuilt, live).is_empty() {
-                    let batch_started = Instant::now();
-                    let batch_changed: u64 = in_transaction!(pool, tx => {
-                        let last_change: i64 =
-                            sqlx::query_scalar(lock_counter).fetch_one(&mut *tx).await?;
-                        let live: Vec<ProjectionRow> = sqlx::query_as(&live_range)
-                            .bind(range.0)
-                            .bind(range.1)
-                            .fetch_all(&mut *tx)
+                    .await?
+            });
+            if !replacements(&rebuilt, live).is_empty() {
+                let batch_started = Instant::now();
+                let batch_changed: u64 = on_pool!(self, pool => in_transaction!(pool, tx => {
+                    let last_change: i64 =
+                        sqlx::query_scalar(lock_counter).fetch_one(&mut *tx).await?;
+                    let live: Vec<ProjectionRow> = sqlx::query_as(&live_range)
+                        .bind(range.0)
+                        .bind(range.1)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    let swap = Swap::of(&rebuilt, live);
+                    if swap.changes() > 0 {
+                        upsert_projections!(
+                            &mut *tx,
+                            placeholders,
+                            LIVE,
+                            swap.replacing,
+                            Some(last_change + 1),
+                            ONLY_IF_AS_FRESH
+                        );
+                        sqlx::query(set_counter)
+                            .bind(last_change + swap.changes())
+                            .execute(&mut *tx)
                             .await?;
-                        let live_calls: HashSet<String> =
-                            live.iter().map(|row| row.call_key.clone()).collect();
-                        let replacing = replacements(&rebuilt, live);
-                        let count = replacing.len() as i64;
-                        let new = replacing
-                            .iter()
-                            .filter(|projection| !live_calls.contains(projection.call_key.as_str()))
-                            .count() as i64;
-                        if count > 0 {
-                            upsert_projections!(
-                                &mut *tx,
-                                placeholders,
-                                LIVE,
-                                replacing,
-                                Some(last_change + 1),
-                                ONLY_IF_AS_FRESH
-                            );
-                            sqlx::query(set_counter)
-                                .bind(last_change + count)
-                                .execute(&mut *tx)
-                                .await?;
-                            sqlx::query(COUNT_NEW_PROJECTIONS)
-                                .bind(new)
-                                .execute(&mut *tx)
-                                .await?;
-                        }
-                        count as u64
-                    })?;
-                    changed += batch_changed;
-                    if let Store::Sqlite(_) = self {
-                        // The receivers of `callfold serve` are another process: a commit of
-                        // theirs that finds the write lock taken does not queue for it but
-                        // sleeps in SQLite's busy handler and retries. Batches back to back
-                        // would keep finding it free first.
-                        tokio::time::sleep(batch_started.elapsed().max(SQLITE_SWAP_PAUSE)).await;
+                        sqlx::query(COUNT_NEW_PROJECTIONS)
+                            .bind(swap.new_calls)
+                            .execute(&mut *tx)
+                            .await?;
                     }
+                    swap.changes() as u64
+                }))?;
+                changed += batch_changed;
+                if let Store::Sqlite(_) = self {
+                    // The receivers of `callfold serve` are another process: a commit of theirs
+                    // that finds the write lock taken does not queue for it but sleeps in
+                    // SQLite's busy handler and retries. Batches back to back would keep
+                    // finding it free first.
+                    tokio::time::sleep(batch_started.elapsed().max(SQLITE_SWAP_PAUSE)).await;
                 }
-                // Emptied as it goes: one DELETE of the whole shadow would hold SQLite's write
-                // lock, which every append needs, for as long as it takes.
+            }
+            // Emptied as it goes: one DELETE of the whole shadow would hold SQLite's write lock,
+            // which every append needs, for as long as it takes.
+            on_pool!(self, pool => {
                 sqlx::query(&empty_batch)
                     .bind(range.0)
                     .bind(range.1)
                     .execute(pool)
                     .await?;
-                after = range.1.to_owned();
-            }
-        });
+            });
+            after = range.1.to_owned();
+        }
         Ok(changed)
     }
 }
@@ -618,6 +619,35 @@ fn replacements(rebuilt: &[StoredProjection], live: Vec<ProjectionRow>) -> Vec<&
             }
         })
         .collect()
+}
+
+/// What a swap batch writes, decided under the counter's lock.
+struct Swap<'a> {
+    /// The rebuilt projections that replace live ones (see [`replacements`]).
+    replacing: Vec<&'a StoredProjection>,
+    /// How many of them are of calls without a live projection.
+    new_calls: i64,
+}
+
+impl<'a> Swap<'a> {
+    /// The swap of `rebuilt` over `live`, the live projections of the batch's calls.
+    fn of(rebuilt: &'a [StoredProjection], live: Vec<ProjectionRow>) -> Self {
+        let live_calls: HashSet<String> = live.iter().map(|row| row.call_key.clone()).collect();
+        let replacing = replacements(rebuilt, live);
+        let new_calls = replacing
+            .iter()
+            .filter(|projection| !live_calls.contains(projection.call_key.as_str()))
+            .count() as i64;
+        Self {
+            replacing,
+            new_calls,
+        }
+    }
+
+    /// How many live projections it changes, each with a change number of its own.
+    fn changes(&self) -> i64 {
+        self.replacing.len() as i64
+    }
 }
 
 /// Groups `records`, ordered by (call, seq), into one run per call.

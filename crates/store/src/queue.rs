@@ -232,20 +232,19 @@ impl Store {
         let placeholders = self.placeholders();
         let release = "UPDATE calls_to_fold SET claim_token = NULL, claimed_until_us = NULL \
              WHERE claim_token = $1 RETURNING call_key";
-        on_pool!(self, pool => in_transaction!(pool, tx => {
+        let deletes: Vec<(String, &[Claim])> = claimed
+            .claims
+            .chunks(ROWS_PER_STATEMENT)
+            .map(|claims| (settle_statement(placeholders, claims.len()), claims))
+            .collect();
+        let (folded, to_refold) = on_pool!(self, pool => in_transaction!(pool, tx => {
             if let Some(lock_held) = lock_held {
                 sqlx::query(lock_held).bind(claimed.token).execute(&mut *tx).await?;
             }
             let mut folded: HashSet<String> = HashSet::new();
-            for chunk in claimed.claims.chunks(ROWS_PER_STATEMENT) {
-                let sql = format!(
-                    "DELETE FROM calls_to_fold WHERE claim_token = {} \
-                     AND (call_key, version) IN (VALUES {}) RETURNING call_key",
-                    placeholders.nth(1),
-                    placeholders.values_list(chunk.len(), 2, 2)
-                );
-                let mut delete = sqlx::query_scalar::<_, String>(&sql).bind(claimed.token);
-                for claim in chunk {
+            for (sql, claims) in &deletes {
+                let mut delete = sqlx::query_scalar::<_, String>(sql).bind(claimed.token);
+                for claim in *claims {
                     delete = delete.bind(claim.call_key.as_str()).bind(claim.version);
                 }
                 folded.extend(delete.fetch_all(&mut *tx).await?);
@@ -256,23 +255,14 @@ impl Store {
                 .await?
                 .into_iter()
                 .collect();
-            let held: Vec<&StoredProjection> = projections
-                .iter()
-                .filter(|p| {
-                    folded.contains(p.call_key.as_str()) || to_refold.contains(p.call_key.as_str())
-                })
-                .collect();
+            let held = held_projections(projections, &folded, &to_refold);
             if !held.is_empty() {
                 // After the marks, before the projections: the lock order of every writer.
                 let first_change = take_changes!(&mut *tx, held.len() as i64);
                 // Counted under the counter's lock, which a rebuild's swap holds until it
                 // commits: no projection can appear between this count and the upsert.
                 let mut existing = 0;
-                for chunk in held.chunks(ROWS_PER_STATEMENT) {
-                    let sql = format!(
-                        "SELECT count(*) FROM {LIVE} WHERE call_key IN ({})",
-                        placeholders.list(chunk.len(), 1)
-                    );
+                for (sql, chunk) in existing_count_statements(placeholders, &held) {
                     let mut count = sqlx::query_scalar::<_, i64>(&sql);
                     for projection in chunk {
                         count = count.bind(projection.call_key.as_str());
@@ -292,12 +282,13 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
-            Settled {
-                folded: folded.len(),
-                to_refold: to_refold.len(),
-                lost: claimed.claims.len() - folded.len() - to_refold.len(),
-            }
-        }))
+            (folded.len(), to_refold.len())
+        }))?;
+        Ok(Settled {
+            folded,
+            to_refold,
+            lost: claimed.claims.len() - folded - to_refold,
+        })
     }
 
     /// How many calls wait to be folded, and since when the oldest waits.
@@ -312,4 +303,43 @@ impl Store {
             oldest_marked_at: oldest.map(EventTime::from_unix_micros),
         })
     }
+}
+
+/// Removes the marks of `claims` claims (bound as the token, then (call key, version) per
+/// claim) that are still at their claimed version.
+fn settle_statement(placeholders: Placeholders, claims: usize) -> String {
+    format!(
+        "DELETE FROM calls_to_fold WHERE claim_token = {} \
+         AND (call_key, version) IN (VALUES {}) RETURNING call_key",
+        placeholders.nth(1),
+        placeholders.values_list(claims, 2, 2)
+    )
+}
+
+/// The `projections` of the calls a settle still held: those whose mark it removed
+/// (`folded`) or released (`to_refold`).
+fn held_projections<'a>(
+    projections: &'a [StoredProjection],
+    folded: &HashSet<String>,
+    to_refold: &HashSet<String>,
+) -> Vec<&'a StoredProjection> {
+    projections
+        .iter()
+        .filter(|p| folded.contains(p.call_key.as_str()) || to_refold.contains(p.call_key.as_str()))
+        .collect()
+}
+
+/// The statements that count how many of `held` have a live projection already, each with the
+/// projections whose call keys it binds.
+fn existing_count_statements<'h, 'p>(
+    placeholders: Placeholders,
+    held: &'h [&'p StoredProjection],
+) -> impl Iterator<Item = (String, &'h [&'p StoredProjection])> {
+    held.chunks(ROWS_PER_STATEMENT).map(move |chunk| {
+        let sql = format!(
+            "SELECT count(*) FROM {LIVE} WHERE call_key IN ({})",
+            placeholders.list(chunk.len(), 1)
+        );
+        (sql, chunk)
+    })
 }
