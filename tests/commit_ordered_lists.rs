@@ -5,8 +5,8 @@
 mod support;
 
 use callfold_ingest::{LinkingRules, Quarantine};
-use callfold_projector::{Calls, Precedence, UnlinkedPage};
-use callfold_store::{EventTime, NewEvent, Store, WebhookId};
+use callfold_projector::{Calls, Precedence};
+use callfold_store::{EventTime, KeptPosition, NewEvent, PageParams, Store, WebhookId};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use support::{COMMIT_TIMEOUT, HeldLock, TestDb, envelope};
@@ -43,25 +43,28 @@ fn completed(webhook_id: &str, call: &str) -> NewEvent {
     )
 }
 
-/// The quarantine list's page of at most `limit` records after `after`.
-async fn quarantine_page(store: &Store, limit: u32, after: Option<&Value>) -> Value {
+/// The page of at most `limit` items after `after` (a `next`), as a user would ask for it.
+fn page(limit: u32, after: Option<&Value>) -> PageParams<KeptPosition> {
     let after = after.map(Value::to_string);
-    Quarantine::new(store.clone(), LinkingRules::default(), COMMIT_TIMEOUT)
-        .list(Some(&limit.to_string()), after.as_deref())
-        .await
-        .expect("list the quarantine")
+    PageParams::parse(Some(&limit.to_string()), after.as_deref()).expect("a page")
 }
 
-/// The unlinked list's page of at most `limit` events after `after`.
-async fn unlinked_page(store: &Store, limit: u32, after: Option<&Value>) -> Value {
-    let page = UnlinkedPage {
-        limit: Some(limit.to_string()),
-        after: after.map(Value::to_string),
-    };
-    Calls::new(store.clone(), Precedence::default())
-        .unlinked(&page)
+/// The quarantine list's page of at most `limit` records after `after`, as JSON.
+async fn quarantine_page(store: &Store, limit: u32, after: Option<&Value>) -> Value {
+    let listed = Quarantine::new(store.clone(), LinkingRules::default(), COMMIT_TIMEOUT)
+        .list(&page(limit, after))
         .await
-        .expect("list unlinked events")
+        .expect("list the quarantine");
+    serde_json::to_value(listed).expect("JSON")
+}
+
+/// The unlinked list's page of at most `limit` events after `after`, as JSON.
+async fn unlinked_page(store: &Store, limit: u32, after: Option<&Value>) -> Value {
+    let listed = Calls::new(store.clone(), Precedence::default())
+        .unlinked(&page(limit, after))
+        .await
+        .expect("list unlinked events");
+    serde_json::to_value(listed).expect("JSON")
 }
 
 /// The webhook-ids of a page's `items` (`records` or `events`).

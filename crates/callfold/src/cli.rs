@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use callfold_ingest::{ConnectionLimits, TlsFiles};
-use callfold_store::{MAX_BODY_BYTES, PoolLimits};
+use callfold_projector::ListParams;
+use callfold_store::{MAX_BODY_BYTES, PageQuery, PoolLimits};
 
 use clap::{Args, Parser, Subcommand};
 
@@ -126,26 +127,52 @@ pub enum CallsQuery {
         id: String,
     },
     /// Calls matching every filter given, in id order, with a cursor for the next page.
-    List {
-        /// Only calls carrying this tag.
-        #[arg(long)]
-        tag: Option<String>,
-        /// Only calls in this status: ringing, initiated, answered or completed.
-        #[arg(long)]
-        status: Option<String>,
-        /// Only calls whose first event is at or after this RFC 3339 time.
-        #[arg(long)]
-        since: Option<String>,
-        /// Only calls whose first event is before this RFC 3339 time.
-        #[arg(long)]
-        until: Option<String>,
-        /// Most calls to print (1 to 1000, default 100).
-        #[arg(long)]
-        limit: Option<String>,
-        /// The `next` cursor printed by the previous page.
-        #[arg(long)]
-        after: Option<String>,
-    },
+    List(ListArgs),
+}
+
+/// The filters and page of `callfold calls list`, as `GET /v1/calls` takes them.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only calls carrying this tag.
+    #[arg(long)]
+    tag: Option<String>,
+    /// Only calls in this status: ringing, initiated, answered or completed.
+    #[arg(long)]
+    status: Option<String>,
+    /// Only calls whose first event is at or after this RFC 3339 time.
+    #[arg(long)]
+    since: Option<String>,
+    /// Only calls whose first event is before this RFC 3339 time.
+    #[arg(long)]
+    until: Option<String>,
+    /// Most calls to print (1 to 1000, default 100).
+    #[arg(long)]
+    limit: Option<String>,
+    /// The `next` cursor printed by the previous page.
+    #[arg(long)]
+    after: Option<String>,
+}
+
+impl ListArgs {
+    /// The parameters as the query API receives them, to be parsed alike.
+    pub fn params(self) -> ListParams {
+        let Self {
+            tag,
+            status,
+            since,
+            until,
+            limit,
+            after,
+        } = self;
+        ListParams {
+            tag,
+            status,
+            since,
+            until,
+            limit,
+            after,
+        }
+    }
 }
 
 /// The actions of `callfold config`.
@@ -162,14 +189,7 @@ pub enum ConfigAction {
 pub enum QuarantineAction {
     /// Quarantined records in the order they were committed, each with its position, reason
     /// and whether it was re-driven.
-    List {
-        /// Most records to print (1 to 1000, default 100).
-        #[arg(long)]
-        limit: Option<String>,
-        /// The `next` position printed by the previous page.
-        #[arg(long)]
-        after: Option<String>,
-    },
+    List(PageArgs),
     /// One kept record: reason, headers' values and the raw body.
     Show {
         /// The record's seq.
@@ -181,6 +201,27 @@ pub enum QuarantineAction {
         /// The record's seq.
         seq: i64,
     },
+}
+
+/// The page of a list of kept records, as `GET /v1/quarantine` takes it.
+#[derive(Debug, Args)]
+pub struct PageArgs {
+    /// Most records to print (1 to 1000, default 100).
+    #[arg(long)]
+    limit: Option<String>,
+    /// The `next` position printed by the previous page.
+    #[arg(long)]
+    after: Option<String>,
+}
+
+impl PageArgs {
+    /// The parameters as the query API receives them, to be parsed alike.
+    pub fn query(self) -> PageQuery {
+        PageQuery {
+            limit: self.limit,
+            after: self.after,
+        }
+    }
 }
 
 /// Where the event log lives.

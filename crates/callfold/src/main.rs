@@ -17,9 +17,9 @@ use callfold_ingest::{
     BodyLimits, CommitQueue, IngestState, LinkingRules, Quarantine, TlsCertificate, Verifier,
     WebhookSecrets,
 };
-use callfold_projector::{ApiToken, Calls, ListFilter, LiveChanges, Precedence, Projector};
+use callfold_projector::{ApiToken, Calls, LiveChanges, Precedence, Projector, parse_time};
 use callfold_simulate::SimulateOptions;
-use callfold_store::{CallKey, ConfigFingerprint, Store, within};
+use callfold_store::{CallKey, ConfigFingerprint, KeptPosition, Store, within};
 use clap::{CommandFactory, FromArgMatches};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
@@ -201,29 +201,22 @@ async fn query_calls(
     precedence: Precedence,
 ) -> anyhow::Result<()> {
     let calls = Calls::new(open_store(&database).await?, precedence);
-    let answer = match query {
-        CallsQuery::Show { id, as_of } => calls.show(&id, as_of.as_deref()).await,
-        CallsQuery::Events { id } => calls.events(&id).await,
-        CallsQuery::List {
-            tag,
-            status,
-            since,
-            until,
-            limit,
-            after,
-        } => {
-            let filter = ListFilter {
-                tag,
-                status,
-                since,
-                until,
-                limit,
-                after,
-            };
-            calls.list(&filter).await
+    match query {
+        CallsQuery::Show { id, as_of } => {
+            let as_of = parse_time("as_of", as_of.as_deref())?;
+            print_json(&calls.show(&id, as_of).await?)
         }
-    }?;
-    println!("{}", serde_json::to_string_pretty(&answer)?);
+        CallsQuery::Events { id } => print_json(&calls.events(&id).await?),
+        CallsQuery::List(args) => {
+            let (filter, page) = args.params().parse()?;
+            print_json(&calls.list(&filter, &page).await?)
+        }
+    }
+}
+
+/// Prints `answer` on stdout as the CLI's queries do: pretty JSON.
+fn print_json(answer: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(answer)?);
     Ok(())
 }
 
@@ -234,21 +227,19 @@ async fn quarantine(
 ) -> anyhow::Result<()> {
     let store = open_store(&database).await?;
     let quarantine = Quarantine::new(store, linking_rules, database.commit_timeout());
-    let answer = match action {
-        QuarantineAction::List { limit, after } => {
-            quarantine.list(limit.as_deref(), after.as_deref()).await
+    match action {
+        QuarantineAction::List(page) => {
+            let page = page.query().parse::<KeptPosition>()?;
+            print_json(&quarantine.list(&page).await?)
         }
-        QuarantineAction::Show { seq } => quarantine.show(seq).await,
-        QuarantineAction::Redrive { seq } => quarantine.redrive(seq).await,
-    }?;
-    println!("{}", serde_json::to_string_pretty(&answer)?);
-    Ok(())
+        QuarantineAction::Show { seq } => print_json(&quarantine.show(seq).await?),
+        QuarantineAction::Redrive { seq } => print_json(&quarantine.redrive(seq).await?),
+    }
 }
 
 async fn stats(database: DatabaseArgs) -> anyhow::Result<()> {
     let calls = Calls::new(open_store(&database).await?, Precedence::default());
-    println!("{}", serde_json::to_string_pretty(&calls.stats().await?)?);
-    Ok(())
+    print_json(&calls.stats().await?)
 }
 
 /// How long `rebuild --call` holds the call it re-folds.

@@ -8,10 +8,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use callfold_store::{KeptPosition, Page, PageQuery};
 use serde_json::{Value, json};
 
-use crate::quarantine::{Quarantine, QuarantineError};
+use crate::quarantine::{KeptRecordDetail, Quarantine, QuarantineError, QuarantinedRecord};
 use crate::rejections::RecentRejections;
 
 /// The quarantine's routes.
@@ -49,24 +49,18 @@ impl IntoResponse for QuarantineError {
     }
 }
 
-#[derive(Deserialize)]
-struct Page {
-    limit: Option<String>,
-    after: Option<String>,
-}
-
 async fn list(
     State(quarantine): State<Quarantine>,
-    Query(page): Query<Page>,
-) -> Result<Json<Value>, QuarantineError> {
-    let listed = quarantine.list(page.limit.as_deref(), page.after.as_deref());
-    listed.await.map(Json)
+    Query(page): Query<PageQuery>,
+) -> Result<Json<Page<QuarantinedRecord>>, QuarantineError> {
+    let page = page.parse::<KeptPosition>()?;
+    quarantine.list(&page).await.map(Json)
 }
 
 async fn show(
     State(quarantine): State<Quarantine>,
     Path(seq): Path<i64>,
-) -> Result<Json<Value>, QuarantineError> {
+) -> Result<Json<KeptRecordDetail>, QuarantineError> {
     quarantine.show(seq).await.map(Json)
 }
 

@@ -24,7 +24,7 @@ pub use commit::{AppendError, CommitHealth, CommitQueue};
 pub use envelope::LinkingRules;
 pub use http::{BodyLimits, IngestState, WEBHOOK_PATH, router};
 pub use listener::{ConnectionLimits, PeerAddr, TlsCertificate, TlsError, TlsFiles, serve};
-pub use quarantine::{Quarantine, QuarantineError};
+pub use quarantine::{KeptRecordDetail, Quarantine, QuarantineError, QuarantinedRecord};
 pub use rejections::RecentRejections;
 pub use secret::{InvalidSecret, SECRETS_ENV, Secret, WebhookSecrets};
 pub use signature::{HeaderError, SignedHeaders, Verifier, VerifyError, sign};

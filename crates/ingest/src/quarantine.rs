@@ -1,7 +1,9 @@
 //! The records the receiver kept but could not use, for operators: listing the quarantined
 //! ones, showing one with its raw body and reason, and re-driving a kept record (quarantined,
 //! or unlinked) through the append path once a fix makes it usable, for instance a new linking
-//! rule. Shared by the HTTP API and the CLI, so both answer alike.
+//! rule. Shared by the HTTP API and the CLI, so both answer alike: the listed and shown
+//! records are typed views ([`QuarantinedRecord`], [`KeptRecordDetail`]), their JSON keys in
+//! alphabetical order, the order they have always had (the README documents them).
 //!
 //! The log is append-only, so a re-drive never changes the kept record: it appends a new record
 //! with the same body under the webhook-id `redrive:{seq}`, which makes re-driving idempotent
@@ -12,16 +14,13 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use callfold_store::{
-    AppendOutcome, EventTime, KeptRecord, LoggedEvent, NewEvent, Store, StoreError, WebhookId,
+    AppendOutcome, BadParameter, EventTime, KeptPosition, KeptRecord, Listed, LoggedEvent,
+    NewEvent, Page, PageParams, Store, StoreError, WebhookId,
 };
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::envelope::LinkingRules;
-
-/// Records listed when no `limit` is given, and the most one page may hold.
-const DEFAULT_LIMIT: i64 = 100;
-const MAX_LIMIT: i64 = 1000;
 
 /// Why an operator's request about kept records has no answer.
 #[derive(Debug, thiserror::Error)]
@@ -32,7 +31,7 @@ pub enum QuarantineError {
         /// The parameter's name.
         name: &'static str,
         /// What is wrong with it.
-        problem: &'static str,
+        problem: String,
     },
     /// No record has this seq.
     #[error("no record with seq {0}")]
@@ -53,6 +52,61 @@ pub enum QuarantineError {
     Store(#[from] StoreError),
 }
 
+impl From<BadParameter> for QuarantineError {
+    fn from(BadParameter { name, problem }: BadParameter) -> Self {
+        QuarantineError::BadParameter { name, problem }
+    }
+}
+
+/// A quarantined record, as listed.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct QuarantinedRecord {
+    /// Its place in the list of quarantined records: a cursor for `after`.
+    pub position: i64,
+    /// Why it could not be used.
+    pub reason: Option<String>,
+    /// When the receiver got it.
+    pub received_at: EventTime,
+    /// The seq of its re-drive, if it was re-driven.
+    pub redriven_as: Option<i64>,
+    /// Its place in the log.
+    pub seq: i64,
+    /// Its webhook-id.
+    pub webhook_id: String,
+}
+
+impl Listed for QuarantinedRecord {
+    const ITEMS: &'static str = "records";
+    type Cursor = KeptPosition;
+
+    fn cursor(&self) -> KeptPosition {
+        KeptPosition(self.position)
+    }
+}
+
+/// One kept record in full.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct KeptRecordDetail {
+    /// Its raw body as text, when it is UTF-8.
+    pub body: Option<String>,
+    /// Its raw body, base64-encoded.
+    pub body_base64: String,
+    /// Why it could not be used; none when it was usable.
+    pub reason: Option<String>,
+    /// When the receiver got it.
+    pub received_at: EventTime,
+    /// The seq of its re-drive, if it was re-driven.
+    pub redriven_as: Option<i64>,
+    /// Its place in the log.
+    pub seq: i64,
+    /// Whether it is a call event that named no call the linking rules could find.
+    pub unlinked: bool,
+    /// Its webhook-id.
+    pub webhook_id: String,
+    /// Its `webhook-timestamp` header, in Unix seconds.
+    pub webhook_timestamp: i64,
+}
+
 /// The operators' view of kept records.
 #[derive(Clone, Debug)]
 pub struct Quarantine {
@@ -66,16 +120,6 @@ fn redrive_id(seq: i64) -> WebhookId {
     WebhookId::parse(&format!("redrive:{seq}")).expect("a short printable id")
 }
 
-fn parse_number(name: &'static str, text: Option<&str>) -> Result<Option<i64>, QuarantineError> {
-    text.map(|text| {
-        text.parse().map_err(|_| QuarantineError::BadParameter {
-            name,
-            problem: "must be a whole number",
-        })
-    })
-    .transpose()
-}
-
 impl Quarantine {
     /// The view over `store`, re-driving with `linking_rules`; a re-drive must commit within
     /// `commit_timeout`, like the receiver's appends.
@@ -87,55 +131,45 @@ impl Quarantine {
         }
     }
 
-    /// Quarantined records after position `after` of the list, in the order they were
-    /// committed: `{"records": [...], "total": N, "next": position | null}`; each gives its
-    /// `position` (a cursor for `after`), and says whether it was re-driven, and as which seq.
+    /// Quarantined records after position `page.after` of the list, in the order they were
+    /// committed, with how many there are; each gives its `position` (a cursor for `after`),
+    /// and says whether it was re-driven, and as which seq.
     pub async fn list(
         &self,
-        limit: Option<&str>,
-        after: Option<&str>,
-    ) -> Result<Value, QuarantineError> {
-        let limit = parse_number("limit", limit)?.unwrap_or(DEFAULT_LIMIT);
-        if !(1..=MAX_LIMIT).contains(&limit) {
-            return Err(QuarantineError::BadParameter {
-                name: "limit",
-                problem: "must be from 1 to 1000",
+        page: &PageParams<KeptPosition>,
+    ) -> Result<Page<QuarantinedRecord>, QuarantineError> {
+        let after = page.after.map_or(0, |KeptPosition(position)| position);
+        let limit = page.limit.get() as i64;
+        let (records, total) = self.store.quarantined_events(after, limit).await?;
+        let mut listed = Vec::with_capacity(records.len());
+        for KeptRecord { position, record } in records {
+            listed.push(QuarantinedRecord {
+                position,
+                reason: record.content.quarantine_reason().map(str::to_owned),
+                received_at: record.received_at,
+                redriven_as: self.redriven_as(record.seq).await?,
+                seq: record.seq,
+                webhook_id: record.webhook_id.as_str().to_owned(),
             });
         }
-        let after = parse_number("after", after)?.unwrap_or(0);
-        let (records, total) = self.store.quarantined_events(after, limit).await?;
-        let next = (records.len() as i64 == limit)
-            .then(|| records.last().map(|kept| kept.position))
-            .flatten();
-        let mut listed = Vec::with_capacity(records.len());
-        for KeptRecord { position, record } in &records {
-            listed.push(json!({
-                "position": position,
-                "seq": record.seq,
-                "webhook_id": record.webhook_id.as_str(),
-                "received_at": record.received_at,
-                "reason": record.content.quarantine_reason(),
-                "redriven_as": self.redriven_as(record.seq).await?,
-            }));
-        }
-        Ok(json!({ "records": listed, "total": total, "next": next }))
+        Ok(Page::new(listed, page.limit, Some(total)))
     }
 
-    /// One kept record in full: its headers' values, its reason (null when it was usable), and
+    /// One kept record in full: its headers' values, its reason (none when it was usable), and
     /// its raw body, as text when it is UTF-8 and always as base64.
-    pub async fn show(&self, seq: i64) -> Result<Value, QuarantineError> {
+    pub async fn show(&self, seq: i64) -> Result<KeptRecordDetail, QuarantineError> {
         let record = self.record(seq).await?;
-        Ok(json!({
-            "seq": record.seq,
-            "webhook_id": record.webhook_id.as_str(),
-            "webhook_timestamp": record.webhook_timestamp,
-            "received_at": record.received_at,
-            "reason": record.content.quarantine_reason(),
-            "unlinked": record.content.is_unlinked(),
-            "body": std::str::from_utf8(&record.body).ok(),
-            "body_base64": STANDARD.encode(&record.body),
-            "redriven_as": self.redriven_as(seq).await?,
-        }))
+        Ok(KeptRecordDetail {
+            body: String::from_utf8(record.body.clone()).ok(),
+            body_base64: STANDARD.encode(&record.body),
+            reason: record.content.quarantine_reason().map(str::to_owned),
+            received_at: record.received_at,
+            redriven_as: self.redriven_as(seq).await?,
+            seq: record.seq,
+            unlinked: record.content.is_unlinked(),
+            webhook_id: record.webhook_id.as_str().to_owned(),
+            webhook_timestamp: record.webhook_timestamp,
+        })
     }
 
     /// Reads record `seq` again with the current linking rules and, when it is now usable (and

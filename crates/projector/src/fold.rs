@@ -106,6 +106,32 @@ pub enum CallStatus {
     Completed,
 }
 
+impl CallStatus {
+    /// Every status, from the least advanced.
+    pub const ALL: [CallStatus; 4] = [
+        CallStatus::Ringing,
+        CallStatus::Initiated,
+        CallStatus::Answered,
+        CallStatus::Completed,
+    ];
+
+    /// The status as documents and filters spell it: `ringing`, `initiated`, `answered`,
+    /// `completed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallStatus::Ringing => "ringing",
+            CallStatus::Initiated => "initiated",
+            CallStatus::Answered => "answered",
+            CallStatus::Completed => "completed",
+        }
+    }
+
+    /// The status spelled `text`, if any.
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|status| status.as_str() == text)
+    }
+}
+
 /// What `call.completed` tells about the finished call. Open values are kept as sent.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Completion {
@@ -308,6 +334,16 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn a_status_is_spelled_as_its_documents_spell_it() {
+        for status in CallStatus::ALL {
+            let serialized = serde_json::to_value(status).expect("serializes");
+            assert_eq!(serialized, json!(status.as_str()));
+            assert_eq!(CallStatus::parse(status.as_str()), Some(status));
+        }
+        assert_eq!(CallStatus::parse("Ringing"), None);
+    }
 
     /// The call topics, and one the fold only counts.
     fn topic(index: usize) -> &'static str {

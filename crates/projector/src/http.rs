@@ -14,14 +14,15 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use callfold_store::Store;
+use callfold_store::{KeptPosition, Page, PageQuery, Store};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use crate::precedence::Precedence;
-use crate::query::{Calls, ListFilter, QueryError, UnlinkedPage};
+use crate::query::{Calls, ListParams, QueryError, parse_time};
 use crate::stream::{self, LiveChanges};
+use crate::view::{CallView, EventsHistory, StatsView, UnlinkedEvent};
 
 /// The environment variable holding the query API's bearer token.
 pub const API_TOKEN_ENV: &str = "CALLFOLD_API_TOKEN";
@@ -101,12 +102,13 @@ async fn require_token(
 }
 
 impl IntoResponse for QueryError {
-    /// 400 for a bad parameter, 404 for an unknown call, 503 when the store failed (the cause
-    /// is logged, not shown).
+    /// 400 for a bad parameter, 404 for an unknown call, 500 for a stored document that does
+    /// not parse, 503 when the store failed (the cause is logged, not shown).
     fn into_response(self) -> Response {
         let status = match &self {
             QueryError::BadParameter { .. } => StatusCode::BAD_REQUEST,
             QueryError::UnknownCall(_) => StatusCode::NOT_FOUND,
+            QueryError::UnreadableDocument(_) => StatusCode::INTERNAL_SERVER_ERROR,
             QueryError::Store(error) => {
                 tracing::error!(%error, "query failed");
                 StatusCode::SERVICE_UNAVAILABLE
@@ -125,34 +127,34 @@ async fn show_call(
     State(calls): State<Arc<Calls>>,
     Path(call_id): Path<String>,
     Query(params): Query<ShowParams>,
-) -> Result<Json<Value>, QueryError> {
-    calls
-        .show(&call_id, params.as_of.as_deref())
-        .await
-        .map(Json)
+) -> Result<Json<CallView>, QueryError> {
+    let as_of = parse_time("as_of", params.as_of.as_deref())?;
+    calls.show(&call_id, as_of).await.map(Json)
 }
 
 async fn call_events(
     State(calls): State<Arc<Calls>>,
     Path(call_id): Path<String>,
-) -> Result<Json<Value>, QueryError> {
+) -> Result<Json<EventsHistory>, QueryError> {
     calls.events(&call_id).await.map(Json)
 }
 
 async fn list_calls(
     State(calls): State<Arc<Calls>>,
-    Query(filter): Query<ListFilter>,
-) -> Result<Json<Value>, QueryError> {
-    calls.list(&filter).await.map(Json)
+    Query(params): Query<ListParams>,
+) -> Result<Json<Page<CallView>>, QueryError> {
+    let (filter, page) = params.parse()?;
+    calls.list(&filter, &page).await.map(Json)
 }
 
-async fn stats(State(calls): State<Arc<Calls>>) -> Result<Json<Value>, QueryError> {
+async fn stats(State(calls): State<Arc<Calls>>) -> Result<Json<StatsView>, QueryError> {
     calls.stats().await.map(Json)
 }
 
 async fn unlinked_events(
     State(calls): State<Arc<Calls>>,
-    Query(page): Query<UnlinkedPage>,
-) -> Result<Json<Value>, QueryError> {
+    Query(page): Query<PageQuery>,
+) -> Result<Json<Page<UnlinkedEvent>>, QueryError> {
+    let page = page.parse::<KeptPosition>()?;
     calls.unlinked(&page).await.map(Json)
 }

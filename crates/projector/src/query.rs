@@ -3,24 +3,27 @@
 //! filtered lists of calls with a stable cursor, the unlinked call events, and the counts
 //! operators watch.
 //!
+//! Parameters arrive as text and are parsed once, at the edge, into typed values
+//! ([`ListParams::parse`], [`parse_time`], `callfold_store::PageQuery`); the answers are the
+//! typed views of [`crate::view`].
+//!
 //! Current state comes from the stored projections; a state `as_of` a past payload time and a
 //! call's event history are folded or ordered from that call's own events in the log. Nothing
 //! here writes. Everything that depends on arrival order is under `meta` or marked `late`.
 
 use callfold_store::{
-    CallKey, Content, EventTime, KeptRecord, Store, StoreError, StoredProjection,
+    BadParameter, CallKey, Content, EventTime, KeptPosition, KeptRecord, Page, PageParams, Store,
+    StoreError,
 };
 use serde::Deserialize;
-use serde_json::{Value, json};
 
-use crate::fold::{
-    CallDocument, CallStatus, EffectiveKey, FoldEvent, fold, fold_events, mark_late,
-};
+use crate::fold::{CallDocument, CallStatus, EffectiveKey, fold, fold_events, mark_late};
 use crate::precedence::Precedence;
+use crate::view::{
+    CallMeta, CallView, EventsHistory, HistoryEvent, LogCounts, ProjectorCounts, StatsView,
+    UnlinkedEvent,
+};
 
-/// Calls listed when no `limit` is given, and the most one page may hold.
-const DEFAULT_LIMIT: usize = 100;
-const MAX_LIMIT: usize = 1000;
 /// Projections read per store round trip while filtering a list.
 const SCAN_PAGE: i64 = 500;
 
@@ -38,14 +41,24 @@ pub enum QueryError {
     /// No event of this call is known (at or before `as_of`, when given).
     #[error("no call with id {0:?}")]
     UnknownCall(String),
+    /// The stored projection of this call holds a document that does not parse.
+    #[error("the stored document of call {0:?} does not parse")]
+    UnreadableDocument(String),
     /// The store failed.
     #[error("the store is unavailable")]
     Store(#[from] StoreError),
 }
 
-/// Filters and cursor of a list of calls; every field optional, all as given by a user.
+impl From<BadParameter> for QueryError {
+    fn from(BadParameter { name, problem }: BadParameter) -> Self {
+        QueryError::BadParameter { name, problem }
+    }
+}
+
+/// The filters and page of a list of calls as a user gives them, every field optional; see
+/// [`ListParams::parse`].
 #[derive(Clone, Debug, Default, Deserialize)]
-pub struct ListFilter {
+pub struct ListParams {
     /// Only calls carrying this tag.
     pub tag: Option<String>,
     /// Only calls in this status (`ringing`, `initiated`, `answered`, `completed`).
@@ -60,13 +73,73 @@ pub struct ListFilter {
     pub after: Option<String>,
 }
 
-/// A page of unlinked events, as given by a user.
-#[derive(Clone, Debug, Default, Deserialize)]
-pub struct UnlinkedPage {
-    /// Most events in the answer (1 to 1000, default 100).
-    pub limit: Option<String>,
-    /// The `next` position of the previous page (or the `position` of an event seen).
-    pub after: Option<String>,
+impl ListParams {
+    /// The filter and the page these parameters ask for.
+    pub fn parse(&self) -> Result<(CallFilter, PageParams<CallKey>), BadParameter> {
+        let status = self
+            .status
+            .as_deref()
+            .map(|text| {
+                CallStatus::parse(text).ok_or_else(|| BadParameter {
+                    name: "status",
+                    problem: "must be ringing, initiated, answered or completed".to_owned(),
+                })
+            })
+            .transpose()?;
+        let filter = CallFilter {
+            tag: self.tag.clone(),
+            status,
+            since: parse_time("since", self.since.as_deref())?,
+            until: parse_time("until", self.until.as_deref())?,
+        };
+        let page = PageParams::parse(self.limit.as_deref(), self.after.as_deref())?;
+        Ok((filter, page))
+    }
+}
+
+/// Which calls a list holds: those matching every filter given.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CallFilter {
+    /// Only calls carrying this tag.
+    pub tag: Option<String>,
+    /// Only calls in this status.
+    pub status: Option<CallStatus>,
+    /// Only calls whose first event is at or after this time.
+    pub since: Option<EventTime>,
+    /// Only calls whose first event is before this time.
+    pub until: Option<EventTime>,
+}
+
+impl CallFilter {
+    fn matches(&self, document: &CallDocument) -> bool {
+        let first = document.first_event_at;
+        self.tag
+            .as_ref()
+            .is_none_or(|tag| document.tags.contains(tag))
+            && self
+                .status
+                .is_none_or(|status| document.status == Some(status))
+            && self
+                .since
+                .is_none_or(|since| first.is_some_and(|t| t >= since))
+            && self
+                .until
+                .is_none_or(|until| first.is_some_and(|t| t < until))
+    }
+}
+
+/// The RFC 3339 time of parameter `name`, as given by a user.
+pub fn parse_time(
+    name: &'static str,
+    text: Option<&str>,
+) -> Result<Option<EventTime>, BadParameter> {
+    text.map(|text| {
+        EventTime::parse_rfc3339(text).map_err(|error| BadParameter {
+            name,
+            problem: error.to_string(),
+        })
+    })
+    .transpose()
 }
 
 /// Queries over calls.
@@ -76,98 +149,61 @@ pub struct Calls {
     precedence: Precedence,
 }
 
-fn parse_limit(text: Option<&str>) -> Result<usize, QueryError> {
-    let Some(text) = text else {
-        return Ok(DEFAULT_LIMIT);
-    };
-    text.parse()
-        .ok()
-        .filter(|n| (1..=MAX_LIMIT).contains(n))
-        .ok_or(QueryError::BadParameter {
-            name: "limit",
-            problem: format!("must be a whole number from 1 to {MAX_LIMIT}"),
-        })
-}
-
-fn parse_time(name: &'static str, text: Option<&str>) -> Result<Option<EventTime>, QueryError> {
-    text.map(|text| {
-        EventTime::parse_rfc3339(text).map_err(|error| QueryError::BadParameter {
-            name,
-            problem: error.to_string(),
-        })
-    })
-    .transpose()
-}
-
-/// A stored projection as the API shows it: the document, plus `meta`.
-pub(crate) fn shown(projection: &StoredProjection, document: Value) -> Value {
-    with_meta(
-        document,
-        json!({
-            "last_seq": projection.last_seq,
-            "late_events": projection.late_events,
-            "updated_at": projection.updated_at,
-        }),
-    )
-}
-
-fn with_meta(document: Value, meta: Value) -> Value {
-    match document {
-        Value::Object(mut fields) => {
-            fields.insert("meta".to_owned(), meta);
-            Value::Object(fields)
-        }
-        other => other,
-    }
-}
-
 impl Calls {
     /// Queries over `store`, ordering ties by `precedence`.
     pub fn new(store: Store, precedence: Precedence) -> Self {
         Self { store, precedence }
     }
 
-    /// One call: its projection, or, with `as_of` (RFC 3339), the fold of its events with a
-    /// payload time at or before it.
-    pub async fn show(&self, call_id: &str, as_of: Option<&str>) -> Result<Value, QueryError> {
+    /// One call: its projection, or, with `as_of`, the fold of its events with a payload time
+    /// at or before it.
+    pub async fn show(
+        &self,
+        call_id: &str,
+        as_of: Option<EventTime>,
+    ) -> Result<CallView, QueryError> {
         let call_key = CallKey::new(call_id);
         let unknown = || QueryError::UnknownCall(call_id.to_owned());
-        if let Some(as_of) = parse_time("as_of", as_of)? {
+        if let Some(as_of) = as_of {
             let logged = self.store.call_events(&call_key).await?;
-            let events: Vec<FoldEvent> = fold_events(&self.precedence, &logged)
+            let events: Vec<_> = fold_events(&self.precedence, &logged)
                 .map(|(_, event)| event)
                 .filter(|event| event.key.event_time <= as_of)
                 .collect();
             if events.is_empty() {
                 return Err(unknown());
             }
-            let document = serde_json::to_value(fold(call_id, events)).unwrap_or(Value::Null);
-            return Ok(with_meta(document, json!({ "as_of": as_of })));
+            return Ok(CallView {
+                document: fold(call_id, events),
+                meta: CallMeta::AsOf { as_of },
+            });
         }
         let projection = self
             .store
             .projection(&call_key)
             .await?
             .ok_or_else(unknown)?;
-        let document = serde_json::from_str(&projection.document).unwrap_or(Value::Null);
-        Ok(shown(&projection, document))
+        CallView::stored(&projection).map_err(|error| {
+            tracing::error!(%error, call_id, "a stored call document does not parse");
+            QueryError::UnreadableDocument(call_id.to_owned())
+        })
     }
 
     /// One call's events in effective order, each marked late when it arrived after an event
     /// of the call that is later in effective order.
-    pub async fn events(&self, call_id: &str) -> Result<Value, QueryError> {
+    pub async fn events(&self, call_id: &str) -> Result<EventsHistory, QueryError> {
         let logged = self.store.call_events(&CallKey::new(call_id)).await?;
-        let mut events: Vec<(EffectiveKey, Value)> =
+        let mut events: Vec<(EffectiveKey, HistoryEvent)> =
             mark_late(fold_events(&self.precedence, &logged))
                 .map(|(record, event, late)| {
-                    let shown = json!({
-                        "seq": record.seq,
-                        "webhook_id": record.webhook_id.as_str(),
-                        "topic": event.topic,
-                        "timestamp": event.key.event_time,
-                        "received_at": record.received_at,
-                        "late": late,
-                    });
+                    let shown = HistoryEvent {
+                        late,
+                        received_at: record.received_at,
+                        seq: record.seq,
+                        timestamp: event.key.event_time,
+                        topic: event.topic,
+                        webhook_id: record.webhook_id.as_str().to_owned(),
+                    };
                     (event.key, shown)
                 })
                 .collect();
@@ -175,128 +211,96 @@ impl Calls {
             return Err(QueryError::UnknownCall(call_id.to_owned()));
         }
         events.sort_by(|a, b| a.0.cmp(&b.0));
-        let events: Vec<Value> = events.into_iter().map(|(_, shown)| shown).collect();
-        Ok(json!({ "call_id": call_id, "events": events }))
+        Ok(EventsHistory {
+            call_id: call_id.to_owned(),
+            events: events.into_iter().map(|(_, shown)| shown).collect(),
+        })
     }
 
     /// The database's counts for operators (see `StoreStats`), with the age of the
-    /// longest-waiting call in seconds: `{"log": {...}, "projector": {...}}`.
-    pub async fn stats(&self) -> Result<Value, QueryError> {
+    /// longest-waiting call in seconds.
+    pub async fn stats(&self) -> Result<StatsView, QueryError> {
         let stats = self.store.stats().await?;
         let lag_seconds = stats
             .oldest_waiting_since
             .map_or(0.0, |since| EventTime::now().seconds_after(since));
-        Ok(json!({
-            "log": {
-                "events": stats.log_events,
-                "quarantined": stats.quarantined,
-                "unlinked": stats.unlinked,
+        Ok(StatsView {
+            log: LogCounts {
+                events: stats.log_events,
+                quarantined: stats.quarantined,
+                unlinked: stats.unlinked,
             },
-            "projector": {
-                "calls_waiting": stats.calls_waiting,
-                "events_waiting": stats.events_waiting,
-                "lag_seconds": lag_seconds,
-                "projections": stats.projections,
-                "last_change": stats.last_projection_change,
+            projector: ProjectorCounts {
+                calls_waiting: stats.calls_waiting,
+                events_waiting: stats.events_waiting,
+                lag_seconds,
+                last_change: stats.last_projection_change,
+                projections: stats.projections,
             },
-        }))
+        })
     }
 
     /// Call events that name no call the linking rules can find, after position `after` of
-    /// their list, in the order they were committed: `{"events": [...], "total": N, "next":
-    /// position | null}`; each gives its `position` (a cursor for `after`).
-    pub async fn unlinked(&self, page: &UnlinkedPage) -> Result<Value, QueryError> {
-        let limit = parse_limit(page.limit.as_deref())?;
-        let after = match page.after.as_deref() {
-            None => 0,
-            Some(text) => text.parse().map_err(|_| QueryError::BadParameter {
-                name: "after",
-                problem: "must be a position given as next".to_owned(),
-            })?,
-        };
-        let (events, total) = self.store.unlinked_events(after, limit as i64).await?;
-        let next = (events.len() == limit)
-            .then(|| events.last().map(|kept| kept.position))
-            .flatten();
-        let events: Vec<Value> = events
-            .iter()
-            .map(
-                |KeptRecord {
-                     position,
-                     record: event,
-                 }| {
-                    let (topic, timestamp) = match &event.content {
-                        Content::Usable {
-                            topic, event_time, ..
-                        } => (topic.as_str(), Some(*event_time)),
-                        Content::Quarantined { .. } => ("", None),
-                    };
-                    json!({
-                        "position": position,
-                        "seq": event.seq,
-                        "webhook_id": event.webhook_id.as_str(),
-                        "topic": topic,
-                        "timestamp": timestamp,
-                        "received_at": event.received_at,
-                    })
-                },
-            )
+    /// their list, in the order they were committed, with how many there are; each gives its
+    /// `position` (a cursor for `after`).
+    pub async fn unlinked(
+        &self,
+        page: &PageParams<KeptPosition>,
+    ) -> Result<Page<UnlinkedEvent>, QueryError> {
+        let after = page.after.map_or(0, |KeptPosition(position)| position);
+        let limit = page.limit.get() as i64;
+        let (events, total) = self.store.unlinked_events(after, limit).await?;
+        let events = events
+            .into_iter()
+            .map(|KeptRecord { position, record }| {
+                let (topic, timestamp) = match &record.content {
+                    Content::Usable {
+                        topic, event_time, ..
+                    } => (topic.as_str().to_owned(), Some(*event_time)),
+                    Content::Quarantined { .. } => (String::new(), None),
+                };
+                UnlinkedEvent {
+                    position,
+                    received_at: record.received_at,
+                    seq: record.seq,
+                    timestamp,
+                    topic,
+                    webhook_id: record.webhook_id.as_str().to_owned(),
+                }
+            })
             .collect();
-        Ok(json!({ "events": events, "total": total, "next": next }))
+        Ok(Page::new(events, page.limit, Some(total)))
     }
 
-    /// Calls matching `filter`, in call id order: `{"calls": [...], "next": cursor | null}`.
-    pub async fn list(&self, filter: &ListFilter) -> Result<Value, QueryError> {
-        let limit = parse_limit(filter.limit.as_deref())?;
-        let status = filter
-            .status
-            .as_deref()
-            .map(|text| {
-                serde_json::from_value::<CallStatus>(json!(text)).map_err(|_| {
-                    QueryError::BadParameter {
-                        name: "status",
-                        problem: "must be ringing, initiated, answered or completed".to_owned(),
-                    }
-                })
-            })
-            .transpose()?;
-        let since = parse_time("since", filter.since.as_deref())?;
-        let until = parse_time("until", filter.until.as_deref())?;
-        let matches = |document: &CallDocument| {
-            filter
-                .tag
-                .as_ref()
-                .is_none_or(|tag| document.tags.contains(tag))
-                && status.is_none_or(|status| document.status == Some(status))
-                && since.is_none_or(|since| document.first_event_at.is_some_and(|t| t >= since))
-                && until.is_none_or(|until| document.first_event_at.is_some_and(|t| t < until))
-        };
-
-        let mut after = filter.after.clone().map(CallKey::new);
+    /// Calls matching `filter`, in call id order, after `page.after`.
+    pub async fn list(
+        &self,
+        filter: &CallFilter,
+        page: &PageParams<CallKey>,
+    ) -> Result<Page<CallView>, QueryError> {
+        let limit = page.limit.get();
+        let mut after = page.after.clone();
         let mut calls = Vec::new();
         loop {
-            let page = self
+            let scanned = self
                 .store
                 .list_projections(after.as_ref(), SCAN_PAGE)
                 .await?;
-            let exhausted = (page.len() as i64) < SCAN_PAGE;
-            for projection in &page {
+            let exhausted = (scanned.len() as i64) < SCAN_PAGE;
+            for projection in &scanned {
                 after = Some(projection.call_key.clone());
-                let Ok(document) = serde_json::from_str::<CallDocument>(&projection.document)
-                else {
+                let Ok(call) = CallView::stored(projection) else {
                     continue;
                 };
-                if matches(&document) {
-                    let value = serde_json::to_value(&document).unwrap_or(Value::Null);
-                    calls.push(shown(projection, value));
+                if filter.matches(&call.document) {
+                    calls.push(call);
                     if calls.len() == limit {
-                        let next = after.as_ref().map(CallKey::as_str);
-                        return Ok(json!({ "calls": calls, "next": next }));
+                        return Ok(Page::new(calls, page.limit, None));
                     }
                 }
             }
             if exhausted {
-                return Ok(json!({ "calls": calls, "next": null }));
+                return Ok(Page::new(calls, page.limit, None));
             }
         }
     }

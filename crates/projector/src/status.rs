@@ -15,9 +15,10 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use callfold_store::{EventTime, Store};
-use serde_json::Value;
 
+use crate::fold::{CallDocument, CallStatus};
 use crate::query::{Calls, QueryError};
+use crate::view::{CallMeta, CallView, HistoryEvent};
 
 /// How many of the calls changed last the page lists.
 const RECENT_CALLS: i64 = 20;
@@ -55,13 +56,15 @@ fn escape(text: &str) -> String {
     escaped
 }
 
-/// A JSON value as page text: strings bare, null as a dash.
-fn shown(value: &Value) -> String {
-    match value {
-        Value::Null => "–".to_owned(),
-        Value::String(text) => escape(text),
-        other => escape(&other.to_string()),
-    }
+/// A value as page text, escaped; a dash when there is none.
+fn shown(value: Option<impl ToString>) -> String {
+    value.map_or_else(|| "–".to_owned(), |value| escape(&value.to_string()))
+}
+
+/// A call's tags as page text, comma-separated.
+fn tags(document: &CallDocument) -> String {
+    let tags: Vec<&str> = document.tags.iter().map(String::as_str).collect();
+    escape(&tags.join(", "))
 }
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2rem;color:#1f2933}\
@@ -102,6 +105,7 @@ impl IntoResponse for PageError {
         let status = match &self.0 {
             QueryError::UnknownCall(_) => StatusCode::NOT_FOUND,
             QueryError::BadParameter { .. } => StatusCode::BAD_REQUEST,
+            QueryError::UnreadableDocument(_) => StatusCode::INTERNAL_SERVER_ERROR,
             QueryError::Store(error) => {
                 tracing::error!(%error, "status page failed");
                 StatusCode::SERVICE_UNAVAILABLE
@@ -167,7 +171,7 @@ async fn overview(State(status): State<Arc<StatusPage>>) -> Result<Html<String>,
     let since = EventTime::from_unix_micros(now.unix_micros() - CHART_MINUTES * 60_000_000);
     let per_minute = status.store.stored_per_minute(since).await?;
     let stats = status.calls.stats().await?;
-    let (log, projector) = (&stats["log"], &stats["projector"]);
+    let (log, projector) = (&stats.log, &stats.projector);
     let recent = status.store.latest_changes(RECENT_CALLS).await?;
 
     let mut body = format!(
@@ -175,30 +179,30 @@ async fn overview(State(status): State<Arc<StatusPage>>) -> Result<Html<String>,
          {REFRESH_SECONDS} s</p><h2>Deliveries stored, last hour</h2>{}",
         chart(&per_minute, now)
     );
-    let usable = log["events"].as_i64().unwrap_or(0) - log["quarantined"].as_i64().unwrap_or(0);
+    let usable = log.events - log.quarantined;
     let _ = write!(
         body,
         "<div class=\"columns\"><div><h2>Outcomes in the log</h2>{}<p class=\"muted\">\
          Refusals are not stored: see <a href=\"/v1/rejections\">/v1/rejections</a> and \
          <a href=\"/metrics\">/metrics</a>.</p></div><div><h2>Projector</h2>{}</div></div>",
         numbers(&[
-            ("records", shown(&log["events"])),
+            ("records", log.events.to_string()),
             ("usable", usable.to_string()),
             (
                 "quarantined (<a href=\"/v1/quarantine\">list</a>)",
-                shown(&log["quarantined"])
+                log.quarantined.to_string()
             ),
             (
                 "unlinked (<a href=\"/v1/unlinked\">list</a>)",
-                shown(&log["unlinked"])
+                log.unlinked.to_string()
             ),
         ]),
         numbers(&[
-            ("calls waiting", shown(&projector["calls_waiting"])),
-            ("events waiting", shown(&projector["events_waiting"])),
-            ("lag, seconds", shown(&projector["lag_seconds"])),
-            ("projections", shown(&projector["projections"])),
-            ("last change", shown(&projector["last_change"])),
+            ("calls waiting", projector.calls_waiting.to_string()),
+            ("events waiting", projector.events_waiting.to_string()),
+            ("lag, seconds", format!("{:.1}", projector.lag_seconds)),
+            ("projections", projector.projections.to_string()),
+            ("last change", projector.last_change.to_string()),
         ]),
     );
     body.push_str(
@@ -207,7 +211,7 @@ async fn overview(State(status): State<Arc<StatusPage>>) -> Result<Html<String>,
     );
     for change in &recent {
         let projection = &change.projection;
-        let document: Value = serde_json::from_str(&projection.document).unwrap_or(Value::Null);
+        let document = CallView::stored(projection).ok().map(|call| call.document);
         let id = escape(projection.call_key.as_str());
         let late = projection.late_events;
         let late = if late > 0 {
@@ -219,8 +223,12 @@ async fn overview(State(status): State<Arc<StatusPage>>) -> Result<Html<String>,
             body,
             "<tr><td><a href=\"/status/calls/{id}\">{id}</a></td><td>{}</td><td>{}</td>\
              <td>{}</td><td>{late}</td><td>{}</td></tr>",
-            shown(&document["status"]),
-            shown(&document["tags"]),
+            shown(
+                document
+                    .as_ref()
+                    .and_then(|d| d.status.map(CallStatus::as_str))
+            ),
+            document.as_ref().map_or_else(String::new, tags),
             projection.events_folded,
             projection.updated_at,
         );
@@ -230,21 +238,21 @@ async fn overview(State(status): State<Arc<StatusPage>>) -> Result<Html<String>,
 }
 
 /// One side of the timeline: `events` in the order given.
-fn timeline(title: &str, events: &[&Value]) -> String {
+fn timeline(title: &str, events: &[&HistoryEvent]) -> String {
     let mut table = format!(
         "<div><h2>{title}</h2><table><tr><th>seq</th><th>topic</th><th>payload time</th>\
          <th>received</th><th></th></tr>"
     );
     for event in events {
-        let late = event["late"] == Value::Bool(true);
+        let late = event.late;
         let _ = write!(
             table,
             "<tr{}><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             if late { " class=\"late\"" } else { "" },
-            shown(&event["seq"]),
-            shown(&event["topic"]),
-            shown(&event["timestamp"]),
-            shown(&event["received_at"]),
+            event.seq,
+            escape(&event.topic),
+            event.timestamp,
+            event.received_at,
             if late {
                 "<span class=\"badge\">late</span>"
             } else {
@@ -261,26 +269,30 @@ async fn call_timeline(
     Path(call_id): Path<String>,
 ) -> Result<Html<String>, PageError> {
     let history = status.calls.events(&call_id).await?;
-    let call = status
-        .calls
-        .show(&call_id, None)
-        .await
-        .unwrap_or(Value::Null);
-    let effective: Vec<&Value> = history["events"]
-        .as_array()
-        .map(|events| events.iter().collect())
-        .unwrap_or_default();
+    let call = status.calls.show(&call_id, None).await.ok();
+    let document = call.as_ref().map(|call| &call.document);
+    let late_events = call.as_ref().and_then(|call| match call.meta {
+        CallMeta::Stored { late_events, .. } => Some(late_events),
+        CallMeta::AsOf { .. } => None,
+    });
+    let effective: Vec<&HistoryEvent> = history.events.iter().collect();
     let mut arrival = effective.clone();
-    arrival.sort_by_key(|event| event["seq"].as_i64());
+    arrival.sort_by_key(|event| event.seq);
     let id = escape(&call_id);
     let body = format!(
         "<p><a href=\"/status\">status</a></p><h1>Call {id}</h1>{}\
          <div class=\"columns\">{}{}</div>",
         numbers(&[
-            ("status", shown(&call["status"])),
-            ("direction", shown(&call["direction"])),
-            ("tags", shown(&call["tags"])),
-            ("late events", shown(&call["meta"]["late_events"])),
+            (
+                "status",
+                shown(document.and_then(|d| d.status.map(CallStatus::as_str)))
+            ),
+            (
+                "direction",
+                shown(document.and_then(|d| d.direction.as_ref()))
+            ),
+            ("tags", document.map_or_else(String::new, tags)),
+            ("late events", shown(late_events)),
         ]),
         timeline("Arrival order", &arrival),
         timeline("Effective order", &effective),

@@ -24,12 +24,12 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use callfold_store::{CallKey, ProjectionChange, Store};
 use serde::Deserialize;
-use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::query::{QueryError, shown};
+use crate::query::QueryError;
+use crate::view::CallView;
 
 /// Changes read per store round trip.
 const PAGE: i64 = 256;
@@ -172,7 +172,10 @@ async fn follow(
         let full = page.len() as i64 == PAGE;
         for change in page {
             after = change.change;
-            if events.send(Ok(event_of(&change))).await.is_err() {
+            let Some(event) = event_of(&change) else {
+                continue;
+            };
+            if events.send(Ok(event)).await.is_err() {
                 return;
             }
         }
@@ -193,11 +196,15 @@ async fn follow(
     }
 }
 
-fn event_of(change: &ProjectionChange) -> Event {
-    let document = serde_json::from_str(&change.projection.document).unwrap_or(Value::Null);
-    let data = shown(&change.projection, document);
-    Event::default()
+/// The event of `change`; none when its document does not parse (it cannot be shown).
+fn event_of(change: &ProjectionChange) -> Option<Event> {
+    let data = CallView::stored(&change.projection)
+        .and_then(|call| serde_json::to_string(&call))
+        .inspect_err(|error| tracing::error!(%error, "a stored call document does not parse"))
+        .ok()?;
+    let event = Event::default()
         .id(change.change.to_string())
         .event("projection")
-        .data(data.to_string())
+        .data(data);
+    Some(event)
 }

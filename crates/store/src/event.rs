@@ -73,7 +73,9 @@ impl Topic {
 }
 
 /// The id of the call an event belongs to (Allo's `cll_...`), found by the linking rules.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// Serialized as the id itself.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(transparent)]
 pub struct CallKey(String);
 
 impl CallKey {

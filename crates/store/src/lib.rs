@@ -1,6 +1,7 @@
 //! The storage layer of callfold, on SQLite or PostgreSQL: the append-only event log
 //! ([`log`]), the per-call projections ([`projection`]), the queue of calls to fold
-//! ([`queue`]) and the counts operators watch ([`stats`]).
+//! ([`queue`]) and the counts operators watch ([`stats`]); and the paging every list of the
+//! read side shares ([`page`]).
 //!
 //! Owns the connection pools, the migrations (the top-level `migrations/` folder, one folder per
 //! backend) and every SQL statement. It knows nothing of HTTP, signatures or folding: callers
@@ -12,6 +13,7 @@
 
 mod event;
 mod log;
+pub mod page;
 mod projection;
 mod queue;
 mod sql;
@@ -32,6 +34,9 @@ pub use event::{
     LoggedEvent, MAX_BODY_BYTES, MAX_KEY_BYTES, NewEvent, Topic, WebhookId,
 };
 pub use log::KeptRecord;
+pub use page::{
+    BadParameter, Cursor, KeptPosition, Listed, Page, PageLimit, PageParams, PageQuery,
+};
 pub use projection::{ConfigFingerprint, ProjectionChange, ProjectionsBuiltWith, StoredProjection};
 pub use queue::{Claim, ClaimedCalls, QueueDepth, Settled};
 pub use stats::StoreStats;
