@@ -5,7 +5,8 @@
 //! linking rules ([`envelope`]), the group commit ([`commit`]), the endpoint ([`http`]) and the hardened socket every
 //! callfold listener serves on ([`listener`]: TLS, connection and header limits); and, for
 //! operators, the kept records and their re-drive ([`quarantine`]), the requests refused
-//! before authentication ([`rejections`]) and the private routes over both ([`admin`]). It
+//! before authentication ([`rejections`], warned of in the log by [`refusal_warnings`]) and
+//! the private routes over both ([`admin`]). It
 //! never folds state: it only appends to the log through `callfold-store`.
 
 pub mod admin;
@@ -15,6 +16,7 @@ pub mod envelope;
 pub mod http;
 pub mod listener;
 pub mod quarantine;
+pub mod refusal_warnings;
 pub mod rejections;
 pub mod secret;
 pub mod signature;
