@@ -10,6 +10,8 @@ use callfold_store::{MAX_BODY_BYTES, PoolLimits};
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::address::parse_listen_address;
+
 /// callfold turns Allo's signed webhooks into trustworthy per-call state.
 ///
 /// The receiver also needs CALLFOLD_WEBHOOK_SECRETS: the whsec_... signing secret(s) from
@@ -96,6 +98,14 @@ pub enum Command {
         #[command(subcommand)]
         action: QuarantineAction,
     },
+    /// List the call events whose call no linking rule finds, as `/v1/unlinked` does; JSON on
+    /// stdout.
+    Unlinked {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[command(subcommand)]
+        action: UnlinkedAction,
+    },
     /// The database's counts for operators, as `/v1/stats` gives them; JSON on stdout.
     Stats(DatabaseArgs),
     /// Check the configuration (file, environment, options) and print what is in effect.
@@ -157,6 +167,20 @@ pub enum ConfigAction {
     Check,
 }
 
+/// The actions of `callfold unlinked`.
+#[derive(Debug, Subcommand)]
+pub enum UnlinkedAction {
+    /// Unlinked call events in the order they were committed, each with its position.
+    List {
+        /// Most events to print (1 to 1000, default 100).
+        #[arg(long)]
+        limit: Option<String>,
+        /// The `next` position printed by the previous page.
+        #[arg(long)]
+        after: Option<String>,
+    },
+}
+
 /// The actions of `callfold quarantine`.
 #[derive(Debug, Subcommand)]
 pub enum QuarantineAction {
@@ -186,7 +210,8 @@ pub enum QuarantineAction {
 /// Where the event log lives.
 #[derive(Debug, Args)]
 pub struct DatabaseArgs {
-    /// sqlite:PATH (created if missing) or postgres://USER@HOST:PORT/DB.
+    /// sqlite:PATH or postgres://USER@HOST:PORT/DB. The services and `migrate` create and
+    /// migrate it; every other command needs it to exist and be migrated.
     #[arg(
         long,
         env = "DATABASE_URL",
@@ -249,15 +274,17 @@ impl DatabaseArgs {
 /// What every long-running service needs: its listeners and a database.
 #[derive(Debug, Args)]
 pub struct ServiceArgs {
-    /// Address and port to listen on (port 0 picks a free one). Without --admin-listen it
-    /// serves every route; with it, only the webhook endpoint.
-    #[arg(long, env = "CALLFOLD_LISTEN", default_value = "127.0.0.1:8080")]
+    /// Address and port to listen on (port 0 picks a free one): an IP address, `[::1]:PORT`,
+    /// `localhost:PORT`, or `:PORT` for every interface. Without --admin-listen it serves every
+    /// route; with it, only the webhook endpoint.
+    #[arg(long, env = "CALLFOLD_LISTEN", default_value = "127.0.0.1:8080",
+          value_parser = parse_listen_address)]
     pub listen: SocketAddr,
 
     /// A second, private listener for the query API, /metrics, /healthz and /readyz, so that
     /// --listen can face the internet with the webhook endpoint alone. Plain HTTP: bind it to
     /// a private address.
-    #[arg(long, env = "CALLFOLD_ADMIN_LISTEN")]
+    #[arg(long, env = "CALLFOLD_ADMIN_LISTEN", value_parser = parse_listen_address)]
     pub admin_listen: Option<SocketAddr>,
 
     /// Serve the query API, the quarantine, /status and /metrics without CALLFOLD_API_TOKEN on

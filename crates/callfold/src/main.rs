@@ -1,10 +1,14 @@
 //! The `callfold` executable: reads the command line and the environment, opens the store, and
 //! wires the crates into the service asked for. No logic of its own beyond that wiring.
 
+mod address;
 mod cli;
 mod config;
+mod database_url;
 mod exposure;
+mod open;
 mod ops;
+mod output;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -17,9 +21,11 @@ use callfold_ingest::{
     BodyLimits, CommitQueue, IngestState, LinkingRules, Quarantine, TlsCertificate, Verifier,
     WebhookSecrets,
 };
-use callfold_projector::{ApiToken, Calls, ListFilter, LiveChanges, Precedence, Projector};
+use callfold_projector::{
+    ApiToken, Calls, ListFilter, LiveChanges, Precedence, Projector, UnlinkedPage,
+};
 use callfold_simulate::SimulateOptions;
-use callfold_store::{CallKey, ConfigFingerprint, Store, within};
+use callfold_store::{CallKey, ConfigFingerprint, within};
 use clap::{CommandFactory, FromArgMatches};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
@@ -29,9 +35,11 @@ use tracing_subscriber::EnvFilter;
 
 use crate::cli::{
     CallsQuery, Cli, Command, ConfigAction, DatabaseArgs, LogFormat, ProjectorOptions,
-    QuarantineAction, ReceiverOptions, ServiceArgs, SimulateArgs,
+    QuarantineAction, ReceiverOptions, ServiceArgs, SimulateArgs, UnlinkedAction,
 };
 use crate::config::{Config, REBUILD_ADVICE};
+use crate::database_url::redact_password;
+use crate::open::{Access, open_store};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -82,6 +90,7 @@ async fn run(cli: Cli, config: &Config, command: clap::Command) -> anyhow::Resul
         Command::Quarantine { database, action } => {
             quarantine(database, action, linking_rules).await
         }
+        Command::Unlinked { database, action } => unlinked(database, action).await,
         Command::Config {
             action: ConfigAction::Check,
         } => check_config(config, command, configuration).await,
@@ -90,11 +99,17 @@ async fn run(cli: Cli, config: &Config, command: clap::Command) -> anyhow::Resul
     }
 }
 
+/// The log filter without `RUST_LOG`: callfold's own lines from info up, the database driver's
+/// from warn up (its info lines are the server's notices, such as "relation already exists,
+/// skipping", which tell an operator nothing).
+const DEFAULT_LOG_FILTER: &str = "info,sqlx=warn";
+
 fn init_tracing(format: LogFormat) {
     use std::io::IsTerminal;
     let subscriber = tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER)),
         )
         .with_writer(std::io::stderr);
     match format {
@@ -141,12 +156,15 @@ async fn check_config(
     println!("configuration fingerprint: {configuration}");
     let service = ServiceArgs::from_arg_matches(serve)?;
     let database = &service.database;
-    let other = within(database.commit_timeout(), async {
-        let store =
-            Store::connect_existing_with(&database.database_url, database.pool_limits()).await?;
-        config::other_configuration(&store, &configuration).await
-    })
-    .await;
+    let other = match open_store(database, Access::Existing).await {
+        Ok(store) => within(
+            database.commit_timeout(),
+            config::other_configuration(&store, &configuration),
+        )
+        .await
+        .map_err(anyhow::Error::from),
+        Err(error) => Err(error),
+    };
     match other {
         Ok(None) => println!("projections: folded with this configuration"),
         Ok(Some(other)) => {
@@ -164,33 +182,8 @@ async fn check_config(
     Ok(())
 }
 
-/// `url` with the password of its user, if any, replaced by `***`.
-fn redact_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let Some((user_info, host)) = rest.split_once('@') else {
-        return url.to_owned();
-    };
-    match user_info.split_once(':') {
-        Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_owned(),
-    }
-}
-
-async fn open_store(args: &DatabaseArgs) -> anyhow::Result<Store> {
-    let store = Store::connect_with(&args.database_url, args.pool_limits())
-        .await
-        .context("cannot open the database given by --database-url / DATABASE_URL")?;
-    store
-        .migrate()
-        .await
-        .context("cannot migrate the database")?;
-    Ok(store)
-}
-
 async fn migrate(args: DatabaseArgs) -> anyhow::Result<()> {
-    let store = open_store(&args).await?;
+    let store = open_store(&args, Access::CreateAndMigrate).await?;
     tracing::info!(backend = store.backend_name(), "migrations applied");
     Ok(())
 }
@@ -200,7 +193,7 @@ async fn query_calls(
     query: CallsQuery,
     precedence: Precedence,
 ) -> anyhow::Result<()> {
-    let calls = Calls::new(open_store(&database).await?, precedence);
+    let calls = Calls::new(open_store(&database, Access::Existing).await?, precedence);
     let answer = match query {
         CallsQuery::Show { id, as_of } => calls.show(&id, as_of.as_deref()).await,
         CallsQuery::Events { id } => calls.events(&id).await,
@@ -223,8 +216,7 @@ async fn query_calls(
             calls.list(&filter).await
         }
     }?;
-    println!("{}", serde_json::to_string_pretty(&answer)?);
-    Ok(())
+    output::print_json(&answer)
 }
 
 async fn quarantine(
@@ -232,7 +224,7 @@ async fn quarantine(
     action: QuarantineAction,
     linking_rules: LinkingRules,
 ) -> anyhow::Result<()> {
-    let store = open_store(&database).await?;
+    let store = open_store(&database, Access::Existing).await?;
     let quarantine = Quarantine::new(store, linking_rules, database.commit_timeout());
     let answer = match action {
         QuarantineAction::List { limit, after } => {
@@ -241,14 +233,24 @@ async fn quarantine(
         QuarantineAction::Show { seq } => quarantine.show(seq).await,
         QuarantineAction::Redrive { seq } => quarantine.redrive(seq).await,
     }?;
-    println!("{}", serde_json::to_string_pretty(&answer)?);
-    Ok(())
+    output::print_json(&answer)
 }
 
 async fn stats(database: DatabaseArgs) -> anyhow::Result<()> {
-    let calls = Calls::new(open_store(&database).await?, Precedence::default());
-    println!("{}", serde_json::to_string_pretty(&calls.stats().await?)?);
-    Ok(())
+    let calls = Calls::new(
+        open_store(&database, Access::Existing).await?,
+        Precedence::default(),
+    );
+    output::print_json(&calls.stats().await?)
+}
+
+async fn unlinked(database: DatabaseArgs, action: UnlinkedAction) -> anyhow::Result<()> {
+    let calls = Calls::new(
+        open_store(&database, Access::Existing).await?,
+        Precedence::default(),
+    );
+    let UnlinkedAction::List { limit, after } = action;
+    output::print_json(&calls.unlinked(&UnlinkedPage { limit, after }).await?)
 }
 
 /// How long `rebuild --call` holds the call it re-folds.
@@ -260,7 +262,7 @@ async fn rebuild(
     precedence: Precedence,
     configuration: ConfigFingerprint,
 ) -> anyhow::Result<()> {
-    let store = open_store(&database).await?;
+    let store = open_store(&database, Access::CreateAndMigrate).await?;
     let projector =
         Projector::new(store, precedence, 1, REBUILD_CALL_LEASE).recording(configuration);
     if let Some(call) = call {
@@ -316,7 +318,7 @@ async fn run_services(
         .transpose()
         .context("cannot set up HTTPS")?
         .map(Arc::new);
-    let store = open_store(&service.database).await?;
+    let store = open_store(&service.database, Access::CreateAndMigrate).await?;
     let configuration = config::fingerprint(&linking_rules, &precedence);
     match config::other_configuration(&store, &configuration).await {
         Ok(None) => {}
@@ -567,6 +569,5 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
         seed: args.seed,
     };
     let report = callfold_simulate::run(&options, secret).await;
-    println!("{report}");
-    Ok(())
+    output::print(&report.to_string())
 }
