@@ -285,6 +285,7 @@ async fn a_closed_pipe_ends_every_printing_command_quietly() {
         &["quarantine", "list", "--database-url", url],
         &["unlinked", "list", "--database-url", url],
         &["stats", "--database-url", url],
+        &["config", "check", "serve", "--database-url", url],
     ];
     for args in commands {
         let status = into_a_closed_pipe(args).await;

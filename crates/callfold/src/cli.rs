@@ -51,29 +51,8 @@ pub enum LogFormat {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run everything in one process: the webhook receiver, the projector and the query API.
-    Serve {
-        #[command(flatten)]
-        service: ServiceArgs,
-        #[command(flatten)]
-        receiver: ReceiverOptions,
-        #[command(flatten)]
-        projector: ProjectorOptions,
-    },
-    /// Run the webhook receiver only.
-    Ingest {
-        #[command(flatten)]
-        service: ServiceArgs,
-        #[command(flatten)]
-        receiver: ReceiverOptions,
-    },
-    /// Run the projector only, with the query API on --listen.
-    Projector {
-        #[command(flatten)]
-        service: ServiceArgs,
-        #[command(flatten)]
-        projector: ProjectorOptions,
-    },
+    #[command(flatten)]
+    Service(ServiceCommand),
     /// Re-fold projections from the log (all calls, or one), then exit. Safe while the
     /// services run: queries keep answering from the old projections until the swap.
     Rebuild {
@@ -119,6 +98,62 @@ pub enum Command {
     Simulate(SimulateArgs),
 }
 
+/// The long-running services, each with every option it takes; `config check` takes the same.
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Run everything in one process: the webhook receiver, the projector and the query API.
+    Serve {
+        #[command(flatten)]
+        service: ServiceArgs,
+        #[command(flatten)]
+        receiver: ReceiverOptions,
+        #[command(flatten)]
+        projector: ProjectorOptions,
+    },
+    /// Run the webhook receiver only.
+    Ingest {
+        #[command(flatten)]
+        service: ServiceArgs,
+        #[command(flatten)]
+        receiver: ReceiverOptions,
+    },
+    /// Run the projector only, with the query API on --listen.
+    Projector {
+        #[command(flatten)]
+        service: ServiceArgs,
+        #[command(flatten)]
+        projector: ProjectorOptions,
+    },
+}
+
+impl ServiceCommand {
+    /// The command's name, as typed.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ServiceCommand::Serve { .. } => "serve",
+            ServiceCommand::Ingest { .. } => "ingest",
+            ServiceCommand::Projector { .. } => "projector",
+        }
+    }
+
+    /// The options every service takes.
+    pub fn service(&self) -> &ServiceArgs {
+        match self {
+            ServiceCommand::Serve { service, .. }
+            | ServiceCommand::Ingest { service, .. }
+            | ServiceCommand::Projector { service, .. } => service,
+        }
+    }
+
+    /// Whether this service receives webhooks (and so needs the signing secrets).
+    pub fn receives(&self) -> bool {
+        matches!(
+            self,
+            ServiceCommand::Serve { .. } | ServiceCommand::Ingest { .. }
+        )
+    }
+}
+
 /// The queries of `callfold calls`.
 #[derive(Debug, Subcommand)]
 pub enum CallsQuery {
@@ -161,10 +196,16 @@ pub enum CallsQuery {
 /// The actions of `callfold config`.
 #[derive(Debug, Subcommand)]
 pub enum ConfigAction {
-    /// Validate every setting `serve` would run with, the linking rules, the precedence graph,
-    /// the TLS files and the secrets, and print them (secrets as a count only). Exits non-zero
-    /// on any problem.
-    Check,
+    /// Validate every setting a service would run with (`config check serve|ingest|projector`
+    /// followed by that service's options; `serve` when none is named): the options, the
+    /// linking rules, the precedence graph, the TLS files and, where it receives webhooks, the
+    /// secrets; and print what is in effect (secrets as a count only, the API token as set or
+    /// not). Exits non-zero on any problem.
+    Check {
+        /// The service to check, with its options.
+        #[command(subcommand)]
+        service: Option<ServiceCommand>,
+    },
 }
 
 /// The actions of `callfold unlinked`.

@@ -2,6 +2,7 @@
 //! wires the crates into the service asked for. No logic of its own beyond that wiring.
 
 mod address;
+mod check;
 mod cli;
 mod config;
 mod database_url;
@@ -9,6 +10,7 @@ mod exposure;
 mod open;
 mod ops;
 mod output;
+mod rule_validation;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -25,7 +27,7 @@ use callfold_projector::{
     ApiToken, Calls, ListFilter, LiveChanges, Precedence, Projector, UnlinkedPage,
 };
 use callfold_simulate::SimulateOptions;
-use callfold_store::{CallKey, ConfigFingerprint, within};
+use callfold_store::{CallKey, ConfigFingerprint};
 use clap::{CommandFactory, FromArgMatches};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
@@ -35,10 +37,9 @@ use tracing_subscriber::EnvFilter;
 
 use crate::cli::{
     CallsQuery, Cli, Command, ConfigAction, DatabaseArgs, LogFormat, ProjectorOptions,
-    QuarantineAction, ReceiverOptions, ServiceArgs, SimulateArgs, UnlinkedAction,
+    QuarantineAction, ReceiverOptions, ServiceArgs, ServiceCommand, SimulateArgs, UnlinkedAction,
 };
 use crate::config::{Config, REBUILD_ADVICE};
-use crate::database_url::redact_password;
 use crate::open::{Access, open_store};
 
 #[tokio::main]
@@ -56,7 +57,7 @@ async fn main() -> ExitCode {
     let matches = command.clone().get_matches_from(&args);
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
     init_tracing(cli.log_format);
-    match run(cli, &config, command).await {
+    match run(cli, &config, command, &matches).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
@@ -65,21 +66,26 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli, config: &Config, command: clap::Command) -> anyhow::Result<()> {
+async fn run(
+    cli: Cli,
+    config: &Config,
+    command: clap::Command,
+    matches: &clap::ArgMatches,
+) -> anyhow::Result<()> {
     let precedence = config.precedence()?;
-    let linking_rules = config.linking_rules();
+    let linking_rules = config.linking_rules()?;
     let configuration = config::fingerprint(&linking_rules, &precedence);
     let rules = (precedence.clone(), linking_rules.clone());
     match cli.command {
-        Command::Serve {
+        Command::Service(ServiceCommand::Serve {
             service,
             receiver,
             projector,
-        } => run_services(service, Some(receiver), Some(projector), rules).await,
-        Command::Ingest { service, receiver } => {
+        }) => run_services(service, Some(receiver), Some(projector), rules).await,
+        Command::Service(ServiceCommand::Ingest { service, receiver }) => {
             run_services(service, Some(receiver), None, rules).await
         }
-        Command::Projector { service, projector } => {
+        Command::Service(ServiceCommand::Projector { service, projector }) => {
             run_services(service, None, Some(projector), rules).await
         }
         Command::Rebuild { database, call } => {
@@ -92,8 +98,8 @@ async fn run(cli: Cli, config: &Config, command: clap::Command) -> anyhow::Resul
         }
         Command::Unlinked { database, action } => unlinked(database, action).await,
         Command::Config {
-            action: ConfigAction::Check,
-        } => check_config(config, command, configuration).await,
+            action: ConfigAction::Check { service },
+        } => check_config(config, command, matches, service).await,
         Command::Migrate(args) => migrate(args).await,
         Command::Simulate(args) => simulate(args).await,
     }
@@ -118,68 +124,46 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-/// `callfold config check`: every setting `serve` would run with and where it comes from,
-/// then the checks that need more than parsing, and whether the store's projections were
-/// folded with this configuration.
+/// `callfold config check [SERVICE ...]`: the service named (`serve` when none is) with the
+/// options it was given, as `check` prints and checks it.
 async fn check_config(
     config: &Config,
     command: clap::Command,
-    configuration: ConfigFingerprint,
+    matches: &clap::ArgMatches,
+    service: Option<ServiceCommand>,
 ) -> anyhow::Result<()> {
-    let file = config.path.as_ref().map(|p| p.display().to_string());
-    println!("configuration file: {}", file.as_deref().unwrap_or("none"));
-    let matches = command
-        .clone()
-        .try_get_matches_from(["callfold", "serve"])
-        .context("the settings do not parse")?;
-    let serve = matches
-        .subcommand_matches("serve")
-        .context("serve parses")?;
-    let serve_command = command
-        .find_subcommand("serve")
-        .context("serve is a command")?;
-    for arg in serve_command.get_arguments() {
-        let id = arg.get_id().as_str();
-        let Some(raw) = serve.get_raw(id) else {
-            continue;
-        };
-        let value: Vec<String> = raw.map(|v| redact_password(&v.to_string_lossy())).collect();
-        let source = match serve.value_source(id) {
-            Some(clap::parser::ValueSource::EnvVariable) => "environment",
-            _ if config.sets(id) => "file",
-            _ => "default",
-        };
-        println!("{id} = {} ({source})", value.join(","));
-    }
-    println!("linking rules: {:?}", config.linking_rules());
-    println!("precedence graph: acyclic");
-    println!("configuration fingerprint: {configuration}");
-    let service = ServiceArgs::from_arg_matches(serve)?;
-    let database = &service.database;
-    let other = match open_store(database, Access::Existing).await {
-        Ok(store) => within(
-            database.commit_timeout(),
-            config::other_configuration(&store, &configuration),
-        )
-        .await
-        .map_err(anyhow::Error::from),
-        Err(error) => Err(error),
-    };
-    match other {
-        Ok(None) => println!("projections: folded with this configuration"),
-        Ok(Some(other)) => {
-            println!("warning: {REBUILD_ADVICE} (also folded with: {other})")
+    let given = matches
+        .subcommand_matches("config")
+        .and_then(|config| config.subcommand_matches("check"))
+        .and_then(|check| check.subcommand())
+        .map(|(_, service_matches)| service_matches.clone());
+    let (service, service_matches) = match (service, given) {
+        (Some(service), Some(service_matches)) => (service, service_matches),
+        _ => {
+            let defaulted = command
+                .clone()
+                .try_get_matches_from(["callfold", "config", "check", "serve"])
+                .context("the settings do not parse")?;
+            let cli = Cli::from_arg_matches(&defaulted)?;
+            let Command::Config {
+                action:
+                    ConfigAction::Check {
+                        service: Some(service),
+                    },
+            } = cli.command
+            else {
+                anyhow::bail!("config check serve parses as itself");
+            };
+            let service_matches = defaulted
+                .subcommand_matches("config")
+                .and_then(|config| config.subcommand_matches("check"))
+                .and_then(|check| check.subcommand_matches("serve"))
+                .context("config check serve has its matches")?
+                .clone();
+            (service, service_matches)
         }
-        Err(_) => println!("projections: not checked (the store is unreachable or not migrated)"),
-    }
-    if let Some(files) = service.tls_files() {
-        TlsCertificate::load(files).context("cannot set up HTTPS")?;
-        println!("TLS certificate and key: usable");
-    }
-    let secrets = WebhookSecrets::from_env()?;
-    println!("webhook secrets: {} configured", secrets.iter().count());
-    println!("configuration ok");
-    Ok(())
+    };
+    check::check(config, &service, &service_matches, &command).await
 }
 
 async fn migrate(args: DatabaseArgs) -> anyhow::Result<()> {
