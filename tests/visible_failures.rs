@@ -1,6 +1,7 @@
 //! Failures an operator can see in the log without raising its level, through the real
 //! executable: refused deliveries warned of with their reason and source, at most one line per
-//! reason per interval.
+//! reason per interval; and the start-up banner that names the role, the database (never its
+//! password), the URLs and whether a token guards `/v1`.
 
 mod support;
 
@@ -9,7 +10,7 @@ use std::time::Instant;
 use callfold_ingest::refusal_warnings::WARNING_INTERVAL;
 use serde_json::json;
 
-use support::{RunningService, envelope, unix_now};
+use support::{RunningService, TestDb, envelope, start_service, unix_now};
 
 /// The log lines of `service` that warn of a refusal for `reason`.
 fn refusal_lines(service: &RunningService, reason: &str) -> Vec<String> {
@@ -70,4 +71,58 @@ async fn refused_deliveries_are_warned_of_once_per_reason_per_interval() {
     assert!(!output.contains("secret-looking"), "no body in the log");
     assert!(!output.contains(wrong) && !output.contains(support::SECRET));
     assert!(!output.contains("msg_w_"), "no header value in the log");
+}
+
+on_both_stores!(the_banner_names_role_database_urls_and_token);
+
+async fn the_banner_names_role_database_urls_and_token(db: TestDb) {
+    // A password in the URL (PostgreSQL's trust authentication ignores it; SQLite has none).
+    let url = db
+        .url
+        .replacen("postgres://postgres@", "postgres://postgres:pa55word@", 1);
+    let token = [("CALLFOLD_API_TOKEN", "banner-test-token")];
+    let ingest = start_service("ingest", &url, &token).await;
+    let projector = start_service("projector", &url, &[]).await;
+    for (service, role, token) in [
+        (&ingest, "ingest", "guards /v1"),
+        (&projector, "projector", "not set, /v1 is open"),
+    ] {
+        support::wait_until("the banner is logged", 10, || async {
+            service.output().contains("callfold started")
+        })
+        .await;
+        let output = service.output();
+        let banner = output
+            .lines()
+            .find(|line| line.contains("callfold started"))
+            .unwrap_or_else(|| panic!("no banner: {output}"));
+        assert!(banner.contains(&format!("role=\"{role}\"")), "{banner}");
+        assert!(
+            banner.contains(&format!("api_token=\"{token}\"")),
+            "{banner}"
+        );
+        assert!(
+            banner.contains(&format!("admin_url={}", service.base_url)),
+            "{banner}"
+        );
+        if url.starts_with("sqlite:") {
+            let path = url.trim_start_matches("sqlite:");
+            assert!(
+                banner.contains(&format!("database=SQLite {path}")),
+                "{banner}"
+            );
+        } else {
+            assert!(
+                banner.contains("database=PostgreSQL database ") && banner.contains(" as postgres"),
+                "{banner}"
+            );
+        }
+        assert!(!output.contains("pa55word") && !output.contains("banner-test-token"));
+    }
+    let ingest_banner = ingest.output();
+    assert!(
+        ingest_banner.contains(&format!("webhook_url={}/webhooks/allo", ingest.base_url)),
+        "{ingest_banner}"
+    );
+    assert!(projector.output().contains("webhook_url=none"));
 }

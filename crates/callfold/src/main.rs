@@ -2,6 +2,7 @@
 //! wires the crates into the service asked for. No logic of its own beyond that wiring.
 
 mod address;
+mod banner;
 mod check;
 mod cli;
 mod config;
@@ -291,7 +292,8 @@ async fn run_services(
     (precedence, linking_rules): (Precedence, LinkingRules),
 ) -> anyhow::Result<()> {
     let api_token = ApiToken::from_env();
-    exposure::check(&service, api_token.is_some())?;
+    let (token_set, receives) = (api_token.is_some(), receiver.is_some());
+    exposure::check(&service, token_set)?;
     let secrets = receiver
         .as_ref()
         .map(|_| WebhookSecrets::from_env())
@@ -413,9 +415,10 @@ async fn run_services(
     ));
 
     let limits = service.connection_limits();
-    let mut admin_task = None;
+    let (mut admin_task, mut admin_bound) = (None, None);
     if let Some(admin_addr) = service.admin_listen {
         let admin = bind(admin_addr).await?;
+        admin_bound = Some(admin.local_addr()?);
         tracing::info!(addr = %admin.local_addr()?, "admin listener (query API, metrics, health)");
         let serving = callfold_ingest::serve(admin, private, limits, None, shutdown());
         admin_task = Some(tokio::spawn(serving));
@@ -432,6 +435,15 @@ async fn run_services(
         backend = store.backend_name(),
         "listening"
     );
+    let listening = banner::Listening {
+        public: listener.local_addr()?,
+        https: tls.is_some(),
+        admin: admin_bound,
+        receives,
+        projects: projector_task.is_some(),
+        token_set,
+    };
+    banner::Banner::new(&service.database.database_url, listening).log();
     tokio::spawn(async move {
         shutdown_signal().await;
         let _ = stop.send(true);
