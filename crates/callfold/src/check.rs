@@ -12,18 +12,53 @@ use anyhow::Context;
 use callfold_ingest::{TlsCertificate, WebhookSecrets};
 use callfold_projector::ApiToken;
 use callfold_store::{ConfigFingerprint, within};
-use clap::ArgMatches;
 use clap::parser::ValueSource;
+use clap::{ArgMatches, FromArgMatches};
 
-use crate::cli::ServiceCommand;
+use crate::cli::{Cli, Command, ConfigAction, ServiceCommand};
 use crate::config::{self, Config, REBUILD_ADVICE};
 use crate::database_url::{DatabaseLocation, redact_password};
 use crate::exposure;
 use crate::open::{Access, open_store};
 use crate::output;
 
+/// `callfold config check [SERVICE ...]`, whose command line parsed into `matches`: checks
+/// and prints the configuration of the service named, or of `serve` when none is.
+pub async fn run(
+    config: &Config,
+    command: &clap::Command,
+    matches: &ArgMatches,
+    service: Option<ServiceCommand>,
+) -> anyhow::Result<()> {
+    let (service, matches) = match service {
+        Some(service) => (service, matches.clone()),
+        None => {
+            let defaulted = command
+                .clone()
+                .try_get_matches_from(["callfold", "config", "check", "serve"])
+                .context("the settings do not parse")?;
+            let Command::Config {
+                action:
+                    ConfigAction::Check {
+                        service: Some(service),
+                    },
+            } = Cli::from_arg_matches(&defaulted)?.command
+            else {
+                anyhow::bail!("`config check serve` parses as a check of serve");
+            };
+            (service, defaulted)
+        }
+    };
+    let service_matches = matches
+        .subcommand_matches("config")
+        .and_then(|config| config.subcommand_matches("check"))
+        .and_then(|check| check.subcommand_matches(service.name()))
+        .context("the checked service has its options")?;
+    report(config, &service, service_matches, command).await
+}
+
 /// Checks `service`'s configuration (parsed into `matches`, its own matches) and prints it.
-pub async fn check(
+async fn report(
     config: &Config,
     service: &ServiceCommand,
     matches: &ArgMatches,

@@ -100,7 +100,7 @@ async fn run(
         Command::Unlinked { database, action } => unlinked(database, action).await,
         Command::Config {
             action: ConfigAction::Check { service },
-        } => check_config(config, command, matches, service).await,
+        } => check::run(config, &command, matches, service).await,
         Command::Migrate(args) => migrate(args).await,
         Command::Simulate(args) => simulate(args).await,
     }
@@ -123,48 +123,6 @@ fn init_tracing(format: LogFormat) {
         LogFormat::Text => subscriber.with_ansi(std::io::stderr().is_terminal()).init(),
         LogFormat::Json => subscriber.json().init(),
     }
-}
-
-/// `callfold config check [SERVICE ...]`: the service named (`serve` when none is) with the
-/// options it was given, as `check` prints and checks it.
-async fn check_config(
-    config: &Config,
-    command: clap::Command,
-    matches: &clap::ArgMatches,
-    service: Option<ServiceCommand>,
-) -> anyhow::Result<()> {
-    let given = matches
-        .subcommand_matches("config")
-        .and_then(|config| config.subcommand_matches("check"))
-        .and_then(|check| check.subcommand())
-        .map(|(_, service_matches)| service_matches.clone());
-    let (service, service_matches) = match (service, given) {
-        (Some(service), Some(service_matches)) => (service, service_matches),
-        _ => {
-            let defaulted = command
-                .clone()
-                .try_get_matches_from(["callfold", "config", "check", "serve"])
-                .context("the settings do not parse")?;
-            let cli = Cli::from_arg_matches(&defaulted)?;
-            let Command::Config {
-                action:
-                    ConfigAction::Check {
-                        service: Some(service),
-                    },
-            } = cli.command
-            else {
-                anyhow::bail!("config check serve parses as itself");
-            };
-            let service_matches = defaulted
-                .subcommand_matches("config")
-                .and_then(|config| config.subcommand_matches("check"))
-                .and_then(|check| check.subcommand_matches("serve"))
-                .context("config check serve has its matches")?
-                .clone();
-            (service, service_matches)
-        }
-    };
-    check::check(config, &service, &service_matches, &command).await
 }
 
 async fn migrate(args: DatabaseArgs) -> anyhow::Result<()> {
