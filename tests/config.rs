@@ -194,3 +194,196 @@ async fn the_documented_example_names_every_option_and_passes_the_check() {
         );
     }
 }
+
+#[tokio::test]
+async fn config_check_takes_the_options_of_the_service_it_checks() {
+    let folder = tempfile::tempdir().expect("temp dir");
+    let checked = callfold(
+        folder.path(),
+        &[
+            "config",
+            "check",
+            "serve",
+            "--listen",
+            ":8080",
+            "--allow-public-api",
+            "--tolerance",
+            "60",
+        ],
+        &[],
+    )
+    .await;
+    let report = text(&checked);
+    assert!(checked.status.success(), "{report}");
+    assert!(report.contains("tolerance = 60 (command line)"), "{report}");
+    assert!(report.contains("listener: 0.0.0.0:8080"), "{report}");
+
+    // A projector-only host needs no signing secret; a receiver does.
+    let without_secrets = |service: &'static str| {
+        tokio::process::Command::new(support::CALLFOLD)
+            .args(["config", "check", service])
+            .current_dir(folder.path())
+            .env_remove("CALLFOLD_WEBHOOK_SECRETS")
+            .output()
+    };
+    let projector = without_secrets("projector").await.expect("runs");
+    assert!(projector.status.success(), "{}", text(&projector));
+    assert!(text(&projector).contains("webhook secrets: not needed"));
+    let ingest = without_secrets("ingest").await.expect("runs");
+    assert!(!ingest.status.success(), "{}", text(&ingest));
+    assert!(text(&ingest).contains("CALLFOLD_WEBHOOK_SECRETS"));
+
+    // Each service's own options only: a projector has no --tolerance.
+    let refused = callfold(
+        folder.path(),
+        &["config", "check", "projector", "--tolerance", "60"],
+        &[],
+    )
+    .await;
+    assert!(!refused.status.success(), "{}", text(&refused));
+    // The same mistakes the service refuses at start: a public API without a token.
+    let exposed = callfold(
+        folder.path(),
+        &["config", "check", "serve", "--listen", ":8080"],
+        &[],
+    )
+    .await;
+    assert!(!exposed.status.success(), "{}", text(&exposed));
+    assert!(
+        text(&exposed).contains("CALLFOLD_API_TOKEN"),
+        "{}",
+        text(&exposed)
+    );
+}
+
+#[tokio::test]
+async fn config_check_prints_the_effective_configuration_readably() {
+    let folder = tempfile::tempdir().expect("temp dir");
+    let rule =
+        "[linking_rules]\n\"tag.added\" = [\"/data/call_id\", \"/data/conversation/call_id\"]\n";
+    std::fs::write(folder.path().join("callfold.toml"), rule).expect("write");
+    let token = "a-token-never-printed";
+    let checked = callfold(
+        folder.path(),
+        &[
+            "config",
+            "check",
+            "ingest",
+            "--admin-listen",
+            "127.0.0.1:9090",
+            "--database-url",
+            "postgres://app:pw-never-printed@127.0.0.1:1/calls",
+        ],
+        &[("CALLFOLD_API_TOKEN", token)],
+    )
+    .await;
+    let report = text(&checked);
+    assert!(checked.status.success(), "{report}");
+    assert!(
+        report.contains("API token (CALLFOLD_API_TOKEN): set"),
+        "{report}"
+    );
+    assert!(
+        report.contains("admin listener: 127.0.0.1:9090"),
+        "{report}"
+    );
+    assert!(
+        report.contains("database: PostgreSQL database calls at 127.0.0.1:1 as app"),
+        "{report}"
+    );
+    let rule_row = report
+        .lines()
+        .find(|line| line.trim_start().starts_with("tag.added "))
+        .unwrap_or_else(|| panic!("no row of tag.added: {report}"));
+    assert!(
+        rule_row.ends_with("/data/call_id, /data/conversation/call_id"),
+        "{rule_row}"
+    );
+    let rank_row = report
+        .lines()
+        .find(|line| line.contains("call.answered") && line.contains("call.completed"))
+        .unwrap_or_else(|| panic!("no row of the precedence graph: {report}"));
+    assert!(
+        rank_row
+            .split_whitespace()
+            .next()
+            .is_some_and(|rank| rank.parse::<u32>().is_ok()),
+        "{rank_row}"
+    );
+    assert!(
+        !report.contains(token) && !report.contains("pw-never-printed"),
+        "{report}"
+    );
+    assert!(
+        !report.contains("LinkingRules"),
+        "no debug output: {report}"
+    );
+}
+
+#[tokio::test]
+async fn mistaken_rules_are_refused_by_the_check_and_by_the_service() {
+    let db = TestDb::sqlite().await;
+    let folder = tempfile::tempdir().expect("temp dir");
+    let cases = [
+        (
+            "[linking_rules]\n\"tag.added\" = [\"data/call_id\"]\n",
+            "callfold.toml, line 2: the linking rule of `tag.added` has the pointer \
+             `data/call_id`, which does not start with `/`",
+            "write `/data/call_id`",
+        ),
+        (
+            "\n[linking_rules]\n\"call.complete\" = [\"/data/id\"]\n",
+            "callfold.toml, line 3: the linking rules name the topic `call.complete`",
+            "did you mean `call.completed`?",
+        ),
+        (
+            "precedence = [[\"call.recieved\", \"call.answered\"]]\n",
+            "the precedence graph names the topic `call.recieved`",
+            "did you mean `call.received`?",
+        ),
+        (
+            "tolerance = 300\n[linking_rules]\n\"tag.added\" = \"/data/call_id\"\n",
+            "callfold.toml is not a valid configuration: line 3, key `linking_rules.\"tag.added\"`",
+            "expected a list",
+        ),
+        (
+            "tolerance = \"five minutes\"\n",
+            "callfold.toml, line 1: `tolerance` is not a valid --tolerance",
+            "invalid digit",
+        ),
+    ];
+    for (file, says, fix) in cases {
+        std::fs::write(folder.path().join("callfold.toml"), file).expect("write");
+        for args in [
+            &["config", "check"][..],
+            &[
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--database-url",
+                &db.url,
+            ][..],
+        ] {
+            let output = callfold(folder.path(), args, &[]).await;
+            let report = text(&output);
+            assert!(!output.status.success(), "{args:?} {file}: {report}");
+            assert!(
+                report.contains(says) && report.contains(fix),
+                "{args:?} {file}: {report}"
+            );
+        }
+    }
+    let far = "[linking_rules]\n\"voicemail.left\" = [\"/data/call_id\"]\n";
+    std::fs::write(folder.path().join("callfold.toml"), far).expect("write");
+    let output = callfold(folder.path(), &["config", "check"], &[]).await;
+    assert!(
+        output.status.success(),
+        "a new topic is accepted: {}",
+        text(&output)
+    );
+    assert!(
+        text(&output).contains("note: `voicemail.left`"),
+        "{}",
+        text(&output)
+    );
+}

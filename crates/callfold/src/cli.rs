@@ -11,6 +11,8 @@ use callfold_store::{MAX_BODY_BYTES, PageQuery, PoolLimits};
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::address::parse_listen_address;
+
 /// callfold turns Allo's signed webhooks into trustworthy per-call state.
 ///
 /// The receiver also needs CALLFOLD_WEBHOOK_SECRETS: the whsec_... signing secret(s) from
@@ -50,29 +52,8 @@ pub enum LogFormat {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run everything in one process: the webhook receiver, the projector and the query API.
-    Serve {
-        #[command(flatten)]
-        service: ServiceArgs,
-        #[command(flatten)]
-        receiver: ReceiverOptions,
-        #[command(flatten)]
-        projector: ProjectorOptions,
-    },
-    /// Run the webhook receiver only.
-    Ingest {
-        #[command(flatten)]
-        service: ServiceArgs,
-        #[command(flatten)]
-        receiver: ReceiverOptions,
-    },
-    /// Run the projector only, with the query API on --listen.
-    Projector {
-        #[command(flatten)]
-        service: ServiceArgs,
-        #[command(flatten)]
-        projector: ProjectorOptions,
-    },
+    #[command(flatten)]
+    Service(ServiceCommand),
     /// Re-fold projections from the log (all calls, or one), then exit. Safe while the
     /// services run: queries keep answering from the old projections until the swap.
     Rebuild {
@@ -97,6 +78,14 @@ pub enum Command {
         #[command(subcommand)]
         action: QuarantineAction,
     },
+    /// List the call events whose call no linking rule finds, as `/v1/unlinked` does; JSON on
+    /// stdout.
+    Unlinked {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[command(subcommand)]
+        action: UnlinkedAction,
+    },
     /// The database's counts for operators, as `/v1/stats` gives them; JSON on stdout.
     Stats(DatabaseArgs),
     /// Check the configuration (file, environment, options) and print what is in effect.
@@ -108,6 +97,62 @@ pub enum Command {
     Migrate(DatabaseArgs),
     /// Send Allo-like signed traffic to a receiver and report answers, throughput and latency.
     Simulate(SimulateArgs),
+}
+
+/// The long-running services, each with every option it takes; `config check` takes the same.
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Run everything in one process: the webhook receiver, the projector and the query API.
+    Serve {
+        #[command(flatten)]
+        service: ServiceArgs,
+        #[command(flatten)]
+        receiver: ReceiverOptions,
+        #[command(flatten)]
+        projector: ProjectorOptions,
+    },
+    /// Run the webhook receiver only.
+    Ingest {
+        #[command(flatten)]
+        service: ServiceArgs,
+        #[command(flatten)]
+        receiver: ReceiverOptions,
+    },
+    /// Run the projector only, with the query API on --listen.
+    Projector {
+        #[command(flatten)]
+        service: ServiceArgs,
+        #[command(flatten)]
+        projector: ProjectorOptions,
+    },
+}
+
+impl ServiceCommand {
+    /// The command's name, as typed.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ServiceCommand::Serve { .. } => "serve",
+            ServiceCommand::Ingest { .. } => "ingest",
+            ServiceCommand::Projector { .. } => "projector",
+        }
+    }
+
+    /// The options every service takes.
+    pub fn service(&self) -> &ServiceArgs {
+        match self {
+            ServiceCommand::Serve { service, .. }
+            | ServiceCommand::Ingest { service, .. }
+            | ServiceCommand::Projector { service, .. } => service,
+        }
+    }
+
+    /// Whether this service receives webhooks (and so needs the signing secrets).
+    pub fn receives(&self) -> bool {
+        matches!(
+            self,
+            ServiceCommand::Serve { .. } | ServiceCommand::Ingest { .. }
+        )
+    }
 }
 
 /// The queries of `callfold calls`.
@@ -178,10 +223,23 @@ impl ListArgs {
 /// The actions of `callfold config`.
 #[derive(Debug, Subcommand)]
 pub enum ConfigAction {
-    /// Validate every setting `serve` would run with, the linking rules, the precedence graph,
-    /// the TLS files and the secrets, and print them (secrets as a count only). Exits non-zero
-    /// on any problem.
-    Check,
+    /// Validate every setting a service would run with (`config check serve|ingest|projector`
+    /// followed by that service's options; `serve` when none is named): the options, the
+    /// linking rules, the precedence graph, the TLS files and, where it receives webhooks, the
+    /// secrets; and print what is in effect (secrets as a count only, the API token as set or
+    /// not). Exits non-zero on any problem.
+    Check {
+        /// The service to check, with its options.
+        #[command(subcommand)]
+        service: Option<ServiceCommand>,
+    },
+}
+
+/// The actions of `callfold unlinked`.
+#[derive(Debug, Subcommand)]
+pub enum UnlinkedAction {
+    /// Unlinked call events in the order they were committed, each with its position.
+    List(PageArgs),
 }
 
 /// The actions of `callfold quarantine`.
@@ -227,7 +285,8 @@ impl PageArgs {
 /// Where the event log lives.
 #[derive(Debug, Args)]
 pub struct DatabaseArgs {
-    /// sqlite:PATH (created if missing) or postgres://USER@HOST:PORT/DB.
+    /// sqlite:PATH or postgres://USER@HOST:PORT/DB. The services and `migrate` create and
+    /// migrate it; every other command needs it to exist and be migrated.
     #[arg(
         long,
         env = "DATABASE_URL",
@@ -290,15 +349,17 @@ impl DatabaseArgs {
 /// What every long-running service needs: its listeners and a database.
 #[derive(Debug, Args)]
 pub struct ServiceArgs {
-    /// Address and port to listen on (port 0 picks a free one). Without --admin-listen it
-    /// serves every route; with it, only the webhook endpoint.
-    #[arg(long, env = "CALLFOLD_LISTEN", default_value = "127.0.0.1:8080")]
+    /// Address and port to listen on (port 0 picks a free one): an IP address, `[::1]:PORT`,
+    /// `localhost:PORT`, or `:PORT` for every interface. Without --admin-listen it serves every
+    /// route; with it, only the webhook endpoint.
+    #[arg(long, env = "CALLFOLD_LISTEN", default_value = "127.0.0.1:8080",
+          value_parser = parse_listen_address)]
     pub listen: SocketAddr,
 
     /// A second, private listener for the query API, /metrics, /healthz and /readyz, so that
     /// --listen can face the internet with the webhook endpoint alone. Plain HTTP: bind it to
     /// a private address.
-    #[arg(long, env = "CALLFOLD_ADMIN_LISTEN")]
+    #[arg(long, env = "CALLFOLD_ADMIN_LISTEN", value_parser = parse_listen_address)]
     pub admin_listen: Option<SocketAddr>,
 
     /// Serve the query API, the quarantine, /status and /metrics without CALLFOLD_API_TOKEN on

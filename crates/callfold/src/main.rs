@@ -1,10 +1,17 @@
 //! The `callfold` executable: reads the command line and the environment, opens the store, and
 //! wires the crates into the service asked for. No logic of its own beyond that wiring.
 
+mod address;
+mod banner;
+mod check;
 mod cli;
 mod config;
+mod database_url;
 mod exposure;
+mod open;
 mod ops;
+mod output;
+mod rule_validation;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -19,7 +26,7 @@ use callfold_ingest::{
 };
 use callfold_projector::{ApiToken, Calls, LiveChanges, Precedence, Projector, parse_time};
 use callfold_simulate::SimulateOptions;
-use callfold_store::{CallKey, ConfigFingerprint, KeptPosition, Store, within};
+use callfold_store::{CallKey, ConfigFingerprint, KeptPosition};
 use clap::{CommandFactory, FromArgMatches};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
@@ -29,9 +36,10 @@ use tracing_subscriber::EnvFilter;
 
 use crate::cli::{
     CallsQuery, Cli, Command, ConfigAction, DatabaseArgs, LogFormat, ProjectorOptions,
-    QuarantineAction, ReceiverOptions, ServiceArgs, SimulateArgs,
+    QuarantineAction, ReceiverOptions, ServiceArgs, ServiceCommand, SimulateArgs, UnlinkedAction,
 };
 use crate::config::{Config, REBUILD_ADVICE};
+use crate::open::{Access, open_store};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -48,7 +56,7 @@ async fn main() -> ExitCode {
     let matches = command.clone().get_matches_from(&args);
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
     init_tracing(cli.log_format);
-    match run(cli, &config, command).await {
+    match run(cli, &config, command, &matches).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
@@ -57,21 +65,26 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli, config: &Config, command: clap::Command) -> anyhow::Result<()> {
+async fn run(
+    cli: Cli,
+    config: &Config,
+    command: clap::Command,
+    matches: &clap::ArgMatches,
+) -> anyhow::Result<()> {
     let precedence = config.precedence()?;
-    let linking_rules = config.linking_rules();
+    let linking_rules = config.linking_rules()?;
     let configuration = config::fingerprint(&linking_rules, &precedence);
     let rules = (precedence.clone(), linking_rules.clone());
     match cli.command {
-        Command::Serve {
+        Command::Service(ServiceCommand::Serve {
             service,
             receiver,
             projector,
-        } => run_services(service, Some(receiver), Some(projector), rules).await,
-        Command::Ingest { service, receiver } => {
+        }) => run_services(service, Some(receiver), Some(projector), rules).await,
+        Command::Service(ServiceCommand::Ingest { service, receiver }) => {
             run_services(service, Some(receiver), None, rules).await
         }
-        Command::Projector { service, projector } => {
+        Command::Service(ServiceCommand::Projector { service, projector }) => {
             run_services(service, None, Some(projector), rules).await
         }
         Command::Rebuild { database, call } => {
@@ -82,19 +95,26 @@ async fn run(cli: Cli, config: &Config, command: clap::Command) -> anyhow::Resul
         Command::Quarantine { database, action } => {
             quarantine(database, action, linking_rules).await
         }
+        Command::Unlinked { database, action } => unlinked(database, action).await,
         Command::Config {
-            action: ConfigAction::Check,
-        } => check_config(config, command, configuration).await,
+            action: ConfigAction::Check { service },
+        } => check::run(config, &command, matches, service).await,
         Command::Migrate(args) => migrate(args).await,
         Command::Simulate(args) => simulate(args).await,
     }
 }
 
+/// The log filter without `RUST_LOG`: callfold's own lines from info up, the database driver's
+/// from warn up (its info lines are the server's notices, such as "relation already exists,
+/// skipping", which tell an operator nothing).
+const DEFAULT_LOG_FILTER: &str = "info,sqlx=warn";
+
 fn init_tracing(format: LogFormat) {
     use std::io::IsTerminal;
     let subscriber = tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER)),
         )
         .with_writer(std::io::stderr);
     match format {
@@ -103,94 +123,8 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-/// `callfold config check`: every setting `serve` would run with and where it comes from,
-/// then the checks that need more than parsing, and whether the store's projections were
-/// folded with this configuration.
-async fn check_config(
-    config: &Config,
-    command: clap::Command,
-    configuration: ConfigFingerprint,
-) -> anyhow::Result<()> {
-    let file = config.path.as_ref().map(|p| p.display().to_string());
-    println!("configuration file: {}", file.as_deref().unwrap_or("none"));
-    let matches = command
-        .clone()
-        .try_get_matches_from(["callfold", "serve"])
-        .context("the settings do not parse")?;
-    let serve = matches
-        .subcommand_matches("serve")
-        .context("serve parses")?;
-    let serve_command = command
-        .find_subcommand("serve")
-        .context("serve is a command")?;
-    for arg in serve_command.get_arguments() {
-        let id = arg.get_id().as_str();
-        let Some(raw) = serve.get_raw(id) else {
-            continue;
-        };
-        let value: Vec<String> = raw.map(|v| redact_password(&v.to_string_lossy())).collect();
-        let source = match serve.value_source(id) {
-            Some(clap::parser::ValueSource::EnvVariable) => "environment",
-            _ if config.sets(id) => "file",
-            _ => "default",
-        };
-        println!("{id} = {} ({source})", value.join(","));
-    }
-    println!("linking rules: {:?}", config.linking_rules());
-    println!("precedence graph: acyclic");
-    println!("configuration fingerprint: {configuration}");
-    let service = ServiceArgs::from_arg_matches(serve)?;
-    let database = &service.database;
-    let other = within(database.commit_timeout(), async {
-        let store =
-            Store::connect_existing_with(&database.database_url, database.pool_limits()).await?;
-        config::other_configuration(&store, &configuration).await
-    })
-    .await;
-    match other {
-        Ok(None) => println!("projections: folded with this configuration"),
-        Ok(Some(other)) => {
-            println!("warning: {REBUILD_ADVICE} (also folded with: {other})")
-        }
-        Err(_) => println!("projections: not checked (the store is unreachable or not migrated)"),
-    }
-    if let Some(files) = service.tls_files() {
-        TlsCertificate::load(files).context("cannot set up HTTPS")?;
-        println!("TLS certificate and key: usable");
-    }
-    let secrets = WebhookSecrets::from_env()?;
-    println!("webhook secrets: {} configured", secrets.iter().count());
-    println!("configuration ok");
-    Ok(())
-}
-
-/// `url` with the password of its user, if any, replaced by `***`.
-fn redact_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let Some((user_info, host)) = rest.split_once('@') else {
-        return url.to_owned();
-    };
-    match user_info.split_once(':') {
-        Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_owned(),
-    }
-}
-
-async fn open_store(args: &DatabaseArgs) -> anyhow::Result<Store> {
-    let store = Store::connect_with(&args.database_url, args.pool_limits())
-        .await
-        .context("cannot open the database given by --database-url / DATABASE_URL")?;
-    store
-        .migrate()
-        .await
-        .context("cannot migrate the database")?;
-    Ok(store)
-}
-
 async fn migrate(args: DatabaseArgs) -> anyhow::Result<()> {
-    let store = open_store(&args).await?;
+    let store = open_store(&args, Access::CreateAndMigrate).await?;
     tracing::info!(backend = store.backend_name(), "migrations applied");
     Ok(())
 }
@@ -200,24 +134,18 @@ async fn query_calls(
     query: CallsQuery,
     precedence: Precedence,
 ) -> anyhow::Result<()> {
-    let calls = Calls::new(open_store(&database).await?, precedence);
+    let calls = Calls::new(open_store(&database, Access::Existing).await?, precedence);
     match query {
         CallsQuery::Show { id, as_of } => {
             let as_of = parse_time("as_of", as_of.as_deref())?;
-            print_json(&calls.show(&id, as_of).await?)
+            output::print_json(&calls.show(&id, as_of).await?)
         }
-        CallsQuery::Events { id } => print_json(&calls.events(&id).await?),
+        CallsQuery::Events { id } => output::print_json(&calls.events(&id).await?),
         CallsQuery::List(args) => {
             let (filter, page) = args.params().parse()?;
-            print_json(&calls.list(&filter, &page).await?)
+            output::print_json(&calls.list(&filter, &page).await?)
         }
     }
-}
-
-/// Prints `answer` on stdout as the CLI's queries do: pretty JSON.
-fn print_json(answer: &impl serde::Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(answer)?);
-    Ok(())
 }
 
 async fn quarantine(
@@ -225,21 +153,34 @@ async fn quarantine(
     action: QuarantineAction,
     linking_rules: LinkingRules,
 ) -> anyhow::Result<()> {
-    let store = open_store(&database).await?;
+    let store = open_store(&database, Access::Existing).await?;
     let quarantine = Quarantine::new(store, linking_rules, database.commit_timeout());
     match action {
         QuarantineAction::List(page) => {
             let page = page.query().parse::<KeptPosition>()?;
-            print_json(&quarantine.list(&page).await?)
+            output::print_json(&quarantine.list(&page).await?)
         }
-        QuarantineAction::Show { seq } => print_json(&quarantine.show(seq).await?),
-        QuarantineAction::Redrive { seq } => print_json(&quarantine.redrive(seq).await?),
+        QuarantineAction::Show { seq } => output::print_json(&quarantine.show(seq).await?),
+        QuarantineAction::Redrive { seq } => output::print_json(&quarantine.redrive(seq).await?),
     }
 }
 
 async fn stats(database: DatabaseArgs) -> anyhow::Result<()> {
-    let calls = Calls::new(open_store(&database).await?, Precedence::default());
-    print_json(&calls.stats().await?)
+    let calls = Calls::new(
+        open_store(&database, Access::Existing).await?,
+        Precedence::default(),
+    );
+    output::print_json(&calls.stats().await?)
+}
+
+async fn unlinked(database: DatabaseArgs, action: UnlinkedAction) -> anyhow::Result<()> {
+    let calls = Calls::new(
+        open_store(&database, Access::Existing).await?,
+        Precedence::default(),
+    );
+    let UnlinkedAction::List(page) = action;
+    let page = page.query().parse::<KeptPosition>()?;
+    output::print_json(&calls.unlinked(&page).await?)
 }
 
 /// How long `rebuild --call` holds the call it re-folds.
@@ -251,7 +192,7 @@ async fn rebuild(
     precedence: Precedence,
     configuration: ConfigFingerprint,
 ) -> anyhow::Result<()> {
-    let store = open_store(&database).await?;
+    let store = open_store(&database, Access::CreateAndMigrate).await?;
     let projector =
         Projector::new(store, precedence, 1, REBUILD_CALL_LEASE).recording(configuration);
     if let Some(call) = call {
@@ -296,7 +237,8 @@ async fn run_services(
     (precedence, linking_rules): (Precedence, LinkingRules),
 ) -> anyhow::Result<()> {
     let api_token = ApiToken::from_env();
-    exposure::check(&service, api_token.is_some())?;
+    let (token_set, receives) = (api_token.is_some(), receiver.is_some());
+    exposure::check(&service, token_set)?;
     let secrets = receiver
         .as_ref()
         .map(|_| WebhookSecrets::from_env())
@@ -307,7 +249,7 @@ async fn run_services(
         .transpose()
         .context("cannot set up HTTPS")?
         .map(Arc::new);
-    let store = open_store(&service.database).await?;
+    let store = open_store(&service.database, Access::CreateAndMigrate).await?;
     let configuration = config::fingerprint(&linking_rules, &precedence);
     match config::other_configuration(&store, &configuration).await {
         Ok(None) => {}
@@ -418,9 +360,10 @@ async fn run_services(
     ));
 
     let limits = service.connection_limits();
-    let mut admin_task = None;
+    let (mut admin_task, mut admin_bound) = (None, None);
     if let Some(admin_addr) = service.admin_listen {
         let admin = bind(admin_addr).await?;
+        admin_bound = Some(admin.local_addr()?);
         tracing::info!(addr = %admin.local_addr()?, "admin listener (query API, metrics, health)");
         let serving = callfold_ingest::serve(admin, private, limits, None, shutdown());
         admin_task = Some(tokio::spawn(serving));
@@ -437,6 +380,15 @@ async fn run_services(
         backend = store.backend_name(),
         "listening"
     );
+    let listening = banner::Listening {
+        public: listener.local_addr()?,
+        https: tls.is_some(),
+        admin: admin_bound,
+        receives,
+        projects: projector_task.is_some(),
+        token_set,
+    };
+    banner::Banner::new(&service.database.database_url, listening).log();
     tokio::spawn(async move {
         shutdown_signal().await;
         let _ = stop.send(true);
@@ -558,6 +510,5 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
         seed: args.seed,
     };
     let report = callfold_simulate::run(&options, secret).await;
-    println!("{report}");
-    Ok(())
+    output::print(&report.to_string())
 }

@@ -24,6 +24,23 @@ const DEFAULT_LINKING_RULES: &[(&str, &[&str])] = &[
     ("tag.removed", &["/data/call_id", "/data/call/id"]),
 ];
 
+/// Every topic Allo's catalog lists (see `docs/allo-webhooks.md`): the call topics above, and
+/// those that belong to no call. Allo adds topics over time, so a topic not listed here is
+/// still accepted and stored; the list is what configuration is checked against for typos.
+pub const ALLO_TOPICS: &[&str] = &[
+    "call.answered",
+    "call.completed",
+    "call.received",
+    "call.triggered",
+    "contact.created",
+    "contact.updated",
+    "sms.received",
+    "sms.sent",
+    "summary.updated",
+    "tag.added",
+    "tag.removed",
+];
+
 /// Where each topic keeps the id of its call.
 #[derive(Clone, Debug)]
 pub struct LinkingRules {
@@ -60,12 +77,22 @@ impl LinkingRules {
         self
     }
 
+    /// Each topic that has a rule, in topic order, with its pointers in the order they are
+    /// tried.
+    pub fn rules(&self) -> Vec<(&str, &[String])> {
+        let mut rules: Vec<(&str, &[String])> = self
+            .rules
+            .iter()
+            .map(|(topic, pointers)| (topic.as_str(), pointers.as_slice()))
+            .collect();
+        rules.sort_unstable();
+        rules
+    }
+
     /// The rules as JSON, `[[topic, [pointer, ...]], ...]` in topic order: the whole of what
     /// linking takes from them, so two sets of rules with the same text link alike.
     pub fn canonical_text(&self) -> String {
-        let mut rules: Vec<&(String, Vec<String>)> = self.rules.iter().collect();
-        rules.sort_unstable();
-        serde_json::to_string(&rules).expect("strings serialize")
+        serde_json::to_string(&self.rules()).expect("strings serialize")
     }
 
     /// The call of an envelope with `topic`: not a call when no rule names the topic; else

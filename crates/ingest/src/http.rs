@@ -143,7 +143,8 @@ struct ErrorBody {
 
 impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
-        // Debug, not warn: anyone can send these, and they must not flood the log.
+        // Debug here: the refusals that reach the log at warn are rate-limited
+        // (`RecentRejections::record`), since anyone can send them.
         tracing::debug!(outcome = self.outcome_label(), error = %self, "delivery rejected");
         count_delivery(self.outcome_label());
         let status = self.status();

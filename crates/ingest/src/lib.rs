@@ -5,7 +5,8 @@
 //! linking rules ([`envelope`]), the group commit ([`commit`]), the endpoint ([`http`]) and the hardened socket every
 //! callfold listener serves on ([`listener`]: TLS, connection and header limits); and, for
 //! operators, the kept records and their re-drive ([`quarantine`]), the requests refused
-//! before authentication ([`rejections`]) and the private routes over both ([`admin`]). It
+//! before authentication ([`rejections`], warned of in the log by [`refusal_warnings`]) and
+//! the private routes over both ([`admin`]). It
 //! never folds state: it only appends to the log through `callfold-store`.
 
 pub mod admin;
@@ -15,13 +16,14 @@ pub mod envelope;
 pub mod http;
 pub mod listener;
 pub mod quarantine;
+pub mod refusal_warnings;
 pub mod rejections;
 pub mod secret;
 pub mod signature;
 
 pub use admin::{quarantine_router, rejections_router};
 pub use commit::{AppendError, CommitHealth, CommitQueue};
-pub use envelope::LinkingRules;
+pub use envelope::{ALLO_TOPICS, LinkingRules};
 pub use http::{BodyLimits, IngestState, WEBHOOK_PATH, router};
 pub use listener::{ConnectionLimits, PeerAddr, TlsCertificate, TlsError, TlsFiles, serve};
 pub use quarantine::{KeptRecordDetail, Quarantine, QuarantineError, QuarantinedRecord};

@@ -1,12 +1,15 @@
 //! The deliveries the receiver refused before they proved to be Allo's: counted by reason, and
 //! the most recent kept in a bounded list (when, from where, why; never a body), so that an
-//! operator sees what is knocking without anyone being able to fill memory or disk with it.
+//! operator sees what is knocking without anyone being able to fill memory or disk with it;
+//! each is also warned of in the log, rate-limited ([`crate::refusal_warnings`]).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use callfold_store::EventTime;
+
+use crate::refusal_warnings::RefusalWarnings;
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -25,6 +28,7 @@ struct Rejected {
 struct Ledger {
     counts: BTreeMap<&'static str, u64>,
     recent: VecDeque<Rejected>,
+    warnings: RefusalWarnings,
 }
 
 /// Refused requests of this process: counts by reason and the latest few. Cheap to clone.
@@ -32,9 +36,11 @@ struct Ledger {
 pub struct RecentRejections(Arc<Mutex<Ledger>>);
 
 impl RecentRejections {
-    /// Notes a request from `source` refused for `reason`.
+    /// Notes a request from `source` refused for `reason`, and warns of it in the log (at most
+    /// once per reason per [`crate::refusal_warnings::WARNING_INTERVAL`]).
     pub fn record(&self, reason: &'static str, source: Option<SocketAddr>) {
         let mut ledger = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        ledger.warnings.warn(reason, source);
         *ledger.counts.entry(reason).or_default() += 1;
         if ledger.recent.len() == RECENT_REJECTIONS {
             ledger.recent.pop_front();

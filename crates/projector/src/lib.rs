@@ -20,7 +20,7 @@ pub use fold::{
     CALL_TOPICS, CallDocument, CallStatus, EffectiveKey, FoldEvent, fold, fold_events, mark_late,
 };
 pub use http::{API_TOKEN_ENV, ApiToken, router, with_token};
-pub use precedence::{Precedence, PrecedenceCycle};
+pub use precedence::{DEFAULT_PRECEDENCE, Precedence, PrecedenceCycle};
 pub use query::{CallFilter, Calls, ListParams, QueryError, parse_time};
 pub use stream::LiveChanges;
 pub use view::{

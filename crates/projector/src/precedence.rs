@@ -8,7 +8,7 @@ use petgraph::algo::toposort;
 use petgraph::graphmap::DiGraphMap;
 
 /// "At the same instant, the first happened before the second."
-const DEFAULT_PRECEDENCE: &[(&str, &str)] = &[
+pub const DEFAULT_PRECEDENCE: &[(&str, &str)] = &[
     ("call.received", "call.answered"),
     ("call.triggered", "call.answered"),
     ("call.answered", "call.completed"),
@@ -60,13 +60,18 @@ impl Precedence {
     /// The ranks as JSON, `[[rank, topic], ...]` in rank order (ties by topic): the whole of
     /// what the fold takes from the graph, so two graphs with the same text order events alike.
     pub fn canonical_text(&self) -> String {
+        serde_json::to_string(&self.ranked()).expect("strings and numbers serialize")
+    }
+
+    /// The topics the graph names with their ranks, in rank order (ties by topic).
+    pub fn ranked(&self) -> Vec<(u32, &str)> {
         let mut ranked: Vec<(u32, &str)> = self
             .ranks
             .iter()
             .map(|(topic, rank)| (*rank, topic.as_str()))
             .collect();
         ranked.sort_unstable();
-        serde_json::to_string(&ranked).expect("strings and numbers serialize")
+        ranked
     }
 }
 

@@ -461,18 +461,35 @@ impl Store {
         Ok(())
     }
 
-    /// Ok when the store answers and every migration this build knows is applied. It asks the
-    /// pool that writes: whether appends can be made is what readiness means.
+    /// Ok when the store answers and every migration this build knows is applied (a database
+    /// never migrated is [`StoreError::NotMigrated`] with none applied). It asks the pool that
+    /// writes: whether appends can be made is what readiness means.
     pub async fn check_ready(&self) -> Result<(), StoreError> {
         let known = match self {
             Store::Sqlite(_) => SQLITE_MIGRATIONS.iter().count(),
             Store::Postgres(_) => POSTGRES_MIGRATIONS.iter().count(),
         };
+        // A database never migrated has no table of migrations at all.
+        let tracking = match self {
+            Store::Sqlite(_) => {
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'"
+            }
+            Store::Postgres(_) => {
+                "SELECT count(*) FROM pg_class WHERE oid = to_regclass('_sqlx_migrations')"
+            }
+        };
         let applied: i64 = on_pool!(self, pool => {
             let mut checkout = Checkout::acquire(pool).await?;
-            let applied = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+            let tracked: i64 = sqlx::query_scalar(tracking)
                 .fetch_one(checkout.connection())
                 .await?;
+            let applied = if tracked == 0 {
+                0
+            } else {
+                sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+                    .fetch_one(checkout.connection())
+                    .await?
+            };
             checkout.release();
             applied
         });
