@@ -9,7 +9,7 @@ use callfold_projector::{Calls, Precedence, UnlinkedPage};
 use callfold_store::{EventTime, NewEvent, Store, WebhookId};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use support::{COMMIT_TIMEOUT, HeldLock, TestDb, envelope};
+use support::{HeldLock, TestDb, commit_timeout, envelope};
 
 /// `body` as the receiver would append it under `webhook_id`.
 fn new_event(webhook_id: &str, body: &[u8]) -> NewEvent {
@@ -46,7 +46,7 @@ fn completed(webhook_id: &str, call: &str) -> NewEvent {
 /// The quarantine list's page of at most `limit` records after `after`.
 async fn quarantine_page(store: &Store, limit: u32, after: Option<&Value>) -> Value {
     let after = after.map(Value::to_string);
-    Quarantine::new(store.clone(), LinkingRules::default(), COMMIT_TIMEOUT)
+    Quarantine::new(store.clone(), LinkingRules::default(), commit_timeout())
         .list(Some(&limit.to_string()), after.as_deref())
         .await
         .expect("list the quarantine")

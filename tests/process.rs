@@ -348,7 +348,7 @@ async fn postgres_notifications_wake_a_projector_in_another_process() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     // Appends from this process; each one notifies (the first may come before LISTEN is set).
-    let receiver = support::start_receiver(&db.store, support::ReceiverConfig::default()).await;
+    let receiver = support::start_receiver(&db.store, support::test_settings()).await;
     for n in 0.. {
         receiver
             .deliver(&format!("msg_notify_{n}"), &completed(n))

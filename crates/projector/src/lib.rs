@@ -2,23 +2,21 @@
 //! rather than arrival, and answers queries about it.
 //!
 //! Owns the topic precedence graph ([`precedence`]), the fold itself ([`fold`]), the loop that
-//! keeps projections up to date with the log ([`worker`]), the queries over calls ([`query`]),
-//! the live streams of projection changes ([`stream`]), their HTTP API ([`http`]) and the
-//! operators' status page ([`status`]). It only reads the log; it never writes to it.
+//! keeps projections up to date with the log and listens for appends ([`worker`]), the queries
+//! over calls ([`query`]) and the feed of projection changes that live streams follow
+//! ([`stream`]). It knows no HTTP: `callfold-service` serves these. It only reads the log; it
+//! never writes to it.
 
 pub mod fold;
-pub mod http;
 pub mod precedence;
 pub mod query;
-pub mod status;
 pub mod stream;
 pub mod worker;
 
 pub use fold::{
     CALL_TOPICS, CallDocument, CallStatus, EffectiveKey, FoldEvent, fold, fold_events, mark_late,
 };
-pub use http::{API_TOKEN_ENV, ApiToken, router, with_token};
 pub use precedence::{Precedence, PrecedenceCycle};
 pub use query::{Calls, ListFilter, QueryError, UnlinkedPage};
-pub use stream::LiveChanges;
+pub use stream::{LiveChange, LiveChanges};
 pub use worker::Projector;

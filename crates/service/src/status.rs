@@ -4,7 +4,8 @@
 //! `GET /status/calls/{call_id}` shows one call's events in arrival order beside their
 //! effective order, late arrivals highlighted.
 //!
-//! Everything shown comes from the database, so every process shows the same page.
+//! Everything shown comes from the database, so every process shows the same page. Both
+//! routes are private: [`crate::routes`] puts the token in front of them, as of `/v1`.
 
 use std::fmt::Write;
 use std::sync::Arc;
@@ -14,10 +15,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
+use callfold_projector::{Calls, QueryError};
 use callfold_store::{EventTime, Store};
 use serde_json::Value;
-
-use crate::query::{Calls, QueryError};
 
 /// How many of the calls changed last the page lists.
 const RECENT_CALLS: i64 = 20;
