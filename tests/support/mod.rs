@@ -208,6 +208,11 @@ impl TestApp {
     pub fn private_url(&self) -> &str {
         self.admin_url.as_deref().unwrap_or(&self.base_url)
     }
+
+    /// A client of its webhook endpoint (the app serves while `self` lives).
+    pub fn receiver(&self) -> TestReceiver {
+        TestReceiver::of(&self.base_url)
+    }
 }
 
 impl Drop for TestApp {
