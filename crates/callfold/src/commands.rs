@@ -1,21 +1,64 @@
-//! The bodies of the subcommands: `serve`, `ingest` and `projector` build and serve an app;
-//! the others open the store, answer once, and exit.
+//! The subcommands: which one runs ([`run`]) and the body of each. `serve`, `ingest` and
+//! `projector` build and serve an app; the others open the store, answer once, and exit.
 
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use callfold_ingest::{LinkingRules, Quarantine, WebhookSecrets};
 use callfold_projector::{Calls, ListFilter, Precedence, Projector};
-use callfold_service::configuration::{REBUILD_ADVICE, other_configuration};
+use callfold_service::configuration::{REBUILD_ADVICE, fingerprint, other_configuration};
 use callfold_service::{ApiToken, App, Listeners, Roles, Settings, TlsCertificate};
 use callfold_simulate::SimulateOptions;
 use callfold_store::{CallKey, ConfigFingerprint, Store, within};
 use clap::FromArgMatches;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::cli::{CallsQuery, DatabaseArgs, QuarantineAction, ServiceArgs, SimulateArgs};
+use crate::cli::{
+    CallsQuery, Cli, Command, ConfigAction, DatabaseArgs, QuarantineAction, ServiceArgs,
+    SimulateArgs,
+};
 use crate::config::Config;
 use crate::signals;
+
+/// Runs the subcommand of `cli`, configured by `config` (`command` is the command line as
+/// `config` set its defaults, for `config check`).
+pub async fn run(cli: Cli, config: &Config, command: clap::Command) -> anyhow::Result<()> {
+    let precedence = config.precedence()?;
+    let linking_rules = config.linking_rules();
+    let configuration = fingerprint(&linking_rules, &precedence);
+    let rules = (precedence.clone(), linking_rules.clone());
+    match cli.command {
+        Command::Serve {
+            service,
+            receiver,
+            projector,
+        } => {
+            let settings = service.settings(Some(&receiver), Some(&projector));
+            serve(Roles::All, &service, settings, rules).await
+        }
+        Command::Ingest { service, receiver } => {
+            let settings = service.settings(Some(&receiver), None);
+            serve(Roles::Ingest, &service, settings, rules).await
+        }
+        Command::Projector { service, projector } => {
+            let settings = service.settings(None, Some(&projector));
+            serve(Roles::Projector, &service, settings, rules).await
+        }
+        Command::Rebuild { database, call } => {
+            rebuild(database, call, precedence, configuration).await
+        }
+        Command::Calls { database, query } => query_calls(database, query, precedence).await,
+        Command::Stats(args) => stats(args).await,
+        Command::Quarantine { database, action } => {
+            quarantine(database, action, linking_rules).await
+        }
+        Command::Config {
+            action: ConfigAction::Check,
+        } => check_config(config, command, configuration).await,
+        Command::Migrate(args) => migrate(args).await,
+        Command::Simulate(args) => simulate(args).await,
+    }
+}
 
 /// Runs an app of `roles` with `settings` (the secrets, the token and the rules still to be
 /// added from the environment) until SIGINT or SIGTERM: every route on --listen, or the
