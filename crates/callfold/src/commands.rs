@@ -70,15 +70,18 @@ pub async fn serve(
     settings: Settings,
     (precedence, linking_rules): (Precedence, LinkingRules),
 ) -> anyhow::Result<()> {
-    let receives = roles != Roles::Projector;
     let settings = Settings {
         api_token: ApiToken::from_env(),
-        webhook_secrets: receives.then(WebhookSecrets::from_env).transpose()?,
         precedence,
         linking_rules,
         ..settings
     };
     let listeners = Listeners::bind(service.listen, service.admin_listen, &settings).await?;
+    let receives = roles != Roles::Projector;
+    let settings = Settings {
+        webhook_secrets: receives.then(WebhookSecrets::from_env).transpose()?,
+        ..settings
+    };
     let store = open_store(&service.database).await?;
     let https = settings.tls.is_some();
     let app = App::build(roles, settings, store).await?;

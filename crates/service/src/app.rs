@@ -141,12 +141,11 @@ impl App {
         warn_of_other_configuration(&store, &configuration).await;
         let appended = Arc::new(Notify::new());
         let (stop, stopping) = watch::channel(false);
-        let (receiver, committer) = match roles.receives() {
-            true => {
-                let (receiver, committer) = start_receiver(&settings, &store, &appended)?;
-                (Some(receiver), Some(committer))
-            }
-            false => (None, None),
+        let (receiver, committer) = if roles.receives() {
+            let (receiver, committer) = start_receiver(&settings, &store, &appended)?;
+            (Some(receiver), Some(committer))
+        } else {
+            (None, None)
         };
         let projector = roles.projects().then(|| {
             let projector = Projector::new(
