@@ -9,7 +9,7 @@ use callfold_projector::{Calls, Precedence};
 use callfold_store::{EventTime, KeptPosition, NewEvent, PageParams, Store, WebhookId};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use support::{COMMIT_TIMEOUT, HeldLock, TestDb, envelope};
+use support::{HeldLock, TestDb, commit_timeout, envelope};
 
 /// `body` as the receiver would append it under `webhook_id`.
 fn new_event(webhook_id: &str, body: &[u8]) -> NewEvent {
@@ -51,7 +51,7 @@ fn page(limit: u32, after: Option<&Value>) -> PageParams<KeptPosition> {
 
 /// The quarantine list's page of at most `limit` records after `after`, as JSON.
 async fn quarantine_page(store: &Store, limit: u32, after: Option<&Value>) -> Value {
-    let listed = Quarantine::new(store.clone(), LinkingRules::default(), COMMIT_TIMEOUT)
+    let listed = Quarantine::new(store.clone(), LinkingRules::default(), commit_timeout())
         .list(&page(limit, after))
         .await
         .expect("list the quarantine");

@@ -1,5 +1,6 @@
-//! The receiver facing the internet, tested through the real `callfold` executable and raw
-//! sockets: a matrix of hostile requests with the answer each must get, slow senders, the cap
+//! The receiver facing the internet, tested over raw sockets, through the real `callfold`
+//! executable where its limits come from the environment or its output is read, else through
+//! the same app built in process: a matrix of hostile requests with the answer each must get, slow senders, the cap
 //! on connections and who gives way at it (a flood of idle connections must not keep
 //! deliveries out), the private listener, and that no secret ever shows in what the process
 //! writes, answers or exports.
@@ -12,7 +13,11 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use support::{RunningService, SECRET, TestDb, envelope, signature, start_service, unix_now};
+use callfold_service::{ApiToken, Roles, Settings};
+use support::{
+    SECRET, TestDb, envelope, signature, spawn_app, spawn_app_on, start_service, test_settings,
+    unix_now,
+};
 
 /// Longest any single exchange may take before the test fails.
 const EXCHANGE_LIMIT: Duration = Duration::from_secs(30);
@@ -54,8 +59,8 @@ async fn read_to_close(stream: &mut TcpStream) -> Exchange {
 }
 
 /// Sends `request` on a fresh connection and reads until the server closes it.
-async fn exchange(service: &RunningService, request: &[u8]) -> Exchange {
-    let mut stream = TcpStream::connect(authority(&service.base_url))
+async fn exchange(base_url: &str, request: &[u8]) -> Exchange {
+    let mut stream = TcpStream::connect(authority(base_url))
         .await
         .expect("connect");
     // The server may answer and close before it has read everything (431, 413).
@@ -204,7 +209,7 @@ async fn hostile_requests_get_their_answers_and_a_valid_delivery_is_accepted_aft
         ),
     ];
     for (name, request, expected, says) in cases {
-        let answer = exchange(&service, &request).await;
+        let answer = exchange(&service.base_url, &request).await;
         assert_eq!(answer.status, expected, "{name}: {}", answer.text);
         assert!(answer.text.contains(says), "{name}: {}", answer.text);
     }
@@ -233,7 +238,7 @@ async fn hostile_requests_get_their_answers_and_a_valid_delivery_is_accepted_aft
     let answer = read_to_close(&mut slow).await;
     assert_eq!(answer.status, Some(408), "slow body: {}", answer.text);
 
-    let answer = exchange(&service, &signed("msg_after", unix_now(), &body)).await;
+    let answer = exchange(&service.base_url, &signed("msg_after", unix_now(), &body)).await;
     assert_eq!(answer.status, Some(200), "{}", answer.text);
     assert!(answer.text.contains("\"accepted\""), "{}", answer.text);
 }
@@ -281,13 +286,13 @@ async fn connections_past_the_cap_are_closed_when_every_one_is_busy_and_the_slot
         );
         held.push(stream);
     }
-    let refused = exchange(&service, HEALTHZ).await;
+    let refused = exchange(&service.base_url, HEALTHZ).await;
     assert_eq!(refused.status, None, "a fifth connection: {refused:?}");
 
     // Closing one stream frees its slot once the server has seen it go.
     drop(held.remove(0));
     support::wait_until("a freed slot takes a new connection", 10, || async {
-        exchange(&service, HEALTHZ).await.status == Some(200)
+        exchange(&service.base_url, HEALTHZ).await.status == Some(200)
     })
     .await;
     // The last connection's slot may not be free yet: read the metrics once it is.
@@ -324,12 +329,15 @@ async fn two_thousand_idle_connections_from_one_client_do_not_keep_deliveries_ou
     for n in 0..10 {
         let id = format!("msg_flooded_{n}");
         let delivery = signed(&id, unix_now(), &call_completed("cll_flooded"));
-        let answer = tokio::time::timeout(Duration::from_secs(5), exchange(&service, &delivery))
-            .await
-            .expect("an answer within 5 s");
+        let answer = tokio::time::timeout(
+            Duration::from_secs(5),
+            exchange(&service.base_url, &delivery),
+        )
+        .await
+        .expect("an answer within 5 s");
         assert_eq!(answer.status, Some(200), "{id}: {}", answer.text);
     }
-    let health = tokio::time::timeout(Duration::from_secs(5), exchange(&service, HEALTHZ))
+    let health = tokio::time::timeout(Duration::from_secs(5), exchange(&service.base_url, HEALTHZ))
         .await
         .expect("an answer within 5 s");
     assert_eq!(health.status, Some(200), "{}", health.text);
@@ -375,7 +383,7 @@ async fn at_the_cap_idle_connections_give_way_but_a_request_in_flight_does_not()
         let connection = TcpStream::connect(authority(&service.base_url)).await;
         silent.push(connection.expect("connect"));
     }
-    let health = exchange(&service, HEALTHZ).await;
+    let health = exchange(&service.base_url, HEALTHZ).await;
     assert_eq!(health.status, Some(200), "an idle connection gave way");
 
     in_flight.write_all(&body).await.expect("write");
@@ -388,11 +396,10 @@ async fn at_the_cap_idle_connections_give_way_but_a_request_in_flight_does_not()
 #[tokio::test]
 async fn a_connection_that_sends_nothing_is_closed_after_the_first_byte_timeout() {
     let db = TestDb::sqlite().await;
-    let env = [
-        ("CALLFOLD_FIRST_BYTE_TIMEOUT_MS", "200"),
-        ("CALLFOLD_HEADER_READ_TIMEOUT_MS", "600000"),
-    ];
-    let service = start_service("serve", &db.url, &env).await;
+    let mut settings = test_settings();
+    settings.connections.first_byte_timeout = Duration::from_millis(200);
+    settings.connections.header_read_timeout = Duration::from_secs(600);
+    let service = spawn_app(Roles::All, settings, &db.store).await;
     let mut silent = TcpStream::connect(authority(&service.base_url))
         .await
         .expect("connect");
@@ -401,17 +408,17 @@ async fn a_connection_that_sends_nothing_is_closed_after_the_first_byte_timeout(
         .expect("closed long before the header read timeout");
     assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
     // A connection that speaks in time is served.
-    assert_eq!(exchange(&service, HEALTHZ).await.status, Some(200));
+    assert_eq!(exchange(&service.base_url, HEALTHZ).await.status, Some(200));
 }
 
 #[tokio::test]
 async fn with_an_admin_listener_the_public_one_serves_only_the_webhook() {
     let db = TestDb::sqlite().await;
-    let env = [
-        ("CALLFOLD_ADMIN_LISTEN", "127.0.0.1:0"),
-        ("CALLFOLD_API_TOKEN", "token-for-the-admin-test"),
-    ];
-    let service = start_service("serve", &db.url, &env).await;
+    let settings = Settings {
+        api_token: ApiToken::new("token-for-the-admin-test".to_owned()),
+        ..test_settings()
+    };
+    let service = spawn_app_on(Roles::All, settings, &db.store, true).await;
     let admin = service.admin_url.clone().expect("an admin listener");
     let client = reqwest::Client::new();
     let status = |url: String, token: Option<&'static str>| {
@@ -432,7 +439,10 @@ async fn with_an_admin_listener_the_public_one_serves_only_the_webhook() {
     assert_eq!(status(format!("{admin}/readyz"), None).await, 200);
 
     let delivery = signed("msg_public", unix_now(), &call_completed("c"));
-    assert_eq!(exchange(&service, &delivery).await.status, Some(200));
+    assert_eq!(
+        exchange(&service.base_url, &delivery).await.status,
+        Some(200)
+    );
     let on_admin = client
         .post(format!("{admin}/webhooks/allo"))
         .body("{}")
@@ -490,7 +500,7 @@ async fn no_secret_shows_in_output_answers_or_metrics() {
     ];
     let mut seen = String::new();
     for request in &requests {
-        seen.push_str(&exchange(&service, request).await.text);
+        seen.push_str(&exchange(&service.base_url, request).await.text);
     }
     let client = reqwest::Client::new();
     for token in [TOKEN, "a-wrong-token"] {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use callfold_projector::{Precedence, Projector};
 use callfold_store::{CallKey, Settled, Store};
 use serde_json::json;
-use support::{HeldLock, ReceiverConfig, TestDb, envelope, start_receiver, wait_until};
+use support::{HeldLock, TestDb, envelope, start_receiver, test_settings, wait_until};
 
 /// Short enough for a test to outlast, long enough that a renewal every third of it is never
 /// late on a busy machine.
@@ -54,7 +54,7 @@ async fn claimed_until_us(store: &Store, call_key: &str) -> Option<i64> {
 
 async fn a_fold_that_outlasts_its_lease_keeps_its_calls(db: TestDb) {
     let store = db.store.clone();
-    let receiver = start_receiver(&store, ReceiverConfig::default()).await;
+    let receiver = start_receiver(&store, test_settings()).await;
     let body = envelope(
         "call.completed",
         "2026-02-10T09:17:42Z",
@@ -108,7 +108,7 @@ on_both_stores!(a_fold_that_outlasts_its_lease_keeps_its_calls);
 async fn a_worker_whose_read_outlasts_its_lease_still_folds_its_call() {
     let db = TestDb::postgres().await;
     let store = db.store.clone();
-    let receiver = start_receiver(&store, ReceiverConfig::default()).await;
+    let receiver = start_receiver(&store, test_settings()).await;
     let body = envelope(
         "call.completed",
         "2026-02-10T09:17:42Z",

@@ -1,5 +1,5 @@
-//! The live streams (`GET /v1/calls/{id}/stream`, `GET /v1/stream`) of a running
-//! `callfold serve`, on both stores: a committed change arrives, and a stream resumed from the
+//! The live streams (`GET /v1/calls/{id}/stream`, `GET /v1/stream`) of the app `callfold
+//! serve` runs, built in process, on both stores: a committed change arrives, and a stream resumed from the
 //! last event it saw receives every call changed since.
 
 mod support;
@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use support::{TestDb, envelope, start_service};
+use callfold_service::Roles;
+use support::{TestDb, envelope, spawn_app, test_settings};
 
 /// Longest wait for the next event.
 const EVENT_WAIT: Duration = Duration::from_secs(30);
@@ -83,7 +84,7 @@ fn tagged(call: &str, tag: &str) -> Vec<u8> {
 }
 
 async fn a_committed_change_arrives_on_the_call_stream(db: TestDb) {
-    let service = start_service("serve", &db.url, &[]).await;
+    let service = spawn_app(Roles::All, test_settings(), &db.store).await;
     let receiver = service.receiver();
     let url = format!("{}/v1/calls/cll_live/stream", service.base_url);
     let mut stream = EventStream::open(&url, None).await;
@@ -108,7 +109,7 @@ async fn a_committed_change_arrives_on_the_call_stream(db: TestDb) {
 }
 
 async fn a_resumed_stream_receives_every_call_changed_since(db: TestDb) {
-    let service = start_service("serve", &db.url, &[]).await;
+    let service = spawn_app(Roles::All, test_settings(), &db.store).await;
     let receiver = service.receiver();
     let url = format!("{}/v1/stream", service.base_url);
     let mut stream = EventStream::open(&url, None).await;

@@ -5,7 +5,7 @@ mod support;
 
 use serde_json::{Value, json};
 
-use support::{COMMIT_TIMEOUT, RunningService, SECRET, envelope, unix_now};
+use support::{RunningService, SECRET, commit_timeout, envelope, unix_now};
 
 /// The value of the sample `series` (name and labels, as Prometheus prints them) in `metrics`;
 /// 0 when it is not there yet.
@@ -234,7 +234,7 @@ async fn a_redrive_after_a_new_linking_rule_projects_the_event_once() {
         "tag.added",
         &["/data/call_id", "/data/conversation/call_id"],
     );
-    let quarantine = callfold_ingest::Quarantine::new(db.store.clone(), fixed, COMMIT_TIMEOUT);
+    let quarantine = callfold_ingest::Quarantine::new(db.store.clone(), fixed, commit_timeout());
     let first = quarantine.redrive(seq).await.expect("re-driven");
     assert_eq!(first["status"], "redriven");
     let again = quarantine.redrive(seq).await.expect("idempotent");
@@ -285,7 +285,7 @@ async fn refused_requests_are_counted_and_the_latest_listed_without_bodies() {
 #[tokio::test]
 async fn the_lag_gauges_show_calls_a_projector_cannot_fold_yet() {
     let db = support::TestDb::sqlite().await;
-    let receiver = support::start_receiver(&db.store, support::ReceiverConfig::default()).await;
+    let receiver = support::start_receiver(&db.store, support::test_settings()).await;
     for call in ["cll_l1", "cll_l2", "cll_l3"] {
         let body = envelope(
             "call.completed",

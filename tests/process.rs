@@ -1,11 +1,13 @@
-//! The real `callfold` executable as a child process: start-up checks, metrics, and crash
-//! safety (SIGKILL with deliveries in flight, then a restart on the same database).
+//! The service end to end: the real `callfold` executable as a child process (start-up checks,
+//! metrics, crash safety: SIGKILL with deliveries in flight, then a restart on the same
+//! database) and, where no real process is needed, the same app built in process.
 
 mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use callfold_service::{ApiToken, Roles, Settings};
 use callfold_store::WebhookId;
 use serde_json::json;
 use support::{
@@ -156,7 +158,11 @@ async fn a_reused_webhook_id_is_counted_as_a_conflict_in_metrics(db: TestDb) {
 }
 
 async fn serve_folds_what_it_receives_and_guards_the_query_api(db: TestDb) {
-    let service = start_service("serve", &db.url, &[("CALLFOLD_API_TOKEN", "let-me-in")]).await;
+    let settings = Settings {
+        api_token: ApiToken::new("let-me-in".to_owned()),
+        ..support::test_settings()
+    };
+    let service = support::spawn_app(Roles::All, settings, &db.store).await;
     let client = reqwest::Client::new();
     let base = &service.base_url;
     let get = |path: &str, token: Option<&str>| {
@@ -193,6 +199,11 @@ async fn serve_folds_what_it_receives_and_guards_the_query_api(db: TestDb) {
         get("/v1/calls/cll_7", Some("let-me-out")).await.status(),
         401
     );
+    // The status page shows what /v1 shows, behind the same token.
+    for page in ["/status", "/status/calls/cll_7"] {
+        assert_eq!(get(page, None).await.status(), 401, "{page}");
+        assert_eq!(get(page, Some("let-me-in")).await.status(), 200, "{page}");
+    }
 
     let metrics = get("/metrics", None)
         .await
@@ -380,7 +391,7 @@ async fn postgres_notifications_wake_a_projector_in_another_process() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     // Appends from this process; each one notifies (the first may come before LISTEN is set).
-    let receiver = support::start_receiver(&db.store, support::ReceiverConfig::default()).await;
+    let receiver = support::start_receiver(&db.store, support::test_settings()).await;
     for n in 0.. {
         receiver
             .deliver(&format!("msg_notify_{n}"), &completed(n))

@@ -14,8 +14,8 @@ use proptest::test_runner::{Config as ProptestConfig, TestRunner};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use support::{
-    LEASE, ReceiverConfig, TestDb, assert_projections_equal_a_fold_from_scratch, envelope,
-    fold_from_scratch, send_simulated_calls, serve_on_loopback, start_receiver,
+    LEASE, TestDb, assert_projections_equal_a_fold_from_scratch, envelope, fold_from_scratch,
+    send_simulated_calls, serve_on_loopback, start_receiver, test_settings,
 };
 
 /// Runs `projector` until it has folded the whole log.
@@ -30,7 +30,7 @@ async fn get_json(url: &str) -> (u16, Value) {
 }
 
 async fn tag_added_before_call_completed_yields_a_tagged_completed_call(db: TestDb) {
-    let receiver = start_receiver(&db.store, ReceiverConfig::default()).await;
+    let receiver = start_receiver(&db.store, test_settings()).await;
     let tag = envelope(
         "tag.added",
         "2026-02-10T09:20:00Z",
@@ -61,7 +61,7 @@ async fn tag_added_before_call_completed_yields_a_tagged_completed_call(db: Test
 /// Delivers, out of order, a call completed at 09:00 and tagged `early` at 09:05 and `late` at
 /// 09:10, folds them, and returns the query API's base URL.
 async fn tagged_twice(db: &TestDb) -> String {
-    let receiver = start_receiver(&db.store, ReceiverConfig::default()).await;
+    let receiver = start_receiver(&db.store, test_settings()).await;
     let tag = |tag, at| envelope("tag.added", at, json!({"call_id": "cll_t", "tag": tag}));
     let completed = envelope(
         "call.completed",
@@ -208,7 +208,7 @@ async fn listing_pages_through_every_call_once_and_filters(db: TestDb) {
 }
 
 async fn unlinked_call_events_are_kept_counted_and_listed(db: TestDb) {
-    let receiver = start_receiver(&db.store, ReceiverConfig::default()).await;
+    let receiver = start_receiver(&db.store, test_settings()).await;
     let ringing = |n: u32| {
         let data = json!({"from_number": format!("+3361234567{n}"), "to_number": "+33199"});
         envelope("call.received", "2026-02-10T09:00:00Z", data)

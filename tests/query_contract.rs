@@ -10,7 +10,7 @@ use callfold_projector::{Precedence, Projector};
 use callfold_store::{CallKey, EventTime, NewEvent, Store, WebhookId};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use support::{CALLFOLD, COMMIT_TIMEOUT, LEASE, TestDb, envelope, serve_on_loopback};
+use support::{CALLFOLD, LEASE, TestDb, commit_timeout, envelope, serve_on_loopback};
 
 /// The `webhook-timestamp` of every record.
 const WEBHOOK_TIMESTAMP: i64 = 1_770_715_062;
@@ -231,8 +231,10 @@ async fn assert_refused(api: &str, path: &str, status: u16, error: &str) {
 async fn http_routes_answer_the_documented_documents(db: TestDb) {
     let store = &db.store;
     known_log(store).await;
-    let quarantine = Quarantine::new(store.clone(), LinkingRules::default(), COMMIT_TIMEOUT);
-    let routes = support::query_api(store).merge(callfold_ingest::quarantine_router(quarantine));
+    let quarantine = Quarantine::new(store.clone(), LinkingRules::default(), commit_timeout());
+    let routes = support::query_api(store).merge(
+        callfold_service::operator_api::quarantine_router(quarantine),
+    );
     let api = &serve_on_loopback(routes).await;
     let (a, b, c) = (
         call_a(store).await,
@@ -290,8 +292,10 @@ async fn http_routes_answer_the_documented_documents(db: TestDb) {
 async fn http_routes_refuse_bad_parameters_naming_them(db: TestDb) {
     let store = &db.store;
     known_log(store).await;
-    let quarantine = Quarantine::new(store.clone(), LinkingRules::default(), COMMIT_TIMEOUT);
-    let routes = support::query_api(store).merge(callfold_ingest::quarantine_router(quarantine));
+    let quarantine = Quarantine::new(store.clone(), LinkingRules::default(), commit_timeout());
+    let routes = support::query_api(store).merge(
+        callfold_service::operator_api::quarantine_router(quarantine),
+    );
     let api = &serve_on_loopback(routes).await;
 
     let limit = "bad parameter limit: must be a whole number from 1 to 1000";

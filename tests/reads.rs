@@ -12,7 +12,7 @@ use callfold_store::{AppendOutcome, Content, EventTime, NewEvent, Store, Webhook
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use sqlx::migrate::Migrator;
-use support::{COMMIT_TIMEOUT, LEASE, TestDb, envelope};
+use support::{LEASE, TestDb, commit_timeout, envelope};
 
 /// Records, quarantined records, unlinked events and projections, in that order.
 type Counts = (i64, i64, i64, i64);
@@ -156,7 +156,7 @@ async fn kept_counts_equal_a_scan_after_mixed_traffic(db: TestDb) {
     let AppendOutcome::Appended { seq: kept_seq } = outcomes[6] else {
         panic!("{outcomes:?}")
     };
-    let quarantine = Quarantine::new(store.clone(), LinkingRules::default(), COMMIT_TIMEOUT);
+    let quarantine = Quarantine::new(store.clone(), LinkingRules::default(), commit_timeout());
     let redriven = quarantine.redrive(kept_seq).await.expect("re-drive");
     assert_eq!(redriven["status"], "redriven");
     let again = quarantine.redrive(kept_seq).await.expect("re-drive again");

@@ -12,8 +12,8 @@ use callfold_projector::{Precedence, Projector};
 use callfold_store::{CallKey, StoreError};
 use serde_json::json;
 use support::{
-    LEASE, ReceiverConfig, TestDb, assert_projections_equal_a_fold_from_scratch, envelope,
-    start_receiver,
+    LEASE, TestDb, assert_projections_equal_a_fold_from_scratch, envelope, start_receiver,
+    test_settings,
 };
 
 /// Runs `projector` until it has folded every marked call.
@@ -31,7 +31,7 @@ fn call_event(topic: &str, at: &str, call: &str) -> Vec<u8> {
 }
 
 async fn folds_settled_between_a_rebuilds_read_and_its_swap_are_never_undone(db: TestDb) {
-    let receiver = start_receiver(&db.store, ReceiverConfig::default()).await;
+    let receiver = start_receiver(&db.store, test_settings()).await;
     let projector = Projector::new(db.store.clone(), Precedence::default(), 100, LEASE);
     let at = "2026-02-10T09:00:00Z";
     receiver
@@ -125,7 +125,7 @@ async fn folds_settled_between_a_rebuilds_read_and_its_swap_are_never_undone(db:
 const READ_PHASE_BOUND: Duration = Duration::from_secs(10);
 
 async fn a_rebuilds_read_phase_does_not_wait_for_the_write_lock(db: TestDb) {
-    let receiver = start_receiver(&db.store, ReceiverConfig::default()).await;
+    let receiver = start_receiver(&db.store, test_settings()).await;
     let projector = Projector::new(db.store.clone(), Precedence::default(), 100, LEASE);
     let at = "2026-02-10T09:00:00Z";
     for call in ["cll_first", "cll_second"] {

@@ -12,7 +12,7 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use serde_json::json;
 use support::{
-    Answer, ROTATED_SECRET, ReceiverConfig, SECRET, TestDb, envelope, start_receiver, unix_now,
+    Answer, ROTATED_SECRET, SECRET, TestDb, envelope, start_receiver, test_settings, unix_now,
 };
 
 const COMPLETED_AT: &str = "2026-02-10T09:17:42.318Z";
@@ -42,7 +42,7 @@ fn assert_error(answer: &Answer, status: u16, mentions: &str) {
 }
 
 async fn a_new_message_is_accepted_and_logged_with_its_index_fields(db: TestDb) {
-    let receiver = start_receiver(&db.store, ReceiverConfig::default()).await;
+    let receiver = start_receiver(&db.store, test_settings()).await;
     let body = call_completed("cll_7QvRt2");
     let answer = receiver.deliver("msg_new", &body).await;
     assert_eq!(answer.status, 200);
@@ -64,7 +64,7 @@ async fn a_new_message_is_accepted_and_logged_with_its_index_fields(db: TestDb) 
 }
 
 async fn a_retry_answers_duplicate_with_the_first_seq(db: TestDb) {
-    let receiver = start_receiver(&db.store, ReceiverConfig::default()).await;
+    let receiver = start_receiver(&db.store, test_settings()).await;
     let body = call_completed("cll_1");
     let first = receiver.deliver("msg_retry", &body).await;
     let retry = receiver.deliver("msg_retry", &body).await;
@@ -77,7 +77,7 @@ async fn a_retry_answers_duplicate_with_the_first_seq(db: TestDb) {
 }
 
 async fn a_reused_id_with_another_body_keeps_the_first_copy(db: TestDb) {
-    let receiver = start_receiver(&db.store, ReceiverConfig::default()).await;
+    let receiver = start_receiver(&db.store, test_settings()).await;
     let first = receiver
         .deliver("msg_reused", &call_completed("cll_1"))
         .await;
@@ -95,7 +95,7 @@ async fn a_reused_id_with_another_body_keeps_the_first_copy(db: TestDb) {
 }
 
 async fn authentic_but_unusable_bodies_are_quarantined_durably(db: TestDb) {
-    let receiver = start_receiver(&db.store, ReceiverConfig::default()).await;
+    let receiver = start_receiver(&db.store, test_settings()).await;
     let bodies: [(&str, &[u8]); 3] = [
         ("msg_not_json", b"<xml/>"),
         (
@@ -118,14 +118,14 @@ async fn authentic_but_unusable_bodies_are_quarantined_durably(db: TestDb) {
 }
 
 async fn unknown_topics_are_accepted(db: TestDb) {
-    let receiver = start_receiver(&db.store, ReceiverConfig::default()).await;
+    let receiver = start_receiver(&db.store, test_settings()).await;
     let body = envelope("voicemail.transcribed", COMPLETED_AT, json!({"id": "vm_1"}));
     let answer = receiver.deliver("msg_unknown_topic", &body).await;
     assert_eq!(answer.json["status"], "accepted");
 }
 
 async fn a_missing_or_malformed_header_is_400_naming_it_and_stores_nothing(db: TestDb) {
-    let receiver = start_receiver(&db.store, ReceiverConfig::default()).await;
+    let receiver = start_receiver(&db.store, test_settings()).await;
     let body = call_completed("cll_1");
     let now = unix_now().to_string();
     let good = support::signature(SECRET, "msg_h", unix_now(), &body);
@@ -159,7 +159,7 @@ async fn a_missing_or_malformed_header_is_400_naming_it_and_stores_nothing(db: T
 }
 
 async fn a_bad_signature_or_timestamp_is_401_and_stores_nothing(db: TestDb) {
-    let receiver = start_receiver(&db.store, ReceiverConfig::default()).await;
+    let receiver = start_receiver(&db.store, test_settings()).await;
     let body = call_completed("cll_1");
     let wrong_secret = receiver
         .deliver_signed_by(ROTATED_SECRET, "msg_s", unix_now(), &body)
@@ -177,10 +177,7 @@ async fn a_bad_signature_or_timestamp_is_401_and_stores_nothing(db: TestDb) {
 }
 
 async fn any_of_the_rotated_secrets_is_accepted(db: TestDb) {
-    let both = ReceiverConfig {
-        secrets: format!("{SECRET}, {ROTATED_SECRET}"),
-        ..Default::default()
-    };
+    let both = support::test_settings_accepting(&format!("{SECRET}, {ROTATED_SECRET}"));
     let receiver = start_receiver(&db.store, both).await;
     for (id, secret) in [("msg_old", SECRET), ("msg_new", ROTATED_SECRET)] {
         let answer = receiver
@@ -191,7 +188,7 @@ async fn any_of_the_rotated_secrets_is_accepted(db: TestDb) {
 }
 
 async fn a_delivery_signed_by_an_independent_implementation_is_accepted(db: TestDb) {
-    let receiver = start_receiver(&db.store, ReceiverConfig::default()).await;
+    let receiver = start_receiver(&db.store, test_settings()).await;
     let body = call_completed("cll_interop");
     let timestamp = unix_now();
     let signature = standardwebhooks::Webhook::new(SECRET)
@@ -222,7 +219,7 @@ fn body_of_exactly(len: usize) -> Vec<u8> {
 }
 
 async fn a_body_of_exactly_the_limit_is_accepted_and_one_byte_more_is_413(db: TestDb) {
-    let receiver = start_receiver(&db.store, ReceiverConfig::default()).await;
+    let receiver = start_receiver(&db.store, test_settings()).await;
     let at_limit = receiver
         .deliver("msg_at_limit", &body_of_exactly(1_048_576))
         .await;
@@ -235,7 +232,7 @@ async fn a_body_of_exactly_the_limit_is_accepted_and_one_byte_more_is_413(db: Te
 }
 
 async fn an_unavailable_store_is_503_with_retry_after(db: TestDb) {
-    let receiver = start_receiver(&db.store, ReceiverConfig::default()).await;
+    let receiver = start_receiver(&db.store, test_settings()).await;
     db.store.close().await;
     let answer = receiver.deliver("msg_down", &call_completed("cll_1")).await;
     assert_error(&answer, 503, "unavailable");
@@ -245,11 +242,9 @@ async fn an_unavailable_store_is_503_with_retry_after(db: TestDb) {
 async fn a_full_commit_queue_is_503_with_retry_after_and_nothing_waits_unbounded(db: TestDb) {
     // One event can be committing and one waiting; every other concurrent delivery must be
     // refused at once while the log is locked.
-    let tiny = ReceiverConfig {
-        queue_capacity: 1,
-        max_batch: 1,
-        ..Default::default()
-    };
+    let mut tiny = test_settings();
+    tiny.receiver.commit_queue = 1;
+    tiny.receiver.commit_batch = 1;
     let receiver = start_receiver(&db.store, tiny).await;
     let lock = db.hold_write_lock().await;
     let mut in_flight: FuturesUnordered<_> = (0..20)
@@ -282,7 +277,7 @@ async fn a_full_commit_queue_is_503_with_retry_after_and_nothing_waits_unbounded
 }
 
 async fn fifty_concurrent_deliveries_of_one_new_id_store_one_record(db: TestDb) {
-    let receiver = start_receiver(&db.store, ReceiverConfig::default()).await;
+    let receiver = start_receiver(&db.store, test_settings()).await;
     let body = call_completed("cll_1");
     let answers: Vec<Answer> = (0..50)
         .map(|_| receiver.deliver("msg_fifty", &body))
@@ -301,7 +296,7 @@ async fn fifty_concurrent_deliveries_of_one_new_id_store_one_record(db: TestDb) 
 }
 
 async fn simulated_traffic_is_logged_once_per_message_at_the_answered_seq(db: TestDb) {
-    let receiver = start_receiver(&db.store, ReceiverConfig::default()).await;
+    let receiver = start_receiver(&db.store, test_settings()).await;
     let options = SimulateOptions {
         urls: vec![receiver.url.clone()],
         calls: 40,
@@ -338,7 +333,7 @@ async fn simulated_traffic_is_logged_once_per_message_at_the_answered_seq(db: Te
 }
 
 async fn seq_grows_in_arrival_order(db: TestDb) {
-    let receiver = start_receiver(&db.store, ReceiverConfig::default()).await;
+    let receiver = start_receiver(&db.store, test_settings()).await;
     let mut previous = 0;
     for n in 0..5 {
         let seq = receiver

@@ -17,7 +17,7 @@ use std::time::Duration;
 use callfold_ingest::{CommitQueue, LinkingRules, Quarantine, QuarantineError};
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use support::{ReceiverConfig, TestDb, envelope, start_receiver};
+use support::{TestDb, envelope, start_receiver, test_settings};
 use tokio::sync::Notify;
 
 const VALID_DELIVERIES: usize = 48;
@@ -51,7 +51,7 @@ fn poisoned_bodies() -> Vec<(&'static str, Vec<u8>, &'static str)> {
 }
 
 async fn a_delivery_the_store_cannot_hold_is_quarantined_and_its_batch_is_stored(db: TestDb) {
-    let receiver = start_receiver(&db.store, ReceiverConfig::default()).await;
+    let receiver = start_receiver(&db.store, test_settings()).await;
     let valid: Vec<(String, Vec<u8>)> = (0..VALID_DELIVERIES)
         .map(|n| {
             let body = envelope(

@@ -15,8 +15,8 @@ use callfold_simulate::{SignedDelivery, SimulateOptions, invent_events, sign_del
 use callfold_store::{CallKey, Store, WebhookId};
 use serde_json::json;
 use support::{
-    HeldLock, LEASE, ReceiverConfig, SECRET, TestDb, assert_projections_equal_a_fold_from_scratch,
-    envelope, start_receiver, start_service, wait_for_queue, wait_until,
+    HeldLock, LEASE, SECRET, TestDb, assert_projections_equal_a_fold_from_scratch, envelope,
+    start_receiver, start_service, test_settings, wait_for_queue, wait_until,
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
@@ -58,8 +58,8 @@ async fn an_event_committed_after_a_later_seq_was_folded_is_still_projected() {
     let db = TestDb::postgres().await;
     let store = db.store.clone();
     // Two receivers, as two processes: each commits on its own.
-    let receiver = start_receiver(&store, ReceiverConfig::default()).await;
-    let other_receiver = start_receiver(&store, ReceiverConfig::default()).await;
+    let receiver = start_receiver(&store, test_settings()).await;
+    let other_receiver = start_receiver(&store, test_settings()).await;
     let projector = Projector::new(store.clone(), Precedence::default(), 100, LEASE);
     // Call A is waiting to be folded; another connection holds its queue row, so the next
     // append of A takes its seq, then waits inside its transaction to mark A.
@@ -112,8 +112,8 @@ async fn an_event_committed_after_a_later_seq_was_folded_is_still_projected() {
 
 async fn one_id_sent_to_two_receivers_at_once_is_stored_once_and_both_answer_200(db: TestDb) {
     let second_pool = Store::connect(&db.url).await.expect("second pool");
-    let first = start_receiver(&db.store, ReceiverConfig::default()).await;
-    let second = start_receiver(&second_pool, ReceiverConfig::default()).await;
+    let first = start_receiver(&db.store, test_settings()).await;
+    let second = start_receiver(&second_pool, test_settings()).await;
     for n in 0..40 {
         let (id, body) = (format!("msg_twice_{n}"), completed(&format!("cll_{n}")));
         let (a, b) = tokio::join!(first.deliver(&id, &body), second.deliver(&id, &body));
@@ -130,7 +130,7 @@ async fn one_id_sent_to_two_receivers_at_once_is_stored_once_and_both_answer_200
 }
 
 async fn a_worker_that_joins_takes_the_calls_the_others_do_not_hold(db: TestDb) {
-    let receiver = start_receiver(&db.store, ReceiverConfig::default()).await;
+    let receiver = start_receiver(&db.store, test_settings()).await;
     for n in 0..10 {
         let call = format!("cll_share_{n}");
         let answer = receiver

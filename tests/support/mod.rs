@@ -1,6 +1,7 @@
 //! Shared helpers of the top-level test suites: a fresh database per test on either backend,
-//! an in-process receiver on a real socket, signed requests, and the macro that instantiates one
-//! behavioural test for both stores.
+//! the service's `App` built in process on a free port ([`spawn_app`]), the `callfold`
+//! executable for tests that need a real process ([`start_service`]), signed requests, and the
+//! macro that instantiates one behavioural test for both stores.
 //!
 //! Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
@@ -12,11 +13,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use callfold_ingest::{
-    BodyLimits, CommitQueue, IngestState, LinkingRules, Verifier, WEBHOOK_PATH, WebhookSecrets,
-    sign,
-};
-use callfold_projector::{Precedence, fold, fold_events};
+use callfold_ingest::{WEBHOOK_PATH, WebhookSecrets, sign};
+use callfold_projector::{Calls, LiveChanges, Precedence, fold, fold_events};
+use callfold_service::{App, Listeners, Roles, Settings};
 use callfold_simulate::SimulateOptions;
 use callfold_store::{CallKey, CallLink, Content, Store, WebhookId};
 use serde_json::Value;
@@ -25,13 +24,17 @@ use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 /// How long test projectors hold their claims: longer than any test, so that a claim only
 /// changes hands when a test says so.
 pub const LEASE: Duration = Duration::from_secs(600);
 
-/// The commit deadline of test receivers and re-drives: the service's default.
-pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The commit deadline of test re-drives: the service's default.
+pub fn commit_timeout() -> Duration {
+    Settings::default().commit_timeout
+}
 
 /// The secret every test receiver accepts (made up for the tests).
 pub const SECRET: &str = include_str!("../fixtures/test-secret.txt").trim_ascii();
@@ -176,90 +179,132 @@ impl WriteLock {
     }
 }
 
-/// How a test receiver is configured.
-pub struct ReceiverConfig {
-    /// The accepted secrets, space or comma separated.
-    pub secrets: String,
-    /// The largest accepted body.
-    pub max_body: usize,
-    /// Commit queue capacity.
-    pub queue_capacity: usize,
-    /// Most events per transaction.
-    pub max_batch: usize,
-    /// Longest wait for a commit.
-    pub commit_timeout: Duration,
+/// The settings of a test app: the service's defaults, accepting [`SECRET`].
+pub fn test_settings() -> Settings {
+    test_settings_accepting(SECRET)
 }
 
-impl Default for ReceiverConfig {
-    /// The defaults of `callfold ingest`.
-    fn default() -> Self {
-        Self {
-            secrets: SECRET.to_owned(),
-            max_body: 1_048_576,
-            queue_capacity: 1024,
-            max_batch: 256,
-            commit_timeout: COMMIT_TIMEOUT,
-        }
+/// The service's defaults, accepting `secrets` (space or comma separated).
+pub fn test_settings_accepting(secrets: &str) -> Settings {
+    Settings {
+        webhook_secrets: Some(WebhookSecrets::parse(secrets).expect("test secrets")),
+        ..Settings::default()
     }
 }
 
-/// A receiver serving the real router on a real socket of this process.
+/// An [`App`] serving in this process on free loopback ports. Dropping it stops the app
+/// without closing the test's store: its tasks end, its connections are cut.
+pub struct TestApp {
+    /// `http://ADDR` of its public listener.
+    pub base_url: String,
+    /// `http://ADDR` of its admin listener, when it has one.
+    pub admin_url: Option<String>,
+    shutdown: Option<oneshot::Sender<()>>,
+    serving: JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestApp {
+    /// Where the private routes are: the admin listener, else the public one.
+    pub fn private_url(&self) -> &str {
+        self.admin_url.as_deref().unwrap_or(&self.base_url)
+    }
+
+    /// A client of its webhook endpoint (the app serves while `self` lives).
+    pub fn receiver(&self) -> TestReceiver {
+        TestReceiver::of(&self.base_url)
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        // The shutdown's last step closes the store, which the test goes on using: cut the
+        // serving short, then let the app's tasks end.
+        self.serving.abort();
+        self.shutdown.take();
+    }
+}
+
+/// Builds the app of `roles` with `settings` over `store`, as the executable does, and serves
+/// it on a free loopback port (and a second one for the private routes when `admin` is true),
+/// learnt from the bound listeners.
+pub async fn spawn_app_on(roles: Roles, settings: Settings, store: &Store, admin: bool) -> TestApp {
+    let loopback = "127.0.0.1:0".parse().expect("an address");
+    let admin = admin.then_some(loopback);
+    let listeners = Listeners::bind(loopback, admin, &settings)
+        .await
+        .expect("bind loopback");
+    let addresses = listeners.addresses(false).expect("bound addresses");
+    let app = App::build(roles, settings, store.clone())
+        .await
+        .expect("the app builds");
+    let (shutdown, stopped) = oneshot::channel::<()>();
+    let serving = tokio::spawn(app.serve(listeners, async move {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        base_url: format!("http://{}", addresses.listen),
+        admin_url: addresses.admin_listen.map(|addr| format!("http://{addr}")),
+        shutdown: Some(shutdown),
+        serving,
+    }
+}
+
+/// [`spawn_app_on`] with every route on one listener.
+pub async fn spawn_app(roles: Roles, settings: Settings, store: &Store) -> TestApp {
+    spawn_app_on(roles, settings, store, false).await
+}
+
+/// A client of a webhook endpoint.
 #[derive(Clone)]
 pub struct TestReceiver {
     /// The full URL of the webhook endpoint.
     pub url: String,
     /// An HTTP client for it.
     pub client: reqwest::Client,
+    /// The in-process app behind it, kept serving while a clone of this client lives.
+    pub app: Option<Arc<TestApp>>,
 }
 
-/// Starts a receiver on `store` on a free loopback port.
-pub async fn start_receiver(store: &Store, config: ReceiverConfig) -> TestReceiver {
-    let secrets = WebhookSecrets::parse(&config.secrets).expect("test secrets");
-    let (queue, _committer) = CommitQueue::start(
-        store.clone(),
-        config.queue_capacity,
-        config.max_batch,
-        config.commit_timeout,
-        Default::default(),
-    );
-    let state = IngestState::new(
-        Verifier::new(secrets, 300),
-        LinkingRules::default(),
-        queue,
-        BodyLimits {
-            max_bytes: config.max_body,
-            read_timeout: Duration::from_secs(10),
-        },
-    );
-    let base_url = serve_on_loopback(callfold_ingest::router(state)).await;
-    TestReceiver {
-        url: format!("{base_url}{WEBHOOK_PATH}"),
-        client: reqwest::Client::new(),
+impl TestReceiver {
+    /// A client of the webhook endpoint under `base_url`.
+    pub fn of(base_url: &str) -> Self {
+        Self {
+            url: format!("{base_url}{WEBHOOK_PATH}"),
+            client: reqwest::Client::new(),
+            app: None,
+        }
     }
 }
 
-/// The query API over `store`, with no token, its live streams polling every 50 ms.
-pub fn query_api(store: &Store) -> axum::Router {
-    let (_, no_projector_here) = tokio::sync::watch::channel(0);
-    let live = callfold_projector::LiveChanges::new(
-        store.clone(),
-        no_projector_here,
-        Duration::from_millis(50),
-    );
-    callfold_projector::router(store.clone(), Precedence::default(), live)
+/// Starts an in-process receiver (an app of [`Roles::Ingest`]) on `store` on a free loopback
+/// port, configured by `settings` (see [`test_settings`]).
+pub async fn start_receiver(store: &Store, settings: Settings) -> TestReceiver {
+    let app = spawn_app(Roles::Ingest, settings, store).await;
+    let mut receiver = TestReceiver::of(&app.base_url);
+    receiver.app = Some(Arc::new(app));
+    receiver
 }
 
-/// Serves `router` on a free loopback port and returns its base URL.
+/// The query API's routes over `store`, with no token and no projector in this process, its
+/// live streams polling every 50 ms.
+pub fn query_api(store: &Store) -> axum::Router {
+    let (_, no_projector_here) = tokio::sync::watch::channel(0);
+    let live = LiveChanges::new(store.clone(), no_projector_here, Duration::from_millis(50));
+    let calls = Calls::new(store.clone(), Precedence::default());
+    callfold_service::query_api::router(calls, live)
+}
+
+/// Serves `router` on the service's listener on a free loopback port and returns its base URL.
 pub async fn serve_on_loopback(router: axum::Router) -> String {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind loopback");
     let addr = listener.local_addr().expect("bound address");
-    tokio::spawn(async move {
-        axum::serve(listener, router)
-            .await
-            .expect("test server runs")
-    });
+    let limits = Settings::default().connections;
+    let forever = std::future::pending();
+    tokio::spawn(callfold_service::listener::serve(
+        listener, router, limits, None, forever,
+    ));
     format!("http://{addr}")
 }
 
@@ -374,6 +419,8 @@ pub struct RunningService {
     pub admin_url: Option<String>,
     /// Everything it has written to stdout and stderr so far.
     output: Arc<Mutex<String>>,
+    /// The folder of its address file.
+    _addresses: tempfile::TempDir,
 }
 
 impl RunningService {
@@ -391,10 +438,7 @@ impl RunningService {
 
     /// A client of its webhook endpoint.
     pub fn receiver(&self) -> TestReceiver {
-        TestReceiver {
-            url: format!("{}{WEBHOOK_PATH}", self.base_url),
-            client: reqwest::Client::new(),
-        }
+        TestReceiver::of(&self.base_url)
     }
 
     /// Everything the process has written to stdout and stderr so far.
@@ -415,20 +459,32 @@ pub async fn start_ingest(database_url: &str) -> RunningService {
     start_service("ingest", database_url, &[]).await
 }
 
-/// The value of `key=` in a log line, if present.
-fn log_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    let rest = line.split(&format!(" {key}=")).nth(1)?;
-    rest.split_whitespace().next()
+/// Keeps every line `reader` gives in `output`, so that the child never blocks on a full pipe.
+fn keep_lines(
+    reader: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+    output: &Arc<Mutex<String>>,
+) {
+    let output = Arc::clone(output);
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(reader).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let mut output = output.lock().expect("output lock");
+            output.push_str(&line);
+            output.push('\n');
+        }
+    });
 }
 
 /// Starts `callfold SUBCOMMAND` on a free port against `database_url`, with `env` added (which
-/// may ask for an admin listener and HTTPS), and waits for the line in which it reports the
-/// address it listens on. All it writes is kept (see [`RunningService::output`]).
+/// may ask for an admin listener and HTTPS), and waits until it has written the addresses it
+/// listens on to its `--address-file`. All it writes is kept (see [`RunningService::output`]).
 pub async fn start_service(
     subcommand: &str,
     database_url: &str,
     env: &[(&str, &str)],
 ) -> RunningService {
+    let addresses = tempfile::tempdir().expect("temporary folder");
+    let address_file = addresses.path().join("addresses.json");
     let mut child = Command::new(CALLFOLD)
         .args([
             subcommand,
@@ -437,6 +493,8 @@ pub async fn start_service(
             "--database-url",
             database_url,
         ])
+        .arg("--address-file")
+        .arg(&address_file)
         .env("CALLFOLD_WEBHOOK_SECRETS", SECRET)
         .env("RUST_LOG", "info")
         .envs(env.iter().copied())
@@ -446,59 +504,34 @@ pub async fn start_service(
         .spawn()
         .expect("the callfold executable starts");
     let output = Arc::new(Mutex::new(String::new()));
-    let keep = |output: &Arc<Mutex<String>>, line: &str| {
-        let mut output = output.lock().expect("output lock");
-        output.push_str(line);
-        output.push('\n');
+    keep_lines(child.stdout.take().expect("piped stdout"), &output);
+    keep_lines(child.stderr.take().expect("piped stderr"), &output);
+    let mut exited = None;
+    wait_until("callfold writes its address file", 60, || {
+        exited = child.try_wait().expect("child status");
+        std::future::ready(exited.is_some() || address_file.exists())
+    })
+    .await;
+    if let Some(status) = exited {
+        let output = output.lock().expect("output lock");
+        panic!("callfold exited ({status}) before it listened:\n{output}");
+    }
+    let text = std::fs::read_to_string(&address_file).expect("address file readable");
+    let bound: Value = serde_json::from_str(&text).expect("the address file is JSON");
+    let scheme = if bound["https"] == Value::Bool(true) {
+        "https"
+    } else {
+        "http"
     };
-    let stdout = child.stdout.take().expect("piped stdout");
-    let kept = Arc::clone(&output);
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(stdout).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            keep(&kept, &line);
-        }
-    });
-    let mut lines = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
-    let mut admin_url = None;
-    let base_url = loop {
-        let line = lines
-            .next_line()
-            .await
-            .expect("stderr readable")
-            .unwrap_or_else(|| {
-                panic!(
-                    "callfold exited before it listened:\n{}",
-                    output.lock().expect("output lock")
-                )
-            });
-        keep(&output, &line);
-        let Some(addr) = log_field(&line, "addr") else {
-            continue;
-        };
-        if line.contains("admin listener") {
-            admin_url = Some(format!("http://{addr}"));
-        } else if line.contains("listening") {
-            let scheme = if log_field(&line, "https") == Some("true") {
-                "https"
-            } else {
-                "http"
-            };
-            break format!("{scheme}://{addr}");
-        }
-    };
-    // Keep draining stderr so the child never blocks on a full pipe.
-    let kept = Arc::clone(&output);
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = lines.next_line().await {
-            keep(&kept, &line);
-        }
-    });
+    let listen = bound["listen"].as_str().expect("listen address");
     RunningService {
         child,
-        base_url,
-        admin_url,
+        base_url: format!("{scheme}://{listen}"),
+        admin_url: bound["admin_listen"]
+            .as_str()
+            .map(|addr| format!("http://{addr}")),
         output,
+        _addresses: addresses,
     }
 }
 
@@ -559,7 +592,7 @@ pub async fn fold_from_scratch(store: &Store, call_key: &CallKey) -> String {
 /// Sends `calls` simulated calls (shuffled, 30% duplicates) through a receiver on `db` and
 /// returns the ids of the calls they produced.
 pub async fn send_simulated_calls(db: &TestDb, calls: usize, seed: u64) -> BTreeSet<CallKey> {
-    let receiver = start_receiver(&db.store, ReceiverConfig::default()).await;
+    let receiver = start_receiver(&db.store, test_settings()).await;
     let options = SimulateOptions {
         urls: vec![receiver.url.clone()],
         calls,

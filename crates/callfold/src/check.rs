@@ -9,16 +9,16 @@
 use std::fmt::Write as _;
 
 use anyhow::Context;
-use callfold_ingest::{TlsCertificate, WebhookSecrets};
-use callfold_projector::ApiToken;
+use callfold_ingest::WebhookSecrets;
+use callfold_service::configuration::{REBUILD_ADVICE, fingerprint, other_configuration};
+use callfold_service::{ApiToken, Settings, TlsCertificate, exposure};
 use callfold_store::{ConfigFingerprint, within};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, FromArgMatches};
 
 use crate::cli::{Cli, Command, ConfigAction, ServiceCommand};
-use crate::config::{self, Config, REBUILD_ADVICE};
+use crate::config::Config;
 use crate::database_url::{DatabaseLocation, redact_password};
-use crate::exposure;
 use crate::open::{Access, open_store};
 use crate::output;
 
@@ -93,8 +93,12 @@ async fn report(
     report.push('\n');
 
     let args = service.service();
-    let token_set = ApiToken::from_env().is_some();
-    exposure::check(args, token_set)?;
+    let settings = Settings {
+        api_token: ApiToken::from_env(),
+        ..service.settings()
+    };
+    let token_set = settings.api_token.is_some();
+    exposure::check(args.listen, args.admin_listen, &settings)?;
     match args.admin_listen {
         Some(admin) => {
             writeln!(
@@ -148,7 +152,7 @@ async fn report(
     }
     report.push('\n');
 
-    let configuration = config::fingerprint(&linking_rules, &precedence);
+    let configuration = fingerprint(&linking_rules, &precedence);
     writeln!(report, "configuration fingerprint: {configuration}")?;
     report.push_str(&database_report(&args.database, &configuration).await);
     report.push_str("configuration ok");
@@ -241,7 +245,7 @@ async fn database_report(
     };
     let other = within(
         database.commit_timeout(),
-        config::other_configuration(&store, configuration),
+        other_configuration(&store, configuration),
     )
     .await;
     match other {

@@ -1,17 +1,29 @@
 //! The command line: every subcommand and option, each option also readable from the
-//! environment. Parsing only; `main` decides what to run.
+//! environment, and the service settings they give. Parsing only; `main` decides what to run.
+//! The defaults of the service's options are read from `Settings::default()`, their one source.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::LazyLock;
 use std::time::Duration;
 
-use callfold_ingest::{ConnectionLimits, TlsFiles};
 use callfold_projector::ListParams;
+use callfold_service::{
+    ConnectionLimits, ProjectorSettings, ReceiverSettings, Roles, Settings, TlsFiles,
+};
 use callfold_store::{MAX_BODY_BYTES, PageQuery, PoolLimits};
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::address::parse_listen_address;
+
+/// The service's defaults, which the options below show and fall back on.
+static DEFAULTS: LazyLock<Settings> = LazyLock::new(Settings::default);
+
+/// `duration` in whole milliseconds, as the options take it.
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
 
 /// callfold turns Allo's signed webhooks into trustworthy per-call state.
 ///
@@ -152,6 +164,31 @@ impl ServiceCommand {
             self,
             ServiceCommand::Serve { .. } | ServiceCommand::Ingest { .. }
         )
+    }
+
+    /// The roles this service runs.
+    pub fn roles(&self) -> Roles {
+        match self {
+            ServiceCommand::Serve { .. } => Roles::All,
+            ServiceCommand::Ingest { .. } => Roles::Ingest,
+            ServiceCommand::Projector { .. } => Roles::Projector,
+        }
+    }
+
+    /// The settings its options give (the secrets, the token and the rules are added from the
+    /// environment and the configuration when it starts).
+    pub fn settings(&self) -> Settings {
+        match self {
+            ServiceCommand::Serve {
+                service,
+                receiver,
+                projector,
+            } => service.settings(Some(receiver), Some(projector)),
+            ServiceCommand::Ingest { service, receiver } => service.settings(Some(receiver), None),
+            ServiceCommand::Projector { service, projector } => {
+                service.settings(None, Some(projector))
+            }
+        }
     }
 }
 
@@ -325,7 +362,8 @@ pub struct DatabaseArgs {
     /// answered 503 with Retry-After, the connection is closed, and /readyz turns 503: the
     /// bound on a database that stops answering without closing the connection. Keep it well
     /// under Allo's 20 s delivery timeout (a delivery may wait for the commit before its own).
-    #[arg(long, env = "CALLFOLD_COMMIT_TIMEOUT_MS", default_value_t = 5000,
+    #[arg(long, env = "CALLFOLD_COMMIT_TIMEOUT_MS",
+          default_value_t = millis(DEFAULTS.commit_timeout),
           value_parser = clap::value_parser!(u64).range(1..), global = true)]
     pub commit_timeout_ms: u64,
 }
@@ -381,24 +419,28 @@ pub struct ServiceArgs {
     /// Most connections open at once on each listener. At the cap a new connection takes the
     /// place of the one idle the longest (never one with a request in flight); it is closed as
     /// it arrives only when every open connection has a request in flight.
-    #[arg(long, env = "CALLFOLD_MAX_CONNECTIONS", default_value_t = 1024,
+    #[arg(long, env = "CALLFOLD_MAX_CONNECTIONS",
+          default_value_t = DEFAULTS.connections.max_connections as u32,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
 
     /// Largest request line plus headers, in bytes; larger is answered 431.
-    #[arg(long, env = "CALLFOLD_MAX_HEADER_BYTES", default_value_t = 16_384,
+    #[arg(long, env = "CALLFOLD_MAX_HEADER_BYTES",
+          default_value_t = DEFAULTS.connections.max_header_bytes as u32,
           value_parser = clap::value_parser!(u32).range(1024..))]
     pub max_header_bytes: u32,
 
     /// Longest time, in milliseconds, for a new connection's first byte (of its request, or of
     /// its TLS handshake) to arrive; a connection that stays silent is closed.
-    #[arg(long, env = "CALLFOLD_FIRST_BYTE_TIMEOUT_MS", default_value_t = 3_000,
+    #[arg(long, env = "CALLFOLD_FIRST_BYTE_TIMEOUT_MS",
+          default_value_t = millis(DEFAULTS.connections.first_byte_timeout),
           value_parser = clap::value_parser!(u64).range(1..))]
     pub first_byte_timeout_ms: u64,
 
     /// Longest time, in milliseconds, for a request's headers (or a TLS handshake) to arrive;
     /// a slower or idle connection is closed.
-    #[arg(long, env = "CALLFOLD_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000,
+    #[arg(long, env = "CALLFOLD_HEADER_READ_TIMEOUT_MS",
+          default_value_t = millis(DEFAULTS.connections.header_read_timeout),
           value_parser = clap::value_parser!(u64).range(1..))]
     pub header_read_timeout_ms: u64,
 
@@ -407,15 +449,42 @@ pub struct ServiceArgs {
     /// committed, and the projector's batch and the database pools get at most as long again
     /// (reads on a silent database never end). Below the 30 s after which supervisors usually
     /// kill.
-    #[arg(long, env = "CALLFOLD_SHUTDOWN_TIMEOUT_MS", default_value_t = 20_000,
+    #[arg(long, env = "CALLFOLD_SHUTDOWN_TIMEOUT_MS",
+          default_value_t = millis(DEFAULTS.connections.shutdown_timeout),
           value_parser = clap::value_parser!(u64).range(1..))]
     pub shutdown_timeout_ms: u64,
+
+    /// Once listening, write the addresses bound (JSON: `listen`, `admin_listen`, `https`) to
+    /// this file, replacing it whole: how a supervisor or a test learns the port picked for
+    /// port 0.
+    #[arg(long, env = "CALLFOLD_ADDRESS_FILE")]
+    pub address_file: Option<PathBuf>,
 
     #[command(flatten)]
     pub database: DatabaseArgs,
 }
 
 impl ServiceArgs {
+    /// The settings of an app with these options, `receiver` and `projector` (each at its
+    /// defaults when absent), without the secrets and the rules, which come from the
+    /// environment and the configuration file.
+    pub fn settings(
+        &self,
+        receiver: Option<&ReceiverOptions>,
+        projector: Option<&ProjectorOptions>,
+    ) -> Settings {
+        let defaults = Settings::default();
+        Settings {
+            connections: self.connection_limits(),
+            tls: self.tls_files(),
+            allow_public_api: self.allow_public_api,
+            commit_timeout: self.database.commit_timeout(),
+            receiver: receiver.map_or(defaults.receiver, ReceiverOptions::settings),
+            projector: projector.map_or(defaults.projector, ProjectorOptions::settings),
+            ..defaults
+        }
+    }
+
     /// The limits these options put on every connection.
     pub fn connection_limits(&self) -> ConnectionLimits {
         ConnectionLimits {
@@ -438,59 +507,90 @@ impl ServiceArgs {
 #[derive(Debug, Args)]
 pub struct ReceiverOptions {
     /// Largest accepted distance, in seconds, between webhook-timestamp and this clock.
-    #[arg(long, env = "CALLFOLD_TOLERANCE", default_value_t = 300)]
+    #[arg(long, env = "CALLFOLD_TOLERANCE", default_value_t = DEFAULTS.receiver.tolerance_secs)]
     pub tolerance: u64,
 
     /// Largest accepted body, in bytes (inclusive); at most 268435456 (256 MiB), the largest
     /// body the store takes.
-    #[arg(long, env = "CALLFOLD_MAX_BODY", default_value_t = 1_048_576,
+    #[arg(long, env = "CALLFOLD_MAX_BODY", default_value_t = DEFAULTS.receiver.max_body,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_BODY_BYTES as u64))]
     pub max_body: usize,
 
     /// Longest time, in milliseconds, for a delivery's body to arrive once its headers have;
     /// a slower sender is answered 408.
-    #[arg(long, env = "CALLFOLD_BODY_READ_TIMEOUT_MS", default_value_t = 10_000,
+    #[arg(long, env = "CALLFOLD_BODY_READ_TIMEOUT_MS",
+          default_value_t = millis(DEFAULTS.receiver.body_read_timeout),
           value_parser = clap::value_parser!(u64).range(1..))]
     pub body_read_timeout_ms: u64,
 
     /// Deliveries that may wait for the next commit; past it the receiver answers 503 at once
     /// (with Retry-After), which bounds both memory and the wait of those accepted.
-    #[arg(long, env = "CALLFOLD_COMMIT_QUEUE", default_value_t = 128,
+    #[arg(long, env = "CALLFOLD_COMMIT_QUEUE",
+          default_value_t = DEFAULTS.receiver.commit_queue as u32,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub commit_queue: u32,
 
     /// Most deliveries committed in one transaction.
-    #[arg(long, env = "CALLFOLD_COMMIT_BATCH", default_value_t = 256,
+    #[arg(long, env = "CALLFOLD_COMMIT_BATCH",
+          default_value_t = DEFAULTS.receiver.commit_batch as u32,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub commit_batch: u32,
+}
+
+impl ReceiverOptions {
+    /// The receiver's settings these options give.
+    pub fn settings(&self) -> ReceiverSettings {
+        ReceiverSettings {
+            tolerance_secs: self.tolerance,
+            max_body: self.max_body,
+            body_read_timeout: Duration::from_millis(self.body_read_timeout_ms),
+            commit_queue: self.commit_queue as usize,
+            commit_batch: self.commit_batch as usize,
+        }
+    }
 }
 
 /// Options of the projector.
 #[derive(Debug, Args)]
 pub struct ProjectorOptions {
     /// Most calls a worker claims and folds in one transaction.
-    #[arg(long, env = "CALLFOLD_PROJECTOR_BATCH", default_value_t = 256,
+    #[arg(long, env = "CALLFOLD_PROJECTOR_BATCH", default_value_t = DEFAULTS.projector.batch,
           value_parser = clap::value_parser!(i64).range(1..))]
     pub projector_batch: i64,
 
     /// How long, in milliseconds, a worker's claim on calls lasts, by the database's clock: a
     /// worker renews it every third of it while it folds; if the worker dies, other workers
     /// take its calls over after this long.
-    #[arg(long, env = "CALLFOLD_CLAIM_LEASE_MS", default_value_t = 5000,
+    #[arg(long, env = "CALLFOLD_CLAIM_LEASE_MS",
+          default_value_t = millis(DEFAULTS.projector.claim_lease),
           value_parser = clap::value_parser!(u64).range(1..))]
     pub claim_lease_ms: u64,
 
     /// Least time, in milliseconds, between the starts of two batches of a worker that has
     /// caught up: under a steady stream of appends, calls gather into larger batches. An
     /// append after a quiet spell is folded at once.
-    #[arg(long, env = "CALLFOLD_FOLD_INTERVAL_MS", default_value_t = 5)]
+    #[arg(long, env = "CALLFOLD_FOLD_INTERVAL_MS",
+          default_value_t = millis(DEFAULTS.projector.fold_interval))]
     pub fold_interval_ms: u64,
 
     /// How often, in milliseconds, the projector polls the fold queue when no append wakes it
     /// (an append in this process, or on PostgreSQL in any process, wakes it at once).
-    #[arg(long, env = "CALLFOLD_POLL_INTERVAL_MS", default_value_t = 500,
+    #[arg(long, env = "CALLFOLD_POLL_INTERVAL_MS",
+          default_value_t = millis(DEFAULTS.projector.poll_interval),
           value_parser = clap::value_parser!(u64).range(1..))]
     pub poll_interval_ms: u64,
+}
+
+impl ProjectorOptions {
+    /// The projector's settings these options give.
+    pub fn settings(&self) -> ProjectorSettings {
+        ProjectorSettings {
+            batch: self.projector_batch,
+            claim_lease: Duration::from_millis(self.claim_lease_ms),
+            fold_interval: Duration::from_millis(self.fold_interval_ms),
+            poll_interval: Duration::from_millis(self.poll_interval_ms),
+        }
+    }
 }
 
 /// Options of the traffic simulator.
@@ -526,4 +626,31 @@ pub struct SimulateArgs {
     /// Seed of the invented traffic, duplicates and shuffle.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    /// Parses `callfold serve` alone, with no environment variable of its options set.
+    fn serve_with_no_option() -> Settings {
+        let cli = Cli::try_parse_from(["callfold", "serve"]).expect("serve parses");
+        let Command::Service(serve @ ServiceCommand::Serve { .. }) = cli.command else {
+            unreachable!("parsed as serve")
+        };
+        serve.settings()
+    }
+
+    #[test]
+    fn the_command_line_defaults_are_the_settings_defaults() {
+        let (parsed, defaults) = (serve_with_no_option(), Settings::default());
+        assert_eq!(parsed.connections, defaults.connections);
+        assert_eq!(parsed.receiver, defaults.receiver);
+        assert_eq!(parsed.projector, defaults.projector);
+        assert_eq!(parsed.commit_timeout, defaults.commit_timeout);
+        assert_eq!(parsed.allow_public_api, defaults.allow_public_api);
+        assert!(parsed.tls.is_none());
+    }
 }

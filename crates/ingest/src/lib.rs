@@ -1,32 +1,27 @@
-//! The receiver of callfold: turns a signed HTTP delivery from Allo into a durable, deduplicated
-//! record of the event log, then answers.
+//! The receiver of callfold: turns a signed delivery from Allo into a durable, deduplicated
+//! record of the event log, and says what to answer.
 //!
 //! Owns signature verification ([`signature`]), secrets ([`secret`]), envelope reading and the
-//! linking rules ([`envelope`]), the group commit ([`commit`]), the endpoint ([`http`]) and the hardened socket every
-//! callfold listener serves on ([`listener`]: TLS, connection and header limits); and, for
-//! operators, the kept records and their re-drive ([`quarantine`]), the requests refused
-//! before authentication ([`rejections`], warned of in the log by [`refusal_warnings`]) and
-//! the private routes over both ([`admin`]). It
-//! never folds state: it only appends to the log through `callfold-store`.
+//! linking rules ([`envelope`]), the group commit ([`commit`]) and the decision for one
+//! delivery ([`receiver`]); and, for operators, the kept records and their re-drive
+//! ([`quarantine`]) and the requests refused before authentication ([`rejections`], warned of
+//! in the log by [`refusal_warnings`]). It knows no HTTP server: `callfold-service` reads
+//! requests and serves these as routes. It never folds state: it only appends to the log
+//! through `callfold-store`.
 
-pub mod admin;
 pub mod commit;
-mod connections;
 pub mod envelope;
-pub mod http;
-pub mod listener;
 pub mod quarantine;
+pub mod receiver;
 pub mod refusal_warnings;
 pub mod rejections;
 pub mod secret;
 pub mod signature;
 
-pub use admin::{quarantine_router, rejections_router};
 pub use commit::{AppendError, CommitHealth, CommitQueue};
 pub use envelope::{ALLO_TOPICS, LinkingRules};
-pub use http::{BodyLimits, IngestState, WEBHOOK_PATH, router};
-pub use listener::{ConnectionLimits, PeerAddr, TlsCertificate, TlsError, TlsFiles, serve};
 pub use quarantine::{KeptRecordDetail, Quarantine, QuarantineError, QuarantinedRecord};
+pub use receiver::{Receipt, Receiver, Rejection, WEBHOOK_PATH};
 pub use rejections::RecentRejections;
 pub use secret::{InvalidSecret, SECRETS_ENV, Secret, WebhookSecrets};
 pub use signature::{HeaderError, SignedHeaders, Verifier, VerifyError, sign};

@@ -9,11 +9,11 @@
 //! stale or future timestamp is only reported (with its distance) for an authentic delivery:
 //! that distance is a measure of clock skew no forger can move.
 
-use axum::http::HeaderMap;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use callfold_store::WebhookId;
 use hmac::{Hmac, Mac};
+use http::HeaderMap;
 use sha2::Sha256;
 
 use crate::secret::{Secret, WebhookSecrets};
@@ -217,7 +217,7 @@ pub fn sign(secret: &Secret, webhook_id: &WebhookId, timestamp: i64, body: &[u8]
 
 #[cfg(test)]
 mod tests {
-    use axum::http::HeaderValue;
+    use http::HeaderValue;
 
     use super::*;
 

@@ -1,14 +1,11 @@
-//! Live updates: `GET /v1/stream` and `GET /v1/calls/{call_id}/stream` push each projection
-//! change as server-sent events, in the order the changes were committed, and resume from a
-//! cursor.
+//! Live updates: the projection changes, in the order they were committed, from a cursor on,
+//! for every call or one, as a channel of [`LiveChange`]s (`callfold-service` serves them as
+//! server-sent events on `GET /v1/stream` and `GET /v1/calls/{call_id}/stream`).
 //!
-//! Every event is one change: `id` is the change's number (see `callfold_store`'s projection
-//! changes), `event` is `projection`, and `data` is the call as `GET /v1/calls/{call_id}` shows
-//! it. A client resumes with `Last-Event-ID` (browsers send it by themselves on reconnecting)
-//! or `?after=N`, and receives every call changed after change N at its latest state: a call
-//! changed twice while the client was away arrives once, as it is now. Without a cursor,
-//! `/v1/stream` starts with the next change, and a call's stream starts with the call as it is
-//! now.
+//! Every item is one change: its number (see `callfold_store`'s projection changes) and the
+//! call as `GET /v1/calls/{call_id}` shows it. Following from change N gives every call changed
+//! after N at its latest state: a call changed twice while the client was away arrives once,
+//! as it is now.
 //!
 //! A stream wakes when a projector of its own process commits, and polls the store meanwhile,
 //! which is how it follows projectors in other processes. Streams end, their bodies finished
@@ -16,19 +13,11 @@
 //! would otherwise hold the shutdown until its timeout. A client resumes from its last id on
 //! another process.
 
-use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
-use axum::response::sse::{Event, KeepAlive, Sse};
-use callfold_store::{CallKey, ProjectionChange, Store};
-use serde::Deserialize;
+use callfold_store::{CallKey, ProjectionChange, Store, StoreError};
 use tokio::sync::{mpsc, watch};
-use tokio_stream::Stream;
-use tokio_stream::wrappers::ReceiverStream;
 
-use crate::query::QueryError;
 use crate::view::CallView;
 
 /// Changes read per store round trip.
@@ -66,72 +55,39 @@ impl LiveChanges {
     }
 }
 
-/// The cursor of a stream, as given by a user.
-#[derive(Debug, Default, Deserialize)]
-pub struct StreamParams {
-    /// Resume after this change.
-    after: Option<String>,
+/// One projection change, as a live stream shows it.
+#[derive(Clone, Debug)]
+pub struct LiveChange {
+    /// The change's number: the cursor to resume after.
+    pub change: i64,
+    /// The call as `GET /v1/calls/{call_id}` shows it after the change.
+    pub call: CallView,
 }
 
-/// The change to resume after: `?after=`, else `Last-Event-ID`, else none.
-fn cursor(params: &StreamParams, headers: &HeaderMap) -> Result<Option<i64>, QueryError> {
-    let given = params.after.as_deref().or_else(|| {
-        headers
-            .get("last-event-id")
-            .and_then(|value| value.to_str().ok())
-    });
-    given
-        .map(|text| {
-            text.trim().parse().map_err(|_| QueryError::BadParameter {
-                name: "after",
-                problem: "must be the id of an event of this stream".to_owned(),
-            })
-        })
-        .transpose()
+impl LiveChanges {
+    /// The number of the latest change committed so far: where a stream of every call that is
+    /// given no cursor starts.
+    pub async fn latest_change(&self) -> Result<i64, StoreError> {
+        self.store.last_projection_change().await
+    }
+
+    /// Every change after `after`, of `call` or of all calls, then each one as it comes, until
+    /// the receiver is dropped or the process stops (the channel then closes once the changes
+    /// already buffered are taken).
+    pub fn follow(self, after: i64, call: Option<CallKey>) -> mpsc::Receiver<LiveChange> {
+        let (changes, receiver) = mpsc::channel(BUFFERED_EVENTS);
+        tokio::spawn(follow_until_stopping(self, after, call, changes));
+        receiver
+    }
 }
 
-/// `GET /v1/stream`: every call's changes.
-pub async fn all_calls(
-    State(live): State<LiveChanges>,
-    Query(params): Query<StreamParams>,
-    headers: HeaderMap,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, QueryError> {
-    let after = match cursor(&params, &headers)? {
-        Some(after) => after,
-        None => live.store.last_projection_change().await?,
-    };
-    Ok(stream(live, after, None))
-}
-
-/// `GET /v1/calls/{call_id}/stream`: one call's changes, from its current state unless a
-/// cursor is given. The call need not exist yet.
-pub async fn one_call(
-    State(live): State<LiveChanges>,
-    Path(call_id): Path<String>,
-    Query(params): Query<StreamParams>,
-    headers: HeaderMap,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, QueryError> {
-    let after = cursor(&params, &headers)?.unwrap_or(0);
-    Ok(stream(live, after, Some(CallKey::new(call_id))))
-}
-
-fn stream(
-    live: LiveChanges,
-    after: i64,
-    call: Option<CallKey>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let (events, receiver) = mpsc::channel(BUFFERED_EVENTS);
-    tokio::spawn(follow_until_stopping(live, after, call, events));
-    Sse::new(ReceiverStream::new(receiver)).keep_alive(KeepAlive::default())
-}
-
-/// [`follow`] until the process stops. Dropping the sender then ends the body once the events
-/// already buffered are sent.
+/// [`follow`] until the process stops. Dropping the sender then closes the channel once the
+/// changes already buffered are taken.
 async fn follow_until_stopping(
     live: LiveChanges,
     after: i64,
     call: Option<CallKey>,
-    events: mpsc::Sender<Result<Event, Infallible>>,
+    changes: mpsc::Sender<LiveChange>,
 ) {
     let stopping = live.stopping.clone();
     let stopped = async move {
@@ -144,18 +100,18 @@ async fn follow_until_stopping(
     };
     // `follow` only reads, so it may stop at any await.
     tokio::select! {
-        () = follow(live, after, call, events) => {}
+        () = follow(live, after, call, changes) => {}
         () = stopped => {}
     }
 }
 
-/// Sends every change after `after` (of `call`, or of all) to `events`, then waits for more,
+/// Sends every change after `after` (of `call`, or of all) to `changes`, then waits for more,
 /// until the client goes away.
 async fn follow(
     mut live: LiveChanges,
     mut after: i64,
     call: Option<CallKey>,
-    events: mpsc::Sender<Result<Event, Infallible>>,
+    changes: mpsc::Sender<LiveChange>,
 ) {
     loop {
         let page = match live
@@ -172,10 +128,10 @@ async fn follow(
         let full = page.len() as i64 == PAGE;
         for change in page {
             after = change.change;
-            let Some(event) = event_of(&change) else {
+            let Some(live) = live_change(&change) else {
                 continue;
             };
-            if events.send(Ok(event)).await.is_err() {
+            if changes.send(live).await.is_err() {
                 return;
             }
         }
@@ -191,20 +147,19 @@ async fn follow(
         tokio::select! {
             () = woken => {}
             () = tokio::time::sleep(live.poll) => {}
-            () = events.closed() => return,
+            () = changes.closed() => return,
         }
     }
 }
 
-/// The event of `change`; none when its document does not parse (it cannot be shown).
-fn event_of(change: &ProjectionChange) -> Option<Event> {
-    let data = CallView::stored(&change.projection)
-        .and_then(|call| serde_json::to_string(&call))
+/// `change` as a stream shows it; none when its document does not parse (it cannot be shown,
+/// and the error is logged).
+fn live_change(change: &ProjectionChange) -> Option<LiveChange> {
+    let call = CallView::stored(&change.projection)
         .inspect_err(|error| tracing::error!(%error, "a stored call document does not parse"))
         .ok()?;
-    let event = Event::default()
-        .id(change.change.to_string())
-        .event("projection")
-        .data(data);
-    Some(event)
+    Some(LiveChange {
+        change: change.change,
+        call,
+    })
 }

@@ -292,6 +292,17 @@ impl Projector {
         Ok(())
     }
 
+    /// Wakes `wake` on every append any process commits (see `Store::watch_appends`), for as
+    /// long as it is polled: after a lost connection it wakes once (appends may have been
+    /// missed), waits `retry`, and listens again; the projector polls meanwhile.
+    pub async fn listen_for_appends(&self, wake: &Notify, retry: Duration) {
+        while let Err(error) = self.store.watch_appends(|| wake.notify_one()).await {
+            tracing::warn!(%error, "not notified of appends; polling, listening again soon");
+            wake.notify_one();
+            tokio::time::sleep(retry).await;
+        }
+    }
+
     /// Folds batches until `shutdown` resolves: immediately while calls wait, then on each
     /// `wake` (a new append) or every `poll`, whichever comes first, but no sooner than
     /// `min_interval` after the previous batch started: under a steady stream of appends, calls

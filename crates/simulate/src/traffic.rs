@@ -92,6 +92,18 @@ fn invent_call(rng: &mut StdRng, start: DateTime<Utc>, out: &mut Vec<(DateTime<U
         ),
     ));
 
+    invent_follow_ups(rng, &call_id, (&caller, &line), (start, end), out);
+}
+
+/// The events that may follow a call between `caller` and `line` that ran from `start` to
+/// `end`: a tag (maybe removed later), a message, a contact.
+fn invent_follow_ups(
+    rng: &mut StdRng,
+    call_id: &str,
+    (caller, line): (&str, &str),
+    (start, end): (DateTime<Utc>, DateTime<Utc>),
+    out: &mut Vec<(DateTime<Utc>, Value)>,
+) {
     if rng.random_bool(0.8) {
         let tag = TAGS.choose(rng).copied().unwrap_or("sales");
         let added = end + Duration::milliseconds(rng.random_range(500..60_000));

@@ -17,7 +17,7 @@ use callfold_store::{ConfigFingerprint, Store, StoreError, within};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 
-use crate::config::{REBUILD_ADVICE, other_configuration};
+use crate::configuration::{REBUILD_ADVICE, other_configuration};
 
 /// What `/readyz` checks.
 #[derive(Clone, Debug)]
@@ -92,7 +92,7 @@ async fn readyz(State(readiness): State<Readiness>) -> impl IntoResponse {
 const STORE_STATS_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Publishes the database's counts (see `Store::stats`) as gauges, every
-/// [`STORE_STATS_INTERVAL`], for as long as the process runs.
+/// [`STORE_STATS_INTERVAL`], for as long as it is polled.
 pub async fn publish_store_stats(store: Store) {
     let mut ticks = tokio::time::interval(STORE_STATS_INTERVAL);
     loop {

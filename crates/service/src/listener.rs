@@ -53,7 +53,7 @@ pub struct PeerAddr(pub SocketAddr);
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// The limits every connection of a listener is held to.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnectionLimits {
     /// Most connections open at once. At the cap a newcomer takes the place of the
     /// longest-idle connection; it is closed on accept only when every open connection has a

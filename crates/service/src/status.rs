@@ -4,7 +4,8 @@
 //! `GET /status/calls/{call_id}` shows one call's events in arrival order beside their
 //! effective order, late arrivals highlighted.
 //!
-//! Everything shown comes from the database, so every process shows the same page.
+//! Everything shown comes from the database, so every process shows the same page. Both
+//! routes are private: [`crate::routes`] puts the token in front of them, as of `/v1`.
 
 use std::fmt::Write;
 use std::sync::Arc;
@@ -14,11 +15,10 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
+use callfold_projector::{
+    CallDocument, CallMeta, CallStatus, CallView, Calls, HistoryEvent, QueryError,
+};
 use callfold_store::{EventTime, Store};
-
-use crate::fold::{CallDocument, CallStatus};
-use crate::query::{Calls, QueryError};
-use crate::view::{CallMeta, CallView, HistoryEvent};
 
 /// How many of the calls changed last the page lists.
 const RECENT_CALLS: i64 = 20;

@@ -9,24 +9,28 @@
 //! network already restricts who can reach it. The webhook endpoint alone is public by design:
 //! everything it accepts is signed.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
-use crate::cli::ServiceArgs;
+use crate::settings::Settings;
 
-/// Ok when `service` may serve its private routes where it was asked to, given whether an API
-/// token is set; otherwise an error naming the risk and the ways out.
-pub fn check(service: &ServiceArgs, token_set: bool) -> anyhow::Result<()> {
-    if token_set || service.allow_public_api {
+/// Ok when an app with `settings` may serve its private routes on `listen` (or, when given, on
+/// `admin_listen`); otherwise an error naming the risk and the ways out.
+pub fn check(
+    listen: SocketAddr,
+    admin_listen: Option<SocketAddr>,
+    settings: &Settings,
+) -> anyhow::Result<()> {
+    if settings.api_token.is_some() || settings.allow_public_api {
         return Ok(());
     }
-    let (addr, private_enough) = match service.admin_listen {
-        None => (service.listen, is_loopback(service.listen.ip())),
+    let (addr, private_enough) = match admin_listen {
+        None => (listen, is_loopback(listen.ip())),
         Some(admin) => (admin, is_loopback(admin.ip()) || is_private(admin.ip())),
     };
     if private_enough {
         return Ok(());
     }
-    let option = if service.admin_listen.is_some() {
+    let option = if admin_listen.is_some() {
         "--admin-listen"
     } else {
         "--listen"

@@ -1,0 +1,60 @@
+//! Route assembly: the one place that decides which route is public and which is private, and
+//! where the bearer token is applied. The public router holds the webhook endpoint alone
+//! (everything it accepts is signed); the private router holds the operational endpoints
+//! (`/healthz`, `/readyz`, `/metrics`, open as before so that probes need no token) and, behind
+//! the token when one is set, all of `/v1` and all of `/status`.
+
+use axum::Router;
+use callfold_ingest::{Quarantine, Receiver};
+use callfold_projector::{Calls, LiveChanges};
+use callfold_store::Store;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::auth::{ApiToken, with_token};
+use crate::ops::{self, Readiness};
+use crate::webhook::BodyLimits;
+use crate::{operator_api, query_api, status};
+
+/// What the routes of one app serve; a part is absent when the app's roles do not run it.
+pub struct RouteParts {
+    /// The receiver and its body limits, when the app receives deliveries.
+    pub receiver: Option<(Receiver, BodyLimits)>,
+    /// The query API's calls and live streams, when the app runs a projector.
+    pub queries: Option<(Calls, LiveChanges)>,
+    /// The kept records, which every app can inspect and re-drive.
+    pub quarantine: Quarantine,
+    /// The store and the calls the status page reads.
+    pub status_page: (Store, Calls),
+    /// What `/readyz` checks.
+    pub readiness: Readiness,
+    /// The metrics `/metrics` renders.
+    pub metrics: PrometheusHandle,
+    /// The token of every private route but the operational ones, when one is set.
+    pub api_token: Option<ApiToken>,
+}
+
+/// An app's routes, by who may reach them.
+pub struct Routes {
+    /// The webhook endpoint, when the app receives deliveries.
+    pub public: Router,
+    /// Everything else.
+    pub private: Router,
+}
+
+/// Builds the public and the private router of `parts`.
+pub fn assemble(parts: RouteParts) -> Routes {
+    let mut public = Router::new();
+    let mut guarded = operator_api::quarantine_router(parts.quarantine);
+    if let Some((receiver, body_limits)) = parts.receiver {
+        guarded = guarded.merge(operator_api::rejections_router(receiver.rejections()));
+        public = public.merge(crate::webhook::router(receiver, body_limits));
+    }
+    if let Some((calls, live)) = parts.queries {
+        guarded = guarded.merge(query_api::router(calls, live));
+    }
+    let (store, calls) = parts.status_page;
+    guarded = guarded.merge(status::router(store, calls));
+    let private =
+        ops::router(parts.readiness, parts.metrics).merge(with_token(guarded, parts.api_token));
+    Routes { public, private }
+}
