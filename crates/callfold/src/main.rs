@@ -4,6 +4,7 @@
 mod cli;
 mod config;
 mod exposure;
+mod metrics_catalog;
 mod ops;
 
 use std::ffi::OsString;
@@ -21,7 +22,6 @@ use callfold_projector::{ApiToken, Calls, ListFilter, LiveChanges, Precedence, P
 use callfold_simulate::SimulateOptions;
 use callfold_store::{CallKey, ConfigFingerprint, Store, within};
 use clap::{CommandFactory, FromArgMatches};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::{Notify, watch};
@@ -328,7 +328,10 @@ async fn run_services(
         ),
         Err(error) => tracing::warn!(%error, "cannot compare the configuration with the store's"),
     }
-    let metrics = metrics_recorder()?;
+    let metrics = metrics_catalog::MetricsExporter::install(metrics_catalog::Roles {
+        receiver: receiver.is_some(),
+        projector: projector.is_some(),
+    })?;
     let precedence_for_pages = precedence.clone();
     let (stop, stopped) = watch::channel(false);
     let stopping = stopped.clone();
@@ -486,35 +489,6 @@ async fn run_services(
     }
     tracing::info!("stopped");
     Ok(())
-}
-
-/// The Prometheus recorder, with histogram buckets for the histograms callfold records.
-fn metrics_recorder() -> anyhow::Result<PrometheusHandle> {
-    let buckets: [(&str, &[f64]); 3] = [
-        (
-            "callfold_ack_seconds",
-            &[
-                0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-            ],
-        ),
-        (
-            "callfold_event_lateness_seconds",
-            &[
-                0.1, 1.0, 10.0, 60.0, 300.0, 1800.0, 3600.0, 21600.0, 86400.0,
-            ],
-        ),
-        (
-            "callfold_commit_batch_size",
-            &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0],
-        ),
-    ];
-    let mut builder = PrometheusBuilder::new();
-    for (name, bounds) in buckets {
-        builder = builder.set_buckets_for_metric(Matcher::Full(name.to_owned()), bounds)?;
-    }
-    builder
-        .install_recorder()
-        .context("cannot install the metrics recorder")
 }
 
 async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {

@@ -22,7 +22,7 @@ pub mod signature;
 pub use admin::{quarantine_router, rejections_router};
 pub use commit::{AppendError, CommitHealth, CommitQueue};
 pub use envelope::LinkingRules;
-pub use http::{BodyLimits, IngestState, WEBHOOK_PATH, router};
+pub use http::{BodyLimits, DELIVERY_OUTCOMES, IngestState, WEBHOOK_PATH, router};
 pub use listener::{ConnectionLimits, PeerAddr, TlsCertificate, TlsError, TlsFiles, serve};
 pub use quarantine::{Quarantine, QuarantineError};
 pub use rejections::RecentRejections;

@@ -183,9 +183,7 @@ impl Calls {
     /// longest-waiting call in seconds: `{"log": {...}, "projector": {...}}`.
     pub async fn stats(&self) -> Result<Value, QueryError> {
         let stats = self.store.stats().await?;
-        let lag_seconds = stats
-            .oldest_waiting_since
-            .map_or(0.0, |since| EventTime::now().seconds_after(since));
+        let lag_seconds = stats.lag_seconds();
         Ok(json!({
             "log": {
                 "events": stats.log_events,
