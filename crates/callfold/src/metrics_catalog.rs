@@ -5,7 +5,8 @@
 //! file descriptors, start time) read at each scrape.
 //!
 //! The crates record their metrics by name where things happen; a test checks that every name
-//! they record is listed here.
+//! they record is listed here, and that the alert rules and the dashboard under
+//! `docs/prometheus/` name only metrics listed here.
 
 use anyhow::Context;
 use callfold_ingest::DELIVERY_OUTCOMES;
@@ -402,6 +403,29 @@ mod tests {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
     }
 
+    /// The names under which Prometheus shows the catalog's metrics.
+    fn exported_names() -> BTreeSet<String> {
+        let mut names = BTreeSet::new();
+        for metric in CATALOG {
+            names.insert(metric.name.to_owned());
+            if let Histogram(_) = metric.kind {
+                for suffix in ["_bucket", "_sum", "_count"] {
+                    names.insert(format!("{}{suffix}", metric.name));
+                }
+            }
+        }
+        names
+    }
+
+    /// Every word of `text` that starts with one of `prefixes` (a word being a run of letters,
+    /// digits and underscores).
+    fn metric_names_in(text: &str, prefixes: &[&str]) -> BTreeSet<String> {
+        text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|word| prefixes.iter().any(|prefix| word.starts_with(prefix)))
+            .map(str::to_owned)
+            .collect()
+    }
+
     fn rust_files(folder: &Path, found: &mut Vec<PathBuf>) {
         for entry in std::fs::read_dir(folder).expect("a readable folder") {
             let path = entry.expect("a folder entry").path();
@@ -467,5 +491,42 @@ mod tests {
         }
         // The scan found the recording sites (it would pass vacuously otherwise).
         assert!(recorded >= 15, "only {recorded} recording sites found");
+    }
+
+    /// `promtool check rules` accepts the alert rules (promtool must be installed: README's
+    /// test command installs it), and the rules and the dashboard name only metrics that
+    /// callfold exports.
+    #[test]
+    fn the_alert_rules_and_dashboard_are_valid_and_name_exported_metrics() {
+        let folder = workspace().join("docs/prometheus");
+        let rules = folder.join("alerts.yml");
+        let checked = std::process::Command::new("promtool")
+            .args(["check", "rules"])
+            .arg(&rules)
+            .output()
+            .unwrap_or_else(|error| {
+                panic!(
+                    "promtool is required to check {}: {error} (README's test command \
+                     installs it: Debian's prometheus package)",
+                    rules.display()
+                )
+            });
+        assert!(
+            checked.status.success(),
+            "promtool check rules failed:\n{}{}",
+            String::from_utf8_lossy(&checked.stdout),
+            String::from_utf8_lossy(&checked.stderr)
+        );
+        let exported = exported_names();
+        for file in ["alerts.yml", "dashboard.json"] {
+            let text = std::fs::read_to_string(folder.join(file)).expect("a readable file");
+            let named = metric_names_in(&text, &["callfold_", "process_"]);
+            assert!(!named.is_empty(), "{file} names no metric");
+            let unknown: Vec<&String> = named.difference(&exported).collect();
+            assert!(
+                unknown.is_empty(),
+                "{file} names metrics callfold does not export: {unknown:?}"
+            );
+        }
     }
 }
