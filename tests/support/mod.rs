@@ -5,6 +5,7 @@
 //! Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub mod certificate;
 pub mod relay;
 
 use std::collections::BTreeSet;

@@ -526,6 +526,8 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: no new connections, finishing appends in flight");
 }
 
+/// `callfold simulate`: prints the report, and fails when any request failed, with the first
+/// failure's cause.
 async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
     let secrets = WebhookSecrets::from_env()?;
     let secret = secrets
@@ -540,7 +542,16 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
         shuffle: args.shuffle,
         seed: args.seed,
     };
-    let report = callfold_simulate::run(&options, secret).await;
+    let client = callfold_simulate::http_client(options.concurrency, args.insecure)
+        .context("cannot set up the HTTP client")?;
+    let report = callfold_simulate::run_with(&client, &options, secret).await;
     println!("{report}");
+    let failed = report.failures().count();
+    if let Some(first) = report.failures().next() {
+        anyhow::bail!(
+            "{failed} of {} requests failed; the first: {first}",
+            report.answers.len()
+        );
+    }
     Ok(())
 }
