@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::path::Path;
 use std::sync::Arc;
 
 use http_body_util::Full;
@@ -16,29 +15,8 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 
+use support::certificate::{Certificate, install, self_signed};
 use support::{RunningService, SECRET, TestDb, envelope, signature, start_service, unix_now};
-
-/// A self-signed certificate for `localhost`: its DER, and the PEM files of it and its key.
-struct Certificate {
-    der: CertificateDer<'static>,
-    cert_pem: String,
-    key_pem: String,
-}
-
-fn self_signed() -> Certificate {
-    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
-        .expect("rcgen makes a certificate");
-    Certificate {
-        der: made.cert.der().clone(),
-        cert_pem: made.cert.pem(),
-        key_pem: made.signing_key.serialize_pem(),
-    }
-}
-
-fn install(certificate: &Certificate, folder: &Path) {
-    std::fs::write(folder.join("cert.pem"), &certificate.cert_pem).expect("write cert");
-    std::fs::write(folder.join("key.pem"), &certificate.key_pem).expect("write key");
-}
 
 /// A TLS client that trusts exactly `trusted`.
 fn connector(trusted: &[&Certificate]) -> TlsConnector {

@@ -6,6 +6,7 @@
 //! Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub mod certificate;
 pub mod relay;
 
 use std::collections::BTreeSet;

@@ -626,6 +626,10 @@ pub struct SimulateArgs {
     /// Seed of the invented traffic, duplicates and shuffle.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+
+    /// Accept any certificate over HTTPS, a self-signed one included (test setups only).
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 #[cfg(test)]

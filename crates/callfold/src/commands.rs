@@ -196,6 +196,8 @@ pub async fn rebuild(
     Ok(())
 }
 
+/// `callfold simulate`: prints the report, and fails when any request failed, with the first
+/// failure's cause.
 pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
     let secrets = WebhookSecrets::from_env()?;
     let secret = secrets
@@ -210,6 +212,16 @@ pub async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
         shuffle: args.shuffle,
         seed: args.seed,
     };
-    let report = callfold_simulate::run(&options, secret).await;
-    output::print(&report.to_string())
+    let client = callfold_simulate::http_client(options.concurrency, args.insecure)
+        .context("cannot set up the HTTP client")?;
+    let report = callfold_simulate::run_with(&client, &options, secret).await;
+    output::print(&report.to_string())?;
+    let failed = report.failures().count();
+    if let Some(first) = report.failures().next() {
+        anyhow::bail!(
+            "{failed} of {} requests failed; the first: {first}",
+            report.answers.len()
+        );
+    }
+    Ok(())
 }

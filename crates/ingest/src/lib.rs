@@ -21,7 +21,7 @@ pub mod signature;
 pub use commit::{AppendError, CommitHealth, CommitQueue};
 pub use envelope::{ALLO_TOPICS, LinkingRules};
 pub use quarantine::{KeptRecordDetail, Quarantine, QuarantineError, QuarantinedRecord};
-pub use receiver::{Receipt, Receiver, Rejection, WEBHOOK_PATH};
+pub use receiver::{DELIVERY_OUTCOMES, Receipt, Receiver, Rejection, WEBHOOK_PATH};
 pub use rejections::RecentRejections;
 pub use secret::{InvalidSecret, SECRETS_ENV, Secret, WebhookSecrets};
 pub use signature::{HeaderError, SignedHeaders, Verifier, VerifyError, sign};

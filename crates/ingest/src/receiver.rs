@@ -182,7 +182,27 @@ fn receipt_of(outcome: AppendOutcome, quarantined: bool, unlinked: bool) -> Rece
     }
 }
 
+/// Every value of `callfold_deliveries_total`'s `outcome` label: what became of a delivery, or
+/// why it was refused. A service shows each of them from its start, at zero.
+pub const DELIVERY_OUTCOMES: [&str; 11] = [
+    "accepted",
+    "duplicate",
+    "quarantined",
+    "bad_request",
+    "bad_signature",
+    "stale_timestamp",
+    "too_large",
+    "slow_body",
+    "queue_full",
+    "store_unavailable",
+    "commit_timeout",
+];
+
 fn count_delivery(outcome: &'static str) {
+    debug_assert!(
+        DELIVERY_OUTCOMES.contains(&outcome),
+        "{outcome} is missing from DELIVERY_OUTCOMES"
+    );
     metrics::counter!("callfold_deliveries_total", "outcome" => outcome).increment(1);
 }
 

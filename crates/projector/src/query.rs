@@ -221,9 +221,7 @@ impl Calls {
     /// longest-waiting call in seconds.
     pub async fn stats(&self) -> Result<StatsView, QueryError> {
         let stats = self.store.stats().await?;
-        let lag_seconds = stats
-            .oldest_waiting_since
-            .map_or(0.0, |since| EventTime::now().seconds_after(since));
+        let lag_seconds = stats.lag_seconds();
         Ok(StatsView {
             log: LogCounts {
                 events: stats.log_events,

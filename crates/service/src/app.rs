@@ -5,14 +5,13 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use callfold_ingest::{CommitQueue, Quarantine, Receiver, Verifier};
 use callfold_projector::{Calls, LiveChanges, Projector};
 use callfold_store::{ConfigFingerprint, Store};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
@@ -20,6 +19,7 @@ use tokio::task::JoinHandle;
 
 use crate::configuration::{REBUILD_ADVICE, fingerprint, other_configuration};
 use crate::listener::{self, ConnectionLimits, TlsCertificate};
+use crate::metrics_catalog::MetricsExporter;
 use crate::ops::{self, Readiness};
 use crate::routes::{self, RouteParts, Routes};
 use crate::settings::Settings;
@@ -178,7 +178,7 @@ impl App {
             quarantine,
             status_page: (store.clone(), calls(&store, &settings)),
             readiness,
-            metrics: metrics_recorder()?,
+            metrics: MetricsExporter::install(roles)?,
             api_token: settings.api_token.clone(),
         });
         Ok(Self {
@@ -384,42 +384,4 @@ async fn warn_of_other_configuration(store: &Store, configuration: &ConfigFinger
         ),
         Err(error) => tracing::warn!(%error, "cannot compare the configuration with the store's"),
     }
-}
-
-/// The process's Prometheus recorder, with histogram buckets for the histograms callfold
-/// records. A recorder is global to the process: the first app installs it, later apps of the
-/// same process (tests) share it.
-fn metrics_recorder() -> anyhow::Result<PrometheusHandle> {
-    static INSTALLED: Mutex<Option<PrometheusHandle>> = Mutex::new(None);
-    let mut installed = INSTALLED.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(handle) = installed.as_ref() {
-        return Ok(handle.clone());
-    }
-    let buckets: [(&str, &[f64]); 3] = [
-        (
-            "callfold_ack_seconds",
-            &[
-                0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-            ],
-        ),
-        (
-            "callfold_event_lateness_seconds",
-            &[
-                0.1, 1.0, 10.0, 60.0, 300.0, 1800.0, 3600.0, 21600.0, 86400.0,
-            ],
-        ),
-        (
-            "callfold_commit_batch_size",
-            &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0],
-        ),
-    ];
-    let mut builder = PrometheusBuilder::new();
-    for (name, bounds) in buckets {
-        builder = builder.set_buckets_for_metric(Matcher::Full(name.to_owned()), bounds)?;
-    }
-    let handle = builder
-        .install_recorder()
-        .context("cannot install the metrics recorder")?;
-    *installed = Some(handle.clone());
-    Ok(handle)
 }

@@ -6,7 +6,8 @@
 //! registry, authentication of private routes ([`auth`]), route assembly ([`routes`]), the
 //! webhook endpoint ([`webhook`]), the `/v1` query API ([`query_api`]) and its live streams
 //! ([`stream`]), the operators' `/v1` routes ([`operator_api`]), the status page
-//! ([`status`]), the operational endpoints ([`ops`]), the secure-default check of where
+//! ([`status`]), the operational endpoints ([`ops`]) and the catalog of every metric they
+//! export ([`metrics_catalog`]), the secure-default check of where
 //! private routes are served ([`exposure`]) and the configuration's fingerprint
 //! ([`configuration`]). The domain crates (`callfold-ingest`, `callfold-projector`,
 //! `callfold-store`) expose functions and types only.
@@ -17,6 +18,7 @@ pub mod configuration;
 mod connections;
 pub mod exposure;
 pub mod listener;
+pub mod metrics_catalog;
 pub mod operator_api;
 pub mod ops;
 pub mod query_api;

@@ -1,8 +1,9 @@
 //! The operational endpoints every callfold service serves: `/healthz` (the process answers),
 //! `/readyz` (the store answers within the commit deadline and is fully migrated, and the
 //! receiver's commits, if it runs one, are not failing; with a note when its projections were
-//! folded with another configuration) and `/metrics` (Prometheus text); and the gauges of the
-//! database's counts that every service publishes there.
+//! folded with another configuration) and `/metrics` (Prometheus text, see `metrics_catalog`);
+//! and the gauges of the database's counts that every service publishes there, the projection
+//! lag among them.
 
 use std::future::ready;
 use std::time::Duration;
@@ -14,10 +15,10 @@ use axum::routing::get;
 use axum::{Json, Router};
 use callfold_ingest::CommitHealth;
 use callfold_store::{ConfigFingerprint, Store, StoreError, within};
-use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 
 use crate::configuration::{REBUILD_ADVICE, other_configuration};
+use crate::metrics_catalog::MetricsExporter;
 
 /// What `/readyz` checks.
 #[derive(Clone, Debug)]
@@ -33,7 +34,7 @@ pub struct Readiness {
 }
 
 /// The operational routes.
-pub fn router(readiness: Readiness, metrics: PrometheusHandle) -> Router {
+pub fn router(readiness: Readiness, metrics: MetricsExporter) -> Router {
     Router::new()
         .route("/healthz", get(|| ready(Json(json!({"status": "ok"})))))
         .route("/readyz", get(readyz))
@@ -92,7 +93,8 @@ async fn readyz(State(readiness): State<Readiness>) -> impl IntoResponse {
 const STORE_STATS_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Publishes the database's counts (see `Store::stats`) as gauges, every
-/// [`STORE_STATS_INTERVAL`], for as long as it is polled.
+/// [`STORE_STATS_INTERVAL`], for as long as it is polled: the projection lag too, so that a
+/// service without a projector shows it (a projector worker also publishes it each second).
 pub async fn publish_store_stats(store: Store) {
     let mut ticks = tokio::time::interval(STORE_STATS_INTERVAL);
     loop {
@@ -103,6 +105,8 @@ pub async fn publish_store_stats(store: Store) {
                 metrics::gauge!("callfold_quarantined_events").set(stats.quarantined as f64);
                 metrics::gauge!("callfold_log_unlinked_events").set(stats.unlinked as f64);
                 metrics::gauge!("callfold_projection_lag_events").set(stats.events_waiting as f64);
+                metrics::gauge!("callfold_projection_lag_calls").set(stats.calls_waiting as f64);
+                metrics::gauge!("callfold_projection_lag_seconds").set(stats.lag_seconds());
             }
             Err(error) => tracing::warn!(%error, "cannot read the database's counts"),
         }

@@ -8,9 +8,9 @@ use axum::Router;
 use callfold_ingest::{Quarantine, Receiver};
 use callfold_projector::{Calls, LiveChanges};
 use callfold_store::Store;
-use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::auth::{ApiToken, with_token};
+use crate::metrics_catalog::MetricsExporter;
 use crate::ops::{self, Readiness};
 use crate::webhook::BodyLimits;
 use crate::{operator_api, query_api, status};
@@ -28,7 +28,7 @@ pub struct RouteParts {
     /// What `/readyz` checks.
     pub readiness: Readiness,
     /// The metrics `/metrics` renders.
-    pub metrics: PrometheusHandle,
+    pub metrics: MetricsExporter,
     /// The token of every private route but the operational ones, when one is set.
     pub api_token: Option<ApiToken>,
 }

@@ -3,8 +3,11 @@
 //! Invents calls ([`traffic`]), signs every delivery exactly as a Standard Webhooks sender does,
 //! all before the clock starts, then keeps `concurrency` connections busy sending them and
 //! reports the answers, the throughput and the latency percentiles. It never reads the store:
-//! what it knows is what the receiver answered.
+//! what it knows is what the receiver answered. A run is also a smoke test: a seed always
+//! invents the same bodies (a second run is all duplicates), and each failed request keeps
+//! what went wrong ([`failure`]).
 
+pub mod failure;
 pub mod traffic;
 
 use std::collections::BTreeMap;
@@ -20,7 +23,8 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
-pub use traffic::{SimulatedEvent, invent_events};
+pub use failure::Failure;
+pub use traffic::{PAYLOAD_TIMES_END, SimulatedEvent, invent_events};
 
 /// What to send, where, and how.
 #[derive(Clone, Debug)]
@@ -110,6 +114,8 @@ pub struct Answer {
     pub label: String,
     /// The `seq` of a 200 answer.
     pub seq: Option<i64>,
+    /// What went wrong, unless the receiver answered 2xx with a receipt.
+    pub failure: Option<Failure>,
     /// Time from sending the request to reading the whole answer.
     pub latency: Duration,
 }
@@ -133,6 +139,13 @@ impl Report {
             *counts.entry(answer.label.as_str()).or_default() += 1;
         }
         counts
+    }
+
+    /// The requests that failed (no 2xx receipt), in no particular order.
+    pub fn failures(&self) -> impl Iterator<Item = &Failure> {
+        self.answers
+            .iter()
+            .filter_map(|answer| answer.failure.as_ref())
     }
 
     /// Requests per second over the sending phase.
@@ -177,12 +190,32 @@ impl fmt::Display for Report {
     }
 }
 
+/// The HTTP client that sends: `concurrency` connections kept per receiver; HTTPS trusting the
+/// system's certificate authorities, or, with `accept_invalid_certificates`, any certificate
+/// (a self-signed one in a test setup).
+pub fn http_client(
+    concurrency: usize,
+    accept_invalid_certificates: bool,
+) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .danger_accept_invalid_certs(accept_invalid_certificates)
+        .build()
+}
+
 /// Sends `deliveries` to `urls` over `concurrency` connections and collects the answers.
 pub async fn send(urls: &[String], deliveries: Vec<SignedDelivery>, concurrency: usize) -> Report {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(concurrency)
-        .build()
-        .expect("a plain HTTP client builds");
+    let client = http_client(concurrency, false).expect("an HTTP client builds");
+    send_with(&client, urls, deliveries, concurrency).await
+}
+
+/// [`send`], with `client`.
+pub async fn send_with(
+    client: &reqwest::Client,
+    urls: &[String],
+    deliveries: Vec<SignedDelivery>,
+    concurrency: usize,
+) -> Report {
     let deliveries = Arc::new(deliveries);
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
@@ -262,32 +295,69 @@ pub async fn deliver(client: &reqwest::Client, url: &str, delivery: &SignedDeliv
         .as_ref()
         .ok()
         .map(|response| response.status().as_u16());
-    let (label, seq) = match result {
-        Ok(response) if response.status().is_success() => match response.json::<Receipt>().await {
-            Ok(receipt) => (receipt.status, Some(receipt.seq)),
-            Err(_) => ("unreadable 2xx".to_owned(), None),
-        },
+    let (label, seq, failure) = match result {
         Ok(response) => {
-            // Read the body so the connection can be reused.
-            let _ = response.bytes().await;
-            (format!("http {}", status.unwrap_or_default()), None)
+            let success = response.status().is_success();
+            // Read the whole body, also so that the connection can be reused.
+            match response.bytes().await {
+                Ok(body) if success => match serde_json::from_slice::<Receipt>(&body) {
+                    Ok(receipt) => (receipt.status, Some(receipt.seq), None),
+                    Err(_) => (
+                        "unreadable 2xx".to_owned(),
+                        None,
+                        Some(Failure::answered(url, status, &body)),
+                    ),
+                },
+                Ok(body) => (
+                    format!("http {}", status.unwrap_or_default()),
+                    None,
+                    Some(Failure::answered(url, status, &body)),
+                ),
+                Err(error) => (
+                    "error: transport".to_owned(),
+                    None,
+                    Some(Failure::unanswered(url, &error)),
+                ),
+            }
         }
-        Err(error) if error.is_connect() => ("error: connect".to_owned(), None),
-        Err(_) => ("error: transport".to_owned(), None),
+        Err(error) => {
+            let label = if error.is_connect() {
+                "error: connect"
+            } else {
+                "error: transport"
+            };
+            (
+                label.to_owned(),
+                None,
+                Some(Failure::unanswered(url, &error)),
+            )
+        }
     };
     Answer {
         webhook_id: delivery.webhook_id.clone(),
         status,
         label,
         seq,
+        failure,
         latency: started.elapsed(),
     }
 }
 
-/// Invents, signs and sends the traffic `options` describe.
+/// Invents, signs and sends the traffic `options` describe. The payload times end at the fixed
+/// [`PAYLOAD_TIMES_END`], so that a seed always invents the same bodies; the
+/// `webhook-timestamp` is the current time, as the receiver's tolerance demands.
 pub async fn run(options: &SimulateOptions, secret: &Secret) -> Report {
-    let now = chrono::Utc::now();
-    let events = invent_events(options.calls, options.seed, now);
+    let client = http_client(options.concurrency, false).expect("an HTTP client builds");
+    run_with(&client, options, secret).await
+}
+
+/// [`run`], with `client`.
+pub async fn run_with(
+    client: &reqwest::Client,
+    options: &SimulateOptions,
+    secret: &Secret,
+) -> Report {
+    let events = invent_events(options.calls, options.seed, PAYLOAD_TIMES_END);
     let sample_call = events.iter().find_map(|event| {
         let envelope: serde_json::Value = serde_json::from_slice(&event.body).ok()?;
         if envelope["topic"] != "call.completed" {
@@ -295,9 +365,9 @@ pub async fn run(options: &SimulateOptions, secret: &Secret) -> Report {
         }
         envelope["data"]["id"].as_str().map(str::to_owned)
     });
-    let deliveries = sign_deliveries(events, secret, now.timestamp(), options);
+    let deliveries = sign_deliveries(events, secret, chrono::Utc::now().timestamp(), options);
     Report {
         sample_call,
-        ..send(&options.urls, deliveries, options.concurrency).await
+        ..send_with(client, &options.urls, deliveries, options.concurrency).await
     }
 }

@@ -1,5 +1,5 @@
 //! The traffic model: invented calls and the Allo events each produces, with payload timestamps
-//! spread over the call. Deterministic for a given seed.
+//! spread over the call. Deterministic for a given seed and end time.
 
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use rand::rngs::StdRng;
@@ -10,6 +10,14 @@ use serde_json::{Value, json};
 const TAGS: &[&str] = &["sales", "support", "urgent", "follow-up", "billing"];
 const RESULTS: &[&str] = &["ANSWERED", "ANSWERED", "ANSWERED", "VOICEMAIL", "FAILED"];
 const ID_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+/// Where `callfold simulate`'s payload times end (2026-01-01T00:00:00Z): fixed, not the
+/// current time, so that a second run with the same seed sends the very same bodies, which the
+/// receiver answers as duplicates, instead of new bodies under the same webhook-ids.
+pub const PAYLOAD_TIMES_END: DateTime<Utc> = match DateTime::from_timestamp(1_767_225_600, 0) {
+    Some(end) => end,
+    None => panic!("a valid time"),
+};
 
 /// One invented webhook message, before signing.
 #[derive(Clone, Debug)]

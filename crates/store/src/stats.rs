@@ -28,6 +28,15 @@ pub struct StoreStats {
     pub last_projection_change: i64,
 }
 
+impl StoreStats {
+    /// How long the longest-waiting call has waited to be folded, in seconds (0 when none
+    /// waits).
+    pub fn lag_seconds(&self) -> f64 {
+        self.oldest_waiting_since
+            .map_or(0.0, |since| EventTime::now().seconds_after(since))
+    }
+}
+
 /// Every count in one statement, so that they describe one moment. The counts that grow with
 /// the log are kept as it grows (`log_counts`, and `projections` beside the change counter,
 /// see migration 0009); the others cost what the fold queue holds.
