@@ -5,7 +5,7 @@
 //! Modules: the hardened [`listener`] (TLS, connection limits, shutdown) and its connection
 //! registry, authentication of private routes ([`auth`]), route assembly ([`routes`]), the
 //! webhook endpoint ([`webhook`]), the `/v1` query API ([`query_api`]) and its live streams
-//! ([`stream`]), the operators' `/v1` routes ([`operator_api`]), the status page
+//! ([`stream`]), the share of the process's time reads may take ([`read_budget`]), the operators' `/v1` routes ([`operator_api`]), the status page
 //! ([`status`]), the operational endpoints ([`ops`]) and the catalog of every metric they
 //! export ([`metrics_catalog`]), the secure-default check of where
 //! private routes are served ([`exposure`]) and the configuration's fingerprint
@@ -22,6 +22,7 @@ pub mod metrics_catalog;
 pub mod operator_api;
 pub mod ops;
 pub mod query_api;
+pub mod read_budget;
 pub mod routes;
 pub mod settings;
 pub mod status;

@@ -2,7 +2,10 @@
 //! where the bearer token is applied. The public router holds the webhook endpoint alone
 //! (everything it accepts is signed); the private router holds the operational endpoints
 //! (`/healthz`, `/readyz`, `/metrics`, open as before so that probes need no token) and, behind
-//! the token when one is set, all of `/v1` and all of `/status`.
+//! the token when one is set, all of `/v1` and all of `/status`, which also wait for their
+//! share of the process's time (`read_budget`).
+
+use std::sync::Arc;
 
 use axum::Router;
 use callfold_ingest::{Quarantine, Receiver};
@@ -12,6 +15,7 @@ use callfold_store::Store;
 use crate::auth::{ApiToken, with_token};
 use crate::metrics_catalog::MetricsExporter;
 use crate::ops::{self, Readiness};
+use crate::read_budget::with_read_budget;
 use crate::webhook::BodyLimits;
 use crate::{operator_api, query_api, status};
 
@@ -54,7 +58,10 @@ pub fn assemble(parts: RouteParts) -> Routes {
     }
     let (store, calls) = parts.status_page;
     guarded = guarded.merge(status::router(store, calls));
+    // The token is checked before a read takes its turn, so that requests without it never
+    // queue.
+    let reads = with_read_budget(guarded, Arc::default());
     let private =
-        ops::router(parts.readiness, parts.metrics).merge(with_token(guarded, parts.api_token));
+        ops::router(parts.readiness, parts.metrics).merge(with_token(reads, parts.api_token));
     Routes { public, private }
 }
