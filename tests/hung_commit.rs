@@ -33,6 +33,84 @@ async fn readyz(client: &reqwest::Client, base_url: &str) -> (u16, String) {
     )
 }
 
+/// A `call.completed` delivery of call `cll_{n}`.
+fn completed_call(n: u32) -> Vec<u8> {
+    envelope(
+        "call.completed",
+        "2026-02-10T09:17:42.318Z",
+        json!({"id": format!("cll_{n}")}),
+    )
+}
+
+/// The connection goes silent in the middle of a commit: the transaction has begun, and the
+/// insert carrying this delivery's webhook-id never reaches the server. The delivery is 503
+/// with Retry-After soon after the commit deadline, `/readyz` says why, and the silent
+/// connection was closed, not kept: the next commit gets a new one.
+async fn a_connection_silent_mid_commit_is_503_then_replaced(
+    relay: &Relay,
+    allo: &TestReceiver,
+    base_url: &str,
+) {
+    relay.silence_connection_sending(b"msg_during");
+    let sent = Instant::now();
+    let answer = allo.deliver("msg_during", &completed_call(2)).await;
+    let waited = sent.elapsed();
+    assert_eq!(answer.status, 503, "{answer:?}");
+    assert!(answer.retry_after.is_some(), "{answer:?}");
+    assert!(
+        waited < COMMIT_TIMEOUT + Duration::from_secs(4),
+        "answered after {waited:?}"
+    );
+    let (status, reason) = readyz(&allo.client, base_url).await;
+    assert_eq!(status, 503, "{reason}");
+    assert!(reason.contains("did not answer in time"), "{reason}");
+    let next = allo.deliver("msg_next", &completed_call(3)).await;
+    assert_eq!(next.status, 200, "{next:?}");
+    assert_eq!(readyz(&allo.client, base_url).await.0, 200);
+}
+
+/// The whole database goes silent, with no commit in flight: /readyz's own check has the
+/// same deadline, and deliveries are answered 503 with Retry-After.
+async fn a_silent_database_is_503_with_retry_after(
+    relay: &Relay,
+    allo: &TestReceiver,
+    base_url: &str,
+) {
+    relay.silence_all();
+    let (status, reason) = readyz(&allo.client, base_url).await;
+    assert_eq!(status, 503, "{reason}");
+    assert!(reason.contains("did not answer within 1000 ms"), "{reason}");
+    let answer = allo.deliver("msg_during", &completed_call(2)).await;
+    assert_eq!((answer.status, answer.retry_after.is_some()), (503, true));
+}
+
+/// Once the database answers again, the delivery refused during the silence is accepted
+/// when retried (the abandoned commits kept nothing), and `/readyz` is 200 again.
+async fn everything_recovers_when_the_database_answers(
+    relay: &Relay,
+    allo: &TestReceiver,
+    base_url: &str,
+) {
+    relay.resume();
+    let retried = Mutex::new(None);
+    wait_until("the retried delivery is answered 200", 30, || async {
+        let answer = allo.deliver("msg_during", &completed_call(2)).await;
+        *retried.lock().expect("lock") = answer.json["status"].as_str().map(str::to_owned);
+        answer.status == 200
+    })
+    .await;
+    let retried = retried.into_inner().expect("lock");
+    assert_eq!(
+        retried.as_deref(),
+        Some("accepted"),
+        "the abandoned commits kept nothing"
+    );
+    wait_until("/readyz is 200 again", 30, || async {
+        readyz(&allo.client, base_url).await.0 == 200
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_that_hangs_is_503_with_retry_after_and_recovers_when_the_database_answers() {
     let db = TestDb::postgres().await;
@@ -56,64 +134,16 @@ async fn a_commit_that_hangs_is_503_with_retry_after_and_recovers_when_the_datab
             .expect("client"),
         ..service.receiver()
     };
-    let ready = || readyz(&allo.client, &service.base_url);
-    let body = |n: u32| {
-        envelope(
-            "call.completed",
-            "2026-02-10T09:17:42.318Z",
-            json!({"id": format!("cll_{n}")}),
-        )
-    };
-    assert_eq!(allo.deliver("msg_before", &body(1)).await.status, 200);
-    assert_eq!(ready().await.0, 200);
-
-    // The connection goes silent in the middle of a commit: the transaction has begun, and the
-    // insert carrying this delivery's webhook-id never reaches the server.
-    relay.silence_connection_sending(b"msg_during");
-    let sent = Instant::now();
-    let answer = allo.deliver("msg_during", &body(2)).await;
-    let waited = sent.elapsed();
-    assert_eq!(answer.status, 503, "{answer:?}");
-    assert!(answer.retry_after.is_some(), "{answer:?}");
-    assert!(
-        waited < COMMIT_TIMEOUT + Duration::from_secs(4),
-        "answered after {waited:?}"
-    );
-    let (status, reason) = ready().await;
-    assert_eq!(status, 503, "{reason}");
-    assert!(reason.contains("did not answer in time"), "{reason}");
-    // The silent connection was closed, not kept: the next commit gets a new one.
-    let next = allo.deliver("msg_next", &body(3)).await;
-    assert_eq!(next.status, 200, "{next:?}");
-    assert_eq!(ready().await.0, 200);
-
-    // The whole database goes silent, with no commit in flight: /readyz's own check has the
-    // same deadline, and deliveries are answered 503 with Retry-After.
-    relay.silence_all();
-    let (status, reason) = ready().await;
-    assert_eq!(status, 503, "{reason}");
-    assert!(reason.contains("did not answer within 1000 ms"), "{reason}");
-    let answer = allo.deliver("msg_during", &body(2)).await;
-    assert_eq!((answer.status, answer.retry_after.is_some()), (503, true));
-
-    relay.resume();
-    let retried = Mutex::new(None);
-    wait_until("the retried delivery is answered 200", 30, || async {
-        let answer = allo.deliver("msg_during", &body(2)).await;
-        *retried.lock().expect("lock") = answer.json["status"].as_str().map(str::to_owned);
-        answer.status == 200
-    })
-    .await;
-    let retried = retried.into_inner().expect("lock");
+    let base_url = &service.base_url;
     assert_eq!(
-        retried.as_deref(),
-        Some("accepted"),
-        "the abandoned commits kept nothing"
+        allo.deliver("msg_before", &completed_call(1)).await.status,
+        200
     );
-    wait_until("/readyz is 200 again", 30, || async {
-        ready().await.0 == 200
-    })
-    .await;
+    assert_eq!(readyz(&allo.client, base_url).await.0, 200);
+
+    a_connection_silent_mid_commit_is_503_then_replaced(&relay, &allo, base_url).await;
+    a_silent_database_is_503_with_retry_after(&relay, &allo, base_url).await;
+    everything_recovers_when_the_database_answers(&relay, &allo, base_url).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
