@@ -13,12 +13,34 @@ mod support;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use callfold_service::configuration::fingerprint;
+use callfold_service::{Roles, Settings};
+use callfold_store::{PoolLimits, Store};
 use serde_json::json;
 use support::relay::Relay;
-use support::{TestDb, TestReceiver, envelope, start_service, wait_until};
+use support::{TestApp, TestDb, TestReceiver, envelope, spawn_app, test_settings, wait_until};
 
 /// The commit deadline the receiver under test runs with.
 const COMMIT_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// The receiver (`callfold ingest`) in this process, on a store reached through
+/// `relayed_url` with at most `max_connections` connections a pool and a statement timeout of
+/// 30 s, answering 503 when a commit takes longer than [`COMMIT_TIMEOUT`].
+async fn ingest_through(relayed_url: &str, max_connections: u32) -> TestApp {
+    let limits = PoolLimits {
+        max_connections,
+        statement_timeout: Duration::from_secs(30),
+        ..PoolLimits::default()
+    };
+    let store = Store::connect_with(relayed_url, limits)
+        .await
+        .expect("connect through the relay");
+    let settings = Settings {
+        commit_timeout: COMMIT_TIMEOUT,
+        ..test_settings()
+    };
+    spawn_app(Roles::Ingest, settings, &store).await
+}
 
 async fn readyz(client: &reqwest::Client, base_url: &str) -> (u16, String) {
     let response = client.get(format!("{base_url}/readyz")).send();
@@ -115,17 +137,8 @@ async fn everything_recovers_when_the_database_answers(
 async fn a_commit_that_hangs_is_503_with_retry_after_and_recovers_when_the_database_answers() {
     let db = TestDb::postgres().await;
     let (relay, relayed_url) = Relay::in_front_of(&db.url).await;
-    let timeout_ms = COMMIT_TIMEOUT.as_millis().to_string();
     // One connection in the pool: a silent connection kept there would stop every commit.
-    let service = start_service(
-        "ingest",
-        &relayed_url,
-        &[
-            ("CALLFOLD_COMMIT_TIMEOUT_MS", &timeout_ms),
-            ("CALLFOLD_DB_MAX_CONNECTIONS", "1"),
-        ],
-    )
-    .await;
+    let service = ingest_through(&relayed_url, 1).await;
     // Allo waits 20 s for an answer.
     let allo = TestReceiver {
         client: reqwest::Client::builder()
@@ -150,16 +163,7 @@ async fn a_commit_that_hangs_is_503_with_retry_after_and_recovers_when_the_datab
 async fn retries_of_an_abandoned_commit_are_stored_soon_after_the_commit_deadline() {
     let db = TestDb::postgres().await;
     let (relay, relayed_url) = Relay::in_front_of(&db.url).await;
-    let timeout_ms = COMMIT_TIMEOUT.as_millis().to_string();
-    let service = start_service(
-        "ingest",
-        &relayed_url,
-        &[
-            ("CALLFOLD_COMMIT_TIMEOUT_MS", &timeout_ms),
-            ("CALLFOLD_DB_STATEMENT_TIMEOUT_MS", "30000"),
-        ],
-    )
-    .await;
+    let service = ingest_through(&relayed_url, PoolLimits::default().max_connections).await;
     let allo = service.receiver();
     let body = envelope(
         "call.completed",
@@ -212,34 +216,11 @@ async fn a_statement_timeout_of_zero_is_refused_at_start() {
     );
 }
 
-/// The fingerprint of the default configuration, as `callfold config check` prints it.
-async fn default_configuration_fingerprint() -> String {
-    let folder = tempfile::tempdir().expect("temp dir");
-    let checked = tokio::process::Command::new(support::CALLFOLD)
-        .current_dir(folder.path())
-        .args(["config", "check"])
-        .env("CALLFOLD_WEBHOOK_SECRETS", support::SECRET)
-        .output()
-        .await
-        .expect("runs");
-    let said = String::from_utf8_lossy(&checked.stdout);
-    said.lines()
-        .find_map(|line| line.strip_prefix("configuration fingerprint: "))
-        .expect("config check prints the fingerprint")
-        .to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_answers_within_the_deadline_when_the_configuration_check_hangs() {
     let db = TestDb::postgres().await;
     let (relay, relayed_url) = Relay::in_front_of(&db.url).await;
-    let timeout_ms = COMMIT_TIMEOUT.as_millis().to_string();
-    let service = start_service(
-        "ingest",
-        &relayed_url,
-        &[("CALLFOLD_COMMIT_TIMEOUT_MS", &timeout_ms)],
-    )
-    .await;
+    let service = ingest_through(&relayed_url, PoolLimits::default().max_connections).await;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -248,8 +229,9 @@ async fn readyz_answers_within_the_deadline_when_the_configuration_check_hangs()
 
     // The migrations check answers; the comparison of configurations, which sends this
     // process's fingerprint, never does.
-    let fingerprint = default_configuration_fingerprint().await;
-    relay.silence_connection_sending(fingerprint);
+    let settings = test_settings();
+    let fingerprint = fingerprint(&settings.linking_rules, &settings.precedence);
+    relay.silence_connection_sending(fingerprint.as_str());
     let asked = Instant::now();
     let (status, reason) = readyz(&client, &service.base_url).await;
     let waited = asked.elapsed();
