@@ -314,25 +314,57 @@ async fn delivery_with_a_body_that_never_finishes(service: &RunningService) -> T
     connection
 }
 
+/// `callfold serve` on `database_url` with a 5 s shutdown timeout and read timeouts so long
+/// that only its shutdown may end a slow body or an idle connection.
+async fn start_service_only_its_shutdown_ends(database_url: &str) -> RunningService {
+    start_service(
+        "serve",
+        database_url,
+        &[
+            ("CALLFOLD_SHUTDOWN_TIMEOUT_MS", "5000"),
+            ("CALLFOLD_BODY_READ_TIMEOUT_MS", "600000"),
+            ("CALLFOLD_HEADER_READ_TIMEOUT_MS", "600000"),
+            ("CALLFOLD_FIRST_BYTE_TIMEOUT_MS", "600000"),
+        ],
+    )
+    .await
+}
+
+/// After a SIGTERM: the live `stream`'s body is finished (not cut) and each of the `idle`
+/// connections is closed, within 4 s each.
+async fn assert_stream_and_idle_connections_end_at_once(
+    mut stream: reqwest::Response,
+    idle: Vec<TcpStream>,
+) {
+    let stream_end = tokio::time::timeout(Duration::from_secs(4), async {
+        while stream.chunk().await?.is_some() {}
+        Ok::<_, reqwest::Error>(())
+    });
+    let stream_end = stream_end
+        .await
+        .expect("the stream ended before the timeout");
+    assert!(
+        stream_end.is_ok(),
+        "the stream's body was finished, not cut: {stream_end:?}"
+    );
+    for mut connection in idle {
+        let mut byte = [0u8; 1];
+        let closed = tokio::time::timeout(Duration::from_secs(4), connection.read(&mut byte));
+        let closed = closed
+            .await
+            .expect("an idle connection closed before the timeout");
+        assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+    }
+}
+
 /// SIGTERM while a live stream is open, a delivery's body is being sent and never finishes,
 /// keep-alive connections sit idle and deliveries are in flight. The stream must end at once
 /// as a finished body, not be cut, and the idle connections close at once; the process must
 /// exit soon after its shutdown timeout; the unfinished delivery gets no answer (so it is sent
 /// again); and every acknowledged delivery is logged.
 async fn sigterm_ends_streams_and_exits_within_the_shutdown_timeout(db: TestDb) {
-    let mut service = start_service(
-        "serve",
-        &db.url,
-        &[
-            ("CALLFOLD_SHUTDOWN_TIMEOUT_MS", "5000"),
-            // Only the shutdown may end the slow body and the idle connections.
-            ("CALLFOLD_BODY_READ_TIMEOUT_MS", "600000"),
-            ("CALLFOLD_HEADER_READ_TIMEOUT_MS", "600000"),
-            ("CALLFOLD_FIRST_BYTE_TIMEOUT_MS", "600000"),
-        ],
-    )
-    .await;
-    let mut stream = reqwest::get(format!("{}/v1/stream", service.base_url))
+    let mut service = start_service_only_its_shutdown_ends(&db.url).await;
+    let stream = reqwest::get(format!("{}/v1/stream", service.base_url))
         .await
         .expect("the stream opens");
     assert_eq!(stream.status(), 200);
@@ -355,25 +387,7 @@ async fn sigterm_ends_streams_and_exits_within_the_shutdown_timeout(db: TestDb) 
     assert!(signalled.expect("kill runs").success());
 
     // The stream and the idle connections end at once, while the slow body holds the process.
-    let stream_end = tokio::time::timeout(Duration::from_secs(4), async {
-        while stream.chunk().await?.is_some() {}
-        Ok::<_, reqwest::Error>(())
-    });
-    let stream_end = stream_end
-        .await
-        .expect("the stream ended before the timeout");
-    assert!(
-        stream_end.is_ok(),
-        "the stream's body was finished, not cut: {stream_end:?}"
-    );
-    for mut connection in idle {
-        let mut byte = [0u8; 1];
-        let closed = tokio::time::timeout(Duration::from_secs(4), connection.read(&mut byte));
-        let closed = closed
-            .await
-            .expect("an idle connection closed before the timeout");
-        assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
-    }
+    assert_stream_and_idle_connections_end_at_once(stream, idle).await;
     assert!(
         service.child.try_wait().expect("try_wait").is_none(),
         "the process still waits for the slow body"

@@ -104,119 +104,138 @@ const TIGHT_LIMITS: &[(&str, &str)] = &[
     ("CALLFOLD_BODY_READ_TIMEOUT_MS", "1000"),
 ];
 
-#[tokio::test]
-async fn hostile_requests_get_their_answers_and_a_valid_delivery_is_accepted_after() {
-    let db = TestDb::sqlite().await;
-    let service = start_service("serve", &db.url, TIGHT_LIMITS).await;
-    let now = unix_now();
-    let body = call_completed("cll_hostile");
-    let good_signature = signature(SECRET, "msg_h", now, &body);
-    let timestamp = now.to_string();
-    let with = |id: &[u8], timestamp: &str, signature: &str, extra: &str, body: &[u8]| {
-        delivery(id, timestamp, signature, extra, body)
-    };
+/// One hostile request and the answer it must get: (what it is, the request, the status, or
+/// `None` for a connection closed without an answer, and text the answer must contain).
+type HostileCase = (&'static str, Vec<u8>, Option<u16>, &'static str);
 
+/// A correctly signed `call.completed` delivery at `now` as `msg_h`, for hostile requests to
+/// spoil one part of.
+struct ValidDelivery {
+    now: i64,
+    timestamp: String,
+    signature: String,
+    body: Vec<u8>,
+}
+
+impl ValidDelivery {
+    fn at(now: i64) -> Self {
+        let body = call_completed("cll_hostile");
+        Self {
+            now,
+            timestamp: now.to_string(),
+            signature: signature(SECRET, "msg_h", now, &body),
+            body,
+        }
+    }
+
+    /// The delivery as `msg_h` with its signature and `extra` header lines.
+    fn with_extra_headers(&self, extra: &str) -> Vec<u8> {
+        delivery(
+            b"msg_h",
+            &self.timestamp,
+            &self.signature,
+            extra,
+            &self.body,
+        )
+    }
+}
+
+/// Requests whose headers are too large, malformed, or out of range.
+fn hostile_header_cases(valid: &ValidDelivery) -> Vec<HostileCase> {
     let padding = format!("x-padding: {}\r\n", "a".repeat(20_000));
     let some_entries = vec!["v2,x"; 1_500].join(" ");
     let thousands_of_entries = vec!["v1,x"; 5_000].join(" ");
-    let not_json = b"this is not JSON".to_vec();
-    let deeply_nested = "[".repeat(100_000).into_bytes();
     let huge_but_valid_timestamp = i64::MAX;
-    let cases: Vec<(&str, Vec<u8>, Option<u16>, &str)> = vec![
+    let (timestamp, body) = (&valid.timestamp, &valid.body);
+    vec![
         (
             "oversized headers",
-            with(b"msg_h", &timestamp, &good_signature, &padding, &body),
+            valid.with_extra_headers(&padding),
             Some(431),
             "",
         ),
         (
             "a header line without a colon",
-            with(
-                b"msg_h",
-                &timestamp,
-                &good_signature,
-                "no colon here\r\n",
-                &body,
-            ),
+            valid.with_extra_headers("no colon here\r\n"),
             Some(400),
             "",
         ),
         (
             "1,500 signature entries",
-            with(b"msg_h", &timestamp, &some_entries, "", &body),
+            delivery(b"msg_h", timestamp, &some_entries, "", body),
             Some(400),
             "more than 64 signature entries",
         ),
         (
             "5,000 signature entries",
-            with(b"msg_h", &timestamp, &thousands_of_entries, "", &body),
+            delivery(b"msg_h", timestamp, &thousands_of_entries, "", body),
             Some(431),
             "",
         ),
         (
             "a timestamp beyond 64 bits",
-            with(
+            delivery(
                 b"msg_h",
                 "99999999999999999999999",
-                &good_signature,
+                &valid.signature,
                 "",
-                &body,
+                body,
             ),
             Some(400),
             "webhook-timestamp",
         ),
         (
             "the largest 64-bit timestamp, correctly signed",
-            signed("msg_h", huge_but_valid_timestamp, &body),
+            signed("msg_h", huge_but_valid_timestamp, body),
             Some(401),
             "outside the accepted tolerance",
         ),
         (
             "a non-UTF-8 webhook-id",
-            with(b"msg_\xff\xfe", &timestamp, &good_signature, "", &body),
+            delivery(b"msg_\xff\xfe", timestamp, &valid.signature, "", body),
             Some(400),
             "webhook-id",
         ),
+    ]
+}
+
+/// Requests whose bodies are not JSON, nested without end, or larger than the limit.
+fn hostile_body_cases(valid: &ValidDelivery) -> Vec<HostileCase> {
+    let not_json = b"this is not JSON".to_vec();
+    let deeply_nested = "[".repeat(100_000).into_bytes();
+    let (timestamp, signature) = (&valid.timestamp, &valid.signature);
+    vec![
         (
             "a body that is not JSON, unsigned",
-            with(b"msg_h", &timestamp, &good_signature, "", &not_json),
+            delivery(b"msg_h", timestamp, signature, "", &not_json),
             Some(401),
             "no v1 signature matches",
         ),
         (
             "a body that is not JSON, correctly signed",
-            signed("msg_not_json", now, &not_json),
+            signed("msg_not_json", valid.now, &not_json),
             Some(200),
             "quarantined",
         ),
         (
             "100,000 nested arrays, correctly signed",
-            signed("msg_nested", now, &deeply_nested),
+            signed("msg_nested", valid.now, &deeply_nested),
             Some(200),
             "quarantined",
         ),
         (
             "a declared body larger than the limit",
-            with(
-                b"msg_h",
-                &timestamp,
-                &good_signature,
-                "",
-                &vec![b'x'; 2_000_000],
-            ),
+            delivery(b"msg_h", timestamp, signature, "", &vec![b'x'; 2_000_000]),
             Some(413),
             "",
         ),
-    ];
-    for (name, request, expected, says) in cases {
-        let answer = exchange(&service.base_url, &request).await;
-        assert_eq!(answer.status, expected, "{name}: {}", answer.text);
-        assert!(answer.text.contains(says), "{name}: {}", answer.text);
-    }
+    ]
+}
 
-    // Slow senders: headers that never finish close the connection; a body that never
-    // finishes gets 408.
-    let mut slow = TcpStream::connect(authority(&service.base_url))
+/// Slow senders: headers that never finish close the connection; a body that never finishes
+/// gets 408.
+async fn slow_senders_are_cut_off(base_url: &str, valid: &ValidDelivery) {
+    let mut slow = TcpStream::connect(authority(base_url))
         .await
         .expect("connect");
     slow.write_all(b"POST /webhooks/allo HTTP/1.1\r\nhost: callfold\r\nwebhook-id: msg_")
@@ -228,8 +247,8 @@ async fn hostile_requests_get_their_answers_and_a_valid_delivery_is_accepted_aft
         "slow headers: {answer:?}"
     );
 
-    let whole = signed("msg_slow_body", now, &body);
-    let mut slow = TcpStream::connect(authority(&service.base_url))
+    let whole = signed("msg_slow_body", valid.now, &valid.body);
+    let mut slow = TcpStream::connect(authority(base_url))
         .await
         .expect("connect");
     slow.write_all(&whole[..whole.len() - 10])
@@ -237,8 +256,29 @@ async fn hostile_requests_get_their_answers_and_a_valid_delivery_is_accepted_aft
         .expect("write");
     let answer = read_to_close(&mut slow).await;
     assert_eq!(answer.status, Some(408), "slow body: {}", answer.text);
+}
 
-    let answer = exchange(&service.base_url, &signed("msg_after", unix_now(), &body)).await;
+#[tokio::test]
+async fn hostile_requests_get_their_answers_and_a_valid_delivery_is_accepted_after() {
+    let db = TestDb::sqlite().await;
+    let service = start_service("serve", &db.url, TIGHT_LIMITS).await;
+    let valid = ValidDelivery::at(unix_now());
+    let cases = hostile_header_cases(&valid)
+        .into_iter()
+        .chain(hostile_body_cases(&valid));
+    for (name, request, expected, says) in cases {
+        let answer = exchange(&service.base_url, &request).await;
+        assert_eq!(answer.status, expected, "{name}: {}", answer.text);
+        assert!(answer.text.contains(says), "{name}: {}", answer.text);
+    }
+
+    slow_senders_are_cut_off(&service.base_url, &valid).await;
+
+    let answer = exchange(
+        &service.base_url,
+        &signed("msg_after", unix_now(), &valid.body),
+    )
+    .await;
     assert_eq!(answer.status, Some(200), "{}", answer.text);
     assert!(answer.text.contains("\"accepted\""), "{}", answer.text);
 }

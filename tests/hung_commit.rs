@@ -13,12 +13,34 @@ mod support;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use callfold_service::configuration::fingerprint;
+use callfold_service::{Roles, Settings};
+use callfold_store::{PoolLimits, Store};
 use serde_json::json;
 use support::relay::Relay;
-use support::{TestDb, TestReceiver, envelope, start_service, wait_until};
+use support::{TestApp, TestDb, TestReceiver, envelope, spawn_app, test_settings, wait_until};
 
 /// The commit deadline the receiver under test runs with.
 const COMMIT_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// The receiver (`callfold ingest`) in this process, on a store reached through
+/// `relayed_url` with at most `max_connections` connections a pool and a statement timeout of
+/// 30 s, answering 503 when a commit takes longer than [`COMMIT_TIMEOUT`].
+async fn ingest_through(relayed_url: &str, max_connections: u32) -> TestApp {
+    let limits = PoolLimits {
+        max_connections,
+        statement_timeout: Duration::from_secs(30),
+        ..PoolLimits::default()
+    };
+    let store = Store::connect_with(relayed_url, limits)
+        .await
+        .expect("connect through the relay");
+    let settings = Settings {
+        commit_timeout: COMMIT_TIMEOUT,
+        ..test_settings()
+    };
+    spawn_app(Roles::Ingest, settings, &store).await
+}
 
 async fn readyz(client: &reqwest::Client, base_url: &str) -> (u16, String) {
     let response = client.get(format!("{base_url}/readyz")).send();
@@ -33,45 +55,27 @@ async fn readyz(client: &reqwest::Client, base_url: &str) -> (u16, String) {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_commit_that_hangs_is_503_with_retry_after_and_recovers_when_the_database_answers() {
-    let db = TestDb::postgres().await;
-    let (relay, relayed_url) = Relay::in_front_of(&db.url).await;
-    let timeout_ms = COMMIT_TIMEOUT.as_millis().to_string();
-    // One connection in the pool: a silent connection kept there would stop every commit.
-    let service = start_service(
-        "ingest",
-        &relayed_url,
-        &[
-            ("CALLFOLD_COMMIT_TIMEOUT_MS", &timeout_ms),
-            ("CALLFOLD_DB_MAX_CONNECTIONS", "1"),
-        ],
+/// A `call.completed` delivery of call `cll_{n}`.
+fn completed_call(n: u32) -> Vec<u8> {
+    envelope(
+        "call.completed",
+        "2026-02-10T09:17:42.318Z",
+        json!({"id": format!("cll_{n}")}),
     )
-    .await;
-    // Allo waits 20 s for an answer.
-    let allo = TestReceiver {
-        client: reqwest::Client::builder()
-            .timeout(Duration::from_secs(20))
-            .build()
-            .expect("client"),
-        ..service.receiver()
-    };
-    let ready = || readyz(&allo.client, &service.base_url);
-    let body = |n: u32| {
-        envelope(
-            "call.completed",
-            "2026-02-10T09:17:42.318Z",
-            json!({"id": format!("cll_{n}")}),
-        )
-    };
-    assert_eq!(allo.deliver("msg_before", &body(1)).await.status, 200);
-    assert_eq!(ready().await.0, 200);
+}
 
-    // The connection goes silent in the middle of a commit: the transaction has begun, and the
-    // insert carrying this delivery's webhook-id never reaches the server.
+/// The connection goes silent in the middle of a commit: the transaction has begun, and the
+/// insert carrying this delivery's webhook-id never reaches the server. The delivery is 503
+/// with Retry-After soon after the commit deadline, `/readyz` says why, and the silent
+/// connection was closed, not kept: the next commit gets a new one.
+async fn a_connection_silent_mid_commit_is_503_then_replaced(
+    relay: &Relay,
+    allo: &TestReceiver,
+    base_url: &str,
+) {
     relay.silence_connection_sending(b"msg_during");
     let sent = Instant::now();
-    let answer = allo.deliver("msg_during", &body(2)).await;
+    let answer = allo.deliver("msg_during", &completed_call(2)).await;
     let waited = sent.elapsed();
     assert_eq!(answer.status, 503, "{answer:?}");
     assert!(answer.retry_after.is_some(), "{answer:?}");
@@ -79,27 +83,40 @@ async fn a_commit_that_hangs_is_503_with_retry_after_and_recovers_when_the_datab
         waited < COMMIT_TIMEOUT + Duration::from_secs(4),
         "answered after {waited:?}"
     );
-    let (status, reason) = ready().await;
+    let (status, reason) = readyz(&allo.client, base_url).await;
     assert_eq!(status, 503, "{reason}");
     assert!(reason.contains("did not answer in time"), "{reason}");
-    // The silent connection was closed, not kept: the next commit gets a new one.
-    let next = allo.deliver("msg_next", &body(3)).await;
+    let next = allo.deliver("msg_next", &completed_call(3)).await;
     assert_eq!(next.status, 200, "{next:?}");
-    assert_eq!(ready().await.0, 200);
+    assert_eq!(readyz(&allo.client, base_url).await.0, 200);
+}
 
-    // The whole database goes silent, with no commit in flight: /readyz's own check has the
-    // same deadline, and deliveries are answered 503 with Retry-After.
+/// The whole database goes silent, with no commit in flight: /readyz's own check has the
+/// same deadline, and deliveries are answered 503 with Retry-After.
+async fn a_silent_database_is_503_with_retry_after(
+    relay: &Relay,
+    allo: &TestReceiver,
+    base_url: &str,
+) {
     relay.silence_all();
-    let (status, reason) = ready().await;
+    let (status, reason) = readyz(&allo.client, base_url).await;
     assert_eq!(status, 503, "{reason}");
     assert!(reason.contains("did not answer within 1000 ms"), "{reason}");
-    let answer = allo.deliver("msg_during", &body(2)).await;
+    let answer = allo.deliver("msg_during", &completed_call(2)).await;
     assert_eq!((answer.status, answer.retry_after.is_some()), (503, true));
+}
 
+/// Once the database answers again, the delivery refused during the silence is accepted
+/// when retried (the abandoned commits kept nothing), and `/readyz` is 200 again.
+async fn everything_recovers_when_the_database_answers(
+    relay: &Relay,
+    allo: &TestReceiver,
+    base_url: &str,
+) {
     relay.resume();
     let retried = Mutex::new(None);
     wait_until("the retried delivery is answered 200", 30, || async {
-        let answer = allo.deliver("msg_during", &body(2)).await;
+        let answer = allo.deliver("msg_during", &completed_call(2)).await;
         *retried.lock().expect("lock") = answer.json["status"].as_str().map(str::to_owned);
         answer.status == 200
     })
@@ -111,25 +128,42 @@ async fn a_commit_that_hangs_is_503_with_retry_after_and_recovers_when_the_datab
         "the abandoned commits kept nothing"
     );
     wait_until("/readyz is 200 again", 30, || async {
-        ready().await.0 == 200
+        readyz(&allo.client, base_url).await.0 == 200
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_that_hangs_is_503_with_retry_after_and_recovers_when_the_database_answers() {
+    let db = TestDb::postgres().await;
+    let (relay, relayed_url) = Relay::in_front_of(&db.url).await;
+    // One connection in the pool: a silent connection kept there would stop every commit.
+    let service = ingest_through(&relayed_url, 1).await;
+    // Allo waits 20 s for an answer.
+    let allo = TestReceiver {
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .expect("client"),
+        ..service.receiver()
+    };
+    let base_url = &service.base_url;
+    assert_eq!(
+        allo.deliver("msg_before", &completed_call(1)).await.status,
+        200
+    );
+    assert_eq!(readyz(&allo.client, base_url).await.0, 200);
+
+    a_connection_silent_mid_commit_is_503_then_replaced(&relay, &allo, base_url).await;
+    a_silent_database_is_503_with_retry_after(&relay, &allo, base_url).await;
+    everything_recovers_when_the_database_answers(&relay, &allo, base_url).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_of_an_abandoned_commit_are_stored_soon_after_the_commit_deadline() {
     let db = TestDb::postgres().await;
     let (relay, relayed_url) = Relay::in_front_of(&db.url).await;
-    let timeout_ms = COMMIT_TIMEOUT.as_millis().to_string();
-    let service = start_service(
-        "ingest",
-        &relayed_url,
-        &[
-            ("CALLFOLD_COMMIT_TIMEOUT_MS", &timeout_ms),
-            ("CALLFOLD_DB_STATEMENT_TIMEOUT_MS", "30000"),
-        ],
-    )
-    .await;
+    let service = ingest_through(&relayed_url, PoolLimits::default().max_connections).await;
     let allo = service.receiver();
     let body = envelope(
         "call.completed",
@@ -182,34 +216,11 @@ async fn a_statement_timeout_of_zero_is_refused_at_start() {
     );
 }
 
-/// The fingerprint of the default configuration, as `callfold config check` prints it.
-async fn default_configuration_fingerprint() -> String {
-    let folder = tempfile::tempdir().expect("temp dir");
-    let checked = tokio::process::Command::new(support::CALLFOLD)
-        .current_dir(folder.path())
-        .args(["config", "check"])
-        .env("CALLFOLD_WEBHOOK_SECRETS", support::SECRET)
-        .output()
-        .await
-        .expect("runs");
-    let said = String::from_utf8_lossy(&checked.stdout);
-    said.lines()
-        .find_map(|line| line.strip_prefix("configuration fingerprint: "))
-        .expect("config check prints the fingerprint")
-        .to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_answers_within_the_deadline_when_the_configuration_check_hangs() {
     let db = TestDb::postgres().await;
     let (relay, relayed_url) = Relay::in_front_of(&db.url).await;
-    let timeout_ms = COMMIT_TIMEOUT.as_millis().to_string();
-    let service = start_service(
-        "ingest",
-        &relayed_url,
-        &[("CALLFOLD_COMMIT_TIMEOUT_MS", &timeout_ms)],
-    )
-    .await;
+    let service = ingest_through(&relayed_url, PoolLimits::default().max_connections).await;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -218,8 +229,9 @@ async fn readyz_answers_within_the_deadline_when_the_configuration_check_hangs()
 
     // The migrations check answers; the comparison of configurations, which sends this
     // process's fingerprint, never does.
-    let fingerprint = default_configuration_fingerprint().await;
-    relay.silence_connection_sending(fingerprint);
+    let settings = test_settings();
+    let fingerprint = fingerprint(&settings.linking_rules, &settings.precedence);
+    relay.silence_connection_sending(fingerprint.as_str());
     let asked = Instant::now();
     let (status, reason) = readyz(&client, &service.base_url).await;
     let waited = asked.elapsed();

@@ -12,29 +12,59 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
+use callfold_service::{ProjectorSettings, Roles, Settings};
+use callfold_store::{PoolLimits, Store};
 use serde_json::json;
 use support::relay::Relay;
-use support::{RunningService, TestDb, TestReceiver, envelope, start_service, wait_until};
+use support::{
+    RunningService, TestApp, TestDb, TestReceiver, envelope, spawn_app, start_service,
+    test_settings, wait_until,
+};
 
 /// The call whose reads hang.
 const FROZEN_CALL: &str = "cll_frozen_reads";
 /// Connections of each pool: few, so that a handful of streams fill them.
 const MAX_CONNECTIONS: usize = 2;
 
+/// Stores a delivery of [`FROZEN_CALL`], for the projector to read the events of later.
+async fn store_the_frozen_calls_delivery(db: &TestDb) {
+    let ingest = spawn_app(Roles::Ingest, test_settings(), &db.store).await;
+    let stored = allo(ingest.receiver())
+        .deliver("msg_frozen", &completed(FROZEN_CALL))
+        .await;
+    assert_eq!(stored.status, 200);
+}
+
+/// A relay in front of `db` that silences every connection sending [`FROZEN_CALL`], and the
+/// URL through it.
+async fn relay_freezing_the_calls_reads(db: &TestDb) -> (Relay, String) {
+    let (relay, relayed_url) = Relay::in_front_of(&db.url).await;
+    relay.silence_every_connection_sending(FROZEN_CALL);
+    (relay, relayed_url)
+}
+
+/// Opens twice [`MAX_CONNECTIONS`] live streams of [`FROZEN_CALL`] on the service at
+/// `base_url`, each open until the test ends: their bodies never come.
+async fn open_streams_of_the_frozen_call(base_url: &str) {
+    let client = reqwest::Client::new();
+    let stream_url = format!("{base_url}/v1/calls/{FROZEN_CALL}/stream");
+    for _ in 0..MAX_CONNECTIONS * 2 {
+        let stream = client.get(&stream_url).send().await.expect("stream opens");
+        assert_eq!(stream.status(), 200);
+        tokio::spawn(async move {
+            let mut stream = stream;
+            while let Ok(Some(_)) = stream.chunk().await {}
+        });
+    }
+}
+
 /// `callfold serve` through a relay, with every place of the pool its reads use held by a read
 /// stuck on a silent connection: the projector's read of the events of [`FROZEN_CALL`], whose
 /// delivery was stored before, and live streams of that call. Returns once a stream found no
 /// connection left to take.
 async fn serve_with_every_read_connection_hung(db: &TestDb) -> (Relay, RunningService) {
-    let ingest = support::start_ingest(&db.url).await;
-    let stored = allo(&ingest)
-        .deliver("msg_frozen", &completed(FROZEN_CALL))
-        .await;
-    assert_eq!(stored.status, 200);
-    drop(ingest);
-
-    let (relay, relayed_url) = Relay::in_front_of(&db.url).await;
-    relay.silence_every_connection_sending(FROZEN_CALL);
+    store_the_frozen_calls_delivery(db).await;
+    let (relay, relayed_url) = relay_freezing_the_calls_reads(db).await;
     let max_connections = MAX_CONNECTIONS.to_string();
     let service = start_service(
         "serve",
@@ -52,18 +82,7 @@ async fn serve_with_every_read_connection_hung(db: &TestDb) -> (Relay, RunningSe
         relay.silent_connections() >= 1
     })
     .await;
-
-    let client = reqwest::Client::new();
-    let stream_url = format!("{}/v1/calls/{FROZEN_CALL}/stream", service.base_url);
-    for _ in 0..MAX_CONNECTIONS * 2 {
-        let stream = client.get(&stream_url).send().await.expect("stream opens");
-        assert_eq!(stream.status(), 200);
-        // Open until the test ends; the body never comes.
-        tokio::spawn(async move {
-            let mut stream = stream;
-            while let Ok(Some(_)) = stream.chunk().await {}
-        });
-    }
+    open_streams_of_the_frozen_call(&service.base_url).await;
     wait_until("no read connection is left", 30, || async {
         service
             .output()
@@ -73,14 +92,54 @@ async fn serve_with_every_read_connection_hung(db: &TestDb) -> (Relay, RunningSe
     (relay, service)
 }
 
-/// Allo, which waits 20 s for an answer.
-fn allo(service: &RunningService) -> TestReceiver {
+/// [`serve_with_every_read_connection_hung`], with the service built in this process (the
+/// same pool limits, commit deadline and poll interval). Returns once a read of another call
+/// found no connection left to take (503).
+async fn serve_in_process_with_every_read_connection_hung(db: &TestDb) -> (Relay, TestApp) {
+    store_the_frozen_calls_delivery(db).await;
+    let (relay, relayed_url) = relay_freezing_the_calls_reads(db).await;
+    let limits = PoolLimits {
+        max_connections: MAX_CONNECTIONS as u32,
+        acquire_timeout: Duration::from_millis(500),
+        ..PoolLimits::default()
+    };
+    let store = Store::connect_with(&relayed_url, limits)
+        .await
+        .expect("connect through the relay");
+    let defaults = test_settings();
+    let settings = Settings {
+        commit_timeout: Duration::from_millis(1000),
+        projector: ProjectorSettings {
+            poll_interval: Duration::from_millis(50),
+            ..defaults.projector
+        },
+        ..defaults
+    };
+    let service = spawn_app(Roles::All, settings, &store).await;
+    wait_until("the projector's read of the call hangs", 30, || async {
+        relay.silent_connections() >= 1
+    })
+    .await;
+    open_streams_of_the_frozen_call(&service.base_url).await;
+    let other_call = format!("{}/v1/calls/cll_other", service.base_url);
+    wait_until("no read connection is left", 30, || async {
+        let answer = reqwest::get(&other_call)
+            .await
+            .expect("the service answers");
+        answer.status() == 503
+    })
+    .await;
+    (relay, service)
+}
+
+/// Allo, which waits 20 s for an answer, sending to `receiver`.
+fn allo(receiver: TestReceiver) -> TestReceiver {
     TestReceiver {
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(20))
             .build()
             .expect("client"),
-        ..service.receiver()
+        ..receiver
     }
 }
 
@@ -95,13 +154,13 @@ fn completed(call_id: &str) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deliveries_are_stored_while_reads_hang_on_silent_connections() {
     let db = TestDb::postgres().await;
-    let (relay, service) = serve_with_every_read_connection_hung(&db).await;
+    let (relay, service) = serve_in_process_with_every_read_connection_hung(&db).await;
 
-    let answer = allo(&service)
+    let answer = allo(service.receiver())
         .deliver("msg_during", &completed("cll_2"))
         .await;
 
-    assert_eq!(answer.status, 200, "{answer:?}\n{}", service.output());
+    assert_eq!(answer.status, 200, "{answer:?}");
     assert!(relay.silent_connections() >= 1, "the reads still hang");
 }
 

@@ -321,6 +321,80 @@ impl CuttableRelay {
 /// How long PostgreSQL is away in the outage test.
 const OUTAGE: Duration = Duration::from_secs(30);
 
+/// The signed deliveries of 2,000 invented calls (a fifth sent twice, shuffled), for the
+/// receiver at `receiver_url`, and the endpoints they go to.
+fn outage_load(receiver_url: &str) -> (Vec<String>, Vec<SignedDelivery>) {
+    let options = SimulateOptions {
+        urls: vec![format!("{receiver_url}/webhooks/allo")],
+        calls: 2000,
+        concurrency: 4,
+        duplicates: 0.2,
+        shuffle: true,
+        seed: 51,
+    };
+    let secrets = callfold_ingest::WebhookSecrets::parse(SECRET).expect("secret");
+    let secret = secrets.iter().next().expect("one secret");
+    let now = chrono::Utc::now();
+    let deliveries = sign_deliveries(
+        invent_events(options.calls, options.seed, now),
+        secret,
+        now.timestamp(),
+        &options,
+    );
+    (options.urls, deliveries)
+}
+
+/// Cuts the receiver at `receiver_url` off its database (through `relay`) for [`OUTAGE`],
+/// once it reports the database gone, then restores it and waits until it reconnects by
+/// itself.
+async fn cut_the_database_for_the_outage(relay: &CuttableRelay, receiver_url: &str) {
+    relay.cut();
+    let ready = || async {
+        let response = reqwest::get(format!("{receiver_url}/readyz")).await;
+        response.expect("the receiver answers").status().as_u16()
+    };
+    wait_until("the receiver reports the database gone", 10, || async {
+        ready().await == 503
+    })
+    .await;
+    tokio::time::sleep(OUTAGE).await;
+    relay.restore();
+    wait_until("the receiver reconnects by itself", 30, || async {
+        ready().await == 200
+    })
+    .await;
+}
+
+/// As Allo does: sends to `urls` again whatever of `deliveries` `answers` did not
+/// acknowledge, until all are (at most 10 rounds); returns the webhook-ids acknowledged.
+async fn resend_until_acknowledged(
+    urls: &[String],
+    deliveries: &[SignedDelivery],
+    mut answers: Vec<callfold_simulate::Answer>,
+) -> BTreeSet<String> {
+    for _round in 0..10 {
+        let acknowledged: BTreeSet<&str> = answers
+            .iter()
+            .filter(|a| a.seq.is_some())
+            .map(|a| a.webhook_id.as_str())
+            .collect();
+        let retry: Vec<SignedDelivery> = deliveries
+            .iter()
+            .filter(|d| !acknowledged.contains(d.webhook_id.as_str()))
+            .cloned()
+            .collect();
+        if retry.is_empty() {
+            break;
+        }
+        answers.extend(callfold_simulate::send(urls, retry, 4).await.answers);
+    }
+    answers
+        .iter()
+        .filter(|a| a.seq.is_some())
+        .map(|a| a.webhook_id.clone())
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_away_for_30_seconds_under_load_loses_nothing_acknowledged() {
     let db = TestDb::postgres().await;
@@ -337,25 +411,9 @@ async fn postgres_away_for_30_seconds_under_load_loses_nothing_acknowledged() {
     let receiver = start_service("ingest", &relayed_url, &quick).await;
     let _projector = start_service("projector", &relayed_url, &quick).await;
 
-    let options = SimulateOptions {
-        urls: vec![format!("{}/webhooks/allo", receiver.base_url)],
-        calls: 2000,
-        concurrency: 4,
-        duplicates: 0.2,
-        shuffle: true,
-        seed: 51,
-    };
-    let secrets = callfold_ingest::WebhookSecrets::parse(SECRET).expect("secret");
-    let secret = secrets.iter().next().expect("one secret");
-    let now = chrono::Utc::now();
-    let deliveries = sign_deliveries(
-        invent_events(options.calls, options.seed, now),
-        secret,
-        now.timestamp(),
-        &options,
-    );
+    let (urls, deliveries) = outage_load(&receiver.base_url);
     let load = {
-        let (urls, deliveries) = (options.urls.clone(), deliveries.clone());
+        let (urls, deliveries) = (urls.clone(), deliveries.clone());
         tokio::spawn(async move { callfold_simulate::send(&urls, deliveries, 4).await })
     };
     wait_until("the load reaches the log", 30, || {
@@ -364,23 +422,9 @@ async fn postgres_away_for_30_seconds_under_load_loses_nothing_acknowledged() {
     })
     .await;
     assert!(!load.is_finished(), "the outage starts under load");
-    relay.cut();
-    let ready = || async {
-        let response = reqwest::get(format!("{}/readyz", receiver.base_url)).await;
-        response.expect("the receiver answers").status().as_u16()
-    };
-    wait_until("the receiver reports the database gone", 10, || async {
-        ready().await == 503
-    })
-    .await;
-    tokio::time::sleep(OUTAGE).await;
-    relay.restore();
-    wait_until("the receiver reconnects by itself", 30, || async {
-        ready().await == 200
-    })
-    .await;
+    cut_the_database_for_the_outage(&relay, &receiver.base_url).await;
 
-    let mut answers = load.await.expect("load finished").answers;
+    let answers = load.await.expect("load finished").answers;
     let labels: BTreeSet<String> = answers.iter().map(|a| a.label.clone()).collect();
     assert!(
         labels.contains("http 503"),
@@ -388,32 +432,7 @@ async fn postgres_away_for_30_seconds_under_load_loses_nothing_acknowledged() {
     );
     let allowed = ["accepted", "duplicate", "http 503"].map(str::to_owned);
     assert!(labels.is_subset(&BTreeSet::from(allowed)), "{labels:?}");
-    // As Allo does: send again whatever was not acknowledged, until it is.
-    for _round in 0..10 {
-        let acknowledged: BTreeSet<&str> = answers
-            .iter()
-            .filter(|a| a.seq.is_some())
-            .map(|a| a.webhook_id.as_str())
-            .collect();
-        let retry: Vec<SignedDelivery> = deliveries
-            .iter()
-            .filter(|d| !acknowledged.contains(d.webhook_id.as_str()))
-            .cloned()
-            .collect();
-        if retry.is_empty() {
-            break;
-        }
-        answers.extend(
-            callfold_simulate::send(&options.urls, retry, 4)
-                .await
-                .answers,
-        );
-    }
-    let acknowledged: BTreeSet<String> = answers
-        .iter()
-        .filter(|a| a.seq.is_some())
-        .map(|a| a.webhook_id.clone())
-        .collect();
+    let acknowledged = resend_until_acknowledged(&urls, &deliveries, answers).await;
     let sent: BTreeSet<String> = deliveries.iter().map(|d| d.webhook_id.clone()).collect();
     assert_eq!(
         acknowledged, sent,

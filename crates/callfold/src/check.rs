@@ -64,6 +64,30 @@ async fn report(
     matches: &ArgMatches,
     command: &clap::Command,
 ) -> anyhow::Result<()> {
+    let mut report = options_report(config, service, matches, command)?;
+    report.push('\n');
+    report.push_str(&access_report(service)?);
+    report.push('\n');
+    let linking_rules = config.linking_rules()?;
+    let precedence = config.precedence()?;
+    report.push_str(&rules_report(config, &linking_rules, &precedence)?);
+    report.push('\n');
+    let configuration = fingerprint(&linking_rules, &precedence);
+    writeln!(report, "configuration fingerprint: {configuration}")?;
+    report.push_str(&database_report(&service.service().database, &configuration).await);
+    report.push_str("configuration ok");
+    output::print(&report)
+}
+
+/// The configuration file, the service checked, and each of its options (passwords hidden)
+/// with where its value comes from: the environment, the command line, the file, or the
+/// default.
+fn options_report(
+    config: &Config,
+    service: &ServiceCommand,
+    matches: &ArgMatches,
+    command: &clap::Command,
+) -> anyhow::Result<String> {
     let mut report = String::new();
     let file = config.path.as_ref().map(|p| p.display().to_string());
     writeln!(
@@ -90,8 +114,14 @@ async fn report(
         };
         writeln!(report, "{id} = {} ({source})", value.join(","))?;
     }
-    report.push('\n');
+    Ok(report)
+}
 
+/// Who can reach `service`, checked as the service checks it: its listeners and what each
+/// serves, whether the API token is set (never its value), whether its TLS certificate and
+/// key are usable, and how many webhook secrets it has when it receives webhooks.
+fn access_report(service: &ServiceCommand) -> anyhow::Result<String> {
+    let mut report = String::new();
     let args = service.service();
     let settings = Settings {
         api_token: ApiToken::from_env(),
@@ -136,13 +166,19 @@ async fn report(
             "webhook secrets: not needed (this role receives no webhooks)"
         )?;
     }
-    report.push('\n');
+    Ok(report)
+}
 
-    let linking_rules = config.linking_rules()?;
-    let precedence = config.precedence()?;
-    report.push_str(&rules_table(&linking_rules));
+/// The linking rules and the precedence graph as tables, and a note for each topic of the
+/// configuration that Allo is not known to send.
+fn rules_report(
+    config: &Config,
+    linking_rules: &callfold_ingest::LinkingRules,
+    precedence: &callfold_projector::Precedence,
+) -> anyhow::Result<String> {
+    let mut report = rules_table(linking_rules);
     report.push('\n');
-    report.push_str(&precedence_table(config, &precedence));
+    report.push_str(&precedence_table(config, precedence));
     for topic in config.unknown_topics() {
         writeln!(
             report,
@@ -150,13 +186,7 @@ async fn report(
              it, otherwise check its spelling"
         )?;
     }
-    report.push('\n');
-
-    let configuration = fingerprint(&linking_rules, &precedence);
-    writeln!(report, "configuration fingerprint: {configuration}")?;
-    report.push_str(&database_report(&args.database, &configuration).await);
-    report.push_str("configuration ok");
-    output::print(&report)
+    Ok(report)
 }
 
 /// The linking rules as a table: each topic and its pointers, in the order they are tried.

@@ -89,6 +89,122 @@ const SELECT_KEPT_PAGE: &str = concat!(
 const TAKE_KEPT_POSITIONS: &str = "UPDATE kept_records_counter \
      SET last_position = last_position + $1 WHERE only_row = 1 RETURNING last_position";
 
+/// Runs `$inserts` (from [`insert_statements`]) on `$executor`; evaluates to the seq of each
+/// record they wrote, by webhook-id (`$capacity` the number of records they may write). A
+/// webhook-id the log held already is absent.
+macro_rules! insert_events {
+    ($executor:expr, $inserts:expr, $capacity:expr) => {{
+        let mut appended: HashMap<String, i64> = HashMap::with_capacity($capacity);
+        for (sql, run) in $inserts {
+            let mut insert = sqlx::query_as::<_, (i64, String)>(sql);
+            for event in *run {
+                let columns = ContentColumns::of(&event.content);
+                insert = insert
+                    .bind(event.webhook_id.as_str())
+                    .bind(event.webhook_timestamp)
+                    .bind(event.received_at.unix_micros())
+                    .bind(event.body.as_slice())
+                    .bind(event.body_sha256.as_slice())
+                    .bind(columns.topic)
+                    .bind(columns.event_time_us)
+                    .bind(columns.call_key)
+                    .bind(columns.unlinked)
+                    .bind(columns.quarantine_reason);
+            }
+            let rows = insert.fetch_all($executor).await?;
+            appended.extend(rows.into_iter().map(|(seq, id)| (id, seq)));
+        }
+        appended
+    }};
+}
+
+/// Marks, on `$executor`, the calls the new records of `$writes` (a [`FollowingWrites`])
+/// touched in the fold queue.
+macro_rules! mark_touched_calls {
+    ($executor:expr, $writes:expr) => {
+        for (sql, calls) in $writes.mark_statements() {
+            let mut mark = sqlx::query(&sql);
+            for call_key in calls {
+                mark = mark.bind(*call_key).bind($writes.marked_at);
+            }
+            mark.execute($executor).await?;
+        }
+    };
+}
+
+/// Gives, on `$executor`, the new kept records of `$writes` (a [`FollowingWrites`]) their
+/// places in the lists of kept records.
+macro_rules! add_to_kept_lists {
+    ($executor:expr, $writes:expr) => {
+        if !$writes.kept.is_empty() {
+            let last: i64 = sqlx::query_scalar(TAKE_KEPT_POSITIONS)
+                .bind($writes.kept.len() as i64)
+                .fetch_one($executor)
+                .await?;
+            for (sql, rows) in $writes.kept_statements(last) {
+                let mut insert = sqlx::query(&sql);
+                for (position, seq, quarantined) in rows {
+                    insert = insert.bind(position).bind(seq).bind(quarantined);
+                }
+                insert.execute($executor).await?;
+            }
+        }
+    };
+}
+
+/// Adds, on `$executor`, the new records of `$writes` (a [`FollowingWrites`]) to the counts
+/// (`log_counts`, `stored_per_minute`).
+macro_rules! add_to_counts {
+    ($executor:expr, $writes:expr) => {
+        if let Some(counts) = &$writes.counts {
+            sqlx::query(ADD_TO_LOG_COUNTS)
+                .bind(counts.records)
+                .bind(counts.quarantined)
+                .bind(counts.unlinked)
+                .bind(counts.stripe)
+                .execute($executor)
+                .await?;
+            for (minute, stored) in &counts.per_minute {
+                sqlx::query(ADD_TO_STORED_PER_MINUTE)
+                    .bind(*minute)
+                    .bind(counts.stripe)
+                    .bind(*stored)
+                    .execute($executor)
+                    .await?;
+            }
+        }
+    };
+}
+
+/// Reads, on `$executor`, the copy the log holds of each of `$ids` (webhook-ids it held
+/// already); evaluates to its seq and body digest, by webhook-id.
+macro_rules! find_logged_copies {
+    ($executor:expr, $ids:expr) => {{
+        let mut logged_copies: HashMap<String, (i64, Vec<u8>)> = HashMap::new();
+        for id in $ids {
+            let copy = sqlx::query_as(FIND_FIRST_COPY)
+                .bind(id)
+                .fetch_one($executor)
+                .await?;
+            logged_copies.insert(id.to_owned(), copy);
+        }
+        logged_copies
+    }};
+}
+
+/// The statements that insert `firsts`, each with the records it binds.
+fn insert_statements<'a, 'e>(
+    placeholders: Placeholders,
+    firsts: &'a [&'e NewEvent],
+) -> Vec<(String, &'a [&'e NewEvent])> {
+    statement_runs(firsts, ROWS_PER_STATEMENT, BYTES_PER_STATEMENT, |event| {
+        event.body.len()
+    })
+    .into_iter()
+    .map(|run| (insert_statement(placeholders, run.len()), run))
+    .collect()
+}
+
 /// A row of `events` exactly as stored, before it is parsed back into a [`LoggedEvent`].
 #[derive(sqlx::FromRow)]
 pub(crate) struct EventRow {
@@ -268,20 +384,11 @@ impl Store {
         events: &[NewEvent],
         deadline: Option<Duration>,
     ) -> Result<Vec<AppendOutcome>, StoreError> {
-        let server_deadline = match (self, deadline) {
-            (Store::Postgres(_), Some(deadline)) => Some(deadline.as_millis().to_string()),
-            _ => None,
-        };
+        let server_deadline = self.server_deadline(deadline);
         let first_copy = first_copies(events);
         let firsts = in_lock_order(events, &first_copy);
         let placeholders = self.placeholders();
-        let inserts: Vec<(String, &[&NewEvent])> =
-            statement_runs(&firsts, ROWS_PER_STATEMENT, BYTES_PER_STATEMENT, |event| {
-                event.body.len()
-            })
-            .into_iter()
-            .map(|run| (insert_statement(placeholders, run.len()), run))
-            .collect();
+        let inserts = insert_statements(placeholders, &firsts);
         let (appended, logged_copies) = on_pool!(self, pool => in_transaction!(pool, tx => {
             if let Some(milliseconds) = &server_deadline {
                 sqlx::query(BOUND_TRANSACTION_BY_DEADLINE)
@@ -289,72 +396,24 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
-            let mut appended: HashMap<String, i64> = HashMap::with_capacity(firsts.len());
-            for (sql, run) in &inserts {
-                let mut insert = sqlx::query_as::<_, (i64, String)>(sql);
-                for event in *run {
-                    let columns = ContentColumns::of(&event.content);
-                    insert = insert
-                        .bind(event.webhook_id.as_str())
-                        .bind(event.webhook_timestamp)
-                        .bind(event.received_at.unix_micros())
-                        .bind(event.body.as_slice())
-                        .bind(event.body_sha256.as_slice())
-                        .bind(columns.topic)
-                        .bind(columns.event_time_us)
-                        .bind(columns.call_key)
-                        .bind(columns.unlinked)
-                        .bind(columns.quarantine_reason);
-                }
-                let rows = insert.fetch_all(&mut *tx).await?;
-                appended.extend(rows.into_iter().map(|(seq, id)| (id, seq)));
-            }
+            let appended = insert_events!(&mut *tx, &inserts, firsts.len());
             let writes = FollowingWrites::of(&firsts, &appended, placeholders);
-            for (sql, calls) in writes.mark_statements() {
-                let mut mark = sqlx::query(&sql);
-                for call_key in calls {
-                    mark = mark.bind(*call_key).bind(writes.marked_at);
-                }
-                mark.execute(&mut *tx).await?;
-            }
-            if !writes.kept.is_empty() {
-                let last: i64 = sqlx::query_scalar(TAKE_KEPT_POSITIONS)
-                    .bind(writes.kept.len() as i64)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                for (sql, rows) in writes.kept_statements(last) {
-                    let mut insert = sqlx::query(&sql);
-                    for (position, seq, quarantined) in rows {
-                        insert = insert.bind(position).bind(seq).bind(quarantined);
-                    }
-                    insert.execute(&mut *tx).await?;
-                }
-            }
-            if let Some(counts) = &writes.counts {
-                sqlx::query(ADD_TO_LOG_COUNTS)
-                    .bind(counts.records)
-                    .bind(counts.quarantined)
-                    .bind(counts.unlinked)
-                    .bind(counts.stripe)
-                    .execute(&mut *tx)
-                    .await?;
-                for (minute, stored) in &counts.per_minute {
-                    sqlx::query(ADD_TO_STORED_PER_MINUTE)
-                        .bind(*minute)
-                        .bind(counts.stripe)
-                        .bind(*stored)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-            }
-            let mut logged_copies: HashMap<String, (i64, Vec<u8>)> = HashMap::new();
-            for id in not_appended(&firsts, &appended) {
-                let copy = sqlx::query_as(FIND_FIRST_COPY).bind(id).fetch_one(&mut *tx).await?;
-                logged_copies.insert(id.to_owned(), copy);
-            }
+            mark_touched_calls!(&mut *tx, writes);
+            add_to_kept_lists!(&mut *tx, writes);
+            add_to_counts!(&mut *tx, writes);
+            let logged_copies = find_logged_copies!(&mut *tx, not_appended(&firsts, &appended));
             (appended, logged_copies)
         }))?;
         Ok(outcomes(events, &first_copy, &appended, &logged_copies))
+    }
+
+    /// On PostgreSQL with a `deadline`, the value (milliseconds) that bounds an append's
+    /// transaction on the server (see [`BOUND_TRANSACTION_BY_DEADLINE`]); `None` otherwise.
+    fn server_deadline(&self, deadline: Option<Duration>) -> Option<String> {
+        match (self, deadline) {
+            (Store::Postgres(_), Some(deadline)) => Some(deadline.as_millis().to_string()),
+            _ => None,
+        }
     }
 
     /// The logged copy of `webhook_id`, if any.
