@@ -1,17 +1,22 @@
 //! `callfold-bench`: one command that measures callfold on this machine and prints tables.
 //!
-//! - `ingest`: requests/s and acknowledgement latency under C busy connections, for a ceiling
-//!   (a bench-only axum server that answers 200 and does nothing), `callfold serve` on SQLite
-//!   (and on PostgreSQL when `DATABASE_URL` names one), and the hand-written Express peer in
-//!   `benches/peers/`; then ratios, and memory under 4x the connections.
-//! - `rebuild`: a log of N events, the raw streaming read of the rows a rebuild reads, and
-//!   `callfold rebuild` over them, with its peak memory.
+//! - `ingest`: the ladder. Requests/s, acknowledgement latency, CPU and disk writes per request
+//!   under C busy connections, for a ceiling (a bench-only axum server that answers 200 and
+//!   does nothing), the ceiling plus verification, plus a minimal group-commit append (both
+//!   bench-only), `callfold ingest` and `callfold serve` on SQLite (whose logs grow to a million
+//!   events over the rounds), `callfold serve` on PostgreSQL when `DATABASE_URL` names one, and
+//!   the hand-written Express peer in `benches/peers/`; then ratios, and memory under 4x the
+//!   connections.
+//! - `rebuild`: a log of N events, the raw streaming read of the rows a rebuild reads,
+//!   `callfold rebuild` over them with its peak memory, and one `callfold projector` worker
+//!   folding every call again.
 //! - `late`: the cost of one late event with a small and a large log.
 //! - `rebuild-under-load`: acknowledgement latency of a steady stream of deliveries to
 //!   `callfold serve` over a large log, without and during `callfold rebuild`.
 //! - `reads-under-load`: acknowledgement latency on a large SQLite log at a steady rate,
 //!   without reads and with `/status` and `/v1/stats` requested in loops.
-//! - `all`: the five above. `--smoke` shrinks everything to seconds (CI runs it; it asserts nothing
+//! - `all`: the five above, then the table of targets (`ingest` and `rebuild` print the rows
+//!   they measured). `--smoke` shrinks everything to seconds (CI runs it; it asserts nothing
 //!   about speed).
 //! - `connections`: the memory an idle connection costs, silent and kept alive.
 //!
@@ -22,8 +27,10 @@ mod ingest;
 mod late;
 mod reads;
 mod rebuild;
+mod rungs;
 mod servers;
 mod stats;
+mod targets;
 mod under_load;
 
 use std::process::ExitCode;
@@ -33,9 +40,13 @@ use anyhow::Context;
 use callfold_store::Store;
 use clap::{Args, Parser, Subcommand};
 
-use crate::ingest::{IngestResult, Load};
-use crate::servers::{Server, start_callfold, start_ceiling, start_peer};
+use crate::ingest::{Growth, Load, Rung, Target, sqlite_files};
+use crate::servers::{
+    start_callfold, start_callfold_command, start_ceiling, start_group_commit, start_peer,
+    start_verify,
+};
 use crate::stats::{MedianSpread, Rounds};
+use crate::targets::Findings;
 
 /// Benchmarks of callfold, printed as tables.
 #[derive(Debug, Parser)]
@@ -49,7 +60,8 @@ struct Cli {
 enum Command {
     /// Ingest, rebuild, late events, rebuild under load and reads under load, in that order.
     All(Options),
-    /// Ingest throughput and latency against the ceiling and the peer.
+    /// The ingest ladder: throughput, latency, CPU and disk per request, from the ceiling to
+    /// callfold serve, and the peer.
     Ingest(Options),
     /// Rebuild rate against the raw read rate, and peak memory.
     Rebuild(Options),
@@ -72,6 +84,20 @@ enum Command {
         #[arg(long)]
         port: u16,
     },
+    /// The verify rung's server (started by `ingest`).
+    #[command(hide = true)]
+    VerifyServer {
+        #[arg(long)]
+        port: u16,
+    },
+    /// The group-commit rung's server (started by `ingest`).
+    #[command(hide = true)]
+    GroupCommitServer {
+        #[arg(long)]
+        port: u16,
+        #[arg(long)]
+        database: std::path::PathBuf,
+    },
 }
 
 #[derive(Clone, Debug, Args)]
@@ -88,6 +114,10 @@ struct Options {
     /// Connections kept busy.
     #[arg(long, default_value_t = 64)]
     connections: usize,
+    /// Events the logs of the SQLite ingest rungs are grown to, in equal steps between the
+    /// rounds, before the last round.
+    #[arg(long, default_value_t = 1_000_000)]
+    log_events: usize,
     /// Events in the large log (rebuild, late events, reads under load).
     #[arg(long, default_value_t = 1_000_000)]
     events: usize,
@@ -126,6 +156,7 @@ impl Options {
         Self {
             rounds: 2,
             requests: 1_000,
+            log_events: 3_000,
             events: 5_000,
             small_log: 1_000,
             probes: 3,
@@ -141,6 +172,7 @@ impl Options {
             rounds: self.rounds,
             requests: self.requests,
             connections: self.connections,
+            log_events: self.log_events,
         }
     }
 
@@ -153,9 +185,9 @@ impl Options {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::CeilingServer { port } = cli.command {
+    if cli.command.is_bench_server() {
         let runtime = tokio::runtime::Runtime::new().expect("a runtime starts");
-        return exit_code(runtime.block_on(servers::serve_ceiling(port)));
+        return exit_code(runtime.block_on(serve_bench_server(cli.command)));
     }
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     // Before any thread exists, so that every thread of the load generator stays on core 0.
@@ -165,6 +197,30 @@ fn main() -> ExitCode {
         .build()
         .expect("a runtime starts");
     exit_code(runtime.block_on(run(cli.command, cores, pinned)))
+}
+
+impl Command {
+    /// Whether this is one of the bench-only servers the benchmark starts.
+    fn is_bench_server(&self) -> bool {
+        matches!(
+            self,
+            Command::CeilingServer { .. }
+                | Command::VerifyServer { .. }
+                | Command::GroupCommitServer { .. }
+        )
+    }
+}
+
+/// Runs one of the bench-only servers until killed.
+async fn serve_bench_server(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::CeilingServer { port } => servers::serve_ceiling(port).await,
+        Command::VerifyServer { port } => rungs::serve_verify(port).await,
+        Command::GroupCommitServer { port, database } => {
+            rungs::serve_group_commit(port, &database).await
+        }
+        _ => unreachable!("only the bench-only servers come here"),
+    }
 }
 
 /// Success, or the error printed on stderr and a failure.
@@ -191,7 +247,9 @@ async fn run(command: Command, cores: usize, pinned: bool) -> anyhow::Result<()>
             let scratch = tempfile::tempdir()?;
             return connections::measure(connections, scratch.path()).await;
         }
-        Command::CeilingServer { .. } => unreachable!("handled before the runtime"),
+        Command::CeilingServer { .. }
+        | Command::VerifyServer { .. }
+        | Command::GroupCommitServer { .. } => unreachable!("handled before the runtime"),
     };
     let options = options.effective();
     print_machine(cores, pinned);
@@ -207,11 +265,12 @@ async fn run(command: Command, cores: usize, pinned: bool) -> anyhow::Result<()>
         Some(url) => Some(Scratch::create(url).await?),
         None => None,
     };
+    let mut findings = Findings::default();
     if sections[0] {
-        ingest_section(&options, &scratch, postgres.as_ref()).await?;
+        ingest_section(&options, &scratch, postgres.as_ref(), &mut findings).await?;
     }
     if sections[1] {
-        rebuild_section(&options, &scratch, postgres.as_ref()).await?;
+        rebuild_section(&options, &scratch, postgres.as_ref(), &mut findings).await?;
     }
     if sections[2] {
         late_section(&options, &scratch, postgres.as_ref()).await?;
@@ -221,6 +280,9 @@ async fn run(command: Command, cores: usize, pinned: bool) -> anyhow::Result<()>
     }
     if sections[4] {
         reads_section(&options, &scratch).await?;
+    }
+    if sections[0] || sections[1] {
+        findings.print();
     }
     if let Some(postgres) = postgres {
         postgres.drop_all().await?;
@@ -305,84 +367,224 @@ impl Scratch {
     }
 }
 
-fn ingest_row(name: &str, result: &IngestResult) {
+/// `name` in `scratch`, with what an earlier run left there (under `--scratch`) removed, so
+/// that a log starts empty.
+fn fresh_database(scratch: &std::path::Path, name: &str) -> anyhow::Result<std::path::PathBuf> {
+    let path = scratch.join(name);
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        match std::fs::remove_file(&file) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error.into()),
+            _ => {}
+        }
+    }
+    Ok(path)
+}
+
+/// Starts every target of the ladder, in its order.
+async fn start_ladder(
+    scratch: &std::path::Path,
+    postgres: Option<&Scratch>,
+) -> anyhow::Result<Vec<Target>> {
+    let mut targets = vec![
+        Target::new(
+            Rung::Ceiling,
+            start_ceiling().await?,
+            Growth::None,
+            Vec::new(),
+            1_000,
+        ),
+        Target::new(
+            Rung::Verify,
+            start_verify().await?,
+            Growth::None,
+            Vec::new(),
+            1_500,
+        ),
+    ];
+    let group_commit = fresh_database(scratch, "ladder-group-commit.db")?;
+    targets.push(Target::new(
+        Rung::GroupCommit,
+        start_group_commit(&group_commit).await?,
+        Growth::GroupCommit(group_commit.clone()),
+        sqlite_files(&group_commit),
+        2_000,
+    ));
+    for (rung, subcommand, seed) in [
+        (Rung::Ingest, "ingest", 2_500),
+        (Rung::Serve, "serve", 3_000),
+    ] {
+        let path = fresh_database(scratch, &format!("ladder-{subcommand}.db"))?;
+        let url = format!("sqlite:{}", path.display());
+        let server = start_callfold_command(subcommand, &url, &[]).await?;
+        let growth = Growth::Callfold {
+            url,
+            folded: rung == Rung::Serve,
+        };
+        targets.push(Target::new(rung, server, growth, sqlite_files(&path), seed));
+    }
+    if let Some(postgres) = postgres {
+        let url = postgres.schema("ingest").await?;
+        let server = start_callfold(&url, &[]).await?;
+        targets.push(Target::new(
+            Rung::ServePostgres,
+            server,
+            Growth::None,
+            Vec::new(),
+            3_500,
+        ));
+    }
+    let peer_database = fresh_database(scratch, "peer.db")?;
+    match start_peer(scratch).await {
+        Ok(Some(server)) => targets.push(Target::new(
+            Rung::Peer,
+            server,
+            Growth::None,
+            sqlite_files(&peer_database),
+            4_000,
+        )),
+        Ok(None) => println!("The peer was not run: Node.js is not installed.\n"),
+        Err(error) => println!("The peer was not run: {error:#}\n"),
+    }
+    Ok(targets)
+}
+
+fn ingest_row(target: &Target, ceiling: f64) {
+    let result = &target.result;
     println!(
-        "| {name} | {} | {} | {} | {} | {:.0} |",
+        "| {} | {:.2} | {} | {} | {} | {} | {} | {} | {} | {:.0} |",
+        target.rung.name(),
+        result.requests_per_second.median() / ceiling,
         MedianSpread(&result.requests_per_second, 0),
         MedianSpread(&result.p50_ms, 2),
         MedianSpread(&result.p99_ms, 2),
+        MedianSpread(&result.cpu_us_per_request, 0),
+        MedianSpread(&result.written_per_request, 0),
+        MedianSpread(&result.files_growth_per_request, 0),
         result.not_ok,
         result.peak_rss_mib
     );
-}
-
-fn ratio(name: &str, numerator: &IngestResult, denominator: &IngestResult) {
-    let value = numerator.requests_per_second.median() / denominator.requests_per_second.median();
-    println!("| {name} | {value:.2} |");
-}
-
-async fn measured(server: Server, load: Load, seed: u64) -> IngestResult {
-    let result = ingest::measure(&server, load, seed).await;
-    drop(server);
-    result
 }
 
 async fn ingest_section(
     options: &Options,
     scratch: &std::path::Path,
     postgres: Option<&Scratch>,
+    findings: &mut Findings,
 ) -> anyhow::Result<()> {
     let load = options.load();
     println!(
-        "## Ingest: {} rounds of {} requests over {} connections (median ±half-range)\n",
-        load.rounds, load.requests, load.connections
+        "## Ingest, the ladder: {} rounds of {} requests (2% sent twice) over {} connections, \
+         interleaved; the SQLite logs of (c), (d) and (e) grown to {} events by the last round \
+         (median ±half-range)\n",
+        load.rounds, load.requests, load.connections, load.log_events
     );
-    println!("| target | requests/s | p50 ms | p99 ms | non-200 | peak RSS MiB |");
-    println!("|---|---|---|---|---|---|");
-    let ceiling = measured(start_ceiling().await?, load, 1_000).await;
-    ingest_row("ceiling (axum, answers 200)", &ceiling);
-    let sqlite_url = format!("sqlite:{}", scratch.join("ingest.db").display());
-    let sqlite_server = start_callfold(&sqlite_url, &[]).await?;
-    let sqlite = ingest::measure(&sqlite_server, load, 2_000).await;
-    ingest_row("callfold serve, SQLite", &sqlite);
-    let overload =
-        ingest::overload(&sqlite_server, load.requests, load.connections * 4, 2_900).await;
-    drop(sqlite_server);
-    let mut pg = None;
-    if let Some(postgres) = postgres {
-        let url = postgres.schema("ingest").await?;
-        let result = measured(start_callfold(&url, &[]).await?, load, 3_000).await;
-        ingest_row("callfold serve, PostgreSQL", &result);
-        pg = Some(result);
+    let mut targets = start_ladder(scratch, postgres).await?;
+    for target in &targets {
+        target.warm_up(load).await;
     }
-    let peer = match start_peer(scratch).await {
-        Ok(Some(server)) => {
-            let result = measured(server, load, 4_000).await;
-            ingest_row("peer (Express + standardwebhooks + SQLite FULL)", &result);
-            Some(result)
+    for round in 0..load.rounds {
+        for target in &mut targets {
+            target.prepare_round(load, round).await?;
         }
-        Ok(None) => {
-            println!("| peer | not run: Node.js is not installed | | | | |");
-            None
+        for target in &mut targets {
+            target.measure_round(load, round).await;
         }
-        Err(error) => {
-            println!("| peer | not run: {error:#} | | | | |");
-            None
-        }
-    };
-    println!("\n| ratio of requests/s | value |\n|---|---|");
-    ratio("callfold SQLite / ceiling", &sqlite, &ceiling);
-    if let Some(pg) = &pg {
-        ratio("callfold PostgreSQL / ceiling", pg, &ceiling);
     }
-    if let Some(peer) = &peer {
-        ratio("callfold SQLite / peer", &sqlite, peer);
+    let find = |rung: Rung| targets.iter().find(|target| target.rung == rung);
+    let rate = |rung: Rung| find(rung).map(|target| target.result.requests_per_second.median());
+    let ceiling = rate(Rung::Ceiling).unwrap_or(f64::NAN);
+    println!(
+        "| target | share of the ceiling | requests/s | p50 ms | p99 ms | CPU µs/request \
+         | disk written B/request | database+WAL growth B/request | non-200 | peak RSS MiB |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for target in &targets {
+        ingest_row(target, ceiling);
     }
     println!(
-        "\nOverload, callfold serve on SQLite with {} connections: {} of {} answers were 503; \
-         peak RSS {:.0} MiB.\n",
-        overload.connections, overload.answers_503, overload.answers, overload.peak_rss_mib
+        "\n| log grown between rounds | log at the first round | log at the last round \
+         | first round requests/s | last round requests/s | last / first |"
     );
+    println!("|---|---|---|---|---|---|");
+    for target in targets
+        .iter()
+        .filter(|target| !target.result.log_at_round.is_empty())
+    {
+        let result = &target.result;
+        println!(
+            "| {} | {} | {} | {:.0} | {:.0} | {:.2} |",
+            target.rung.name(),
+            result.log_at_round.first().copied().unwrap_or_default(),
+            result.log_at_round.last().copied().unwrap_or_default(),
+            result.requests_per_second.first(),
+            result.requests_per_second.last(),
+            result.last_over_first()
+        );
+    }
+    println!("\n| ratio of requests/s | value |\n|---|---|");
+    let ratios = [
+        (
+            "callfold serve, SQLite / ceiling",
+            Rung::Serve,
+            Rung::Ceiling,
+        ),
+        (
+            "callfold ingest, SQLite / ceiling",
+            Rung::Ingest,
+            Rung::Ceiling,
+        ),
+        (
+            "callfold serve, PostgreSQL / ceiling",
+            Rung::ServePostgres,
+            Rung::Ceiling,
+        ),
+        (
+            "callfold serve, SQLite / group commit",
+            Rung::Serve,
+            Rung::GroupCommit,
+        ),
+        (
+            "callfold ingest, SQLite / group commit",
+            Rung::Ingest,
+            Rung::GroupCommit,
+        ),
+        ("callfold serve, SQLite / peer", Rung::Serve, Rung::Peer),
+    ];
+    for (name, numerator, denominator) in ratios {
+        if let (Some(numerator), Some(denominator)) = (rate(numerator), rate(denominator)) {
+            println!("| {name} | {:.2} |", numerator / denominator);
+        }
+    }
+    let share = |rung: Rung| rate(rung).map(|value| value / ceiling);
+    findings.serve_share = share(Rung::Serve);
+    findings.ingest_share = share(Rung::Ingest);
+    findings.postgres_serve_share = share(Rung::ServePostgres);
+    findings.serve_over_peer = rate(Rung::Serve)
+        .zip(rate(Rung::Peer))
+        .map(|(serve, peer)| serve / peer);
+    let decay = |rung: Rung| {
+        find(rung).map(|target| {
+            let result = &target.result;
+            let last_log = result.log_at_round.last().copied().unwrap_or_default();
+            (result.last_over_first(), last_log)
+        })
+    };
+    findings.ingest_decay = decay(Rung::Ingest);
+    findings.serve_decay = decay(Rung::Serve);
+    if let Some(serve) = find(Rung::Serve) {
+        findings.serve_p99_ms = Some(serve.result.p99_ms.median());
+        let overload =
+            ingest::overload(&serve.server, load.requests, load.connections * 4, 4_900).await;
+        println!(
+            "\nOverload, callfold serve on SQLite with {} connections: {} of {} answers were \
+             503; peak RSS {:.0} MiB.\n",
+            overload.connections, overload.answers_503, overload.answers, overload.peak_rss_mib
+        );
+        findings.overload_rss_mib = Some(overload.peak_rss_mib);
+        findings.overload_connections = overload.connections;
+    }
     Ok(())
 }
 
@@ -400,17 +602,19 @@ async fn rebuild_section(
     options: &Options,
     scratch: &std::path::Path,
     postgres: Option<&Scratch>,
+    findings: &mut Findings,
 ) -> anyhow::Result<()> {
     println!(
         "## Rebuild of a log of {} events (all their calls' events, arrivals shuffled in \
-         windows of 32, 5% delivered twice)\n",
+         windows of 32, 5% delivered twice); then one projector worker folding every call \
+         again, every projection out of date\n",
         options.events
     );
     println!(
         "| store | log records | call events | raw read events/s | rebuild s | rebuild events/s \
-         | rebuild / raw | rebuild peak RSS MiB |"
+         | rebuild / raw | rebuild peak RSS MiB | projector s | projector events/s |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let mut urls = vec![(
         "SQLite",
         format!("sqlite:{}", scratch.join("large.db").display()),
@@ -422,11 +626,28 @@ async fn rebuild_section(
         let (records, rows, raw_rate) = prepared_log(&url, options.events).await?;
         let (took, peak_rss) = rebuild::rebuild(&url).await?;
         let rate = rows as f64 / took.as_secs_f64();
+        let store = Store::connect(&url).await?;
+        under_load::disturb_every_projection(&store).await?;
+        rebuild::mark_every_call(&store).await?;
+        rebuild::vacuum(&store).await?;
+        let folding = rebuild::catch_up(&url, &store).await?;
+        store.close().await;
+        let fold_rate = rows as f64 / folding.as_secs_f64();
         println!(
-            "| {name} | {records} | {rows} | {raw_rate:.0} | {:.2} | {rate:.0} | {:.2} | {peak_rss:.0} |",
+            "| {name} | {records} | {rows} | {raw_rate:.0} | {:.2} | {rate:.0} | {:.2} \
+             | {peak_rss:.0} | {:.2} | {fold_rate:.0} |",
             took.as_secs_f64(),
-            rate / raw_rate
+            rate / raw_rate,
+            folding.as_secs_f64()
         );
+        if name == "SQLite" {
+            findings.rebuild_over_raw = Some(rate / raw_rate);
+            findings.rebuild_rate = Some(rate);
+            findings.rebuild_rss_mib = Some(peak_rss);
+            findings.sqlite_fold_rate = Some(fold_rate);
+        } else {
+            findings.postgres_fold_rate = Some(fold_rate);
+        }
     }
     println!();
     Ok(())

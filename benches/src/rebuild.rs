@@ -1,7 +1,7 @@
 //! The fold and rebuild benchmark: a log with a realistic mix (arrivals shuffled within short
 //! windows, so some events are late; some deliveries repeated), the raw rate of streaming the
-//! rows a rebuild reads with a plain `SELECT`, and `callfold rebuild` over them with its peak
-//! memory.
+//! rows a rebuild reads with a plain `SELECT`, `callfold rebuild` over them with its peak
+//! memory, and one `callfold projector` worker catching up on every call.
 
 use std::time::{Duration, Instant};
 
@@ -14,7 +14,8 @@ use rand::seq::SliceRandom;
 use sha2::{Digest, Sha256};
 use tokio_stream::StreamExt;
 
-use crate::servers::{callfold_executable, peak_rss_mib_of, pinned};
+use crate::late;
+use crate::servers::{callfold_executable, peak_rss_mib_of, pinned, start_callfold_command};
 
 /// Events appended per transaction while filling.
 const FILL_BATCH: usize = 1000;
@@ -33,6 +34,16 @@ pub struct Filled {
 /// Appends about `events` invented events (all their calls' events, in shuffled windows,
 /// with some repeated) to `store`.
 pub async fn fill_log(store: &Store, events: usize, seed: u64) -> anyhow::Result<Filled> {
+    append_invented(store, events, seed).await?;
+    vacuum(store).await?;
+    Ok(Filled {
+        events: store.log_len().await?,
+    })
+}
+
+/// Appends about `events` invented events to `store` as [`fill_log`] does, without the
+/// clean-up after a bulk load.
+pub async fn append_invented(store: &Store, events: usize, seed: u64) -> anyhow::Result<()> {
     let now = chrono::Utc::now();
     // The traffic model makes about 3.7 events per call.
     let mut invented = invent_events(events * 10 / 37 + 1, seed, now);
@@ -59,10 +70,7 @@ pub async fn fill_log(store: &Store, events: usize, seed: u64) -> anyhow::Result
         with_repeats.extend(batch.iter().step_by(DUPLICATE_EVERY).cloned());
         store.append_batch(&with_repeats).await?;
     }
-    vacuum(store).await?;
-    Ok(Filled {
-        events: store.log_len().await?,
-    })
+    Ok(())
 }
 
 /// On PostgreSQL, what autovacuum would do soon after a bulk change, done now, so that it does
@@ -141,4 +149,28 @@ pub async fn rebuild(database_url: &str) -> anyhow::Result<(Duration, f64)> {
             }
         }
     }
+}
+
+/// Marks every call of the log to be folded again, as when projectors come back to a log
+/// that grew without them.
+pub async fn mark_every_call(store: &Store) -> anyhow::Result<()> {
+    let sql = "INSERT INTO calls_to_fold (call_key, marked_at_us) \
+         SELECT DISTINCT call_key, 0 FROM events WHERE call_key IS NOT NULL \
+         ON CONFLICT (call_key) DO UPDATE SET version = calls_to_fold.version + 1";
+    match store {
+        Store::Sqlite(pools) => sqlx::query(sql).execute(&pools.writer).await.map(drop)?,
+        Store::Postgres(pools) => sqlx::query(sql).execute(&pools.writer).await.map(drop)?,
+    }
+    Ok(())
+}
+
+/// How long one `callfold projector` (one worker), started now, takes to empty the fold queue
+/// of `store` at `database_url`.
+pub async fn catch_up(database_url: &str, store: &Store) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let projector = start_callfold_command("projector", database_url, &[]).await?;
+    late::wait_until_folded(store).await?;
+    let took = started.elapsed();
+    drop(projector);
+    Ok(took)
 }

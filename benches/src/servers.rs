@@ -1,5 +1,5 @@
 //! The processes under test: starting them pinned to a core, waiting until they listen,
-//! reading their memory, and the ceiling server itself.
+//! reading their memory, CPU time and storage writes, and the ceiling server itself.
 //!
 //! The benchmark process pins itself to core 0 and every server to core 1 (when the machine
 //! has two cores or more), so that the load generator and the server do not compete.
@@ -100,6 +100,73 @@ impl Server {
     pub fn peak_rss_mib(&self) -> f64 {
         self.child.id().map_or(0.0, peak_rss_mib_of)
     }
+
+    /// The CPU time and storage writes of the process so far.
+    pub fn counters(&self) -> ProcessCounters {
+        self.child
+            .id()
+            .map_or_else(ProcessCounters::default, counters_of)
+    }
+}
+
+/// What a process has used so far, from `/proc/PID/stat` and `/proc/PID/io`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProcessCounters {
+    /// User plus system CPU time of all its threads, in seconds.
+    pub cpu_seconds: f64,
+    /// Bytes it caused to be written to storage (`write_bytes`: page-cache pages it dirtied).
+    pub write_bytes: u64,
+}
+
+impl ProcessCounters {
+    /// What was used between `earlier` and these counters.
+    pub fn since(self, earlier: Self) -> Self {
+        Self {
+            cpu_seconds: self.cpu_seconds - earlier.cpu_seconds,
+            write_bytes: self.write_bytes.saturating_sub(earlier.write_bytes),
+        }
+    }
+}
+
+/// Clock ticks per second, the unit of `/proc/PID/stat`'s CPU times (`getconf CLK_TCK`).
+fn clock_ticks_per_second() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|output| String::from_utf8(output.stdout).ok()?.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// The counters of process `pid`; zeros for what cannot be read.
+pub fn counters_of(pid: u32) -> ProcessCounters {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name (which may hold spaces) start at the state, field 3;
+    // utime and stime are fields 14 and 15.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |field: usize| {
+        fields
+            .get(field - 3)
+            .and_then(|value| value.parse::<f64>().ok())
+            .unwrap_or_default()
+    };
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+    let write_bytes = io
+        .lines()
+        .find_map(|line| line.strip_prefix("write_bytes:"))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_default();
+    ProcessCounters {
+        cpu_seconds: (ticks(14) + ticks(15)) / clock_ticks_per_second(),
+        write_bytes,
+    }
 }
 
 /// `VmHWM` of process `pid` (its peak resident set size), in MiB; 0 if unreadable. Under
@@ -137,10 +204,20 @@ pub async fn start_callfold(
     database_url: &str,
     extra_env: &[(&str, &str)],
 ) -> anyhow::Result<Server> {
+    start_callfold_command("serve", database_url, extra_env).await
+}
+
+/// `callfold <subcommand>` (`serve`, `ingest` or `projector`) on `database_url`, pinned, with
+/// the benchmark secret.
+pub async fn start_callfold_command(
+    subcommand: &str,
+    database_url: &str,
+    extra_env: &[(&str, &str)],
+) -> anyhow::Result<Server> {
     let port = free_port()?;
     let mut command = pinned(callfold_executable()?);
     command
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args([subcommand, "--listen", &format!("127.0.0.1:{port}")])
         .args(["--database-url", database_url])
         .env("CALLFOLD_WEBHOOK_SECRETS", BENCH_SECRET)
         .env("RUST_LOG", "warn")
@@ -148,12 +225,34 @@ pub async fn start_callfold(
     Server::start(command, port).await
 }
 
-/// The bench-only ceiling: `callfold-bench ceiling-server`, pinned.
-pub async fn start_ceiling() -> anyhow::Result<Server> {
+/// A bench-only server, `callfold-bench <subcommand> --port PORT <args>`, pinned.
+async fn start_bench_server(subcommand: &str, args: &[&std::ffi::OsStr]) -> anyhow::Result<Server> {
     let port = free_port()?;
     let mut command = pinned(std::env::current_exe()?);
-    command.args(["ceiling-server", "--port", &port.to_string()]);
+    command
+        .args([subcommand, "--port", &port.to_string()])
+        .args(args);
     Server::start(command, port).await
+}
+
+/// The ceiling: `callfold-bench ceiling-server`.
+pub async fn start_ceiling() -> anyhow::Result<Server> {
+    start_bench_server("ceiling-server", &[]).await
+}
+
+/// The verify rung: `callfold-bench verify-server`.
+pub async fn start_verify() -> anyhow::Result<Server> {
+    start_bench_server("verify-server", &[]).await
+}
+
+/// The group-commit rung on the SQLite database at `path`: `callfold-bench
+/// group-commit-server`.
+pub async fn start_group_commit(path: &Path) -> anyhow::Result<Server> {
+    start_bench_server(
+        "group-commit-server",
+        &["--database".as_ref(), path.as_os_str()],
+    )
+    .await
 }
 
 /// The hand-written Express peer in `benches/peers/allo-express`, pinned; installs its

@@ -41,6 +41,16 @@ impl Rounds {
     pub fn max(&self) -> f64 {
         self.sorted().last().copied().unwrap_or_default()
     }
+
+    /// The first round's value; 0 when empty.
+    pub fn first(&self) -> f64 {
+        self.0.first().copied().unwrap_or_default()
+    }
+
+    /// The last round's value; 0 when empty.
+    pub fn last(&self) -> f64 {
+        self.0.last().copied().unwrap_or_default()
+    }
 }
 
 /// "median ±spread%" with `decimals` decimals.
@@ -74,5 +84,6 @@ mod tests {
         rounds.push(40.0);
         assert_eq!(rounds.median(), 25.0);
         assert_eq!(rounds.max(), 40.0);
+        assert_eq!((rounds.first(), rounds.last()), (10.0, 40.0));
     }
 }
