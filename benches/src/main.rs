@@ -492,89 +492,12 @@ async fn ingest_section(
             target.measure_round(load, round).await;
         }
     }
-    let find = |rung: Rung| targets.iter().find(|target| target.rung == rung);
-    let rate = |rung: Rung| find(rung).map(|target| target.result.requests_per_second.median());
-    let ceiling = rate(Rung::Ceiling).unwrap_or(f64::NAN);
-    println!(
-        "| target | share of the ceiling | requests/s | p50 ms | p99 ms | CPU µs/request \
-         | disk written B/request | database+WAL growth B/request | non-200 | peak RSS MiB |"
-    );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
-    for target in &targets {
-        ingest_row(target, ceiling);
-    }
-    println!(
-        "\n| log grown between rounds | log at the first round | log at the last round \
-         | first round requests/s | last round requests/s | last / first |"
-    );
-    println!("|---|---|---|---|---|---|");
-    for target in targets
-        .iter()
-        .filter(|target| !target.result.log_at_round.is_empty())
-    {
-        let result = &target.result;
-        println!(
-            "| {} | {} | {} | {:.0} | {:.0} | {:.2} |",
-            target.rung.name(),
-            result.log_at_round.first().copied().unwrap_or_default(),
-            result.log_at_round.last().copied().unwrap_or_default(),
-            result.requests_per_second.first(),
-            result.requests_per_second.last(),
-            result.last_over_first()
-        );
-    }
-    println!("\n| ratio of requests/s | value |\n|---|---|");
-    let ratios = [
-        (
-            "callfold serve, SQLite / ceiling",
-            Rung::Serve,
-            Rung::Ceiling,
-        ),
-        (
-            "callfold ingest, SQLite / ceiling",
-            Rung::Ingest,
-            Rung::Ceiling,
-        ),
-        (
-            "callfold serve, PostgreSQL / ceiling",
-            Rung::ServePostgres,
-            Rung::Ceiling,
-        ),
-        (
-            "callfold serve, SQLite / group commit",
-            Rung::Serve,
-            Rung::GroupCommit,
-        ),
-        (
-            "callfold ingest, SQLite / group commit",
-            Rung::Ingest,
-            Rung::GroupCommit,
-        ),
-        ("callfold serve, SQLite / peer", Rung::Serve, Rung::Peer),
-    ];
-    for (name, numerator, denominator) in ratios {
-        if let (Some(numerator), Some(denominator)) = (rate(numerator), rate(denominator)) {
-            println!("| {name} | {:.2} |", numerator / denominator);
-        }
-    }
-    let share = |rung: Rung| rate(rung).map(|value| value / ceiling);
-    findings.serve_share = share(Rung::Serve);
-    findings.ingest_share = share(Rung::Ingest);
-    findings.postgres_serve_share = share(Rung::ServePostgres);
-    findings.serve_over_peer = rate(Rung::Serve)
-        .zip(rate(Rung::Peer))
-        .map(|(serve, peer)| serve / peer);
-    let decay = |rung: Rung| {
-        find(rung).map(|target| {
-            let result = &target.result;
-            let last_log = result.log_at_round.last().copied().unwrap_or_default();
-            (result.last_over_first(), last_log)
-        })
-    };
-    findings.ingest_decay = decay(Rung::Ingest);
-    findings.serve_decay = decay(Rung::Serve);
-    if let Some(serve) = find(Rung::Serve) {
-        findings.serve_p99_ms = Some(serve.result.p99_ms.median());
+    let ladder = Ladder(&targets);
+    ladder.print_rungs();
+    ladder.print_decay();
+    ladder.print_ratios();
+    ladder.record(findings);
+    if let Some(serve) = ladder.find(Rung::Serve) {
         let overload =
             ingest::overload(&serve.server, load.requests, load.connections * 4, 4_900).await;
         println!(
@@ -586,6 +509,126 @@ async fn ingest_section(
         findings.overload_connections = overload.connections;
     }
     Ok(())
+}
+
+/// The ladder's targets once measured: what the tables and the findings read.
+struct Ladder<'a>(&'a [Target]);
+
+impl Ladder<'_> {
+    fn find(&self, rung: Rung) -> Option<&Target> {
+        self.0.iter().find(|target| target.rung == rung)
+    }
+
+    /// The median requests/s of `rung`, when it ran.
+    fn rate(&self, rung: Rung) -> Option<f64> {
+        self.find(rung)
+            .map(|target| target.result.requests_per_second.median())
+    }
+
+    /// `rung`'s rate as a share of the ceiling's.
+    fn share(&self, rung: Rung) -> Option<f64> {
+        let ceiling = self.rate(Rung::Ceiling).unwrap_or(f64::NAN);
+        self.rate(rung).map(|value| value / ceiling)
+    }
+
+    fn print_rungs(&self) {
+        let ceiling = self.rate(Rung::Ceiling).unwrap_or(f64::NAN);
+        println!(
+            "| target | share of the ceiling | requests/s | p50 ms | p99 ms | CPU µs/request \
+             | disk written B/request | database+WAL growth B/request | non-200 | peak RSS MiB |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|---|");
+        for target in self.0 {
+            ingest_row(target, ceiling);
+        }
+    }
+
+    /// The first and last rounds' rates of each target whose log grew between rounds.
+    fn print_decay(&self) {
+        println!(
+            "\n| log grown between rounds | log at the first round | log at the last round \
+             | first round requests/s | last round requests/s | last / first |"
+        );
+        println!("|---|---|---|---|---|---|");
+        for target in self
+            .0
+            .iter()
+            .filter(|target| !target.result.log_at_round.is_empty())
+        {
+            let result = &target.result;
+            println!(
+                "| {} | {} | {} | {:.0} | {:.0} | {:.2} |",
+                target.rung.name(),
+                result.log_at_round.first().copied().unwrap_or_default(),
+                result.log_at_round.last().copied().unwrap_or_default(),
+                result.requests_per_second.first(),
+                result.requests_per_second.last(),
+                result.last_over_first()
+            );
+        }
+    }
+
+    fn print_ratios(&self) {
+        println!("\n| ratio of requests/s | value |\n|---|---|");
+        let ratios = [
+            (
+                "callfold serve, SQLite / ceiling",
+                Rung::Serve,
+                Rung::Ceiling,
+            ),
+            (
+                "callfold ingest, SQLite / ceiling",
+                Rung::Ingest,
+                Rung::Ceiling,
+            ),
+            (
+                "callfold serve, PostgreSQL / ceiling",
+                Rung::ServePostgres,
+                Rung::Ceiling,
+            ),
+            (
+                "callfold serve, SQLite / group commit",
+                Rung::Serve,
+                Rung::GroupCommit,
+            ),
+            (
+                "callfold ingest, SQLite / group commit",
+                Rung::Ingest,
+                Rung::GroupCommit,
+            ),
+            ("callfold serve, SQLite / peer", Rung::Serve, Rung::Peer),
+        ];
+        for (name, numerator, denominator) in ratios {
+            if let (Some(numerator), Some(denominator)) =
+                (self.rate(numerator), self.rate(denominator))
+            {
+                println!("| {name} | {:.2} |", numerator / denominator);
+            }
+        }
+    }
+
+    /// What the targets table reads of the ladder.
+    fn record(&self, findings: &mut Findings) {
+        findings.serve_share = self.share(Rung::Serve);
+        findings.ingest_share = self.share(Rung::Ingest);
+        findings.postgres_serve_share = self.share(Rung::ServePostgres);
+        findings.serve_over_peer = self
+            .rate(Rung::Serve)
+            .zip(self.rate(Rung::Peer))
+            .map(|(serve, peer)| serve / peer);
+        let decay = |rung: Rung| {
+            self.find(rung).map(|target| {
+                let result = &target.result;
+                let last_log = result.log_at_round.last().copied().unwrap_or_default();
+                (result.last_over_first(), last_log)
+            })
+        };
+        findings.ingest_decay = decay(Rung::Ingest);
+        findings.serve_decay = decay(Rung::Serve);
+        findings.serve_p99_ms = self
+            .find(Rung::Serve)
+            .map(|serve| serve.result.p99_ms.median());
+    }
 }
 
 /// A log of `events` events at `url`, rebuilt; returns its size and the raw read of its rows.
