@@ -3,12 +3,12 @@
 //! given; and the HTTP layer, the one place that knows HTTP.
 //!
 //! Modules: the hardened [`listener`] (TLS, connection limits, shutdown) and its connection
-//! registry, authentication of private routes ([`auth`]), route assembly ([`routes`]), the
-//! webhook endpoint ([`webhook`]), the `/v1` query API ([`query_api`]) and its live streams
-//! ([`stream`]), the operators' `/v1` routes ([`operator_api`]), the status page
-//! ([`status`]), the operational endpoints ([`ops`]) and the catalog of every metric they
-//! export ([`metrics_catalog`]), the secure-default check of where
-//! private routes are served ([`exposure`]) and the configuration's fingerprint
+//! registry, authentication of private routes ([`auth`]), route assembly ([`routes`]) and the
+//! JSON answer of every error ([`json_errors`]), the webhook endpoint ([`webhook`]), the `/v1`
+//! query API ([`query_api`]) and its live streams ([`stream`]), the operators' `/v1` routes
+//! ([`operator_api`]), the status page ([`status`]), the operational endpoints ([`ops`]) and
+//! the catalog of every metric they export ([`metrics_catalog`]), the secure-default check of
+//! where private routes are served ([`exposure`]) and the configuration's fingerprint
 //! ([`configuration`]). The domain crates (`callfold-ingest`, `callfold-projector`,
 //! `callfold-store`) expose functions and types only.
 
@@ -17,6 +17,7 @@ pub mod auth;
 pub mod configuration;
 mod connections;
 pub mod exposure;
+pub mod json_errors;
 pub mod listener;
 pub mod metrics_catalog;
 pub mod operator_api;

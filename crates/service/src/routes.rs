@@ -2,9 +2,10 @@
 //! where the bearer token is applied. The public router holds the webhook endpoint alone
 //! (everything it accepts is signed); the private router holds the operational endpoints
 //! (`/healthz`, `/readyz`, `/metrics`, open as before so that probes need no token) and, behind
-//! the token when one is set, all of `/v1` and all of `/status`.
+//! the token when one is set, all of `/v1` and all of `/status`. Each listener's router
+//! answers every error as JSON ([`crate::json_errors`]).
 
-use axum::Router;
+use axum::{Router, middleware};
 use callfold_ingest::{Quarantine, Receiver};
 use callfold_projector::{Calls, LiveChanges};
 use callfold_store::Store;
@@ -13,7 +14,7 @@ use crate::auth::{ApiToken, with_token};
 use crate::metrics_catalog::MetricsExporter;
 use crate::ops::{self, Readiness};
 use crate::webhook::BodyLimits;
-use crate::{operator_api, query_api, status};
+use crate::{json_errors, operator_api, query_api, status};
 
 /// What the routes of one app serve; a part is absent when the app's roles do not run it.
 pub struct RouteParts {
@@ -57,4 +58,19 @@ pub fn assemble(parts: RouteParts) -> Routes {
     let private =
         ops::router(parts.readiness, parts.metrics).merge(with_token(guarded, parts.api_token));
     Routes { public, private }
+}
+
+impl Routes {
+    /// The router of each listener: with an admin listener, the public one gets the public
+    /// routes and the admin one the private routes; else the one listener gets both. Either
+    /// answers every error as JSON.
+    pub fn by_listener(self, admin_listener: bool) -> (Router, Option<Router>) {
+        let Routes { public, private } = self;
+        let json_errors = || middleware::from_fn(json_errors::as_json);
+        if admin_listener {
+            (public.layer(json_errors()), Some(private.layer(json_errors())))
+        } else {
+            (public.merge(private).layer(json_errors()), None)
+        }
+    }
 }
