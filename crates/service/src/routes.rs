@@ -1,10 +1,12 @@
 //! Route assembly: the one place that decides which route is public and which is private, and
 //! where the bearer token is applied. The public router holds the webhook endpoint alone
 //! (everything it accepts is signed); the private router holds the operational endpoints
-//! (`/healthz`, `/readyz`, `/metrics`, open as before so that probes need no token) and, behind
-//! the token when one is set, all of `/v1` and all of `/status`. Each listener's router
-//! answers every error as JSON ([`crate::json_errors`]).
+//! (`/healthz`, `/readyz`, `/metrics`, open as before so that probes need no token), `/`, which
+//! redirects to the status page, and, behind the token when one is set, all of `/v1` and all of
+//! `/status`. Each listener's router answers every error as JSON ([`crate::json_errors`]).
 
+use axum::response::Redirect;
+use axum::routing::get;
 use axum::{Router, middleware};
 use callfold_ingest::{Quarantine, Receiver};
 use callfold_projector::{Calls, LiveChanges};
@@ -55,8 +57,9 @@ pub fn assemble(parts: RouteParts) -> Routes {
     }
     let (store, calls) = parts.status_page;
     guarded = guarded.merge(status::router(store, calls));
-    let private =
-        ops::router(parts.readiness, parts.metrics).merge(with_token(guarded, parts.api_token));
+    let private = ops::router(parts.readiness, parts.metrics)
+        .route("/", get(|| async { Redirect::to(status::OVERVIEW) }))
+        .merge(with_token(guarded, parts.api_token));
     Routes { public, private }
 }
 

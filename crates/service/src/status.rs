@@ -20,6 +20,8 @@ use callfold_projector::{
 };
 use callfold_store::{EventTime, Store};
 
+/// The overview's path, where `/` redirects.
+pub const OVERVIEW: &str = "/status";
 /// How many of the calls changed last the page lists.
 const RECENT_CALLS: i64 = 20;
 /// The chart's span, in minutes.
@@ -35,7 +37,7 @@ struct StatusPage {
 /// The status page's routes, over `store` and `calls`.
 pub fn router(store: Store, calls: Calls) -> Router {
     Router::new()
-        .route("/status", get(overview))
+        .route(OVERVIEW, get(overview))
         .route("/status/calls/{call_id}", get(call_timeline))
         .with_state(Arc::new(StatusPage { store, calls }))
 }
