@@ -3,7 +3,9 @@
 //! (everything it accepts is signed); the private router holds the operational endpoints
 //! (`/healthz`, `/readyz`, `/metrics`, open as before so that probes need no token), `/`, which
 //! redirects to the status page, and, behind the token when one is set, all of `/v1` and all of
-//! `/status`. Each listener's router answers every error as JSON ([`crate::json_errors`]).
+//! `/status`. The status page is told which of the private routes its role serves, so that it
+//! links to those alone. Each listener's router answers every error as JSON
+//! ([`crate::json_errors`]).
 
 use axum::response::Redirect;
 use axum::routing::get;
@@ -15,8 +17,9 @@ use callfold_store::Store;
 use crate::auth::{ApiToken, with_token};
 use crate::metrics_catalog::MetricsExporter;
 use crate::ops::{self, Readiness};
+use crate::status::{self, ServedLinks};
 use crate::webhook::BodyLimits;
-use crate::{json_errors, operator_api, query_api, status};
+use crate::{json_errors, operator_api, query_api};
 
 /// What the routes of one app serve; a part is absent when the app's roles do not run it.
 pub struct RouteParts {
@@ -46,6 +49,10 @@ pub struct Routes {
 
 /// Builds the public and the private router of `parts`.
 pub fn assemble(parts: RouteParts) -> Routes {
+    let served = ServedLinks {
+        rejections: parts.receiver.is_some(),
+        query_api: parts.queries.is_some(),
+    };
     let mut public = Router::new();
     let mut guarded = operator_api::quarantine_router(parts.quarantine);
     if let Some((receiver, body_limits)) = parts.receiver {
@@ -56,7 +63,7 @@ pub fn assemble(parts: RouteParts) -> Routes {
         guarded = guarded.merge(query_api::router(calls, live));
     }
     let (store, calls) = parts.status_page;
-    guarded = guarded.merge(status::router(store, calls));
+    guarded = guarded.merge(status::router(store, calls, served));
     let private = ops::router(parts.readiness, parts.metrics)
         .route("/", get(|| async { Redirect::to(status::OVERVIEW) }))
         .merge(with_token(guarded, parts.api_token));
@@ -71,7 +78,10 @@ impl Routes {
         let Routes { public, private } = self;
         let json_errors = || middleware::from_fn(json_errors::as_json);
         if admin_listener {
-            (public.layer(json_errors()), Some(private.layer(json_errors())))
+            (
+                public.layer(json_errors()),
+                Some(private.layer(json_errors())),
+            )
         } else {
             (public.merge(private).layer(json_errors()), None)
         }
