@@ -114,7 +114,7 @@ async fn with_a_token_the_status_page_answers_401_without_it() {
     let token = "a-made-up-token";
     let service = start_service("serve", &db.url, &[("CALLFOLD_API_TOKEN", token)]).await;
     let client = reqwest::Client::new();
-    for path in ["/status", "/status/calls/cll_1"] {
+    for path in ["/status", "/status/calls/cll_1", "/status/calls?id=cll_1"] {
         let url = format!("{}{path}", service.base_url);
         let without = client.get(&url).send().await.expect("answer");
         assert_eq!(without.status(), 401, "{path}");

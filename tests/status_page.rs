@@ -1,7 +1,10 @@
-//! The status page in a real browser: headless Chromium (Debian's `chromium`, which `.ci/run`
-//! installs) renders the overview and one call's timeline of a `callfold serve` that received
-//! traffic from `callfold simulate`, and the test checks the call is there. Screenshots of both
-//! pages are written to the test's output folder.
+//! The status page in a real browser: headless Chromium (Debian's `chromium`, which `.ci/test`
+//! installs) opens `/` of a `callfold serve` that received traffic from `callfold simulate`,
+//! lands on the overview and finds the call there; then fills the search box the way a browser
+//! submits a GET form, lands on that call's page and finds its timeline and its records
+//! (headers, body, the command that prints each). Screenshots of both pages are written to the
+//! test's output folder. The routes' other behaviours are tested over HTTP in
+//! `status_routes.rs`.
 
 mod support;
 
@@ -16,7 +19,7 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 async fn chromium(url: &str, action: &str, profile: &Path) -> String {
     assert!(
         Path::new(CHROMIUM).exists(),
-        "{CHROMIUM} is missing: install Debian's chromium package (.ci/run does)"
+        "{CHROMIUM} is missing: install Debian's chromium package (.ci/test does)"
     );
     let output = tokio::process::Command::new(CHROMIUM)
         .args([
@@ -42,6 +45,20 @@ async fn chromium(url: &str, action: &str, profile: &Path) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The value of `attribute` on the first `element` of `html`.
+fn attribute(html: &str, element: &str, attribute: &str) -> String {
+    let start = html
+        .find(&format!("<{element} "))
+        .unwrap_or_else(|| panic!("a <{element}> in {html}"));
+    let tag = &html[start..start + html[start..].find('>').expect("a closed tag")];
+    let marker = format!("{attribute}=\"");
+    let value = &tag[tag
+        .find(&marker)
+        .unwrap_or_else(|| panic!("{attribute} in {tag}"))
+        + marker.len()..];
+    value[..value.find('"').expect("a closed value")].to_owned()
 }
 
 /// Where the screenshots go: a folder of the test build's own.
@@ -71,11 +88,11 @@ async fn the_status_page_shows_a_call_sent_through_simulate() {
     support::wait_for_queue(&db.store, "every call is folded", 30, |calls| calls == 0).await;
 
     let profile = tempfile::tempdir().expect("a browser profile");
-    let overview = format!("{}/status", service.base_url);
-    let rendered = chromium(&overview, "--dump-dom", profile.path()).await;
+    let root = format!("{}/", service.base_url);
+    let rendered = chromium(&root, "--dump-dom", profile.path()).await;
     assert!(
         rendered.contains("Deliveries stored, last hour"),
-        "{rendered}"
+        "/ leads to the overview: {rendered}"
     );
     assert!(rendered.contains("<svg"), "the chart is there");
     assert!(
@@ -83,13 +100,24 @@ async fn the_status_page_shows_a_call_sent_through_simulate() {
         "the simulated call {call} is listed: {rendered}"
     );
 
-    let timeline = format!("{}/status/calls/{call}", service.base_url);
+    // What a browser requests when the search box is submitted: the form's action, with each
+    // of its inputs as a query parameter.
+    let action = attribute(&rendered, "form", "action");
+    let input = attribute(&rendered, "input", "name");
+    assert_eq!(attribute(&rendered, "form", "method"), "get");
+    let timeline = format!("{}{action}?{input}={call}", service.base_url);
     let rendered = chromium(&timeline, "--dump-dom", profile.path()).await;
     for shown in [
         "Arrival order",
         "Effective order",
         "call.completed",
         call.as_str(),
+        "Records, in arrival order",
+        "webhook-id",
+        "webhook-timestamp",
+        "callfold quarantine show ",
+        "<pre>{\"data\":{",
+        &format!("\"id\":\"{call}\""),
     ] {
         assert!(
             rendered.contains(shown),
@@ -97,6 +125,7 @@ async fn the_status_page_shows_a_call_sent_through_simulate() {
         );
     }
 
+    let overview = format!("{}/status", service.base_url);
     let folder = output_folder();
     for (name, url) in [("status.png", &overview), ("call.png", &timeline)] {
         let path = folder.join(name);

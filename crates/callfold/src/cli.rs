@@ -285,7 +285,8 @@ pub enum QuarantineAction {
     /// Quarantined records in the order they were committed, each with its position, reason
     /// and whether it was re-driven.
     List(PageArgs),
-    /// One kept record: reason, headers' values and the raw body.
+    /// One record of the log by seq, kept or not (the status page names it for each event):
+    /// reason (none when usable), headers' values and the raw body.
     Show {
         /// The record's seq.
         seq: i64,

@@ -12,8 +12,8 @@
 //! here writes. Everything that depends on arrival order is under `meta` or marked `late`.
 
 use callfold_store::{
-    BadParameter, CallKey, Content, EventTime, KeptPosition, KeptRecord, Page, PageParams, Store,
-    StoreError,
+    BadParameter, CallKey, Content, EventTime, KeptPosition, KeptRecord, LoggedEvent, Page,
+    PageParams, Store, StoreError,
 };
 use serde::Deserialize;
 
@@ -192,6 +192,16 @@ impl Calls {
     /// One call's events in effective order, each marked late when it arrived after an event
     /// of the call that is later in effective order.
     pub async fn events(&self, call_id: &str) -> Result<EventsHistory, QueryError> {
+        let (history, _) = self.events_and_records(call_id).await?;
+        Ok(history)
+    }
+
+    /// [`Calls::events`], with the call's records as the log keeps them (headers' values and
+    /// raw body), in arrival (seq) order: one read of the log for pages that show both.
+    pub async fn events_and_records(
+        &self,
+        call_id: &str,
+    ) -> Result<(EventsHistory, Vec<LoggedEvent>), QueryError> {
         let logged = self.store.call_events(&CallKey::new(call_id)).await?;
         let mut events: Vec<(EffectiveKey, HistoryEvent)> =
             mark_late(fold_events(&self.precedence, &logged))
@@ -211,10 +221,11 @@ impl Calls {
             return Err(QueryError::UnknownCall(call_id.to_owned()));
         }
         events.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(EventsHistory {
+        let history = EventsHistory {
             call_id: call_id.to_owned(),
             events: events.into_iter().map(|(_, shown)| shown).collect(),
-        })
+        };
+        Ok((history, logged))
     }
 
     /// The database's counts for operators (see `StoreStats`), with the age of the

@@ -242,18 +242,12 @@ impl App {
         let projector = projector.map(|(projector, settings)| {
             start_projector(projector, &settings, appended, stopped.clone())
         });
-        let Routes {
-            mut public,
-            private,
-        } = routes;
+        let (public, private) = routes.by_listener(listeners.admin.is_some());
         let mut admin_task = None;
-        match listeners.admin {
-            Some(admin) => {
-                tracing::info!(addr = %admin.local_addr()?, "admin listener (query API, metrics, health)");
-                let serving = listener::serve(admin, private, limits, None, stopped());
-                admin_task = Some(tokio::spawn(serving));
-            }
-            None => public = public.merge(private),
+        if let (Some(admin), Some(private)) = (listeners.admin, private) {
+            tracing::info!(addr = %admin.local_addr()?, "admin listener (query API, metrics, health)");
+            let serving = listener::serve(admin, private, limits, None, stopped());
+            admin_task = Some(tokio::spawn(serving));
         }
         tracing::info!(
             addr = %listeners.public.local_addr()?,

@@ -347,12 +347,17 @@ impl Connection {
 /// The answer to a request that arrived just as its connection was evicted: it was not read,
 /// so it is safe to send again.
 fn evicted_answer() -> Response<ResponseBody> {
+    let error = r#"{"error":"the connection was closing; send the request again"}"#;
     let mut response = Response::new(ResponseBody {
-        body: Body::empty(),
+        body: Body::from(error),
         _in_flight: None,
     });
     *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
     let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     response
