@@ -5,21 +5,13 @@
 #
 #   longest-functions.sh [N]    lists the N longest (default 10)
 #   longest-functions.sh --check
-#                               lists every function of LIMIT lines or more that the
-#                               allow-list below does not name, and exits 1 if there is any
+#                               lists every function of LIMIT lines or more, and exits 1 if
+#                               there is any
 set -eu
 cd "$(dirname "$0")/.."
 
 # Functions must stay under this many lines, tests included.
 LIMIT=80
-
-# Functions --check lets through, as "FILE NAME" (NAME as listed, e.g. `pub async fn x`), or
-# "FILE *" for every function of FILE. Temporary: these wait for a change in progress to land
-# before they are split, and are then removed from here.
-ALLOWED='
-crates/store/src/projection.rs pub async fn swap_in_rebuilt
-tests/rebuild.rs *
-'
 
 every_function() {
     find crates tests benches fuzz -name '*.rs' -not -path '*/target/*' | sort | while read -r file; do
@@ -40,17 +32,7 @@ every_function() {
 }
 
 if [ "${1:-}" = "--check" ]; then
-    too_long=$(every_function | awk -v limit="$LIMIT" -v allowed="$ALLOWED" '
-        BEGIN {
-            count = split(allowed, lines, "\n")
-            for (i = 1; i <= count; i++) if (lines[i] != "") allow[lines[i]] = 1
-        }
-        $1 >= limit {
-            file = $2; sub(/:[0-9]+$/, "", file)
-            name = $0; sub(/^[0-9]+ [^ ]+ /, "", name)
-            if (!((file " " name) in allow) && !((file " *") in allow)) print
-        }
-    ')
+    too_long=$(every_function | awk -v limit="$LIMIT" '$1 >= limit')
     if [ -n "$too_long" ]; then
         echo "functions of $LIMIT lines or more (split them into named steps):"
         echo "$too_long"

@@ -12,8 +12,8 @@ use callfold_projector::{Precedence, Projector};
 use callfold_store::{CallKey, StoreError};
 use serde_json::json;
 use support::{
-    LEASE, TestDb, assert_projections_equal_a_fold_from_scratch, envelope, start_receiver,
-    test_settings,
+    LEASE, TestDb, TestReceiver, assert_projections_equal_a_fold_from_scratch, envelope,
+    start_receiver, test_settings,
 };
 
 /// Runs `projector` until it has folded every marked call.
@@ -30,9 +30,9 @@ fn call_event(topic: &str, at: &str, call: &str) -> Vec<u8> {
     )
 }
 
-async fn folds_settled_between_a_rebuilds_read_and_its_swap_are_never_undone(db: TestDb) {
-    let receiver = start_receiver(&db.store, test_settings()).await;
-    let projector = Projector::new(db.store.clone(), Precedence::default(), 100, LEASE);
+/// Delivers the first events of the calls the scenario rebuilds: two of `cll_grown`, one each of
+/// `cll_queued` and `cll_steady`.
+async fn deliver_before_the_read(receiver: &TestReceiver) {
     let at = "2026-02-10T09:00:00Z";
     receiver
         .deliver("msg_grown_1", &call_event("call.received", at, "cll_grown"))
@@ -55,16 +55,11 @@ async fn folds_settled_between_a_rebuilds_read_and_its_swap_are_never_undone(db:
             &call_event("call.received", at, "cll_steady"),
         )
         .await;
-    catch_up(&projector).await;
+}
 
-    let rebuilt = projector
-        .rebuild_into_shadow(|_, _| {})
-        .await
-        .expect("read phase");
-    assert_eq!(rebuilt, 3);
-
-    // After the rebuild read the log: a call grows and is folded, a new call arrives and is
-    // folded, and a third grows but stays queued until after the swap.
+/// After the rebuild read the log: a call grows and is folded, a new call arrives and is
+/// folded, and a third grows but stays queued until after the swap.
+async fn change_the_calls_after_the_read(receiver: &TestReceiver, projector: &Projector) {
     let later = "2026-02-10T09:03:00Z";
     receiver
         .deliver(
@@ -75,16 +70,18 @@ async fn folds_settled_between_a_rebuilds_read_and_its_swap_are_never_undone(db:
     receiver
         .deliver("msg_new_1", &call_event("call.received", later, "cll_new"))
         .await;
-    catch_up(&projector).await;
+    catch_up(projector).await;
     receiver
         .deliver(
             "msg_queued_2",
             &call_event("call.completed", later, "cll_queued"),
         )
         .await;
+}
 
-    projector.swap_in_rebuilt().await.expect("swap");
-
+/// Checks, right after the swap, that it kept what was settled after the read phase and left
+/// the queued call marked.
+async fn assert_the_swap_undid_nothing_settled_after_the_read(db: &TestDb) {
     let grown = db
         .store
         .projection(&CallKey::new("cll_grown"))
@@ -108,6 +105,23 @@ async fn folds_settled_between_a_rebuilds_read_and_its_swap_are_never_undone(db:
         1,
         "the call appended to after the read keeps its mark through the swap"
     );
+}
+
+async fn folds_settled_between_a_rebuilds_read_and_its_swap_are_never_undone(db: TestDb) {
+    let receiver = start_receiver(&db.store, test_settings()).await;
+    let projector = Projector::new(db.store.clone(), Precedence::default(), 100, LEASE);
+    deliver_before_the_read(&receiver).await;
+    catch_up(&projector).await;
+
+    let rebuilt = projector
+        .rebuild_into_shadow(|_, _| {})
+        .await
+        .expect("read phase");
+    assert_eq!(rebuilt, 3);
+    change_the_calls_after_the_read(&receiver, &projector).await;
+    projector.swap_in_rebuilt().await.expect("swap");
+
+    assert_the_swap_undid_nothing_settled_after_the_read(&db).await;
     catch_up(&projector).await;
     let calls: BTreeSet<CallKey> = ["cll_grown", "cll_new", "cll_queued", "cll_steady"]
         .into_iter()

@@ -256,6 +256,62 @@ macro_rules! take_changes {
 }
 pub(crate) use take_changes;
 
+/// Locks the change counter's row in the transaction `$executor` and evaluates to the last
+/// change number. Taken first, the lock keeps every settle out until the transaction commits
+/// (settles write projections only after taking change numbers), so the live projections it
+/// reads under it stay as read.
+macro_rules! lock_change_counter {
+    ($executor:expr) => {{
+        let last_change: i64 = sqlx::query_scalar(
+            "UPDATE projection_changes SET last_change = last_change \
+             WHERE only_row = 1 RETURNING last_change",
+        )
+        .fetch_one($executor)
+        .await?;
+        last_change
+    }};
+}
+
+/// Reads, on `$executor`, the live projections of the calls in `$range` (first and last) with
+/// `$live_range` (a [`SwapStatements::live_range`]); evaluates to their rows.
+macro_rules! live_projections_in {
+    ($executor:expr, $live_range:expr, $range:expr) => {{
+        let live: Vec<ProjectionRow> = sqlx::query_as($live_range)
+            .bind($range.0)
+            .bind($range.1)
+            .fetch_all($executor)
+            .await?;
+        live
+    }};
+}
+
+/// Writes `$swap` (a [`Swap`]) in the transaction `$executor` (`$placeholders` its style),
+/// which read `$last_change` under the counter's lock: its projections into the live table,
+/// numbered from the next change on, the counter past them, and the count of projections.
+/// Writes nothing when it changes nothing.
+macro_rules! write_swap {
+    ($executor:expr, $placeholders:expr, $swap:expr, $last_change:expr) => {
+        if $swap.changes() > 0 {
+            upsert_projections!(
+                $executor,
+                $placeholders,
+                LIVE,
+                $swap.replacing,
+                Some($last_change + 1),
+                ONLY_IF_AS_FRESH
+            );
+            sqlx::query("UPDATE projection_changes SET last_change = $1 WHERE only_row = 1")
+                .bind($last_change + $swap.changes())
+                .execute($executor)
+                .await?;
+            sqlx::query(COUNT_NEW_PROJECTIONS)
+                .bind($swap.new_calls)
+                .execute($executor)
+                .await?;
+        }
+    };
+}
+
 impl Store {
     /// The table a rebuild's read phase writes into: [`SHADOW`], or [`SQLITE_SHADOW`], created
     /// (empty) if the write connection has none yet.
@@ -491,34 +547,11 @@ impl Store {
     /// the receivers' commits get the write lock between batches. Returns the number of live
     /// projections changed.
     pub async fn swap_in_rebuilt(&self) -> Result<u64, StoreError> {
-        let shadow = self.existing_shadow_table().await?;
-        let rebuilt_batch = format!(
-            "SELECT {PROJECTION_COLUMNS} FROM {shadow} WHERE call_key > $1 \
-             ORDER BY call_key LIMIT $2"
-        );
-        let live_range = format!(
-            "SELECT {PROJECTION_COLUMNS} FROM {LIVE} WHERE call_key >= $1 AND call_key <= $2"
-        );
-        // The counter's row lock, taken first, keeps every settle out until the batch commits
-        // (settles write projections only after taking change numbers), so the live
-        // projections the batch reads under it stay as read.
-        let lock_counter = "UPDATE projection_changes SET last_change = last_change \
-             WHERE only_row = 1 RETURNING last_change";
-        let set_counter = "UPDATE projection_changes SET last_change = $1 WHERE only_row = 1";
-        let empty_batch = format!("DELETE FROM {shadow} WHERE call_key >= $1 AND call_key <= $2");
-        let placeholders = self.placeholders();
+        let statements = SwapStatements::for_shadow(self.existing_shadow_table().await?);
         let mut changed = 0;
         let mut after = String::new();
         loop {
-            let rebuilt: Vec<ProjectionRow> = on_pool!(self, pool => {
-                sqlx::query_as(&rebuilt_batch)
-                    .bind(after.as_str())
-                    .bind(SWAP_BATCH)
-                    .fetch_all(pool)
-                    .await?
-            });
-            let rebuilt: Vec<StoredProjection> =
-                rebuilt.into_iter().map(StoredProjection::from).collect();
+            let rebuilt = self.rebuilt_batch_after(&statements, &after).await?;
             let (Some(first), Some(last)) = (rebuilt.first(), rebuilt.last()) else {
                 break;
             };
@@ -526,65 +559,110 @@ impl Store {
             // First without any lock: a batch that would replace nothing is skipped, which the
             // locked pass would conclude too, since whatever a settle writes meanwhile leaves
             // its call's mark unless it folded every event of the call.
-            let live: Vec<ProjectionRow> = on_pool!(self, pool => {
-                sqlx::query_as(&live_range)
-                    .bind(range.0)
-                    .bind(range.1)
-                    .fetch_all(pool)
-                    .await?
+            let live = on_pool!(self, pool => {
+                live_projections_in!(pool, &statements.live_range, range)
             });
             if !replacements(&rebuilt, live).is_empty() {
                 let batch_started = Instant::now();
-                let batch_changed: u64 = on_pool!(self, pool => in_transaction!(pool, tx => {
-                    let last_change: i64 =
-                        sqlx::query_scalar(lock_counter).fetch_one(&mut *tx).await?;
-                    let live: Vec<ProjectionRow> = sqlx::query_as(&live_range)
-                        .bind(range.0)
-                        .bind(range.1)
-                        .fetch_all(&mut *tx)
-                        .await?;
-                    let swap = Swap::of(&rebuilt, live);
-                    if swap.changes() > 0 {
-                        upsert_projections!(
-                            &mut *tx,
-                            placeholders,
-                            LIVE,
-                            swap.replacing,
-                            Some(last_change + 1),
-                            ONLY_IF_AS_FRESH
-                        );
-                        sqlx::query(set_counter)
-                            .bind(last_change + swap.changes())
-                            .execute(&mut *tx)
-                            .await?;
-                        sqlx::query(COUNT_NEW_PROJECTIONS)
-                            .bind(swap.new_calls)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                    swap.changes() as u64
-                }))?;
-                changed += batch_changed;
-                if let Store::Sqlite(_) = self {
-                    // The receivers of `callfold serve` are another process: a commit of theirs
-                    // that finds the write lock taken does not queue for it but sleeps in
-                    // SQLite's busy handler and retries. Batches back to back would keep
-                    // finding it free first.
-                    tokio::time::sleep(batch_started.elapsed().max(SQLITE_SWAP_PAUSE)).await;
-                }
+                changed += self.swap_batch(&statements, &rebuilt, range).await?;
+                self.make_way_for_receivers(batch_started).await;
             }
-            // Emptied as it goes: one DELETE of the whole shadow would hold SQLite's write lock,
-            // which every append needs, for as long as it takes.
-            on_pool!(self, pool => {
-                sqlx::query(&empty_batch)
-                    .bind(range.0)
-                    .bind(range.1)
-                    .execute(pool)
-                    .await?;
-            });
+            self.empty_swapped_batch(&statements, range).await?;
             after = range.1.to_owned();
         }
         Ok(changed)
+    }
+
+    /// The next [`SWAP_BATCH`] projections of the shadow table, in call order, after call
+    /// `after` (from the first when empty).
+    async fn rebuilt_batch_after(
+        &self,
+        statements: &SwapStatements,
+        after: &str,
+    ) -> Result<Vec<StoredProjection>, StoreError> {
+        let rebuilt: Vec<ProjectionRow> = on_pool!(self, pool => {
+            sqlx::query_as(&statements.rebuilt_batch)
+                .bind(after)
+                .bind(SWAP_BATCH)
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(rebuilt.into_iter().map(StoredProjection::from).collect())
+    }
+
+    /// Swaps `rebuilt`, the shadow's projections of the calls in `range` (first and last), into
+    /// the live ones in one transaction, deciding which it replaces under the change counter's
+    /// lock; returns how many live projections it changed.
+    async fn swap_batch(
+        &self,
+        statements: &SwapStatements,
+        rebuilt: &[StoredProjection],
+        range: (&str, &str),
+    ) -> Result<u64, StoreError> {
+        let placeholders = self.placeholders();
+        let changed = on_pool!(self, pool => in_transaction!(pool, tx => {
+            let last_change = lock_change_counter!(&mut *tx);
+            let live = live_projections_in!(&mut *tx, &statements.live_range, range);
+            let swap = Swap::of(rebuilt, live);
+            write_swap!(&mut *tx, placeholders, swap, last_change);
+            swap.changes() as u64
+        }))?;
+        Ok(changed)
+    }
+
+    /// On SQLite, pauses after a swap batch that wrote, begun at `batch_started`, for as long
+    /// as it took and at least [`SQLITE_SWAP_PAUSE`]. The receivers of `callfold serve` are
+    /// another process: a commit of theirs that finds the write lock taken does not queue for
+    /// it but sleeps in SQLite's busy handler and retries. Batches back to back would keep
+    /// finding it free first.
+    async fn make_way_for_receivers(&self, batch_started: Instant) {
+        if let Store::Sqlite(_) = self {
+            tokio::time::sleep(batch_started.elapsed().max(SQLITE_SWAP_PAUSE)).await;
+        }
+    }
+
+    /// Deletes the shadow's projections of the calls in `range` (first and last), once swapped.
+    /// Emptied as it goes: one DELETE of the whole shadow would hold SQLite's write lock, which
+    /// every append needs, for as long as it takes.
+    async fn empty_swapped_batch(
+        &self,
+        statements: &SwapStatements,
+        range: (&str, &str),
+    ) -> Result<(), StoreError> {
+        on_pool!(self, pool => {
+            sqlx::query(&statements.empty_batch)
+                .bind(range.0)
+                .bind(range.1)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+}
+
+/// The statements of a swap whose rebuilt projections are in the shadow table they name.
+struct SwapStatements {
+    /// Up to `$2` rebuilt projections with a call key after `$1`, in call order.
+    rebuilt_batch: String,
+    /// The live projections of the calls from `$1` to `$2`.
+    live_range: String,
+    /// Deletes the rebuilt projections of the calls from `$1` to `$2`.
+    empty_batch: String,
+}
+
+impl SwapStatements {
+    /// The statements of a swap from `shadow`.
+    fn for_shadow(shadow: &str) -> Self {
+        Self {
+            rebuilt_batch: format!(
+                "SELECT {PROJECTION_COLUMNS} FROM {shadow} WHERE call_key > $1 \
+                 ORDER BY call_key LIMIT $2"
+            ),
+            live_range: format!(
+                "SELECT {PROJECTION_COLUMNS} FROM {LIVE} WHERE call_key >= $1 AND call_key <= $2"
+            ),
+            empty_batch: format!("DELETE FROM {shadow} WHERE call_key >= $1 AND call_key <= $2"),
+        }
     }
 }
 
