@@ -123,15 +123,12 @@ async fn folds_settled_between_a_rebuilds_read_and_its_swap_are_never_undone(db:
 
     assert_the_swap_undid_nothing_settled_after_the_read(&db).await;
     catch_up(&projector).await;
-    let calls: BTreeSet<CallKey> = ["cll_grown", "cll_new", "cll_queued", "cll_steady"]
-        .into_iter()
-        .map(CallKey::new)
-        .collect();
-    assert_eq!(
-        assert_projections_equal_a_fold_from_scratch(&db.store, &calls).await,
+    assert_each_event_folded_once(
+        &db,
+        &["cll_grown", "cll_new", "cll_queued", "cll_steady"],
         7,
-        "every event folded once"
-    );
+    )
+    .await;
 }
 
 /// Longer than the read phase of a few events takes, and much shorter than the time SQLite's
@@ -163,15 +160,7 @@ async fn a_rebuilds_read_phase_does_not_wait_for_the_write_lock(db: TestDb) {
     lock.release().await;
 
     projector.swap_in_rebuilt().await.expect("swap");
-    let calls: BTreeSet<CallKey> = ["cll_first", "cll_second"]
-        .into_iter()
-        .map(CallKey::new)
-        .collect();
-    assert_eq!(
-        assert_projections_equal_a_fold_from_scratch(&db.store, &calls).await,
-        2,
-        "every event folded once"
-    );
+    assert_each_event_folded_once(&db, &["cll_first", "cll_second"], 2).await;
 }
 
 on_both_stores!(
@@ -188,5 +177,16 @@ async fn a_swap_without_the_read_phases_results_fails_instead_of_changing_nothin
     assert!(
         matches!(swapped, Err(StoreError::RebuildResultsLost)),
         "{swapped:?}"
+    );
+}
+
+/// Asserts that the projections of `calls` equal a fold of their events from scratch, and
+/// that those are `events` events: every event folded once.
+async fn assert_each_event_folded_once(db: &TestDb, calls: &[&str], events: i64) {
+    let calls: BTreeSet<CallKey> = calls.iter().copied().map(CallKey::new).collect();
+    assert_eq!(
+        assert_projections_equal_a_fold_from_scratch(&db.store, &calls).await,
+        events,
+        "every event folded once"
     );
 }

@@ -7,7 +7,7 @@ mod support;
 
 use std::process::Output;
 
-use support::certificate::{install, self_signed};
+use support::certificate::{install, self_signed, serve_https};
 use support::{CALLFOLD, RunningService, SECRET, TestDb, start_service};
 
 /// Runs `callfold simulate` with `args`, signing with `secret`.
@@ -118,13 +118,7 @@ async fn a_self_signed_certificate_needs_insecure_and_the_message_says_so() {
     let db = TestDb::sqlite().await;
     let folder = tempfile::tempdir().expect("temp dir");
     install(&self_signed(), folder.path());
-    let cert = folder.path().join("cert.pem");
-    let key = folder.path().join("key.pem");
-    let env = [
-        ("CALLFOLD_TLS_CERT", cert.to_str().expect("utf-8 path")),
-        ("CALLFOLD_TLS_KEY", key.to_str().expect("utf-8 path")),
-    ];
-    let service = start_service("serve", &db.url, &env).await;
+    let service = serve_https(&db.url, folder.path()).await;
     let url = webhook_url(&service);
     assert!(url.starts_with("https://"), "{url}");
 

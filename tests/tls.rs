@@ -15,8 +15,8 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 
-use support::certificate::{Certificate, install, self_signed};
-use support::{RunningService, SECRET, TestDb, envelope, signature, start_service, unix_now};
+use support::certificate::{Certificate, install, self_signed, serve_https};
+use support::{RunningService, SECRET, TestDb, envelope, signature, unix_now};
 
 /// A TLS client that trusts exactly `trusted`.
 fn connector(trusted: &[&Certificate]) -> TlsConnector {
@@ -85,13 +85,7 @@ async fn https_delivery_and_a_certificate_reload_that_keeps_open_connections() {
     let folder = tempfile::tempdir().expect("temp dir");
     let (first, second) = (self_signed(), self_signed());
     install(&first, folder.path());
-    let cert = folder.path().join("cert.pem");
-    let key = folder.path().join("key.pem");
-    let env = [
-        ("CALLFOLD_TLS_CERT", cert.to_str().expect("utf-8 path")),
-        ("CALLFOLD_TLS_KEY", key.to_str().expect("utf-8 path")),
-    ];
-    let service = start_service("serve", &db.url, &env).await;
+    let service = serve_https(&db.url, folder.path()).await;
     assert!(
         service.base_url.starts_with("https://"),
         "{}",
@@ -122,7 +116,7 @@ async fn https_delivery_and_a_certificate_reload_that_keeps_open_connections() {
     let (mut fresh, _) = connect(&service, &connector(&[&second])).await;
     assert_eq!(deliver(&mut fresh, "msg_tls_3").await, 200);
 
-    std::fs::write(&key, "not a key").expect("write");
+    std::fs::write(folder.path().join("key.pem"), "not a key").expect("write");
     hang_up(&service);
     support::wait_until("the failed reload is logged", 10, || async {
         service.output().contains("TLS certificate not reloaded")
