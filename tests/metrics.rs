@@ -49,7 +49,10 @@ const RECEIVER_COUNTERS: &[&str] = &[
     "callfold_webhook_id_conflicts_total",
     "callfold_unlinked_events_total",
 ];
-const RECEIVER_GAUGES: &[&str] = &["callfold_webhook_clock_skew_seconds"];
+const RECEIVER_GAUGES: &[&str] = &[
+    "callfold_webhook_clock_skew_seconds",
+    "callfold_deliveries_waiting",
+];
 const PROJECTOR_COUNTERS: &[&str] = &[
     "callfold_calls_folded_total",
     "callfold_events_folded_total",

@@ -524,8 +524,9 @@ pub struct ReceiverOptions {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub body_read_timeout_ms: u64,
 
-    /// Deliveries that may wait for the next commit; past it the receiver answers 503 at once
-    /// (with Retry-After), which bounds both memory and the wait of those accepted.
+    /// Deliveries that may wait for the next commit; past it a delivery waits for room at most
+    /// the commit timeout, then is answered 503 (with Retry-After), which bounds both memory and
+    /// the wait of those accepted.
     #[arg(long, env = "CALLFOLD_COMMIT_QUEUE",
           default_value_t = DEFAULTS.receiver.commit_queue as u32,
           value_parser = clap::value_parser!(u32).range(1..))]

@@ -1,22 +1,32 @@
 //! Group commit: concurrent deliveries wait in one bounded queue and are appended by a single
 //! committer task, many per transaction, so the cost of an fsync is shared.
 //!
-//! The queue is the receiver's only buffer between "verified" and "durable": when it is full the
-//! caller is told at once (and answers 503) instead of queueing without bound. The committer
-//! stops once every [`CommitQueue`] handle is dropped and the queue is drained, which is how
-//! shutdown finishes the appends already accepted into the queue.
+//! The queue is the receiver's only buffer between "verified" and "durable", and it is bounded.
+//! A delivery that finds it full waits for room, at most the commit deadline, and is answered
+//! 503 only if none comes: a commit slowed for a moment (a rebuild's swap batch, a checkpoint)
+//! costs the deliveries behind it some latency, not a refusal, while a store that stays slow
+//! turns them away within a bound instead of holding them. The committer stops once every
+//! [`CommitQueue`] handle is dropped and the queue is drained, which is how shutdown finishes
+//! the appends already accepted into the queue.
 //!
 //! Every commit has a deadline, so a database that stops answering without closing the
 //! connection (a firewall dropping packets) costs the waiting deliveries a 503 after that
 //! deadline instead of holding them, and the queue, until the kernel gives up on the socket.
-//! The latest commits' health is kept for readiness checks ([`CommitHealth`]).
+//! While the queue holds no more than a batch, a delivery therefore waits at most three
+//! deadlines: for room, for the batch committing ahead of it, and for its own. The latest commits' health is kept for readiness checks ([`CommitHealth`]), and
+//! the deliveries waiting are counted in [`WAITING_GAUGE`].
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use callfold_store::{AppendOutcome, NewEvent, Store, StoreError};
+use tokio::sync::mpsc::error::SendTimeoutError;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
+
+/// The gauge of deliveries waiting for their commit: for room in the queue, in it, or in the
+/// transaction being committed.
+pub const WAITING_GAUGE: &str = "callfold_deliveries_waiting";
 
 /// How long a failed commit keeps [`CommitHealth::failing`] reporting it when no commit has
 /// succeeded since. Bounded, so that a receiver taken out of rotation for it (and so given
@@ -26,7 +36,7 @@ const FAILURE_REPORTED_FOR: Duration = Duration::from_secs(30);
 /// Why an append did not happen. Each means "try again later" to the sender.
 #[derive(Clone, Copy, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AppendError {
-    /// The queue is at capacity.
+    /// The queue stayed at capacity for as long as a delivery may wait for room.
     #[error("the commit queue is full")]
     QueueFull,
     /// The transaction holding the event failed. The event may have been stored all the same
@@ -72,6 +82,7 @@ struct PendingAppend {
 #[derive(Clone, Debug)]
 pub struct CommitQueue {
     sender: mpsc::Sender<PendingAppend>,
+    room_wait: Duration,
     health: CommitHealth,
 }
 
@@ -84,8 +95,9 @@ impl std::fmt::Debug for PendingAppend {
 }
 
 impl CommitQueue {
-    /// Starts the committer on `store`. At most `capacity` events wait; at most `max_batch`
-    /// share one transaction, which must commit within `commit_timeout`; `appended` is
+    /// Starts the committer on `store`. At most `capacity` events wait in the queue, and a
+    /// delivery waits for room in it at most `commit_timeout`; at most `max_batch` share one
+    /// transaction, which must commit within `commit_timeout` too; `appended` is
     /// notified after each commit that wrote something, and after each failed one, which may
     /// have (an in-process projector waits on it).
     /// The returned task ends when all handles are dropped and the queue is empty.
@@ -106,7 +118,12 @@ impl CommitQueue {
             appended,
             health.clone(),
         ));
-        (Self { sender, health }, committer)
+        let queue = Self {
+            sender,
+            room_wait: commit_timeout,
+            health,
+        };
+        (queue, committer)
     }
 
     /// The health of this queue's commits.
@@ -117,11 +134,33 @@ impl CommitQueue {
     /// Appends `event` durably, or says why not. Returns once the transaction that holds it has
     /// committed (and so, for the stores callfold configures, been fsync'd).
     pub async fn append(&self, event: NewEvent) -> Result<AppendOutcome, AppendError> {
+        let _waiting = Waiting::counted();
         let (reply, outcome) = oneshot::channel();
         self.sender
-            .try_send(PendingAppend { event, reply })
-            .map_err(|_| AppendError::QueueFull)?;
+            .send_timeout(PendingAppend { event, reply }, self.room_wait)
+            .await
+            .map_err(|error| match error {
+                SendTimeoutError::Timeout(_) => AppendError::QueueFull,
+                SendTimeoutError::Closed(_) => AppendError::StoreUnavailable,
+            })?;
         outcome.await.unwrap_or(Err(AppendError::StoreUnavailable))
+    }
+}
+
+/// One delivery counted in [`WAITING_GAUGE`] from its creation until it is dropped, however its
+/// wait ends (answered, refused, or given up by a sender that hung up).
+struct Waiting;
+
+impl Waiting {
+    fn counted() -> Self {
+        metrics::gauge!(WAITING_GAUGE).increment(1.0);
+        Self
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        metrics::gauge!(WAITING_GAUGE).decrement(1.0);
     }
 }
 

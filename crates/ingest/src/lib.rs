@@ -18,7 +18,7 @@ pub mod rejections;
 pub mod secret;
 pub mod signature;
 
-pub use commit::{AppendError, CommitHealth, CommitQueue};
+pub use commit::{AppendError, CommitHealth, CommitQueue, WAITING_GAUGE};
 pub use envelope::{ALLO_TOPICS, LinkingRules};
 pub use quarantine::{KeptRecordDetail, Quarantine, QuarantineError, QuarantinedRecord};
 pub use receiver::{DELIVERY_OUTCOMES, Receipt, Receiver, Rejection, WEBHOOK_PATH};

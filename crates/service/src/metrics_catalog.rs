@@ -11,7 +11,7 @@
 use std::sync::Mutex;
 
 use anyhow::Context;
-use callfold_ingest::DELIVERY_OUTCOMES;
+use callfold_ingest::{DELIVERY_OUTCOMES, WAITING_GAUGE};
 use metrics::Unit;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -136,6 +136,14 @@ pub const CATALOG: &[Metric] = &[
         Unit::Count,
         Receiver,
         "Deliveries committed per transaction.",
+    ),
+    metric(
+        WAITING_GAUGE,
+        Gauge,
+        Unit::Count,
+        Receiver,
+        "Deliveries verified and waiting for their commit: for room in the commit queue, in \
+         it, or in the transaction being committed.",
     ),
     metric(
         "callfold_webhook_clock_skew_seconds",
