@@ -144,12 +144,17 @@ const CREATE_SQLITE_SHADOW: &str = "CREATE TEMP TABLE IF NOT EXISTS call_project
 
 /// Log records read per page while rebuilding.
 const REBUILD_PAGE: i64 = 2000;
-/// Rebuilt projections a swap considers per transaction: what bounds how long it holds the
-/// change counter, which settles wait on.
+/// Most rebuilt projections a swap considers per transaction: what bounds how long it holds the
+/// change counter, which settles wait on. On PostgreSQL every batch has this many.
 const SWAP_BATCH: i64 = 256;
-/// On SQLite, the least pause after a swap batch that wrote (see [`Store::swap_in_rebuilt`]):
-/// the longest sleep of SQLite's busy handler in a writer's first 100 ms of waiting.
-const SQLITE_SWAP_PAUSE: Duration = Duration::from_millis(25);
+/// On SQLite, the fewest rebuilt projections a swap batch considers.
+const SQLITE_SWAP_BATCH_MIN: i64 = 16;
+/// On SQLite, how long a swap batch that writes should hold the database's write lock, which
+/// every commit of the receivers waits for: batches are resized towards it (see [`SwapPacing`]).
+const SQLITE_SWAP_BATCH_TIME: Duration = Duration::from_millis(10);
+/// On SQLite, the least pause after a swap batch that wrote (see [`SwapPacing`]): longer than
+/// any sleep of SQLite's busy handler in a writer's first 30 ms of waiting.
+const SQLITE_SWAP_PAUSE: Duration = Duration::from_millis(20);
 
 const PROJECTION_COLUMNS: &str =
     "call_key, document, last_seq, late_events, events_folded, updated_at_us, config_fingerprint";
@@ -536,22 +541,23 @@ impl Store {
     }
 
     /// The second phase of a rebuild: swaps the shadow table's projections into the live ones,
-    /// in call order, a short transaction per [`SWAP_BATCH`] calls, emptying the shadow as it
-    /// goes.
+    /// in call order, a short transaction per batch of calls paced by [`SwapPacing`], emptying
+    /// the shadow as it goes.
     /// A rebuilt projection replaces the live one only if it folded at least as many events
     /// (so it read a superset of the live one's events: see `docs/ARCHITECTURE.md`, "Rebuild")
     /// and differs from it; each projection replaced takes a change number, so the live
     /// streams see it. A live projection is never deleted, and one that a worker settled from
-    /// more events than the rebuild read is left alone. On SQLite it pauses after each batch
-    /// that wrote for as long as the batch took, and at least [`SQLITE_SWAP_PAUSE`], so that
-    /// the receivers' commits get the write lock between batches. Returns the number of live
-    /// projections changed.
+    /// more events than the rebuild read is left alone. Returns the number of live projections
+    /// changed.
     pub async fn swap_in_rebuilt(&self) -> Result<u64, StoreError> {
         let statements = SwapStatements::for_shadow(self.existing_shadow_table().await?);
+        let mut pacing = SwapPacing::for_store(self);
         let mut changed = 0;
         let mut after = String::new();
         loop {
-            let rebuilt = self.rebuilt_batch_after(&statements, &after).await?;
+            let rebuilt = self
+                .rebuilt_batch_after(&statements, &after, pacing.calls)
+                .await?;
             let (Some(first), Some(last)) = (rebuilt.first(), rebuilt.last()) else {
                 break;
             };
@@ -565,7 +571,7 @@ impl Store {
             if !replacements(&rebuilt, live).is_empty() {
                 let batch_started = Instant::now();
                 changed += self.swap_batch(&statements, &rebuilt, range).await?;
-                self.make_way_for_receivers(batch_started).await;
+                pacing.after_batch_that_wrote(batch_started.elapsed()).await;
             }
             self.empty_swapped_batch(&statements, range).await?;
             after = range.1.to_owned();
@@ -573,17 +579,18 @@ impl Store {
         Ok(changed)
     }
 
-    /// The next [`SWAP_BATCH`] projections of the shadow table, in call order, after call
-    /// `after` (from the first when empty).
+    /// The next `calls` projections of the shadow table, in call order, after call `after`
+    /// (from the first when empty).
     async fn rebuilt_batch_after(
         &self,
         statements: &SwapStatements,
         after: &str,
+        calls: i64,
     ) -> Result<Vec<StoredProjection>, StoreError> {
         let rebuilt: Vec<ProjectionRow> = on_pool!(self, pool => {
             sqlx::query_as(&statements.rebuilt_batch)
                 .bind(after)
-                .bind(SWAP_BATCH)
+                .bind(calls)
                 .fetch_all(pool)
                 .await?
         });
@@ -610,17 +617,6 @@ impl Store {
         Ok(changed)
     }
 
-    /// On SQLite, pauses after a swap batch that wrote, begun at `batch_started`, for as long
-    /// as it took and at least [`SQLITE_SWAP_PAUSE`]. The receivers of `callfold serve` are
-    /// another process: a commit of theirs that finds the write lock taken does not queue for
-    /// it but sleeps in SQLite's busy handler and retries. Batches back to back would keep
-    /// finding it free first.
-    async fn make_way_for_receivers(&self, batch_started: Instant) {
-        if let Store::Sqlite(_) = self {
-            tokio::time::sleep(batch_started.elapsed().max(SQLITE_SWAP_PAUSE)).await;
-        }
-    }
-
     /// Deletes the shadow's projections of the calls in `range` (first and last), once swapped.
     /// Emptied as it goes: one DELETE of the whole shadow would hold SQLite's write lock, which
     /// every append needs, for as long as it takes.
@@ -637,6 +633,53 @@ impl Store {
                 .await?;
         });
         Ok(())
+    }
+}
+
+/// How a swap sizes its batches and spaces them.
+///
+/// On PostgreSQL a batch holds only the change counter, which settles wait on: batches of
+/// [`SWAP_BATCH`] calls run back to back. On SQLite a batch holds the database's write lock,
+/// which every commit of the receivers of `callfold serve` needs, and they are another process:
+/// a commit that finds the lock taken does not queue for it but sleeps in SQLite's busy handler
+/// and retries. So each batch's size is adjusted towards [`SQLITE_SWAP_BATCH_TIME`] (halved when
+/// a batch took longer, doubled when it took less than half, between [`SQLITE_SWAP_BATCH_MIN`]
+/// and [`SWAP_BATCH`]), which bounds a commit's wait whatever the size of the projections and
+/// the machine's speed; and each batch that wrote is followed by a pause as long as it took, and
+/// at least [`SQLITE_SWAP_PAUSE`], or batches back to back would keep finding the lock free first.
+struct SwapPacing {
+    /// Rebuilt projections the next batch considers.
+    calls: i64,
+    /// Whether batches are resized and spaced: on SQLite only.
+    adapts: bool,
+}
+
+impl SwapPacing {
+    fn for_store(store: &Store) -> Self {
+        Self {
+            calls: SWAP_BATCH,
+            adapts: matches!(store, Store::Sqlite(_)),
+        }
+    }
+
+    /// Resizes the next batch from how long the last one, which wrote, `took`, and pauses.
+    async fn after_batch_that_wrote(&mut self, took: Duration) {
+        if !self.adapts {
+            return;
+        }
+        self.calls = resized_swap_batch(self.calls, took);
+        tokio::time::sleep(took.max(SQLITE_SWAP_PAUSE)).await;
+    }
+}
+
+/// On SQLite, the size of the swap batch after one of `calls` that wrote and `took` so long.
+fn resized_swap_batch(calls: i64, took: Duration) -> i64 {
+    if took > SQLITE_SWAP_BATCH_TIME {
+        (calls / 2).max(SQLITE_SWAP_BATCH_MIN)
+    } else if took < SQLITE_SWAP_BATCH_TIME / 2 {
+        (calls * 2).min(SWAP_BATCH)
+    } else {
+        calls
     }
 }
 
@@ -741,4 +784,24 @@ fn calls_of(records: impl Iterator<Item = LoggedEvent>) -> Vec<(CallKey, Vec<Log
         }
     }
     calls
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_swap_batches_halve_when_slow_and_double_when_quick_within_their_bounds() {
+        let slow = SQLITE_SWAP_BATCH_TIME * 3;
+        let quick = SQLITE_SWAP_BATCH_TIME / 4;
+        let on_target = SQLITE_SWAP_BATCH_TIME * 3 / 4;
+        assert_eq!(resized_swap_batch(SWAP_BATCH, slow), SWAP_BATCH / 2);
+        assert_eq!(
+            resized_swap_batch(SQLITE_SWAP_BATCH_MIN, slow),
+            SQLITE_SWAP_BATCH_MIN
+        );
+        assert_eq!(resized_swap_batch(64, quick), 128);
+        assert_eq!(resized_swap_batch(SWAP_BATCH, quick), SWAP_BATCH);
+        assert_eq!(resized_swap_batch(64, on_target), 64);
+    }
 }
