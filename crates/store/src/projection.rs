@@ -144,14 +144,13 @@ const CREATE_SQLITE_SHADOW: &str = "CREATE TEMP TABLE IF NOT EXISTS call_project
 
 /// Log records read per page while rebuilding.
 const REBUILD_PAGE: i64 = 2000;
-/// Most rebuilt projections a swap considers per transaction: what bounds how long it holds the
-/// change counter, which settles wait on. On PostgreSQL every batch has this many.
+/// Most rebuilt projections a swap considers per transaction.
 const SWAP_BATCH: i64 = 256;
-/// On SQLite, the fewest rebuilt projections a swap batch considers.
-const SQLITE_SWAP_BATCH_MIN: i64 = 16;
-/// On SQLite, how long a swap batch that writes should hold the database's write lock, which
-/// every commit of the receivers waits for: batches are resized towards it (see [`SwapPacing`]).
-const SQLITE_SWAP_BATCH_TIME: Duration = Duration::from_millis(10);
+/// Fewest rebuilt projections a swap considers per transaction.
+const SWAP_BATCH_MIN: i64 = 16;
+/// How long a swap batch that writes should hold what the receivers' appends may wait for:
+/// batches are resized towards it (see [`SwapPacing`]).
+const SWAP_BATCH_TIME: Duration = Duration::from_millis(10);
 /// On SQLite, the least pause after a swap batch that wrote (see [`SwapPacing`]): longer than
 /// any sleep of SQLite's busy handler in a writer's first 30 ms of waiting.
 const SQLITE_SWAP_PAUSE: Duration = Duration::from_millis(20);
@@ -638,45 +637,46 @@ impl Store {
 
 /// How a swap sizes its batches and spaces them.
 ///
-/// On PostgreSQL a batch holds only the change counter, which settles wait on: batches of
-/// [`SWAP_BATCH`] calls run back to back. On SQLite a batch holds the database's write lock,
-/// which every commit of the receivers of `callfold serve` needs, and they are another process:
-/// a commit that finds the lock taken does not queue for it but sleeps in SQLite's busy handler
-/// and retries. So each batch's size is adjusted towards [`SQLITE_SWAP_BATCH_TIME`] (halved when
-/// a batch took longer, doubled when it took less than half, between [`SQLITE_SWAP_BATCH_MIN`]
-/// and [`SWAP_BATCH`]), which bounds a commit's wait whatever the size of the projections and
-/// the machine's speed; and each batch that wrote is followed by a pause as long as it took, and
-/// at least [`SQLITE_SWAP_PAUSE`], or batches back to back would keep finding the lock free first.
+/// A batch that writes holds what the receivers' appends may wait for: on PostgreSQL the change
+/// counter, which settles wait on while they hold the marks of their calls, which appends to
+/// those calls wait on; on SQLite the database's write lock, which every commit needs. So each
+/// batch's size is adjusted towards [`SWAP_BATCH_TIME`] (halved when a batch took longer,
+/// doubled when it took less than half, between [`SWAP_BATCH_MIN`] and [`SWAP_BATCH`]), which
+/// bounds an append's wait whatever the size of the projections and the machine's speed.
+/// On SQLite the receivers of `callfold serve` are another process, and a commit that finds the
+/// lock taken does not queue for it but sleeps in SQLite's busy handler and retries: each batch
+/// that wrote is followed by a pause as long as it took, and at least [`SQLITE_SWAP_PAUSE`], or
+/// batches back to back would keep finding the lock free first. PostgreSQL queues lock waiters,
+/// so there the next batch follows at once.
 struct SwapPacing {
     /// Rebuilt projections the next batch considers.
     calls: i64,
-    /// Whether batches are resized and spaced: on SQLite only.
-    adapts: bool,
+    /// Whether a batch that wrote is followed by a pause: on SQLite.
+    pauses: bool,
 }
 
 impl SwapPacing {
     fn for_store(store: &Store) -> Self {
         Self {
             calls: SWAP_BATCH,
-            adapts: matches!(store, Store::Sqlite(_)),
+            pauses: matches!(store, Store::Sqlite(_)),
         }
     }
 
     /// Resizes the next batch from how long the last one, which wrote, `took`, and pauses.
     async fn after_batch_that_wrote(&mut self, took: Duration) {
-        if !self.adapts {
-            return;
-        }
         self.calls = resized_swap_batch(self.calls, took);
-        tokio::time::sleep(took.max(SQLITE_SWAP_PAUSE)).await;
+        if self.pauses {
+            tokio::time::sleep(took.max(SQLITE_SWAP_PAUSE)).await;
+        }
     }
 }
 
-/// On SQLite, the size of the swap batch after one of `calls` that wrote and `took` so long.
+/// The size of the swap batch after one of `calls` that wrote and `took` so long.
 fn resized_swap_batch(calls: i64, took: Duration) -> i64 {
-    if took > SQLITE_SWAP_BATCH_TIME {
-        (calls / 2).max(SQLITE_SWAP_BATCH_MIN)
-    } else if took < SQLITE_SWAP_BATCH_TIME / 2 {
+    if took > SWAP_BATCH_TIME {
+        (calls / 2).max(SWAP_BATCH_MIN)
+    } else if took < SWAP_BATCH_TIME / 2 {
         (calls * 2).min(SWAP_BATCH)
     } else {
         calls
@@ -791,15 +791,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sqlite_swap_batches_halve_when_slow_and_double_when_quick_within_their_bounds() {
-        let slow = SQLITE_SWAP_BATCH_TIME * 3;
-        let quick = SQLITE_SWAP_BATCH_TIME / 4;
-        let on_target = SQLITE_SWAP_BATCH_TIME * 3 / 4;
+    fn swap_batches_halve_when_slow_and_double_when_quick_within_their_bounds() {
+        let slow = SWAP_BATCH_TIME * 3;
+        let quick = SWAP_BATCH_TIME / 4;
+        let on_target = SWAP_BATCH_TIME * 3 / 4;
         assert_eq!(resized_swap_batch(SWAP_BATCH, slow), SWAP_BATCH / 2);
-        assert_eq!(
-            resized_swap_batch(SQLITE_SWAP_BATCH_MIN, slow),
-            SQLITE_SWAP_BATCH_MIN
-        );
+        assert_eq!(resized_swap_batch(SWAP_BATCH_MIN, slow), SWAP_BATCH_MIN);
         assert_eq!(resized_swap_batch(64, quick), 128);
         assert_eq!(resized_swap_batch(SWAP_BATCH, quick), SWAP_BATCH);
         assert_eq!(resized_swap_batch(64, on_target), 64);
