@@ -242,10 +242,11 @@ async fn an_unavailable_store_is_503_with_retry_after(db: TestDb) {
 }
 
 async fn a_full_commit_queue_is_503_with_retry_after_and_nothing_waits_unbounded(db: TestDb) {
-    // One event can be committing and one waiting; the others wait for room at most the commit
-    // deadline. With the log locked throughout, every delivery must be answered 503 while it
-    // stays locked: those that never found room because the queue is full, the others because
-    // their commit did not answer in time.
+    // The bound on the wait: one event can be committing and one waiting; the others wait for
+    // room at most the commit deadline. With the log locked throughout, every delivery must be
+    // answered 503 while it stays locked (a wait without a bound would never answer, and so
+    // never say the queue is full): those that never found room because the queue is full,
+    // the others because their commit did not answer in time. None of them was stored.
     let mut tiny = test_settings();
     tiny.receiver.commit_queue = 1;
     tiny.receiver.commit_batch = 1;
@@ -281,6 +282,7 @@ async fn a_full_commit_queue_is_503_with_retry_after_and_nothing_waits_unbounded
         })
         .count();
     assert!(refused_for_room > 0, "{answers:?}");
+    assert_eq!(db.store.log_len().await.expect("len"), 0);
 }
 
 /// A commit held up for less than the commit deadline (a rebuild's swap batch, a checkpoint)

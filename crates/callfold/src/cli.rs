@@ -362,7 +362,8 @@ pub struct DatabaseArgs {
     /// deliveries, or a re-drive) and for /readyz's check. Past it the waiting deliveries are
     /// answered 503 with Retry-After, the connection is closed, and /readyz turns 503: the
     /// bound on a database that stops answering without closing the connection. Keep it well
-    /// under Allo's 20 s delivery timeout (a delivery may wait for the commit before its own).
+    /// under a third of Allo's 20 s delivery timeout (a delivery may wait for room in a full
+    /// queue, then for the commit before its own).
     #[arg(long, env = "CALLFOLD_COMMIT_TIMEOUT_MS",
           default_value_t = millis(DEFAULTS.commit_timeout),
           value_parser = clap::value_parser!(u64).range(1..), global = true)]
@@ -525,8 +526,8 @@ pub struct ReceiverOptions {
     pub body_read_timeout_ms: u64,
 
     /// Deliveries that may wait for the next commit; past it a delivery waits for room at most
-    /// the commit timeout, then is answered 503 (with Retry-After), which bounds both memory and
-    /// the wait of those accepted.
+    /// the commit timeout, then is answered 503 (with Retry-After). Keep it no larger than
+    /// --commit-batch, or the wait of those accepted grows by a commit timeout per batch.
     #[arg(long, env = "CALLFOLD_COMMIT_QUEUE",
           default_value_t = DEFAULTS.receiver.commit_queue as u32,
           value_parser = clap::value_parser!(u32).range(1..))]
