@@ -361,7 +361,7 @@ pub struct DatabaseArgs {
     /// Longest wait, in milliseconds, for the database to commit an append (a batch of
     /// deliveries, or a re-drive) and for /readyz's check. Past it the waiting deliveries are
     /// answered 503 with Retry-After, the connection is closed, and /readyz turns 503: the
-    /// bound on a database that stops answering without closing the connection. Keep it well
+    /// bound on a database that stops answering without closing the connection. Keep it
     /// under a third of Allo's 20 s delivery timeout (a delivery may wait for room in a full
     /// queue, then for the commit before its own).
     #[arg(long, env = "CALLFOLD_COMMIT_TIMEOUT_MS",

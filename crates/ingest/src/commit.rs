@@ -13,8 +13,9 @@
 //! connection (a firewall dropping packets) costs the waiting deliveries a 503 after that
 //! deadline instead of holding them, and the queue, until the kernel gives up on the socket.
 //! While the queue holds no more than a batch, a delivery therefore waits at most three
-//! deadlines: for room, for the batch committing ahead of it, and for its own. The latest commits' health is kept for readiness checks ([`CommitHealth`]), and
-//! the deliveries waiting are counted in [`WAITING_GAUGE`].
+//! deadlines: for room, for the batch committing ahead of it, and for its own. The latest
+//! commits' health is kept for readiness checks ([`CommitHealth`]), and the deliveries waiting
+//! are counted in [`WAITING_GAUGE`].
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
