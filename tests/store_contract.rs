@@ -361,3 +361,57 @@ on_both_stores!(
     a_claim_is_exclusive_until_its_lease_ends_and_then_fenced_out,
     commits_are_configured_to_reach_the_disk_before_returning,
 );
+
+/// The checkpoint sequence number in a SQLite WAL file's header: it changes each time the WAL
+/// starts over from its first page.
+fn wal_generation(wal: &std::path::Path) -> [u8; 4] {
+    let header = std::fs::read(wal).expect("read the WAL");
+    header[12..16].try_into().expect("a WAL header")
+}
+
+/// SQLite's default checkpoints inside the commit that takes the WAL past 1,000 pages, so a
+/// batch of deliveries would wait for the copy; here commits checkpoint only as a backstop,
+/// far later, and a task of the store's own keeps the WAL short: while appends keep coming,
+/// it must start over well before that backstop (65,536 pages, 256 MiB) would, and close with
+/// the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_commits_leave_checkpoints_to_a_task_that_keeps_the_wal_short() {
+    const MIB: u64 = 1024 * 1024;
+    let db = TestDb::sqlite().await;
+    let Store::Sqlite(pools) = &db.store else {
+        unreachable!("a SQLite test database")
+    };
+    let commits_checkpoint_past: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint")
+        .fetch_one(&pools.writer)
+        .await
+        .expect("wal_autocheckpoint");
+    assert!(
+        commits_checkpoint_past > 16 * 1000,
+        "commits checkpoint past {commits_checkpoint_past} pages"
+    );
+    let path = db.url.trim_start_matches("sqlite:").to_owned();
+    let wal = std::path::PathBuf::from(format!("{path}-wal"));
+    let body = vec![b'x'; 48 * 1024];
+    db.store
+        .append_batch(&[event("msg_first", &body, usable(Some("cll_0")))])
+        .await
+        .expect("append");
+    let first_generation = wal_generation(&wal);
+    for batch in 0.. {
+        let events: Vec<NewEvent> = (0..8)
+            .map(|n| event(&format!("msg_{batch}_{n}"), &body, usable(Some("cll_0"))))
+            .collect();
+        db.store.append_batch(&events).await.expect("append");
+        if wal_generation(&wal) != first_generation {
+            break;
+        }
+        let size = std::fs::metadata(&wal).expect("the WAL").len();
+        assert!(
+            size < 48 * MIB,
+            "the WAL grew to {size} bytes without starting over"
+        );
+    }
+    // The last connection to close deletes the WAL: the task's is closed with the store.
+    db.store.close().await;
+    assert!(!wal.exists(), "a connection outlived Store::close");
+}

@@ -11,6 +11,7 @@
 //! macros would need one live database per build, and one behavioural test suite runs against
 //! both backends instead (see `docs/ARCHITECTURE.md`).
 
+mod checkpoint;
 mod event;
 mod log;
 pub mod page;
@@ -21,6 +22,7 @@ mod stats;
 
 use std::future::Future;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
@@ -224,6 +226,9 @@ pub struct SqlitePools {
     /// Connections that only read (`PRAGMA query_only`): queries, counts, streams, and the
     /// projector's read of the events of the calls it claimed.
     pub readers: SqlitePool,
+    /// The task that checkpoints the WAL, so that no commit does (see [`checkpoint`]); none
+    /// for a database in memory, or opened only to inspect or fix a few records.
+    checkpointer: Option<Arc<checkpoint::Checkpointer>>,
 }
 
 /// The two pools of a PostgreSQL store: connections for writes, and as many for reads.
@@ -392,63 +397,89 @@ impl Store {
     async fn open(url: &str, limits: PoolLimits, create: bool) -> Result<Store, StoreError> {
         let scheme = url.split(':').next().unwrap_or_default();
         match scheme {
-            "sqlite" => {
-                // WAL with synchronous=FULL: a commit returns only after the WAL is fsync'd,
-                // which is what makes a 2xx mean "durable".
-                let options = SqliteConnectOptions::from_str(url)?
-                    .create_if_missing(create)
-                    .journal_mode(SqliteJournalMode::Wal)
-                    .synchronous(SqliteSynchronous::Full)
-                    .busy_timeout(limits.statement_timeout);
-                // One connection writes: SQLite has one writer at a time, and writers that wait
-                // on SQLite's own lock sleep in its busy handler (tens of milliseconds), while
-                // tasks waiting for the pool's connection are woken the moment it is free.
-                // It is never replaced while it works: a rebuild keeps its shadow in the
-                // connection's temporary database between its two phases.
-                let writer = SqlitePoolOptions::new()
-                    .max_connections(1)
-                    .idle_timeout(None)
-                    .max_lifetime(None)
-                    .acquire_timeout(limits.acquire_timeout)
-                    .connect_with(options.clone())
-                    .await?;
-                // Readers open the same file with the same settings and refuse to write. Not
-                // SQLITE_OPEN_READONLY: such a connection cannot create
-                // the WAL's shared-memory file if no other connection has it open.
-                let readers = SqlitePoolOptions::new()
-                    .max_connections(limits.max_connections)
-                    .acquire_timeout(limits.acquire_timeout)
-                    .connect_with(options.pragma("query_only", "ON"))
-                    .await?;
-                Ok(Store::Sqlite(SqlitePools { writer, readers }))
-            }
-            "postgres" | "postgresql" => {
-                // Guard against a server or database configured with synchronous_commit=off:
-                // an acknowledged event must survive a crash of the server too. A transaction
-                // whose client stops answering (a network that drops packets) is ended by the
-                // server after the statement timeout, so its locks do not outlive it.
-                let statement_timeout = limits.statement_timeout.as_millis().to_string();
-                let options = PgConnectOptions::from_str(url)?.options([
-                    ("synchronous_commit", "on"),
-                    ("statement_timeout", statement_timeout.as_str()),
-                    (
-                        "idle_in_transaction_session_timeout",
-                        statement_timeout.as_str(),
-                    ),
-                ]);
-                let pool = || {
-                    PgPoolOptions::new()
-                        .max_connections(limits.max_connections)
-                        .acquire_timeout(limits.acquire_timeout)
-                };
-                let writer = pool().connect_with(options.clone()).await?;
-                let readers = pool().connect_with(options).await?;
-                Ok(Store::Postgres(PgPools { writer, readers }))
-            }
+            "sqlite" => Self::open_sqlite(url, limits, create).await,
+            "postgres" | "postgresql" => Self::open_postgres(url, limits).await,
             other => Err(StoreError::UnsupportedUrl {
                 scheme: other.to_owned(),
             }),
         }
+    }
+
+    /// The two pools of a SQLite store, and its checkpoint task where `create` (the processes
+    /// that run a service, migrate or rebuild).
+    async fn open_sqlite(url: &str, limits: PoolLimits, create: bool) -> Result<Store, StoreError> {
+        // WAL with synchronous=FULL: a commit returns only after the WAL is fsync'd,
+        // which is what makes a 2xx mean "durable".
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(create)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(limits.statement_timeout);
+        // One connection writes: SQLite has one writer at a time, and writers that wait
+        // on SQLite's own lock sleep in its busy handler (tens of milliseconds), while
+        // tasks waiting for the pool's connection are woken the moment it is free.
+        // It is never replaced while it works: a rebuild keeps its shadow in the
+        // connection's temporary database between its two phases.
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .acquire_timeout(limits.acquire_timeout)
+            .connect_with(
+                options
+                    .clone()
+                    .pragma("wal_autocheckpoint", checkpoint::BACKSTOP_PAGES.to_string())
+                    .pragma(
+                        "journal_size_limit",
+                        checkpoint::WAL_SIZE_LIMIT_BYTES.to_string(),
+                    ),
+            )
+            .await?;
+        // Readers open the same file with the same settings and refuse to write. Not
+        // SQLITE_OPEN_READONLY: such a connection cannot create
+        // the WAL's shared-memory file if no other connection has it open.
+        let readers = SqlitePoolOptions::new()
+            .max_connections(limits.max_connections)
+            .acquire_timeout(limits.acquire_timeout)
+            .connect_with(options.clone().pragma("query_only", "ON"))
+            .await?;
+        // Only processes that may write much checkpoint the WAL; the commands that
+        // inspect or fix a few records leave it to them.
+        let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&writer)
+            .await?;
+        let checkpointer = (create && journal == "wal")
+            .then(|| Arc::new(checkpoint::Checkpointer::start(&options, writer.clone())));
+        Ok(Store::Sqlite(SqlitePools {
+            writer,
+            readers,
+            checkpointer,
+        }))
+    }
+
+    /// The two pools of a PostgreSQL store.
+    async fn open_postgres(url: &str, limits: PoolLimits) -> Result<Store, StoreError> {
+        // Guard against a server or database configured with synchronous_commit=off:
+        // an acknowledged event must survive a crash of the server too. A transaction
+        // whose client stops answering (a network that drops packets) is ended by the
+        // server after the statement timeout, so its locks do not outlive it.
+        let statement_timeout = limits.statement_timeout.as_millis().to_string();
+        let options = PgConnectOptions::from_str(url)?.options([
+            ("synchronous_commit", "on"),
+            ("statement_timeout", statement_timeout.as_str()),
+            (
+                "idle_in_transaction_session_timeout",
+                statement_timeout.as_str(),
+            ),
+        ]);
+        let pool = || {
+            PgPoolOptions::new()
+                .max_connections(limits.max_connections)
+                .acquire_timeout(limits.acquire_timeout)
+        };
+        let writer = pool().connect_with(options.clone()).await?;
+        let readers = pool().connect_with(options).await?;
+        Ok(Store::Postgres(PgPools { writer, readers }))
     }
 
     /// Applies every pending migration of this backend. Safe to run from several processes
@@ -504,6 +535,9 @@ impl Store {
     pub async fn close(&self) {
         match self {
             Store::Sqlite(pools) => {
+                if let Some(checkpointer) = &pools.checkpointer {
+                    checkpointer.stop().await;
+                }
                 pools.readers.close().await;
                 pools.writer.close().await;
             }

@@ -1,0 +1,239 @@
+//! The WAL checkpoints of a SQLite store, taken by a task of its own so that no commit waits
+//! for the copy, nor for most of the fsync that follows it.
+//!
+//! SQLite's default copies the WAL back into the database file inside the commit that takes
+//! the WAL past 1,000 pages, then fsyncs the database file there: every few megabytes one
+//! group commit's deliveries wait for both, and after anything that kept checkpoints from
+//! finishing for a while (a burst, readers holding old snapshots), for all of the backlog. Here
+//! the write connection checkpoints only as a backstop ([`BACKSTOP_PAGES`]), and a task with a
+//! connection of its own, every [`CHECKPOINT_EVERY`]:
+//!
+//! 1. runs passive checkpoints, which copy what no reader still needs beside the writer without
+//!    taking its lock, until fewer than [`LEFTOVER_PAGES`] remain (commits go on meanwhile);
+//! 2. once the WAL holds [`RESTART_PAGES`], fsyncs the database file, still beside the writer
+//!    (a passive checkpoint that has not reached the WAL's end leaves what it copied unsynced,
+//!    and the checkpoint that reaches it would fsync all of it);
+//! 3. then holds this process's write connection, so that no commit of its own comes in
+//!    between, for a restart checkpoint: it copies the few pages left and waits, at most
+//!    [`READERS_WAIT`], for readers to leave the WAL, so that the next commit writes the WAL
+//!    from its start. If readers (or another process's commit) keep it from finishing, steps 2
+//!    and 3 wait [`RETRY_RESTART_AFTER`] before they are tried again.
+//!
+//! Passive checkpoints alone never let the WAL start over while commits keep coming. A restart
+//! checkpoint on its own would poll SQLite's write lock against the committer and then hold it
+//! while it waits for readers; holding the pool's connection first, it gets the lock at once,
+//! and commits wait for it in the pool's queue, for a few pages and at most [`READERS_WAIT`].
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
+
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
+use sqlx::{Connection, SqliteConnection};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// How often the task checkpoints.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+
+/// WAL pages past which the task makes the WAL start over (16 MiB at SQLite's 4 KiB pages).
+const RESTART_PAGES: i64 = 4_096;
+
+/// Most WAL pages left uncopied when the task holds the write connection (1 MiB).
+const LEFTOVER_PAGES: i64 = 256;
+
+/// Passive checkpoints tried in one turn to get under [`LEFTOVER_PAGES`].
+const PASSIVE_TRIES: usize = 4;
+
+/// The write connection's own automatic checkpoint (`wal_autocheckpoint`, in pages): only if the
+/// task cannot keep the WAL short, as when readers keep holding old snapshots.
+pub(crate) const BACKSTOP_PAGES: i64 = 16 * RESTART_PAGES;
+
+/// The size the WAL file is cut back to when it starts over after growing past it
+/// (`journal_size_limit`): four restarts' worth.
+pub(crate) const WAL_SIZE_LIMIT_BYTES: i64 = 4 * RESTART_PAGES * 4096;
+
+/// Longest the task waits for this process's write connection before trying at its next turn.
+const WRITER_WAIT: Duration = Duration::from_secs(1);
+
+/// Copies what no reader still needs, beside the writer.
+const PASSIVE: &str = "PRAGMA wal_checkpoint(PASSIVE)";
+
+/// Copies the rest and waits for readers to leave the WAL, so that the next commit restarts it.
+const RESTART: &str = "PRAGMA wal_checkpoint(RESTART)";
+
+/// Longest a restart waits for readers to leave the WAL (the task connection's busy timeout),
+/// while this process's commits wait for it.
+const READERS_WAIT: Duration = Duration::from_millis(20);
+
+/// How long after a restart that readers kept from finishing the next one is tried.
+const RETRY_RESTART_AFTER: Duration = Duration::from_secs(1);
+
+/// The running checkpoint task of one store; it ends when [`Checkpointer::stop`] is called or
+/// when the last clone of its store is dropped.
+#[derive(Debug)]
+pub(crate) struct Checkpointer {
+    stop: watch::Sender<bool>,
+    task: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+/// One `PRAGMA wal_checkpoint` row: whether another checkpoint was running, the WAL's pages,
+/// and how many of them are now in the database file.
+#[derive(sqlx::FromRow)]
+struct CheckpointRow {
+    busy: i64,
+    log: i64,
+    checkpointed: i64,
+}
+
+impl CheckpointRow {
+    fn leftover(&self) -> i64 {
+        self.log - self.checkpointed
+    }
+}
+
+impl Checkpointer {
+    /// Starts checkpointing the database that `options` opens and `writer` writes to, with a
+    /// connection of its own.
+    pub(crate) fn start(options: &SqliteConnectOptions, writer: SqlitePool) -> Self {
+        let options = options
+            .clone()
+            .create_if_missing(false)
+            .busy_timeout(READERS_WAIT);
+        let (stop, stopped) = watch::channel(false);
+        let task = CheckpointTask {
+            database: options.get_filename().to_path_buf(),
+            options,
+            writer,
+            connection: None,
+            no_restart_before: Instant::now(),
+        };
+        let task = tokio::spawn(checkpoint_until_stopped(task, stopped));
+        Self {
+            stop,
+            task: std::sync::Mutex::new(Some(task)),
+        }
+    }
+
+    /// Stops the task and waits until its connection is closed.
+    pub(crate) async fn stop(&self) {
+        self.stop.send_replace(true);
+        let task = self.task.lock().map(|mut task| task.take()).ok().flatten();
+        if let Some(task) = task {
+            // A task that panicked has nothing left to close.
+            let _ = task.await;
+        }
+    }
+}
+
+/// What the task keeps between turns.
+struct CheckpointTask {
+    options: SqliteConnectOptions,
+    database: PathBuf,
+    writer: SqlitePool,
+    /// Its own connection, opened again at the next turn after a failure.
+    connection: Option<SqliteConnection>,
+    /// No restart before this, after one that readers kept from finishing.
+    no_restart_before: Instant,
+}
+
+async fn checkpoint_until_stopped(mut task: CheckpointTask, mut stopped: watch::Receiver<bool>) {
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            changed = stopped.changed() => {
+                if changed.is_err() || *stopped.borrow() {
+                    break;
+                }
+            }
+            () = tokio::time::sleep(CHECKPOINT_EVERY) => {
+                match task.turn().await {
+                    Ok(()) => failing = false,
+                    Err(error) => {
+                        // Said once per spell of failures; the backstop keeps the WAL bounded
+                        // meanwhile.
+                        if !failing {
+                            tracing::warn!(%error, "WAL checkpoints are failing");
+                        }
+                        failing = true;
+                    }
+                }
+            }
+        }
+    }
+    if let Some(connection) = task.connection {
+        let _ = connection.close().await;
+    }
+}
+
+impl CheckpointTask {
+    /// Steps 1 to 3 of the module's header.
+    async fn turn(&mut self) -> Result<(), sqlx::Error> {
+        let mut connection = match self.connection.take() {
+            Some(connection) => connection,
+            None => SqliteConnection::connect_with(&self.options).await?,
+        };
+        let mut passive = checkpoint(&mut connection, PASSIVE).await?;
+        for _ in 1..PASSIVE_TRIES {
+            if passive.busy != 0 || passive.leftover() <= LEFTOVER_PAGES {
+                break;
+            }
+            passive = checkpoint(&mut connection, PASSIVE).await?;
+        }
+        if passive.busy == 0
+            && passive.log >= RESTART_PAGES
+            && passive.leftover() <= LEFTOVER_PAGES
+            && Instant::now() >= self.no_restart_before
+        {
+            sync_database_file(&self.database)
+                .await
+                .map_err(sqlx::Error::Io)?;
+            if let Ok(held) = tokio::time::timeout(WRITER_WAIT, self.writer.acquire()).await {
+                let held = held?;
+                let restart = checkpoint(&mut connection, RESTART).await?;
+                drop(held);
+                if restart.busy != 0 {
+                    self.no_restart_before = Instant::now() + RETRY_RESTART_AFTER;
+                }
+            }
+        }
+        self.connection = Some(connection);
+        Ok(())
+    }
+}
+
+async fn checkpoint(
+    connection: &mut SqliteConnection,
+    statement: &'static str,
+) -> Result<CheckpointRow, sqlx::Error> {
+    sqlx::query_as(statement).fetch_one(connection).await
+}
+
+/// Fsyncs the database file on a blocking thread: what the passive checkpoints copied into it,
+/// without holding anything SQLite locks.
+async fn sync_database_file(path: &Path) -> std::io::Result<()> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || database_file_to_sync(&path)?.sync_data())
+        .await
+        .map_err(std::io::Error::other)?
+}
+
+/// The database file at `path`, opened once per process for syncing and never closed: closing
+/// any descriptor of a file releases every POSIX lock the process holds on it, SQLite's
+/// included, and another process could then take this one's connections for gone and delete
+/// the WAL under them.
+fn database_file_to_sync(path: &Path) -> std::io::Result<Arc<File>> {
+    static OPENED: OnceLock<Mutex<HashMap<PathBuf, Arc<File>>>> = OnceLock::new();
+    let mut opened = OPENED
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    if let Some(file) = opened.get(path) {
+        return Ok(Arc::clone(file));
+    }
+    let file = Arc::new(File::open(path)?);
+    opened.insert(path.to_path_buf(), Arc::clone(&file));
+    Ok(file)
+}
