@@ -378,6 +378,7 @@ fn wal_generation(wal: &std::path::Path) -> [u8; 4] {
 async fn sqlite_commits_leave_checkpoints_to_a_task_that_keeps_the_wal_short() {
     const MIB: u64 = 1024 * 1024;
     let db = TestDb::sqlite().await;
+    db.store.own_wal_restarts();
     let Store::Sqlite(pools) = &db.store else {
         unreachable!("a SQLite test database")
     };

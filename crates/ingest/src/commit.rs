@@ -111,6 +111,7 @@ impl CommitQueue {
     ) -> (Self, JoinHandle<()>) {
         let (sender, receiver) = mpsc::channel(capacity);
         let health = CommitHealth::default();
+        store.own_wal_restarts();
         let committer = tokio::spawn(run_committer(
             store,
             receiver,

@@ -14,19 +14,25 @@
 //!    (a passive checkpoint that has not reached the WAL's end leaves what it copied unsynced,
 //!    and the checkpoint that reaches it would fsync all of it);
 //! 3. then holds this process's write connection, so that no commit of its own comes in
-//!    between, for a restart checkpoint: it copies the few pages left and waits, at most
-//!    [`READERS_WAIT`], for readers to leave the WAL, so that the next commit writes the WAL
-//!    from its start. If readers (or another process's commit) keep it from finishing, steps 2
-//!    and 3 wait [`RETRY_RESTART_AFTER`] before they are tried again.
+//!    between, for a restart checkpoint: it copies the pages committed since step 1 and waits
+//!    for readers to leave the WAL (both within [`READERS_WAIT`]), so that the next commit
+//!    writes the WAL from its start. If readers, or a write lock held elsewhere, keep it from
+//!    finishing, steps 2 and 3 wait [`RETRY_RESTART_AFTER`] before they are tried again.
 //!
-//! Passive checkpoints alone never let the WAL start over while commits keep coming. A restart
-//! checkpoint on its own would poll SQLite's write lock against the committer and then hold it
-//! while it waits for readers; holding the pool's connection first, it gets the lock at once,
-//! and commits wait for it in the pool's queue, for a few pages and at most [`READERS_WAIT`].
+//! Steps 2 and 3 run only in the process whose commits acknowledge deliveries
+//! ([`Checkpointer::own_restarts`]): its commits wait for a restart in their pool's queue, while
+//! another process's would sleep in SQLite's busy handler, longer than the lock is held. Other
+//! processes (a projector on its own, a rebuild, a migration) run step 1 only. Passive
+//! checkpoints alone never let the WAL start over while commits keep coming.
+//!
+//! A failed fsync of the database file ends the process, as it does PostgreSQL: the pages it
+//! lost are marked copied, and a later checkpoint that succeeds would let the WAL, which still
+//! holds them, start over. Started again, SQLite copies them from the WAL once more.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -76,7 +82,9 @@ const RETRY_RESTART_AFTER: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub(crate) struct Checkpointer {
     stop: watch::Sender<bool>,
-    task: std::sync::Mutex<Option<JoinHandle<()>>>,
+    /// Whether this process makes the WAL start over (steps 2 and 3).
+    restarts: Arc<AtomicBool>,
+    task: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// One `PRAGMA wal_checkpoint` row: whether another checkpoint was running, the WAL's pages,
@@ -98,32 +106,47 @@ impl Checkpointer {
     /// Starts checkpointing the database that `options` opens and `writer` writes to, with a
     /// connection of its own.
     pub(crate) fn start(options: &SqliteConnectOptions, writer: SqlitePool) -> Self {
+        // Resolved once: a relative path would follow the process's working folder.
+        let database = options.get_filename();
+        let database = std::fs::canonicalize(database).unwrap_or_else(|_| database.to_path_buf());
         let options = options
             .clone()
+            .filename(&database)
             .create_if_missing(false)
             .busy_timeout(READERS_WAIT);
         let (stop, stopped) = watch::channel(false);
+        let restarts = Arc::new(AtomicBool::new(false));
         let task = CheckpointTask {
-            database: options.get_filename().to_path_buf(),
+            database,
             options,
             writer,
+            restarts: Arc::clone(&restarts),
+            last_restart_pages: None,
             connection: None,
             no_restart_before: Instant::now(),
         };
         let task = tokio::spawn(checkpoint_until_stopped(task, stopped));
         Self {
             stop,
-            task: std::sync::Mutex::new(Some(task)),
+            restarts,
+            task: Mutex::new(Some(task)),
         }
+    }
+
+    /// Makes this process the one that has the WAL start over: the one whose commits
+    /// acknowledge deliveries.
+    pub(crate) fn own_restarts(&self) {
+        self.restarts.store(true, Ordering::Relaxed);
     }
 
     /// Stops the task and waits until its connection is closed.
     pub(crate) async fn stop(&self) {
         self.stop.send_replace(true);
         let task = self.task.lock().map(|mut task| task.take()).ok().flatten();
-        if let Some(task) = task {
-            // A task that panicked has nothing left to close.
-            let _ = task.await;
+        if let Some(task) = task
+            && let Err(error) = task.await
+        {
+            tracing::error!(%error, "the WAL checkpoint task ended abnormally");
         }
     }
 }
@@ -135,6 +158,10 @@ struct CheckpointTask {
     writer: SqlitePool,
     /// Its own connection, opened again at the next turn after a failure.
     connection: Option<SqliteConnection>,
+    restarts: Arc<AtomicBool>,
+    /// The WAL's pages after the last restart: until a commit adds to them, there is nothing
+    /// to restart.
+    last_restart_pages: Option<i64>,
     /// No restart before this, after one that readers kept from finishing.
     no_restart_before: Instant,
 }
@@ -182,24 +209,37 @@ impl CheckpointTask {
             }
             passive = checkpoint(&mut connection, PASSIVE).await?;
         }
-        if passive.busy == 0
-            && passive.log >= RESTART_PAGES
-            && passive.leftover() <= LEFTOVER_PAGES
-            && Instant::now() >= self.no_restart_before
-        {
-            sync_database_file(&self.database)
-                .await
-                .map_err(sqlx::Error::Io)?;
-            if let Ok(held) = tokio::time::timeout(WRITER_WAIT, self.writer.acquire()).await {
-                let held = held?;
-                let restart = checkpoint(&mut connection, RESTART).await?;
-                drop(held);
-                if restart.busy != 0 {
-                    self.no_restart_before = Instant::now() + RETRY_RESTART_AFTER;
-                }
-            }
+        if self.restart_due(&passive) {
+            self.restart(&mut connection).await?;
         }
         self.connection = Some(connection);
+        Ok(())
+    }
+
+    fn restart_due(&self, passive: &CheckpointRow) -> bool {
+        self.restarts.load(Ordering::Relaxed)
+            && passive.busy == 0
+            && passive.log >= RESTART_PAGES
+            && passive.leftover() <= LEFTOVER_PAGES
+            && self.last_restart_pages != Some(passive.log)
+            && Instant::now() >= self.no_restart_before
+    }
+
+    /// Steps 2 and 3.
+    async fn restart(&mut self, connection: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+        sync_database_file(&self.database).await;
+        let Ok(held) = tokio::time::timeout(WRITER_WAIT, self.writer.acquire()).await else {
+            return Ok(());
+        };
+        let held = held?;
+        let restart = checkpoint(connection, RESTART).await;
+        drop(held);
+        let restart = restart?;
+        if restart.busy == 0 {
+            self.last_restart_pages = Some(restart.log);
+        } else {
+            self.no_restart_before = Instant::now() + RETRY_RESTART_AFTER;
+        }
         Ok(())
     }
 }
@@ -208,16 +248,52 @@ async fn checkpoint(
     connection: &mut SqliteConnection,
     statement: &'static str,
 ) -> Result<CheckpointRow, sqlx::Error> {
-    sqlx::query_as(statement).fetch_one(connection).await
+    sqlx::query_as(statement)
+        .fetch_one(connection)
+        .await
+        .inspect_err(abort_if_the_sync_failed)
+}
+
+/// SQLite's extended result code for a failed fsync (`SQLITE_IOERR_FSYNC`).
+const SQLITE_IOERR_FSYNC: &str = "1034";
+
+/// Ends the process if `error` is SQLite failing to fsync the database file in a checkpoint
+/// (see the module's header).
+fn abort_if_the_sync_failed(error: &sqlx::Error) {
+    if let sqlx::Error::Database(database) = error
+        && database.code().as_deref() == Some(SQLITE_IOERR_FSYNC)
+    {
+        tracing::error!(
+            %error,
+            "a checkpoint could not sync the database file; stopping so that SQLite copies \
+             the WAL into it again when started"
+        );
+        std::process::abort();
+    }
 }
 
 /// Fsyncs the database file on a blocking thread: what the passive checkpoints copied into it,
-/// without holding anything SQLite locks.
-async fn sync_database_file(path: &Path) -> std::io::Result<()> {
+/// without holding anything SQLite locks. A file that cannot be opened is left to the restart's
+/// own fsync; one that fails to sync ends the process (see the module's header).
+async fn sync_database_file(path: &Path) {
     let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || database_file_to_sync(&path)?.sync_data())
-        .await
-        .map_err(std::io::Error::other)?
+    let synced = tokio::task::spawn_blocking(move || match database_file_to_sync(&path) {
+        Ok(file) => file.sync_data(),
+        Err(error) => {
+            tracing::warn!(%error, "the database file could not be opened to sync it");
+            Ok(())
+        }
+    })
+    .await
+    .map_err(std::io::Error::other);
+    if let Err(error) | Ok(Err(error)) = synced {
+        tracing::error!(
+            %error,
+            "the database file could not be synced; stopping so that SQLite copies the WAL \
+             into it again when started"
+        );
+        std::process::abort();
+    }
 }
 
 /// The database file at `path`, opened once per process for syncing and never closed: closing

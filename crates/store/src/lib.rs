@@ -482,6 +482,20 @@ impl Store {
         Ok(Store::Postgres(PgPools { writer, readers }))
     }
 
+    /// Declares this process the one whose commits acknowledge deliveries. On SQLite its
+    /// checkpoint task then also makes the WAL start over, which holds the write lock for a
+    /// moment that this process's commits wait out in their pool's queue (see
+    /// `checkpoint.rs`); other processes only copy the WAL. Nothing to do on PostgreSQL.
+    pub fn own_wal_restarts(&self) {
+        if let Store::Sqlite(SqlitePools {
+            checkpointer: Some(checkpointer),
+            ..
+        }) = self
+        {
+            checkpointer.own_restarts();
+        }
+    }
+
     /// Applies every pending migration of this backend. Safe to run from several processes
     /// at once: sqlx serializes migrators with a lock (an advisory lock on PostgreSQL).
     pub async fn migrate(&self) -> Result<(), StoreError> {
