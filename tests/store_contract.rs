@@ -365,8 +365,12 @@ on_both_stores!(
 /// The checkpoint sequence number in a SQLite WAL file's header: it changes each time the WAL
 /// starts over from its first page.
 fn wal_generation(wal: &std::path::Path) -> [u8; 4] {
-    let header = std::fs::read(wal).expect("read the WAL");
-    header[12..16].try_into().expect("a WAL header")
+    use std::io::Read;
+    let mut header = [0u8; 16];
+    std::fs::File::open(wal)
+        .and_then(|mut file| file.read_exact(&mut header))
+        .expect("read the WAL's header");
+    header[12..16].try_into().expect("four bytes")
 }
 
 /// SQLite's default checkpoints inside the commit that takes the WAL past 1,000 pages, so a

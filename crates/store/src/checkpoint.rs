@@ -263,13 +263,18 @@ fn abort_if_the_sync_failed(error: &sqlx::Error) {
     if let sqlx::Error::Database(database) = error
         && database.code().as_deref() == Some(SQLITE_IOERR_FSYNC)
     {
-        tracing::error!(
-            %error,
-            "a checkpoint could not sync the database file; stopping so that SQLite copies \
-             the WAL into it again when started"
-        );
-        std::process::abort();
+        abort_after_a_failed_sync(error);
     }
+}
+
+/// Ends the process after a failed fsync (see the module's header).
+fn abort_after_a_failed_sync(error: &dyn std::fmt::Display) -> ! {
+    tracing::error!(
+        %error,
+        "the database file could not be synced; stopping so that SQLite copies the WAL into \
+         it again when started"
+    );
+    std::process::abort();
 }
 
 /// Fsyncs the database file on a blocking thread: what the passive checkpoints copied into it,
@@ -287,12 +292,7 @@ async fn sync_database_file(path: &Path) {
     .await
     .map_err(std::io::Error::other);
     if let Err(error) | Ok(Err(error)) = synced {
-        tracing::error!(
-            %error,
-            "the database file could not be synced; stopping so that SQLite copies the WAL \
-             into it again when started"
-        );
-        std::process::abort();
+        abort_after_a_failed_sync(&error);
     }
 }
 
