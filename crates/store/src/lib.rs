@@ -248,6 +248,18 @@ pub struct PgPools {
     pub readers: PgPool,
 }
 
+/// Closes `pool` and every connection it has. A connection dropped just before (the
+/// checkpoint task's hold on the writer, an append's) goes back to the pool in a task of its
+/// own; if it lands in the idle queue after `close` looked there, `close` still returns, with
+/// that connection open. So close again while any is left: each round either closes the idle
+/// ones or waits for those in use.
+async fn close_every_connection(pool: &SqlitePool) {
+    pool.close().await;
+    while pool.size() > 0 {
+        pool.close().await;
+    }
+}
+
 /// Runs the same generic body against the pool of `$store` that writes, bound to `$pool`.
 ///
 /// `sqlx::query` is generic over the database, so one body compiles once per backend; this is
@@ -552,8 +564,8 @@ impl Store {
                 if let Some(checkpointer) = &pools.checkpointer {
                     checkpointer.stop().await;
                 }
-                pools.readers.close().await;
-                pools.writer.close().await;
+                close_every_connection(&pools.readers).await;
+                close_every_connection(&pools.writer).await;
             }
             Store::Postgres(pools) => {
                 pools.readers.close().await;
