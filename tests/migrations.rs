@@ -73,6 +73,11 @@ const SQLITE: &[Pinned] = &[
         "stored per minute",
         "b537d7138003cc3c1e973e3dd803a31359241fffb8fad08c15bd7edcd105f09d4b01f27bfb9ce8616c9e3f747296ce64",
     ),
+    (
+        15,
+        "fold queue by claim",
+        "d4b27c4578e0cf84c1a915da7fe47848b77f6e1b96fc7c821838fac1d94363aa30e6ec2fbf7431ce936ac464869cfd50",
+    ),
 ];
 
 const POSTGRES: &[Pinned] = &[
@@ -135,6 +140,11 @@ const POSTGRES: &[Pinned] = &[
         14,
         "stored per minute",
         "b537d7138003cc3c1e973e3dd803a31359241fffb8fad08c15bd7edcd105f09d4b01f27bfb9ce8616c9e3f747296ce64",
+    ),
+    (
+        15,
+        "fold queue by claim",
+        "d4b27c4578e0cf84c1a915da7fe47848b77f6e1b96fc7c821838fac1d94363aa30e6ec2fbf7431ce936ac464869cfd50",
     ),
 ];
 

@@ -350,6 +350,62 @@ async fn migrating_again_changes_nothing(db: TestDb) {
     assert_eq!(db.store.log_len().await.expect("len"), 1);
 }
 
+/// Renewing, releasing and settling a claim find its rows by the claim's token: each must
+/// search an index, not read the whole fold queue, or a worker catching up on a long queue
+/// spends time proportional to it on every batch. Plans are asked with sequential scans
+/// disabled on PostgreSQL, whose planner would scan a table this small anyway.
+async fn a_claim_is_found_by_its_token_without_reading_the_whole_queue(db: TestDb) {
+    let by_token = [
+        "UPDATE calls_to_fold SET claimed_until_us = 0 WHERE claim_token = $1",
+        "DELETE FROM calls_to_fold WHERE claim_token = $1 \
+         AND (call_key, version) IN (VALUES ($2, $3)) RETURNING call_key",
+    ];
+    for statement in by_token {
+        let plan: Vec<String> = match &db.store {
+            Store::Sqlite(pools) => sqlx::query_as::<_, (i64, i64, i64, String)>(&format!(
+                "EXPLAIN QUERY PLAN {statement}"
+            ))
+            .bind(7_i64)
+            .bind("cll_1")
+            .bind(1_i64)
+            .fetch_all(&pools.writer)
+            .await
+            .expect("plan")
+            .into_iter()
+            .map(|(_, _, _, detail)| detail)
+            .collect(),
+            Store::Postgres(pools) => {
+                let mut tx = pools.writer.begin().await.expect("begin");
+                sqlx::query("SET LOCAL enable_seqscan = off")
+                    .execute(&mut *tx)
+                    .await
+                    .expect("set");
+                sqlx::query_scalar(&format!("EXPLAIN {statement}"))
+                    .bind(7_i64)
+                    .bind("cll_1")
+                    .bind(1_i64)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .expect("plan")
+            }
+        };
+        let searched = match &db.store {
+            Store::Sqlite(_) => {
+                plan.iter()
+                    .any(|step| step.starts_with("SEARCH calls_to_fold"))
+                    && !plan
+                        .iter()
+                        .any(|step| step.starts_with("SCAN calls_to_fold"))
+            }
+            Store::Postgres(_) => {
+                plan.iter().any(|step| step.contains("Index Cond"))
+                    && !plan.iter().any(|step| step.contains("Seq Scan"))
+            }
+        };
+        assert!(searched, "{statement}\nis planned as\n{}", plan.join("\n"));
+    }
+}
+
 on_both_stores!(
     an_id_repeated_in_one_batch_is_appended_once,
     a_large_batch_dedups_across_statements,
@@ -360,6 +416,7 @@ on_both_stores!(
     a_claim_settles_only_the_version_it_folded,
     a_claim_is_exclusive_until_its_lease_ends_and_then_fenced_out,
     commits_are_configured_to_reach_the_disk_before_returning,
+    a_claim_is_found_by_its_token_without_reading_the_whole_queue,
 );
 
 /// The checkpoint sequence number in a SQLite WAL file's header: it changes each time the WAL
