@@ -144,8 +144,10 @@ const CREATE_SQLITE_SHADOW: &str = "CREATE TEMP TABLE IF NOT EXISTS call_project
 
 /// Log records read per page while rebuilding.
 const REBUILD_PAGE: i64 = 2000;
+/// Rebuilt projections a swap's first transaction considers.
+const SWAP_BATCH_FIRST: i64 = 256;
 /// Most rebuilt projections a swap considers per transaction.
-const SWAP_BATCH: i64 = 256;
+const SWAP_BATCH_MAX: i64 = 4096;
 /// Fewest rebuilt projections a swap considers per transaction.
 const SWAP_BATCH_MIN: i64 = 16;
 /// How long a swap batch that writes should hold what the receivers' appends may wait for:
@@ -641,7 +643,7 @@ impl Store {
 /// counter, which settles wait on while they hold the marks of their calls, which appends to
 /// those calls wait on; on SQLite the database's write lock, which every commit needs. So each
 /// batch's size is adjusted towards [`SWAP_BATCH_TIME`] (halved when a batch took longer,
-/// doubled when it took less than half, between [`SWAP_BATCH_MIN`] and [`SWAP_BATCH`]), which
+/// doubled when it took less than half, between [`SWAP_BATCH_MIN`] and [`SWAP_BATCH_MAX`]), which
 /// bounds an append's wait whatever the size of the projections and the machine's speed.
 /// On SQLite the receivers of `callfold serve` are another process, and a commit that finds the
 /// lock taken does not queue for it but sleeps in SQLite's busy handler and retries: each batch
@@ -658,7 +660,7 @@ struct SwapPacing {
 impl SwapPacing {
     fn for_store(store: &Store) -> Self {
         Self {
-            calls: SWAP_BATCH,
+            calls: SWAP_BATCH_FIRST,
             pauses: matches!(store, Store::Sqlite(_)),
         }
     }
@@ -677,7 +679,7 @@ fn resized_swap_batch(calls: i64, took: Duration) -> i64 {
     if took > SWAP_BATCH_TIME {
         (calls / 2).max(SWAP_BATCH_MIN)
     } else if took < SWAP_BATCH_TIME / 2 {
-        (calls * 2).min(SWAP_BATCH)
+        (calls * 2).min(SWAP_BATCH_MAX)
     } else {
         calls
     }
@@ -795,10 +797,10 @@ mod tests {
         let slow = SWAP_BATCH_TIME * 3;
         let quick = SWAP_BATCH_TIME / 4;
         let on_target = SWAP_BATCH_TIME * 3 / 4;
-        assert_eq!(resized_swap_batch(SWAP_BATCH, slow), SWAP_BATCH / 2);
+        assert_eq!(resized_swap_batch(SWAP_BATCH_MAX, slow), SWAP_BATCH_MAX / 2);
         assert_eq!(resized_swap_batch(SWAP_BATCH_MIN, slow), SWAP_BATCH_MIN);
         assert_eq!(resized_swap_batch(64, quick), 128);
-        assert_eq!(resized_swap_batch(SWAP_BATCH, quick), SWAP_BATCH);
+        assert_eq!(resized_swap_batch(SWAP_BATCH_MAX, quick), SWAP_BATCH_MAX);
         assert_eq!(resized_swap_batch(64, on_target), 64);
     }
 }
