@@ -18,7 +18,7 @@ use callfold_store::{
 };
 use tokio::sync::{Notify, watch};
 
-use crate::fold::{fold, fold_events, mark_late};
+use crate::fold::{FoldEvent, fold, fold_events, mark_late};
 use crate::precedence::Precedence;
 
 /// How often a busy worker publishes the queue's depth (an idle one does at every poll).
@@ -55,25 +55,37 @@ pub struct Projector {
     projected: Arc<watch::Sender<u64>>,
 }
 
-/// The projection of one call, folded from scratch from all its logged records (in seq
-/// order); `None` when none of them is a usable event of the call.
+/// One event of a call as the projector folds it: its record's seq, its fold event, and whether
+/// it arrived late.
+struct Arrival {
+    seq: i64,
+    event: FoldEvent,
+    late: bool,
+}
+
+/// The usable events of one call's logged records (in seq order), each read once from its
+/// body, in arrival order and marked late or not.
+fn arrivals(precedence: &Precedence, logged: &[LoggedEvent]) -> Vec<Arrival> {
+    mark_late(fold_events(precedence, logged))
+        .map(|(record, event, late)| Arrival {
+            seq: record.seq,
+            event,
+            late,
+        })
+        .collect()
+}
+
+/// The projection of one call, folded from scratch from all its `arrivals`; `None` when there
+/// are none.
 fn project(
-    precedence: &Precedence,
     configuration: Option<&ConfigFingerprint>,
     call_key: &CallKey,
-    logged: &[LoggedEvent],
+    arrivals: Vec<Arrival>,
     updated_at: EventTime,
 ) -> Option<StoredProjection> {
-    let mut events = Vec::with_capacity(logged.len());
-    let (mut last_seq, mut late_events) = (0, 0);
-    for (record, event, late) in mark_late(fold_events(precedence, logged)) {
-        late_events += i64::from(late);
-        last_seq = last_seq.max(record.seq);
-        events.push(event);
-    }
-    if events.is_empty() {
-        return None;
-    }
+    let last_seq = arrivals.iter().map(|arrival| arrival.seq).max()?;
+    let late_events = arrivals.iter().filter(|arrival| arrival.late).count() as i64;
+    let events: Vec<FoldEvent> = arrivals.into_iter().map(|arrival| arrival.event).collect();
     let events_folded = events.len() as i64;
     Some(StoredProjection {
         document: serde_json::to_string(&fold(call_key.as_str(), events)).ok()?,
@@ -86,15 +98,14 @@ fn project(
     })
 }
 
-/// Records how late each late event of one call's `logged` records is, once: only those with a
-/// seq above `folded_up_to` (the call's projection has counted the others). An event's
-/// lateness is how far its payload time is behind the latest one of its call that arrived
-/// before it.
-fn record_lateness(precedence: &Precedence, logged: &[LoggedEvent], folded_up_to: i64) {
+/// Records how late each late event of one call's `arrivals` is, once: only those with a seq
+/// above `folded_up_to` (the call's projection has counted the others). An event's lateness is
+/// how far its payload time is behind the latest one of its call that arrived before it.
+fn record_lateness(arrivals: &[Arrival], folded_up_to: i64) {
     let mut latest: Option<EventTime> = None;
-    for (record, event, late) in mark_late(fold_events(precedence, logged)) {
-        let at = event.key.event_time;
-        if let Some(latest) = latest.filter(|_| late && record.seq > folded_up_to) {
+    for arrival in arrivals {
+        let at = arrival.event.key.event_time;
+        if let Some(latest) = latest.filter(|_| arrival.late && arrival.seq > folded_up_to) {
             metrics::histogram!("callfold_event_lateness_seconds").record(latest.seconds_after(at));
         }
         latest = latest.max(Some(at));
@@ -185,16 +196,14 @@ impl Projector {
             .map(|projection| (projection.call_key.clone(), projection))
             .collect();
         let previous_late: i64 = previous.values().map(|p| p.late_events).sum();
-        for (call_key, logged) in &by_call {
-            let folded_up_to = previous.get(call_key).map_or(0, |p| p.last_seq);
-            record_lateness(&self.precedence, logged, folded_up_to);
-        }
         let now = EventTime::now();
         let projections: Vec<StoredProjection> = by_call
             .iter()
             .filter_map(|(call_key, logged)| {
-                let configuration = self.configuration.as_ref();
-                project(&self.precedence, configuration, call_key, logged, now)
+                let arrivals = arrivals(&self.precedence, logged);
+                let folded_up_to = previous.get(call_key).map_or(0, |p| p.last_seq);
+                record_lateness(&arrivals, folded_up_to);
+                project(self.configuration.as_ref(), call_key, arrivals, now)
             })
             .collect();
         let settled = self.store.settle_claims(claimed, &projections).await?;
@@ -243,13 +252,8 @@ impl Projector {
         let log_len = self.store.log_len().await?;
         let now = EventTime::now();
         let project = |call_key: &CallKey, logged: &[LoggedEvent]| {
-            project(
-                &self.precedence,
-                self.configuration.as_ref(),
-                call_key,
-                logged,
-                now,
-            )
+            let arrivals = arrivals(&self.precedence, logged);
+            project(self.configuration.as_ref(), call_key, arrivals, now)
         };
         self.store
             .rebuild_into_shadow(project, |read| progress(read, log_len))
