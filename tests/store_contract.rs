@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use callfold_store::{
-    AppendOutcome, CallKey, CallLink, Content, EventTime, NewEvent, Settled, Store,
+    AppendOutcome, CallKey, CallLink, ClaimedCalls, Content, EventTime, NewEvent, Settled, Store,
     StoredProjection, Topic, WebhookId,
 };
 use sha2::{Digest, Sha256};
@@ -341,6 +341,52 @@ async fn a_claim_is_exclusive_until_its_lease_ends_and_then_fenced_out(db: TestD
     assert_eq!(written, Some(current));
 }
 
+/// The call keys of a claim, in the order it lists them (call order).
+fn claimed_keys(claimed: &ClaimedCalls) -> Vec<&str> {
+    claimed.claims.iter().map(|c| c.call_key.as_str()).collect()
+}
+
+async fn a_claim_takes_the_oldest_mark_and_the_calls_after_it_in_call_order(db: TestDb) {
+    let store = &db.store;
+    let marked_in_turn = [
+        "cll_7", "cll_2", "cll_5", "cll_1", "cll_8", "cll_3", "cll_6", "cll_4",
+    ];
+    for (n, call) in marked_in_turn.iter().enumerate() {
+        append_call_event(store, &format!("msg_{n}"), call).await;
+    }
+    let from_the_oldest = store.claim_calls(4, LEASE).await.expect("claim");
+    assert_eq!(
+        claimed_keys(&from_the_oldest),
+        ["cll_1", "cll_2", "cll_7", "cll_8"],
+        "from cll_7 to the last call, then round to the first"
+    );
+    let from_the_oldest_free = store.claim_calls(2, LEASE).await.expect("claim");
+    assert_eq!(claimed_keys(&from_the_oldest_free), ["cll_5", "cll_6"]);
+    let the_rest = store.claim_calls(10, LEASE).await.expect("claim");
+    assert_eq!(claimed_keys(&the_rest), ["cll_3", "cll_4"]);
+}
+
+async fn a_mark_released_by_a_settle_goes_back_in_line_behind_older_marks(db: TestDb) {
+    let store = &db.store;
+    append_call_event(store, "msg_1", "cll_b").await;
+    append_call_event(store, "msg_2", "cll_z").await;
+    let first = store.claim_calls(1, LEASE).await.expect("claim");
+    assert_eq!(claimed_keys(&first), ["cll_b"]);
+    // cll_b is appended to while it is folded: its settle releases the mark.
+    append_call_event(store, "msg_3", "cll_b").await;
+    let settled = store
+        .settle_claims(&first, &[projection("cll_b", "{}")])
+        .await
+        .expect("settle");
+    assert_eq!(settled.to_refold, 1);
+    let next = store.claim_calls(1, LEASE).await.expect("claim");
+    assert_eq!(
+        claimed_keys(&next),
+        ["cll_z"],
+        "cll_z was marked before cll_b's claim, so it is ahead of the released mark"
+    );
+}
+
 async fn migrating_again_changes_nothing(db: TestDb) {
     db.store
         .append_batch(&[event("msg_a", b"{}", usable(None))])
@@ -415,6 +461,8 @@ on_both_stores!(
     migrating_again_changes_nothing,
     a_claim_settles_only_the_version_it_folded,
     a_claim_is_exclusive_until_its_lease_ends_and_then_fenced_out,
+    a_claim_takes_the_oldest_mark_and_the_calls_after_it_in_call_order,
+    a_mark_released_by_a_settle_goes_back_in_line_behind_older_marks,
     commits_are_configured_to_reach_the_disk_before_returning,
     a_claim_is_found_by_its_token_without_reading_the_whole_queue,
 );

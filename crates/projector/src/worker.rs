@@ -221,8 +221,9 @@ impl Projector {
         Ok(settled)
     }
 
-    /// Claims the oldest marked calls, folds them and settles the claim. Returns how many
-    /// calls it claimed: 0 means nothing is waiting (or every waiting call is claimed).
+    /// Claims a batch of marked calls (see `Store::claim_calls`), folds them and settles the
+    /// claim. Returns how many calls it claimed: 0 means nothing is waiting (or every waiting
+    /// call is claimed).
     pub async fn fold_next_batch(&self) -> Result<usize, StoreError> {
         let claimed = self.store.claim_calls(self.batch_calls, self.lease).await?;
         if claimed.claims.is_empty() {

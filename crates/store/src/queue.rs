@@ -3,8 +3,8 @@
 //! An append marks the calls it touched (`version + 1`) in its own transaction. A worker claims
 //! marked calls for a short lease under a random token, folds them from the log, and settles the
 //! claim in one transaction: it removes each mark still at the version it claimed, releases the
-//! ones appended to since (they are claimed and folded again), and writes the projections of
-//! both. A worker whose lease was taken over no longer matches its token and writes nothing.
+//! ones appended to since (they are claimed and folded again, back in line at the claim's
+//! time), and writes the projections of both. A worker whose lease was taken over no longer matches its token and writes nothing.
 //!
 //! Leases are measured with the database's clock, never a worker's: a worker whose clock runs
 //! ahead would otherwise take over live claims, and one whose clock runs behind would hold its
@@ -47,7 +47,10 @@ pub struct Claim {
 #[derive(Clone, Debug)]
 pub struct ClaimedCalls {
     token: i64,
-    /// The claims, oldest mark first.
+    /// When the claim was made, by the worker's clock: a mark its settle releases goes back in
+    /// line at this time.
+    claimed_at: EventTime,
+    /// The claims, in call order.
     pub claims: Vec<Claim>,
 }
 
@@ -72,9 +75,9 @@ pub struct QueueDepth {
     pub oldest_marked_at: Option<EventTime>,
 }
 
-/// Which marked calls a claim takes: the `n` oldest, or one call.
+/// Which marked calls a claim takes: `n` from the oldest mark on in call order, or one call.
 enum ClaimOf<'a> {
-    Oldest(i64),
+    FromOldest(i64),
     Call(&'a CallKey),
 }
 
@@ -99,9 +102,14 @@ fn lease_micros(lease: Duration) -> i64 {
 }
 
 impl Store {
-    /// Claims up to `limit` marked calls that no live lease holds, oldest mark first, for
-    /// `lease`. On PostgreSQL, rows another worker is claiming at the same instant are skipped,
-    /// so concurrent workers split the queue between them.
+    /// Claims up to `limit` marked calls that no live lease holds, for `lease`: the one marked
+    /// longest ago, and the ones after it in call order, wrapping round to the first call. So
+    /// the oldest mark is always taken (a settle that releases a mark puts it back in line at
+    /// the claim's time, so no mark stays the oldest for good), and a batch taken from a long
+    /// queue (a projector catching up) is a run of neighbouring calls, whose projections and
+    /// marks share pages: its settle writes a fraction of the pages that calls scattered over
+    /// the whole key space would dirty. On PostgreSQL, rows another worker is claiming at the
+    /// same instant are skipped, so concurrent workers split the queue between them.
     pub async fn claim_calls(
         &self,
         limit: i64,
@@ -112,14 +120,24 @@ impl Store {
             Store::Sqlite(_) => "",
         };
         let now = database_now_us(self);
+        let free = format!("(claimed_until_us IS NULL OR claimed_until_us <= {now})");
+        let run_from = |side: &str| {
+            format!(
+                "SELECT call_key FROM (SELECT call_key FROM calls_to_fold WHERE {free} \
+                 AND call_key {side} (SELECT call_key FROM oldest) \
+                 ORDER BY call_key LIMIT $3 {skip_locked}) AS run"
+            )
+        };
         let sql = format!(
             "UPDATE calls_to_fold SET claim_token = $1, claimed_until_us = {now} + $2 \
-             WHERE call_key IN (SELECT call_key FROM calls_to_fold \
-             WHERE claimed_until_us IS NULL OR claimed_until_us <= {now} \
-             ORDER BY marked_at_us LIMIT $3 {skip_locked}) \
-             RETURNING call_key, version"
+             WHERE call_key IN (WITH oldest AS (SELECT call_key FROM calls_to_fold \
+             WHERE {free} ORDER BY marked_at_us LIMIT 1) \
+             {} UNION ALL {} LIMIT $3) \
+             RETURNING call_key, version",
+            run_from(">="),
+            run_from("<"),
         );
-        self.claim(&sql, lease, ClaimOf::Oldest(limit)).await
+        self.claim(&sql, lease, ClaimOf::FromOldest(limit)).await
     }
 
     /// Claims call `call_key` for `lease` if it is marked and no live lease holds it.
@@ -146,10 +164,11 @@ impl Store {
         of: ClaimOf<'_>,
     ) -> Result<ClaimedCalls, StoreError> {
         let token = rand::random::<i64>();
+        let claimed_at = EventTime::now();
         let mut rows: Vec<ClaimRow> = on_pool!(self, pool => {
             let query = sqlx::query_as(sql).bind(token).bind(lease_micros(lease));
             let query = match of {
-                ClaimOf::Oldest(limit) => query.bind(limit),
+                ClaimOf::FromOldest(limit) => query.bind(limit),
                 ClaimOf::Call(call_key) => query.bind(call_key.as_str()),
             };
             query.fetch_all(pool).await?
@@ -162,7 +181,11 @@ impl Store {
                 version: row.version,
             })
             .collect();
-        Ok(ClaimedCalls { token, claims })
+        Ok(ClaimedCalls {
+            token,
+            claimed_at,
+            claims,
+        })
     }
 
     /// Extends the lease of every call still held under `claimed` to `lease` from now (the
@@ -230,7 +253,12 @@ impl Store {
             Store::Sqlite(_) => None,
         };
         let placeholders = self.placeholders();
-        let release = "UPDATE calls_to_fold SET claim_token = NULL, claimed_until_us = NULL \
+        // A released mark goes back in line at the claim's time: every event committed before
+        // the claim was folded. Left at its first mark's time, a call appended to during each
+        // of its folds would stay the oldest mark, and every claim would start from it and take
+        // its neighbours, never reaching an older mark further along (see `claim_calls`).
+        let release = "UPDATE calls_to_fold \
+             SET claim_token = NULL, claimed_until_us = NULL, marked_at_us = $2 \
              WHERE claim_token = $1 RETURNING call_key";
         let deletes: Vec<(String, &[Claim])> = claimed
             .claims
@@ -251,6 +279,7 @@ impl Store {
             }
             let to_refold: HashSet<String> = sqlx::query_scalar::<_, String>(release)
                 .bind(claimed.token)
+                .bind(claimed.claimed_at.unix_micros())
                 .fetch_all(&mut *tx)
                 .await?
                 .into_iter()
