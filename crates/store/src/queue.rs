@@ -4,7 +4,8 @@
 //! marked calls for a short lease under a random token, folds them from the log, and settles the
 //! claim in one transaction: it removes each mark still at the version it claimed, releases the
 //! ones appended to since (they are claimed and folded again, back in line at the claim's
-//! time), and writes the projections of both. A worker whose lease was taken over no longer matches its token and writes nothing.
+//! time), and writes the projections of both. A worker whose lease was taken over no longer
+//! matches its token and writes nothing.
 //!
 //! Leases are measured with the database's clock, never a worker's: a worker whose clock runs
 //! ahead would otherwise take over live claims, and one whose clock runs behind would hold its
