@@ -27,6 +27,16 @@ use crate::{Store, StoreError, in_transaction, on_pool, on_read_pool};
 pub(crate) const MARK_ON_CONFLICT: &str =
     "ON CONFLICT (call_key) DO UPDATE SET version = calls_to_fold.version + 1";
 
+/// Releases the marks still held under claim `$1` after its settle removed the ones it folded
+/// (what is left was appended to during the fold), each back in line at the claim's time,
+/// `$2`: every event committed before the claim was folded. Left at its first mark's
+/// time, a call appended to during each of its folds would stay the oldest mark, every claim
+/// would start from it and take its neighbours, and an older mark further along in call order
+/// would never be reached (see [`Store::claim_calls`]).
+const RELEASE_UNFOLDED: &str = "UPDATE calls_to_fold \
+     SET claim_token = NULL, claimed_until_us = NULL, marked_at_us = $2 \
+     WHERE claim_token = $1 RETURNING call_key";
+
 /// Marks `rows` calls, each bound as (call key, marked at).
 pub(crate) fn mark_statement(placeholders: Placeholders, rows: usize) -> String {
     format!(
@@ -254,13 +264,6 @@ impl Store {
             Store::Sqlite(_) => None,
         };
         let placeholders = self.placeholders();
-        // A released mark goes back in line at the claim's time: every event committed before
-        // the claim was folded. Left at its first mark's time, a call appended to during each
-        // of its folds would stay the oldest mark, and every claim would start from it and take
-        // its neighbours, never reaching an older mark further along (see `claim_calls`).
-        let release = "UPDATE calls_to_fold \
-             SET claim_token = NULL, claimed_until_us = NULL, marked_at_us = $2 \
-             WHERE claim_token = $1 RETURNING call_key";
         let deletes: Vec<(String, &[Claim])> = claimed
             .claims
             .chunks(ROWS_PER_STATEMENT)
@@ -278,7 +281,7 @@ impl Store {
                 }
                 folded.extend(delete.fetch_all(&mut *tx).await?);
             }
-            let to_refold: HashSet<String> = sqlx::query_scalar::<_, String>(release)
+            let to_refold: HashSet<String> = sqlx::query_scalar::<_, String>(RELEASE_UNFOLDED)
                 .bind(claimed.token)
                 .bind(claimed.claimed_at.unix_micros())
                 .fetch_all(&mut *tx)
