@@ -107,6 +107,12 @@ fn database_now_us(store: &Store) -> &'static str {
     }
 }
 
+/// The SQL condition of a mark that no live lease holds: never claimed, or its lease ended by
+/// the database's clock (`now`, from [`database_now_us`]).
+fn free_of_live_lease(now: &str) -> String {
+    format!("(claimed_until_us IS NULL OR claimed_until_us <= {now})")
+}
+
 /// A lease's length in microseconds, as bound to a statement.
 fn lease_micros(lease: Duration) -> i64 {
     i64::try_from(lease.as_micros()).unwrap_or(i64::MAX)
@@ -131,7 +137,7 @@ impl Store {
             Store::Sqlite(_) => "",
         };
         let now = database_now_us(self);
-        let free = format!("(claimed_until_us IS NULL OR claimed_until_us <= {now})");
+        let free = free_of_live_lease(now);
         let run_from = |side: &str| {
             format!(
                 "SELECT call_key FROM (SELECT call_key FROM calls_to_fold WHERE {free} \
@@ -158,10 +164,10 @@ impl Store {
         lease: Duration,
     ) -> Result<ClaimedCalls, StoreError> {
         let now = database_now_us(self);
+        let free = free_of_live_lease(now);
         let sql = format!(
             "UPDATE calls_to_fold SET claim_token = $1, claimed_until_us = {now} + $2 \
-             WHERE (claimed_until_us IS NULL OR claimed_until_us <= {now}) AND call_key = $3 \
-             RETURNING call_key, version"
+             WHERE {free} AND call_key = $3 RETURNING call_key, version"
         );
         self.claim(&sql, lease, ClaimOf::Call(call_key)).await
     }
