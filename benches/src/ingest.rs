@@ -9,7 +9,8 @@
 //! its clock starts; one unmeasured warm-up round comes first. Between rounds, the logs of the
 //! SQLite rungs that keep one are grown directly (not over HTTP), so that their last round runs
 //! on a log of the size asked for. Per round: requests/s, latency quantiles, and from `/proc`
-//! the server's CPU time and storage writes, and the growth of its database files.
+//! the server's CPU time and storage writes, and the growth of its database files; after the
+//! last round, what the SQLite targets' latest commits wrote to their WAL, by B-tree.
 
 use std::path::{Path, PathBuf};
 
@@ -19,6 +20,7 @@ use callfold_store::Store;
 
 use crate::servers::{BENCH_SECRET, Server};
 use crate::stats::Rounds;
+use crate::wal_pages::WalPages;
 use crate::{late, rebuild, rungs};
 
 /// Share of a ladder round's deliveries sent twice.
@@ -134,6 +136,9 @@ pub struct IngestResult {
     pub not_ok: usize,
     /// Peak resident memory of the server, MiB.
     pub peak_rss_mib: f64,
+    /// What the last round's commits wrote to the WAL, by B-tree (SQLite targets), or why it
+    /// could not be read.
+    pub wal_pages: Option<Result<WalPages, String>>,
 }
 
 impl IngestResult {
@@ -244,6 +249,16 @@ impl Target {
             .filter(|answer| answer.status != Some(200))
             .count();
         result.peak_rss_mib = self.server.peak_rss_mib();
+        if round + 1 == load.rounds
+            && let [database, wal] = self.files.as_slice()
+        {
+            let (database, wal) = (database.clone(), wal.clone());
+            let read = tokio::task::spawn_blocking(move || WalPages::read(&database, &wal)).await;
+            result.wal_pages = Some(match read {
+                Ok(pages) => pages.map_err(|error| format!("{error:#}")),
+                Err(error) => Err(error.to_string()),
+            });
+        }
     }
 }
 

@@ -32,6 +32,7 @@ mod servers;
 mod stats;
 mod targets;
 mod under_load;
+mod wal_pages;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -495,6 +496,7 @@ async fn ingest_section(
     let ladder = Ladder(&targets);
     ladder.print_rungs();
     ladder.print_decay();
+    ladder.print_wal_pages();
     ladder.print_ratios();
     ladder.record(findings);
     if let Some(serve) = ladder.find(Rung::Serve) {
@@ -510,6 +512,9 @@ async fn ingest_section(
     }
     Ok(())
 }
+
+/// Tables and indexes named in each row of the WAL pages table.
+const WAL_BTREES_SHOWN: usize = 6;
 
 /// The ladder's targets once measured: what the tables and the findings read.
 struct Ladder<'a>(&'a [Target]);
@@ -565,6 +570,39 @@ impl Ladder<'_> {
                 result.requests_per_second.last(),
                 result.last_over_first()
             );
+        }
+    }
+
+    /// Pages per commit in each SQLite target's WAL after the last round, and the B-trees
+    /// that most of them belong to.
+    fn print_wal_pages(&self) {
+        println!(
+            "\n| WAL at the end of the last round | commits | pages per commit \
+             | share of the pages by table or index, most first |"
+        );
+        println!("|---|---|---|---|");
+        for target in self.0 {
+            let Some(wal_pages) = &target.result.wal_pages else {
+                continue;
+            };
+            let name = target.rung.name();
+            match wal_pages {
+                Ok(pages) => {
+                    let btrees: Vec<String> = pages
+                        .by_btree
+                        .iter()
+                        .take(WAL_BTREES_SHOWN)
+                        .map(|(btree, frames)| format!("{btree} {:.0}%", pages.share(*frames)))
+                        .collect();
+                    println!(
+                        "| {name} | {} | {:.1} | {} |",
+                        pages.commits,
+                        pages.per_commit(),
+                        btrees.join(", ")
+                    );
+                }
+                Err(error) => println!("| {name} | not read: {error} | | |"),
+            }
         }
     }
 
