@@ -12,6 +12,7 @@
 //! both backends instead (see `docs/ARCHITECTURE.md`).
 
 mod checkpoint;
+mod direct_read;
 mod event;
 mod log;
 pub mod page;
@@ -102,6 +103,10 @@ pub enum StoreError {
         /// Migrations this build knows.
         known: usize,
     },
+    /// A direct read of a SQLite file failed (see `direct_read`). As for
+    /// [`StoreError::Database`], the message quotes the cause, which is not also the source.
+    #[error("database error: {0}")]
+    DirectRead(rusqlite::Error),
     /// Applying the migrations failed. As for [`StoreError::Database`], the message quotes the
     /// cause, which is not also the source.
     #[error("migration failed: {0}")]
@@ -229,6 +234,19 @@ pub struct SqlitePools {
     /// The task that checkpoints the WAL, so that no commit does (see [`checkpoint`]); none
     /// for a database in memory, or opened only to inspect or fix a few records.
     checkpointer: Option<Arc<checkpoint::Checkpointer>>,
+    /// Connections of its own for the bulk reads of records (see [`direct_read`]); none for a
+    /// database in memory.
+    direct: Option<Arc<direct_read::DirectReader>>,
+}
+
+/// Whether the SQLite `url`'s query names how the file is opened or locked (`vfs`,
+/// `immutable`): options only sqlx's connections would follow.
+fn names_file_system_options(url: &str) -> bool {
+    url.split_once('?').is_some_and(|(_, query)| {
+        query
+            .split('&')
+            .any(|option| option.starts_with("vfs=") || option.starts_with("immutable="))
+    })
 }
 
 /// The two pools of a PostgreSQL store: connections for writes, and as many for reads.
@@ -462,10 +480,22 @@ impl Store {
             .await?;
         let checkpointer = (create && journal == "wal")
             .then(|| Arc::new(checkpoint::Checkpointer::start(&options, writer.clone())));
+        // Only a file in WAL mode opened with SQLite's default file system layer: a database
+        // in memory is not shared with other libraries' connections, and connections that
+        // lock the file another way (`vfs=`, `immutable=`) must not meet on it.
+        let direct = (journal == "wal" && !names_file_system_options(url)).then(|| {
+            Arc::new(direct_read::DirectReader::new(
+                options.get_filename().to_path_buf(),
+                limits.max_connections,
+                limits.acquire_timeout,
+                limits.statement_timeout,
+            ))
+        });
         Ok(Store::Sqlite(SqlitePools {
             writer,
             readers,
             checkpointer,
+            direct,
         }))
     }
 
@@ -564,6 +594,9 @@ impl Store {
                 if let Some(checkpointer) = &pools.checkpointer {
                     checkpointer.stop().await;
                 }
+                if let Some(direct) = &pools.direct {
+                    direct.close().await;
+                }
                 close_every_connection(&pools.readers).await;
                 close_every_connection(&pools.writer).await;
             }
@@ -608,11 +641,7 @@ impl Store {
             + Unpin,
     {
         let mut rows = Vec::new();
-        for chunk in call_keys.chunks(sql::ROWS_PER_STATEMENT) {
-            let sql = format!(
-                "{select} WHERE call_key IN ({}) {order_by}",
-                self.placeholders().list(chunk.len(), 1)
-            );
+        for (sql, chunk) in self.statements_for_calls(select, order_by, call_keys) {
             on_read_pool!(self, pool => {
                 let mut query = sqlx::query_as::<_, R>(&sql);
                 for call_key in chunk {
@@ -622,6 +651,32 @@ impl Store {
             });
         }
         Ok(rows)
+    }
+
+    /// The statements of [`Store::select_for_calls`], each with the calls whose keys it binds.
+    pub(crate) fn statements_for_calls<'k>(
+        &self,
+        select: &str,
+        order_by: &str,
+        call_keys: &'k [CallKey],
+    ) -> Vec<(String, &'k [CallKey])> {
+        call_keys
+            .chunks(sql::ROWS_PER_STATEMENT)
+            .map(|chunk| {
+                let placeholders = self.placeholders().list(chunk.len(), 1);
+                let sql = format!("{select} WHERE call_key IN ({placeholders}) {order_by}");
+                (sql, chunk)
+            })
+            .collect()
+    }
+
+    /// The direct reader of a SQLite file (see `direct_read`); `None` on PostgreSQL and for a
+    /// database in memory, which only sqlx's connections share.
+    pub(crate) fn direct_reader(&self) -> Option<&Arc<direct_read::DirectReader>> {
+        match self {
+            Store::Sqlite(pools) => pools.direct.as_ref(),
+            Store::Postgres(_) => None,
+        }
     }
 
     /// How this backend's multi-row statements spell their parameters.

@@ -13,6 +13,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use rusqlite::types::Value;
+
 use crate::event::{
     AppendOutcome, CallKey, CallLink, Content, EventTime, LoggedEvent, NewEvent, Topic,
 };
@@ -219,6 +221,27 @@ pub(crate) struct EventRow {
     call_key: Option<String>,
     unlinked: bool,
     quarantine_reason: Option<String>,
+}
+
+impl EventRow {
+    /// The row at `row` of a direct read (see `direct_read`) of the columns of [`SELECT_EVENT`],
+    /// in their order.
+    pub(crate) fn from_direct(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            seq: row.get(0)?,
+            webhook_id: row.get(1)?,
+            webhook_timestamp: row.get(2)?,
+            received_at_us: row.get(3)?,
+            // As sqlx does, whether SQLite holds them as BLOB or as TEXT.
+            body: row.get_ref(4)?.as_bytes()?.to_vec(),
+            body_sha256: row.get_ref(5)?.as_bytes()?.to_vec(),
+            topic: row.get(6)?,
+            event_time_us: row.get(7)?,
+            call_key: row.get(8)?,
+            unlinked: row.get(9)?,
+            quarantine_reason: row.get(10)?,
+        })
+    }
 }
 
 /// A row of a list of kept records: the record and its position.
@@ -441,9 +464,21 @@ impl Store {
         &self,
         call_keys: &[CallKey],
     ) -> Result<Vec<LoggedEvent>, StoreError> {
-        let rows: Vec<EventRow> = self
-            .select_for_calls(SELECT_EVENT, "ORDER BY call_key, seq", call_keys)
-            .await?;
+        const ORDER: &str = "ORDER BY call_key, seq";
+        let rows: Vec<EventRow> = match self.direct_reader() {
+            Some(direct) => {
+                let mut rows = Vec::new();
+                for (sql, chunk) in self.statements_for_calls(SELECT_EVENT, ORDER, call_keys) {
+                    let keys = chunk.iter().map(|key| Value::Text(key.as_str().to_owned()));
+                    rows.extend(direct.event_rows(sql, keys.collect()).await?);
+                }
+                rows
+            }
+            None => {
+                self.select_for_calls(SELECT_EVENT, ORDER, call_keys)
+                    .await?
+            }
+        };
         Ok(rows.into_iter().map(LoggedEvent::from).collect())
     }
 

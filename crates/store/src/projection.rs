@@ -13,6 +13,8 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
+use rusqlite::types::Value;
+
 use crate::event::{CallKey, EventTime, LoggedEvent};
 use crate::log::{EventRow, SELECT_EVENT};
 use crate::sql::Placeholders;
@@ -505,13 +507,7 @@ impl Store {
             sqlx::query(&empty_shadow).execute(pool).await?;
         });
         loop {
-            let page: Vec<EventRow> = on_pool!(self, pool => {
-                sqlx::query_as(&page_sql)
-                    .bind(after.as_str())
-                    .bind(REBUILD_PAGE)
-                    .fetch_all(pool)
-                    .await?
-            });
+            let page = self.rebuild_page(&page_sql, &after).await?;
             let full_page = page.len() as i64 == REBUILD_PAGE;
             let mut page_calls = calls_of(page.into_iter().map(LoggedEvent::from));
             if full_page {
@@ -539,6 +535,23 @@ impl Store {
             }
         }
         Ok(calls)
+    }
+
+    /// The rebuild's next page of records: `page_sql` for the calls after `after`. On a SQLite
+    /// file, a direct read (see `direct_read`), which leaves the write connection to the
+    /// commits meanwhile.
+    async fn rebuild_page(&self, page_sql: &str, after: &str) -> Result<Vec<EventRow>, StoreError> {
+        if let Some(direct) = self.direct_reader() {
+            let parameters = vec![Value::Text(after.to_owned()), Value::Integer(REBUILD_PAGE)];
+            return direct.event_rows(page_sql.to_owned(), parameters).await;
+        }
+        Ok(on_pool!(self, pool => {
+            sqlx::query_as(page_sql)
+                .bind(after)
+                .bind(REBUILD_PAGE)
+                .fetch_all(pool)
+                .await?
+        }))
     }
 
     /// The second phase of a rebuild: swaps the shadow table's projections into the live ones,
