@@ -674,7 +674,7 @@ async fn prepared_log(url: &str, events: usize) -> anyhow::Result<(i64, u64, f64
     let store = Store::connect(url).await?;
     store.migrate().await?;
     let filled = rebuild::fill_log(&store, events, 77).await?;
-    let (rows, read_time) = rebuild::raw_read(&store).await?;
+    let (rows, read_time) = rebuild::raw_read(&store, url).await?;
     store.close().await;
     Ok((filled.events, rows, rows as f64 / read_time.as_secs_f64()))
 }

@@ -3,6 +3,8 @@
 //! rows a rebuild reads with a plain `SELECT`, `callfold rebuild` over them with its peak
 //! memory, and one `callfold projector` worker catching up on every call.
 
+use std::path::Path;
+use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use callfold_ingest::LinkingRules;
@@ -12,6 +14,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use sha2::{Digest, Sha256};
+use sqlx::sqlite::SqliteConnectOptions;
 use tokio_stream::StreamExt;
 
 use crate::late;
@@ -103,18 +106,18 @@ const RAW_READ: &str = "SELECT seq, webhook_id, webhook_timestamp, received_at_u
      body_sha256, topic, event_time_us, call_key, unlinked, quarantine_reason FROM events \
      WHERE call_key IS NOT NULL ORDER BY call_key, seq";
 
-/// Streams every call's rows with one plain `SELECT` and returns how many and how long it took:
-/// the physical limit of a rebuild.
-pub async fn raw_read(store: &Store) -> anyhow::Result<(u64, Duration)> {
+/// Streams every call's rows of the store at `url` with one plain `SELECT` and returns how
+/// many and how long it took: the physical limit of a rebuild. On SQLite the rows are read as
+/// the rebuild reads its pages, on a connection driven directly on a thread of its own.
+pub async fn raw_read(store: &Store, url: &str) -> anyhow::Result<(u64, Duration)> {
     let started = Instant::now();
     let mut rows = 0u64;
     match store {
-        Store::Sqlite(pools) => {
-            let mut stream = sqlx::query_as::<_, RawRow>(RAW_READ).fetch(&pools.readers);
-            while let Some(row) = stream.next().await {
-                row?;
-                rows += 1;
-            }
+        Store::Sqlite(_) => {
+            let database = SqliteConnectOptions::from_str(url)?
+                .get_filename()
+                .to_path_buf();
+            rows = tokio::task::spawn_blocking(move || direct_raw_read(&database)).await??;
         }
         Store::Postgres(pools) => {
             let mut stream = sqlx::query_as::<_, RawRow>(RAW_READ).fetch(&pools.readers);
@@ -125,6 +128,31 @@ pub async fn raw_read(store: &Store) -> anyhow::Result<(u64, Duration)> {
         }
     }
     Ok((rows, started.elapsed()))
+}
+
+/// The SQLite raw read: every row of [`RAW_READ`], each column decoded.
+fn direct_raw_read(database: &Path) -> anyhow::Result<u64> {
+    let connection = rusqlite::Connection::open(database)?;
+    let mut statement = connection.prepare(RAW_READ)?;
+    let mut rows = statement.query([])?;
+    let mut read = 0;
+    while let Some(row) = rows.next()? {
+        let _decoded: RawRow = (
+            row.get(0)?,
+            row.get(1)?,
+            row.get(2)?,
+            row.get(3)?,
+            row.get(4)?,
+            row.get(5)?,
+            row.get(6)?,
+            row.get(7)?,
+            row.get(8)?,
+            row.get(9)?,
+            row.get(10)?,
+        );
+        read += 1;
+    }
+    Ok(read)
 }
 
 /// One `callfold rebuild`: how long it took and its peak resident memory in MiB.
