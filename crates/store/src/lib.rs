@@ -235,7 +235,7 @@ pub struct SqlitePools {
     /// for a database in memory, or opened only to inspect or fix a few records.
     checkpointer: Option<Arc<checkpoint::Checkpointer>>,
     /// Connections of its own for the bulk reads of records (see [`direct_read`]); none for a
-    /// database in memory.
+    /// database in memory or a URL naming `vfs=` or `immutable=`.
     direct: Option<Arc<direct_read::DirectReader>>,
 }
 
@@ -670,8 +670,8 @@ impl Store {
             .collect()
     }
 
-    /// The direct reader of a SQLite file (see `direct_read`); `None` on PostgreSQL and for a
-    /// database in memory, which only sqlx's connections share.
+    /// The direct reader of a SQLite file (see `direct_read`); `None` on PostgreSQL and where
+    /// [`Store::open_sqlite`] opens none (a database in memory, `vfs=`, `immutable=`).
     pub(crate) fn direct_reader(&self) -> Option<&Arc<direct_read::DirectReader>> {
         match self {
             Store::Sqlite(pools) => pools.direct.as_ref(),

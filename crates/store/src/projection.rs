@@ -538,8 +538,8 @@ impl Store {
     }
 
     /// The rebuild's next page of records: `page_sql` for the calls after `after`. On a SQLite
-    /// file, a direct read (see `direct_read`), which leaves the write connection to the
-    /// commits meanwhile.
+    /// file, a direct read (see `direct_read`), which leaves this store's write connection
+    /// free meanwhile.
     async fn rebuild_page(&self, page_sql: &str, after: &str) -> Result<Vec<EventRow>, StoreError> {
         if let Some(direct) = self.direct_reader() {
             let parameters = vec![Value::Text(after.to_owned()), Value::Integer(REBUILD_PAGE)];
