@@ -78,6 +78,11 @@ const SQLITE: &[Pinned] = &[
         "fold queue by claim",
         "d4b27c4578e0cf84c1a915da7fe47848b77f6e1b96fc7c821838fac1d94363aa30e6ec2fbf7431ce936ac464869cfd50",
     ),
+    (
+        16,
+        "fold queue by call",
+        "7e2f6596b8d3aef4c5364054ef600a87c1263c867f2061ea362d0d1751019b14679285403258ea5cbb3f50847c3a8f23",
+    ),
 ];
 
 const POSTGRES: &[Pinned] = &[
@@ -276,4 +281,66 @@ async fn a_migration_not_pinned_yet_or_removed_is_a_departure() {
     assert!(departures[0].starts_with("migration 99 (new index) is not pinned"));
     assert!(departures[0].contains("add (99, \"new index\", \""));
     assert!(departures[1].starts_with("migration 7 (quarantine index) was removed"));
+}
+
+/// One row of the fold queue: (call key, version, marked at, claim token, claimed until).
+type QueueRow = (String, i64, i64, Option<i64>, Option<i64>);
+
+#[tokio::test]
+async fn the_fold_queue_keeps_every_mark_and_claim_when_it_moves_to_call_order() {
+    let before_the_move = copy_of_sqlite_migrations();
+    std::fs::remove_file(before_the_move.path().join("0016_fold_queue_by_call.sql"))
+        .expect("the migration that moves the queue");
+    let folder = tempfile::tempdir().expect("a temporary folder");
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(folder.path().join("callfold.db"))
+        .create_if_missing(true);
+    let pool = sqlx::SqlitePool::connect_with(options)
+        .await
+        .expect("a database");
+    let migrate = |folder: PathBuf| {
+        let pool = pool.clone();
+        async move {
+            let migrator = Migrator::new(folder.as_path()).await.expect("migrations");
+            migrator.run(&pool).await.expect("migrated");
+        }
+    };
+    migrate(before_the_move.path().to_path_buf()).await;
+    let queue: Vec<QueueRow> = vec![
+        ("cll_a".into(), 1, 100, None, None),
+        ("cll_b".into(), 3, 200, Some(77), Some(9_000)),
+        ("cll_c".into(), 2, 50, Some(-5), Some(10)),
+    ];
+    for (call_key, version, marked_at, token, until) in queue.iter().rev() {
+        sqlx::query(
+            "INSERT INTO calls_to_fold \
+             (call_key, version, marked_at_us, claim_token, claimed_until_us) \
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(call_key)
+        .bind(version)
+        .bind(marked_at)
+        .bind(token)
+        .bind(until)
+        .execute(&pool)
+        .await
+        .expect("a mark");
+    }
+
+    migrate(committed("sqlite")).await;
+
+    let moved: Vec<QueueRow> = sqlx::query_as(
+        "SELECT call_key, version, marked_at_us, claim_token, claimed_until_us \
+         FROM calls_to_fold ORDER BY call_key",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("the queue");
+    assert_eq!(moved, queue);
+    let oldest: String =
+        sqlx::query_scalar("SELECT call_key FROM calls_to_fold ORDER BY marked_at_us LIMIT 1")
+            .fetch_one(&pool)
+            .await
+            .expect("the oldest mark");
+    assert_eq!(oldest, "cll_c");
 }
