@@ -127,3 +127,40 @@ impl Store {
             .collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// On SQLite the count of events waiting walks the fold queue by its primary key, in call
+    /// order and without a sort, not by the age index, whose order sends each call's lookups
+    /// to pages at random.
+    #[tokio::test]
+    async fn sqlite_walks_the_queue_in_call_order_to_count_the_events_waiting() {
+        let folder = tempfile::tempdir().expect("a temporary folder");
+        let url = format!("sqlite:{}", folder.path().join("stats.db").display());
+        let store = Store::connect(&url).await.expect("a store");
+        store.migrate().await.expect("migrated");
+        let Store::Sqlite(pools) = &store else {
+            panic!("a SQLite store");
+        };
+        let plan: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(&format!("EXPLAIN QUERY PLAN {}", stats_statement(&store)))
+                .fetch_all(&pools.readers)
+                .await
+                .expect("the plan");
+        let steps: Vec<&str> = plan.iter().map(|(.., step)| step.as_str()).collect();
+        let queue_walks: Vec<&&str> = steps.iter().filter(|s| s.starts_with("SCAN q")).collect();
+        assert!(
+            queue_walks.len() == 1 && !queue_walks[0].contains("calls_to_fold_by_age"),
+            "the queue is walked as\n{}",
+            steps.join("\n")
+        );
+        assert!(
+            !steps.iter().any(|step| step.contains("TEMP B-TREE")),
+            "the walk sorts:\n{}",
+            steps.join("\n")
+        );
+        store.close().await;
+    }
+}
