@@ -283,6 +283,12 @@ async fn a_migration_not_pinned_yet_or_removed_is_a_departure() {
     assert!(departures[1].starts_with("migration 7 (quarantine index) was removed"));
 }
 
+/// Applies the migrations in `folder` to `pool`.
+async fn migrate(pool: &sqlx::SqlitePool, folder: &Path) {
+    let migrator = Migrator::new(folder).await.expect("migrations");
+    migrator.run(pool).await.expect("migrated");
+}
+
 /// One row of the fold queue: (call key, version, marked at, claim token, claimed until).
 type QueueRow = (String, i64, i64, Option<i64>, Option<i64>);
 
@@ -298,14 +304,7 @@ async fn the_fold_queue_keeps_every_mark_and_claim_when_it_moves_to_call_order()
     let pool = sqlx::SqlitePool::connect_with(options)
         .await
         .expect("a database");
-    let migrate = |folder: PathBuf| {
-        let pool = pool.clone();
-        async move {
-            let migrator = Migrator::new(folder.as_path()).await.expect("migrations");
-            migrator.run(&pool).await.expect("migrated");
-        }
-    };
-    migrate(before_the_move.path().to_path_buf()).await;
+    migrate(&pool, before_the_move.path()).await;
     let queue: Vec<QueueRow> = vec![
         ("cll_a".into(), 1, 100, None, None),
         ("cll_b".into(), 3, 200, Some(77), Some(9_000)),
@@ -327,7 +326,7 @@ async fn the_fold_queue_keeps_every_mark_and_claim_when_it_moves_to_call_order()
         .expect("a mark");
     }
 
-    migrate(committed("sqlite")).await;
+    migrate(&pool, &committed("sqlite")).await;
 
     let moved: Vec<QueueRow> = sqlx::query_as(
         "SELECT call_key, version, marked_at_us, claim_token, claimed_until_us \
