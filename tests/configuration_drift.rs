@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Output;
 
 use callfold_store::{
-    CallKey, ConfigFingerprint, EventTime, ProjectionsBuiltWith, StoredProjection,
+    CallKey, ConfigFingerprint, EventTime, ProjectionsBuiltWith, QueueSweep, StoredProjection,
 };
 use serde_json::{Value, json};
 use support::{CALLFOLD, SECRET, TestDb, envelope, start_service, wait_until};
@@ -145,7 +145,11 @@ async fn write(db: &TestDb, projections: &[StoredProjection]) {
             .expect("mark");
     }
     let lease = std::time::Duration::from_secs(600);
-    let claimed = db.store.claim_calls(100, lease).await.expect("claim");
+    let claimed = db
+        .store
+        .claim_calls(&QueueSweep::default(), 100, lease)
+        .await
+        .expect("claim");
     db.store
         .settle_claims(&claimed, projections)
         .await

@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use callfold_projector::{Precedence, Projector};
-use callfold_store::{CallKey, Settled, Store};
+use callfold_store::{CallKey, QueueSweep, Settled, Store};
 use serde_json::json;
 use support::{HeldLock, TestDb, envelope, start_receiver, test_settings, wait_until};
 
@@ -62,7 +62,10 @@ async fn a_fold_that_outlasts_its_lease_keeps_its_calls(db: TestDb) {
     );
     assert_eq!(receiver.deliver("msg_long", &body).await.status, 200);
     let projector = Projector::new(store.clone(), Precedence::default(), 10, SHORT_LEASE);
-    let claimed = store.claim_calls(10, SHORT_LEASE).await.expect("claim");
+    let claimed = store
+        .claim_calls(&QueueSweep::default(), 10, SHORT_LEASE)
+        .await
+        .expect("claim");
     assert_eq!(claimed.claims.len(), 1);
     let first_lease_end = claimed_until_us(&store, "cll_long").await.expect("claimed");
 
@@ -82,7 +85,10 @@ async fn a_fold_that_outlasts_its_lease_keeps_its_calls(db: TestDb) {
         || async { database_now_us(&store).await > first_lease_end },
     )
     .await;
-    let second_worker = store.claim_calls(10, SHORT_LEASE).await.expect("claim");
+    let second_worker = store
+        .claim_calls(&QueueSweep::default(), 10, SHORT_LEASE)
+        .await
+        .expect("claim");
     assert!(
         second_worker.claims.is_empty(),
         "a renewed claim cannot be taken over"
@@ -133,7 +139,10 @@ async fn a_worker_whose_read_outlasts_its_lease_still_folds_its_call() {
         || async { database_now_us(&store).await > first_lease_end },
     )
     .await;
-    let second_worker = store.claim_calls(10, SHORT_LEASE).await.expect("claim");
+    let second_worker = store
+        .claim_calls(&QueueSweep::default(), 10, SHORT_LEASE)
+        .await
+        .expect("claim");
     assert!(
         second_worker.claims.is_empty(),
         "the folding worker renewed its claim"

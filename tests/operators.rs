@@ -298,7 +298,7 @@ async fn the_lag_gauges_show_calls_a_projector_cannot_fold_yet() {
     // Another worker holds every call: this projector sees them wait and cannot take them.
     let held = db
         .store
-        .claim_calls(10, support::LEASE)
+        .claim_calls(&callfold_store::QueueSweep::default(), 10, support::LEASE)
         .await
         .expect("claim");
     assert_eq!(held.claims.len(), 3);

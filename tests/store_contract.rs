@@ -7,8 +7,8 @@ mod support;
 use std::time::Duration;
 
 use callfold_store::{
-    AppendOutcome, CallKey, CallLink, ClaimedCalls, Content, EventTime, NewEvent, Settled, Store,
-    StoredProjection, Topic, WebhookId,
+    AppendOutcome, CallKey, CallLink, ClaimedCalls, Content, EventTime, NewEvent, QueueSweep,
+    Settled, Store, StoredProjection, Topic, WebhookId,
 };
 use sha2::{Digest, Sha256};
 use support::{LEASE, TestDb};
@@ -239,7 +239,10 @@ async fn a_claim_settles_only_the_version_it_folded(db: TestDb) {
         1,
         "only calls are marked"
     );
-    let claimed = store.claim_calls(10, LEASE).await.expect("claim");
+    let claimed = store
+        .claim_calls(&QueueSweep::default(), 10, LEASE)
+        .await
+        .expect("claim");
     assert_eq!(claimed.claims.len(), 1);
     // An event of the call lands while it is being folded: the fold misses it.
     append_call_event(store, "msg_2", "cll_1").await;
@@ -267,7 +270,10 @@ async fn a_claim_settles_only_the_version_it_folded(db: TestDb) {
         "still to fold"
     );
 
-    let again = store.claim_calls(10, LEASE).await.expect("claim");
+    let again = store
+        .claim_calls(&QueueSweep::default(), 10, LEASE)
+        .await
+        .expect("claim");
     assert_eq!(again.claims[0].version, claimed.claims[0].version + 1);
     let second = projection("cll_1", "{\"v\":2}");
     let settled = store
@@ -288,9 +294,15 @@ async fn a_claim_settles_only_the_version_it_folded(db: TestDb) {
 async fn a_claim_is_exclusive_until_its_lease_ends_and_then_fenced_out(db: TestDb) {
     let store = &db.store;
     append_call_event(store, "msg_1", "cll_1").await;
-    let held = store.claim_calls(10, LEASE).await.expect("claim");
+    let held = store
+        .claim_calls(&QueueSweep::default(), 10, LEASE)
+        .await
+        .expect("claim");
     assert_eq!(held.claims.len(), 1);
-    let nothing = store.claim_calls(10, LEASE).await.expect("claim");
+    let nothing = store
+        .claim_calls(&QueueSweep::default(), 10, LEASE)
+        .await
+        .expect("claim");
     assert!(nothing.claims.is_empty(), "a live lease is not shared");
     assert!(
         store
@@ -302,9 +314,15 @@ async fn a_claim_is_exclusive_until_its_lease_ends_and_then_fenced_out(db: TestD
     );
 
     append_call_event(store, "msg_2", "cll_2").await;
-    let expired = store.claim_calls(1, Duration::ZERO).await.expect("claim");
+    let expired = store
+        .claim_calls(&QueueSweep::default(), 1, Duration::ZERO)
+        .await
+        .expect("claim");
     assert_eq!(expired.claims[0].call_key, CallKey::new("cll_2"));
-    let taken_over = store.claim_calls(10, LEASE).await.expect("claim");
+    let taken_over = store
+        .claim_calls(&QueueSweep::default(), 10, LEASE)
+        .await
+        .expect("claim");
     assert_eq!(
         taken_over.claims, expired.claims,
         "an ended lease is taken over"
@@ -346,7 +364,7 @@ fn claimed_keys(claimed: &ClaimedCalls) -> Vec<&str> {
     claimed.claims.iter().map(|c| c.call_key.as_str()).collect()
 }
 
-async fn a_claim_takes_the_oldest_mark_and_the_calls_after_it_in_call_order(db: TestDb) {
+async fn claims_sweep_the_queue_in_call_order_from_where_the_last_one_stopped(db: TestDb) {
     let store = &db.store;
     let marked_in_turn = [
         "cll_7", "cll_2", "cll_5", "cll_1", "cll_8", "cll_3", "cll_6", "cll_4",
@@ -354,23 +372,86 @@ async fn a_claim_takes_the_oldest_mark_and_the_calls_after_it_in_call_order(db: 
     for (n, call) in marked_in_turn.iter().enumerate() {
         append_call_event(store, &format!("msg_{n}"), call).await;
     }
-    let from_the_oldest = store.claim_calls(4, LEASE).await.expect("claim");
+    let sweep = QueueSweep::default();
+    let first = store.claim_calls(&sweep, 3, LEASE).await.expect("claim");
+    assert_eq!(claimed_keys(&first), ["cll_1", "cll_2", "cll_3"]);
+    // A call behind the sweep, and one ahead of it appended to again.
+    append_call_event(store, "msg_behind", "cll_0").await;
+    append_call_event(store, "msg_again", "cll_5").await;
+    let second = store.claim_calls(&sweep, 3, LEASE).await.expect("claim");
+    assert_eq!(claimed_keys(&second), ["cll_4", "cll_5", "cll_6"]);
+    let third = store.claim_calls(&sweep, 3, LEASE).await.expect("claim");
     assert_eq!(
-        claimed_keys(&from_the_oldest),
-        ["cll_1", "cll_2", "cll_7", "cll_8"],
-        "from cll_7 to the last call, then round to the first"
+        claimed_keys(&third),
+        ["cll_0", "cll_7", "cll_8"],
+        "to the last call, then round to the first free one"
     );
-    let from_the_oldest_free = store.claim_calls(2, LEASE).await.expect("claim");
-    assert_eq!(claimed_keys(&from_the_oldest_free), ["cll_5", "cll_6"]);
-    let the_rest = store.claim_calls(10, LEASE).await.expect("claim");
-    assert_eq!(claimed_keys(&the_rest), ["cll_3", "cll_4"]);
+    store
+        .settle_claims(&first, &[])
+        .await
+        .expect("settle the first claim");
+    append_call_event(store, "msg_after_its_fold", "cll_2").await;
+    let fourth = store.claim_calls(&sweep, 3, LEASE).await.expect("claim");
+    assert_eq!(
+        claimed_keys(&fourth),
+        ["cll_2"],
+        "on from cll_0, where the third claim stopped, past the calls still held"
+    );
 }
 
-async fn a_mark_released_by_a_settle_goes_back_in_line_behind_older_marks(db: TestDb) {
+/// Marks calls cll_a, cll_b and cll_c, and claims the first two on a new sweep: a lap that
+/// ends at cll_c. Returns the sweep and the claim.
+async fn a_lap_begun_over_three_calls(store: &Store) -> (QueueSweep, ClaimedCalls) {
+    for (n, call) in ["cll_a", "cll_b", "cll_c"].iter().enumerate() {
+        append_call_event(store, &format!("msg_{n}"), call).await;
+    }
+    let sweep = QueueSweep::default();
+    let first = store.claim_calls(&sweep, 2, LEASE).await.expect("claim");
+    assert_eq!(claimed_keys(&first), ["cll_a", "cll_b"]);
+    (sweep, first)
+}
+
+async fn calls_marked_beyond_a_laps_end_wait_for_the_next_lap(db: TestDb) {
+    let store = &db.store;
+    let (sweep, first) = a_lap_begun_over_three_calls(store).await;
+    // cll_a is appended to while it is folded, and new calls are marked past cll_c, the last
+    // call when the lap began: calls whose keys grow with time do that all day long.
+    append_call_event(store, "msg_again", "cll_a").await;
+    append_call_event(store, "msg_d", "cll_d").await;
+    append_call_event(store, "msg_e", "cll_e").await;
+    let settled = store
+        .settle_claims(&first, &[projection("cll_a", "{}")])
+        .await
+        .expect("settle");
+    assert_eq!(settled.to_refold, 1);
+    let second = store.claim_calls(&sweep, 2, LEASE).await.expect("claim");
+    assert_eq!(
+        claimed_keys(&second),
+        ["cll_a", "cll_c"],
+        "the lap ends at cll_c; the next one starts with cll_a, before the calls marked since"
+    );
+    let third = store.claim_calls(&sweep, 2, LEASE).await.expect("claim");
+    assert_eq!(claimed_keys(&third), ["cll_d", "cll_e"]);
+}
+
+async fn a_call_whose_lease_ends_within_a_claim_is_claimed_once(db: TestDb) {
+    let store = &db.store;
+    let (sweep, _) = a_lap_begun_over_three_calls(store).await;
+    // The lap ends with cll_c, under a lease already over when the claim goes on to the next
+    // lap, which finds cll_c free again.
+    let second = store
+        .claim_calls(&sweep, 2, Duration::ZERO)
+        .await
+        .expect("claim");
+    assert_eq!(claimed_keys(&second), ["cll_c"]);
+}
+
+async fn a_mark_released_by_a_settle_waits_for_the_rest_of_the_lap(db: TestDb) {
     let store = &db.store;
     append_call_event(store, "msg_1", "cll_b").await;
     append_call_event(store, "msg_2", "cll_z").await;
-    let first = store.claim_calls(1, LEASE).await.expect("claim");
+    let sweep = QueueSweep::default();
+    let first = store.claim_calls(&sweep, 1, LEASE).await.expect("claim");
     assert_eq!(claimed_keys(&first), ["cll_b"]);
     // cll_b is appended to while it is folded: its settle releases the mark.
     append_call_event(store, "msg_3", "cll_b").await;
@@ -379,12 +460,14 @@ async fn a_mark_released_by_a_settle_goes_back_in_line_behind_older_marks(db: Te
         .await
         .expect("settle");
     assert_eq!(settled.to_refold, 1);
-    let next = store.claim_calls(1, LEASE).await.expect("claim");
+    let next = store.claim_calls(&sweep, 1, LEASE).await.expect("claim");
     assert_eq!(
         claimed_keys(&next),
         ["cll_z"],
-        "cll_z was marked before cll_b's claim, so it is ahead of the released mark"
+        "cll_z is ahead of the released mark in the sweep"
     );
+    let round_again = store.claim_calls(&sweep, 1, LEASE).await.expect("claim");
+    assert_eq!(claimed_keys(&round_again), ["cll_b"]);
 }
 
 async fn migrating_again_changes_nothing(db: TestDb) {
@@ -461,8 +544,10 @@ on_both_stores!(
     migrating_again_changes_nothing,
     a_claim_settles_only_the_version_it_folded,
     a_claim_is_exclusive_until_its_lease_ends_and_then_fenced_out,
-    a_claim_takes_the_oldest_mark_and_the_calls_after_it_in_call_order,
-    a_mark_released_by_a_settle_goes_back_in_line_behind_older_marks,
+    claims_sweep_the_queue_in_call_order_from_where_the_last_one_stopped,
+    calls_marked_beyond_a_laps_end_wait_for_the_next_lap,
+    a_call_whose_lease_ends_within_a_claim_is_claimed_once,
+    a_mark_released_by_a_settle_waits_for_the_rest_of_the_lap,
     commits_are_configured_to_reach_the_disk_before_returning,
     a_claim_is_found_by_its_token_without_reading_the_whole_queue,
 );

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use callfold_projector::{Precedence, Projector};
 use callfold_simulate::{SignedDelivery, SimulateOptions, invent_events, sign_deliveries};
-use callfold_store::{CallKey, Store, WebhookId};
+use callfold_store::{CallKey, QueueSweep, Store, WebhookId};
 use serde_json::json;
 use support::{
     HeldLock, LEASE, SECRET, TestDb, assert_projections_equal_a_fold_from_scratch, envelope,
@@ -139,7 +139,11 @@ async fn a_worker_that_joins_takes_the_calls_the_others_do_not_hold(db: TestDb) 
         assert_eq!(answer.status, 200);
     }
     // A running worker holds four calls it has not settled yet.
-    let held = db.store.claim_calls(4, LEASE).await.expect("claim");
+    let held = db
+        .store
+        .claim_calls(&QueueSweep::default(), 4, LEASE)
+        .await
+        .expect("claim");
     assert_eq!(held.claims.len(), 4);
     // A worker that starts now takes the other six, and only those.
     let newcomer = Projector::new(db.store.clone(), Precedence::default(), 100, LEASE);

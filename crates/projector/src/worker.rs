@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use callfold_store::{
-    CallKey, ClaimedCalls, ConfigFingerprint, EventTime, LoggedEvent, Settled, Store, StoreError,
-    StoredProjection,
+    CallKey, ClaimedCalls, ConfigFingerprint, EventTime, LoggedEvent, QueueSweep, Settled, Store,
+    StoreError, StoredProjection,
 };
 use tokio::sync::{Notify, watch};
 
@@ -53,6 +53,9 @@ pub struct Projector {
     configuration: Option<ConfigFingerprint>,
     /// Bumped after every settle that wrote projections, for the live streams.
     projected: Arc<watch::Sender<u64>>,
+    /// Where this projector's claims stand in the fold queue, shared by its clones: workers of
+    /// one process sweep the queue together.
+    sweep: Arc<QueueSweep>,
 }
 
 /// One event of a call as the projector folds it: its record's seq, its fold event, and whether
@@ -124,6 +127,7 @@ impl Projector {
             lease,
             configuration: None,
             projected: Arc::new(watch::Sender::new(0)),
+            sweep: Arc::default(),
         }
     }
 
@@ -225,7 +229,10 @@ impl Projector {
     /// claim. Returns how many calls it claimed: 0 means nothing is waiting (or every waiting
     /// call is claimed).
     pub async fn fold_next_batch(&self) -> Result<usize, StoreError> {
-        let claimed = self.store.claim_calls(self.batch_calls, self.lease).await?;
+        let claimed = self
+            .store
+            .claim_calls(&self.sweep, self.batch_calls, self.lease)
+            .await?;
         if claimed.claims.is_empty() {
             return Ok(0);
         }
@@ -312,8 +319,8 @@ impl Projector {
     /// `wake` (a new append) or every `poll`, whichever comes first, but no sooner than
     /// `min_interval` after the previous batch started: under a steady stream of appends, calls
     /// gather into fewer, larger batches, while an append after a quiet spell is folded at
-    /// once. A failed batch is logged and retried after `poll`; its claims expire and nothing
-    /// of it was committed.
+    /// once. A failed batch is logged and retried after `poll`; whatever it claimed waits for
+    /// its lease to end, and none of its projections was written.
     pub async fn run(
         &self,
         wake: Arc<Notify>,

@@ -41,7 +41,7 @@ pub use page::{
     BadParameter, Cursor, KeptPosition, Listed, Page, PageLimit, PageParams, PageQuery,
 };
 pub use projection::{ConfigFingerprint, ProjectionChange, ProjectionsBuiltWith, StoredProjection};
-pub use queue::{Claim, ClaimedCalls, QueueDepth, Settled};
+pub use queue::{Claim, ClaimedCalls, QueueDepth, QueueSweep, Settled};
 pub use stats::StoreStats;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/sqlite");

@@ -3,9 +3,15 @@
 //! An append marks the calls it touched (`version + 1`) in its own transaction. A worker claims
 //! marked calls for a short lease under a random token, folds them from the log, and settles the
 //! claim in one transaction: it removes each mark still at the version it claimed, releases the
-//! ones appended to since (they are claimed and folded again, back in line at the claim's
-//! time), and writes the projections of both. A worker whose lease was taken over no longer
-//! matches its token and writes nothing.
+//! ones appended to since (they are claimed and folded again on the sweep's next lap), and
+//! writes the projections of both. A worker whose lease was taken over no longer matches its
+//! token and writes nothing.
+//!
+//! Workers take marks in call order, each claim from where the previous one stopped
+//! ([`QueueSweep`]): the marks a claim takes and its settle removes share pages, and no index in
+//! age order has to be kept, whose entries a settle would remove one page each. A lap of the
+//! sweep ends at the queue's last call as of its first full claim, so calls marked beyond that
+//! wait for the next lap instead of keeping this one going.
 //!
 //! Leases are measured with the database's clock, never a worker's: a worker whose clock runs
 //! ahead would otherwise take over live claims, and one whose clock runs behind would hold its
@@ -13,6 +19,8 @@
 
 use std::collections::HashSet;
 use std::time::Duration;
+
+use tokio::sync::Mutex;
 
 use crate::event::{CallKey, EventTime};
 use crate::projection::{
@@ -28,11 +36,8 @@ pub(crate) const MARK_ON_CONFLICT: &str =
     "ON CONFLICT (call_key) DO UPDATE SET version = calls_to_fold.version + 1";
 
 /// Releases the marks still held under claim `$1` after its settle removed the ones it folded
-/// (what is left was appended to during the fold), each back in line at the claim's time,
-/// `$2`: every event committed before the claim was folded. Left at its first mark's
-/// time, a call appended to during each of its folds would stay the oldest mark, every claim
-/// would start from it and take its neighbours, and an older mark further along in call order
-/// would never be reached (see [`Store::claim_calls`]).
+/// (what is left was appended to during the fold), each marked anew at the claim's time, `$2`:
+/// every event committed before the claim was folded, so the queue's lag counts from there.
 const RELEASE_UNFOLDED: &str = "UPDATE calls_to_fold \
      SET claim_token = NULL, claimed_until_us = NULL, marked_at_us = $2 \
      WHERE claim_token = $1 RETURNING call_key";
@@ -58,8 +63,8 @@ pub struct Claim {
 #[derive(Clone, Debug)]
 pub struct ClaimedCalls {
     token: i64,
-    /// When the claim was made, by the worker's clock: a mark its settle releases goes back in
-    /// line at this time.
+    /// When the claim was made, by the worker's clock: a mark its settle releases is marked
+    /// anew at this time.
     claimed_at: EventTime,
     /// The claims, in call order.
     pub claims: Vec<Claim>,
@@ -86,9 +91,36 @@ pub struct QueueDepth {
     pub oldest_marked_at: Option<EventTime>,
 }
 
-/// Which marked calls a claim takes: `n` from the oldest mark on in call order, or one call.
+/// Where the sweep of one worker, or of the workers of one process, stands in the fold queue.
+/// Each claim takes the free marks after the call the previous one reached, in call order, up
+/// to the lap's end: the last call of the queue when the lap's first full claim was made. A
+/// claim that finds fewer marks than it wants ends the lap and takes the rest from the first
+/// call, on a new lap. Calls marked after a lap began beyond its end wait for the next lap, so
+/// new calls whose keys grow with time cannot keep one lap going while the marks behind it
+/// wait. Claims on one sweep run one at a time.
+#[derive(Debug, Default)]
+pub struct QueueSweep {
+    lap: Mutex<Lap>,
+}
+
+/// A lap of a [`QueueSweep`].
+#[derive(Debug, Default)]
+struct Lap {
+    /// The last call claimed on this lap; none before the lap's first claim.
+    reached: Option<CallKey>,
+    /// Where the lap ends; none until its first claim found as many marks as it wanted (a
+    /// claim that finds fewer takes every free mark, and ends the lap).
+    end: Option<CallKey>,
+}
+
+/// Which marked calls a claim statement takes: `limit` after call `after` (up to call `end`),
+/// or one call.
 enum ClaimOf<'a> {
-    FromOldest(i64),
+    Run {
+        after: &'a str,
+        end: Option<&'a str>,
+        limit: i64,
+    },
     Call(&'a CallKey),
 }
 
@@ -119,42 +151,68 @@ fn lease_micros(lease: Duration) -> i64 {
 }
 
 impl Store {
-    /// Claims up to `limit` marked calls that no live lease holds, for `lease`: the one marked
-    /// longest ago, and the ones after it in call order, wrapping round to the first call. So
-    /// the oldest mark is always taken (a settle that releases a mark puts it back in line at
-    /// the claim's time, so no mark stays the oldest for good), and a batch taken from a long
-    /// queue (a projector catching up) is a run of neighbouring calls, whose projections and
-    /// marks share pages: its settle writes a fraction of the pages that calls scattered over
-    /// the whole key space would dirty. On PostgreSQL, rows another worker is claiming at the
-    /// same instant are skipped, so concurrent workers split the queue between them.
+    /// Claims up to `limit` marked calls that no live lease holds, for `lease`: those next on
+    /// `sweep`'s lap, in call order, then, if the lap ends first, those from the first call on
+    /// the next lap. So a batch is a run of neighbouring calls, whose marks and projections
+    /// share pages (on a long queue, a projector catching up, its settle writes a fraction of
+    /// the pages that calls scattered over the key space would dirty), and a free mark is
+    /// reached on the lap under way or the next, whatever calls are marked beyond the lap's
+    /// end meanwhile. On PostgreSQL, rows another worker is claiming at the same instant are
+    /// skipped, so concurrent workers split the queue between them.
     pub async fn claim_calls(
         &self,
+        sweep: &QueueSweep,
         limit: i64,
         lease: Duration,
     ) -> Result<ClaimedCalls, StoreError> {
-        let skip_locked = match self {
-            Store::Postgres(_) => "FOR UPDATE SKIP LOCKED",
-            Store::Sqlite(_) => "",
-        };
-        let now = database_now_us(self);
-        let free = free_of_live_lease(now);
-        let run_from = |side: &str| {
-            format!(
-                "SELECT call_key FROM (SELECT call_key FROM calls_to_fold WHERE {free} \
-                 AND call_key {side} (SELECT call_key FROM oldest) \
-                 ORDER BY call_key LIMIT $3 {skip_locked}) AS run"
-            )
-        };
-        let sql = format!(
-            "UPDATE calls_to_fold SET claim_token = $1, claimed_until_us = {now} + $2 \
-             WHERE call_key IN (WITH oldest AS (SELECT call_key FROM calls_to_fold \
-             WHERE {free} ORDER BY marked_at_us LIMIT 1) \
-             {} UNION ALL {} LIMIT $3) \
-             RETURNING call_key, version",
-            run_from(">="),
-            run_from("<"),
-        );
-        self.claim(&sql, lease, ClaimOf::FromOldest(limit)).await
+        let token = rand::random::<i64>();
+        let claimed_at = EventTime::now();
+        let mut rows = Vec::new();
+        let mut lap = sweep.lap.lock().await;
+        // The lap in hand, then, if it ended short of `limit`, the next one.
+        while (rows.len() as i64) < limit {
+            let wanted = limit - rows.len() as i64;
+            let run = ClaimOf::Run {
+                after: lap.reached.as_ref().map_or("", |call| call.as_str()),
+                end: lap.end.as_ref().map(|call| call.as_str()),
+                limit: wanted,
+            };
+            let taken = self.claim_rows(token, lease, run).await?;
+            let filled = taken.len() as i64 == wanted;
+            let new_lap = lap.reached.is_none();
+            // Any call of the run is a safe place to go on from (every free mark before it on
+            // the lap was taken); byte order stands in for the database's order of call keys.
+            *lap = match taken.iter().map(|row| &row.call_key).max() {
+                Some(last) if filled => {
+                    let last = CallKey::new(last.clone());
+                    let end = match lap.end.take() {
+                        Some(end) => end,
+                        None => self.last_marked_call().await?.unwrap_or(last.clone()),
+                    };
+                    Lap {
+                        reached: Some(last),
+                        end: Some(end),
+                    }
+                }
+                _ => Lap::default(),
+            };
+            rows.extend(taken);
+            // A new lap that fell short took every free mark.
+            if filled || new_lap {
+                break;
+            }
+        }
+        Ok(claimed_calls(token, claimed_at, rows))
+    }
+
+    /// The last call in the fold queue, in the database's order of call keys.
+    async fn last_marked_call(&self) -> Result<Option<CallKey>, StoreError> {
+        let last: Option<String> = on_pool!(self, pool => {
+            sqlx::query_scalar("SELECT max(call_key) FROM calls_to_fold")
+                .fetch_one(pool)
+                .await?
+        });
+        Ok(last.map(CallKey::new))
     }
 
     /// Claims call `call_key` for `lease` if it is marked and no live lease holds it.
@@ -163,46 +221,59 @@ impl Store {
         call_key: &CallKey,
         lease: Duration,
     ) -> Result<ClaimedCalls, StoreError> {
-        let now = database_now_us(self);
-        let free = free_of_live_lease(now);
-        let sql = format!(
-            "UPDATE calls_to_fold SET claim_token = $1, claimed_until_us = {now} + $2 \
-             WHERE {free} AND call_key = $3 RETURNING call_key, version"
-        );
-        self.claim(&sql, lease, ClaimOf::Call(call_key)).await
-    }
-
-    /// Runs claim statement `sql`, binding the token, the lease's length, and what `of`
-    /// selects.
-    async fn claim(
-        &self,
-        sql: &str,
-        lease: Duration,
-        of: ClaimOf<'_>,
-    ) -> Result<ClaimedCalls, StoreError> {
         let token = rand::random::<i64>();
         let claimed_at = EventTime::now();
-        let mut rows: Vec<ClaimRow> = on_pool!(self, pool => {
-            let query = sqlx::query_as(sql).bind(token).bind(lease_micros(lease));
+        let rows = self
+            .claim_rows(token, lease, ClaimOf::Call(call_key))
+            .await?;
+        Ok(claimed_calls(token, claimed_at, rows))
+    }
+
+    /// Claims the marked calls that `of` selects and no live lease holds, under `token`, for
+    /// `lease`.
+    async fn claim_rows(
+        &self,
+        token: i64,
+        lease: Duration,
+        of: ClaimOf<'_>,
+    ) -> Result<Vec<ClaimRow>, StoreError> {
+        let now = database_now_us(self);
+        let free = free_of_live_lease(now);
+        let skip_locked = match self {
+            Store::Postgres(_) => "FOR UPDATE SKIP LOCKED",
+            Store::Sqlite(_) => "",
+        };
+        let chosen = match of {
+            ClaimOf::Run { end, .. } => format!(
+                "call_key IN (SELECT call_key FROM calls_to_fold WHERE {free} AND call_key > $3 \
+                 {} ORDER BY call_key LIMIT $4 {skip_locked})",
+                if end.is_some() {
+                    "AND call_key <= $5"
+                } else {
+                    ""
+                }
+            ),
+            ClaimOf::Call(_) => format!("{free} AND call_key = $3"),
+        };
+        let sql = format!(
+            "UPDATE calls_to_fold SET claim_token = $1, claimed_until_us = {now} + $2 \
+             WHERE {chosen} RETURNING call_key, version"
+        );
+        let rows = on_pool!(self, pool => {
+            let query = sqlx::query_as(&sql).bind(token).bind(lease_micros(lease));
             let query = match of {
-                ClaimOf::FromOldest(limit) => query.bind(limit),
+                ClaimOf::Run { after, end, limit } => {
+                    let query = query.bind(after).bind(limit);
+                    match end {
+                        Some(end) => query.bind(end),
+                        None => query,
+                    }
+                }
                 ClaimOf::Call(call_key) => query.bind(call_key.as_str()),
             };
             query.fetch_all(pool).await?
         });
-        rows.sort_by_key(|row| row.call_key.clone());
-        let claims = rows
-            .into_iter()
-            .map(|row| Claim {
-                call_key: CallKey::new(row.call_key),
-                version: row.version,
-            })
-            .collect();
-        Ok(ClaimedCalls {
-            token,
-            claimed_at,
-            claims,
-        })
+        Ok(rows)
     }
 
     /// Extends the lease of every call still held under `claimed` to `lease` from now (the
@@ -341,6 +412,26 @@ impl Store {
             calls,
             oldest_marked_at: oldest.map(EventTime::from_unix_micros),
         })
+    }
+}
+
+/// The claim of `rows` under `token`, made at `claimed_at`, its calls in call order. A call
+/// whose lease ran out between a claim's two statements was taken by both: it is claimed once,
+/// at the later version.
+fn claimed_calls(token: i64, claimed_at: EventTime, mut rows: Vec<ClaimRow>) -> ClaimedCalls {
+    rows.sort_by(|a, b| a.call_key.cmp(&b.call_key).then(b.version.cmp(&a.version)));
+    rows.dedup_by(|later, earlier| later.call_key == earlier.call_key);
+    let claims = rows
+        .into_iter()
+        .map(|row| Claim {
+            call_key: CallKey::new(row.call_key),
+            version: row.version,
+        })
+        .collect();
+    ClaimedCalls {
+        token,
+        claimed_at,
+        claims,
     }
 }
 
