@@ -3,7 +3,7 @@
 //! An append marks the calls it touched (`version + 1`) in its own transaction. A worker claims
 //! marked calls for a short lease under a random token, folds them from the log, and settles the
 //! claim in one transaction: it removes each mark still at the version it claimed, releases the
-//! ones appended to since (they are claimed and folded again on the sweep's next lap), and
+//! ones appended to since (they are claimed and folded again when the sweep next passes), and
 //! writes the projections of both. A worker whose lease was taken over no longer matches its
 //! token and writes nothing.
 //!
