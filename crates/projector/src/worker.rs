@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use callfold_store::{
-    CallKey, ClaimedCalls, ConfigFingerprint, EventTime, LoggedEvent, QueueSweep, Settled, Store,
-    StoreError, StoredProjection,
+    CallKey, ClaimedCalls, ConfigFingerprint, EventTime, FoldedSoFar, LoggedEvent, QueueSweep,
+    Settled, Store, StoreError, StoredProjection,
 };
 use tokio::sync::{Notify, watch};
 
@@ -192,12 +192,12 @@ impl Projector {
                 by_call.entry(call_key.clone()).or_default().push(event);
             }
         }
-        let previous: HashMap<CallKey, StoredProjection> = self
+        let previous: HashMap<CallKey, FoldedSoFar> = self
             .store
-            .projections_of(&keys)
+            .folded_so_far(&keys)
             .await?
             .into_iter()
-            .map(|projection| (projection.call_key.clone(), projection))
+            .map(|folded| (folded.call_key.clone(), folded))
             .collect();
         let previous_late: i64 = previous.values().map(|p| p.late_events).sum();
         let now = EventTime::now();

@@ -40,7 +40,9 @@ pub use log::KeptRecord;
 pub use page::{
     BadParameter, Cursor, KeptPosition, Listed, Page, PageLimit, PageParams, PageQuery,
 };
-pub use projection::{ConfigFingerprint, ProjectionChange, ProjectionsBuiltWith, StoredProjection};
+pub use projection::{
+    ConfigFingerprint, FoldedSoFar, ProjectionChange, ProjectionsBuiltWith, StoredProjection,
+};
 pub use queue::{Claim, ClaimedCalls, QueueDepth, QueueSweep, Settled};
 pub use stats::StoreStats;
 

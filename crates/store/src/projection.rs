@@ -41,6 +41,35 @@ pub struct StoredProjection {
     pub built_with: Option<ConfigFingerprint>,
 }
 
+/// How far one call's live projection was folded: what the projector needs of it to fold the
+/// call again (see [`Store::folded_so_far`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FoldedSoFar {
+    /// The call.
+    pub call_key: CallKey,
+    /// Highest log seq folded into the projection.
+    pub last_seq: i64,
+    /// Events of the call that the projection counts as late.
+    pub late_events: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct FoldedSoFarRow {
+    call_key: String,
+    last_seq: i64,
+    late_events: i64,
+}
+
+impl From<FoldedSoFarRow> for FoldedSoFar {
+    fn from(row: FoldedSoFarRow) -> Self {
+        FoldedSoFar {
+            call_key: CallKey::new(row.call_key),
+            last_seq: row.last_seq,
+            late_events: row.late_events,
+        }
+    }
+}
+
 /// A digest of the configuration a projection is folded with (the linking rules and the
 /// topic precedence graph), as lowercase hex. The store compares fingerprints; it does not
 /// compute them.
@@ -369,14 +398,15 @@ impl Store {
         })
     }
 
-    /// The projections of those of `call_keys` that have one.
-    pub async fn projections_of(
+    /// How far the live projections of those of `call_keys` that have one were folded: their
+    /// bookkeeping, without their documents.
+    pub async fn folded_so_far(
         &self,
         call_keys: &[CallKey],
-    ) -> Result<Vec<StoredProjection>, StoreError> {
-        let select = format!("SELECT {PROJECTION_COLUMNS} FROM {LIVE}");
-        let rows: Vec<ProjectionRow> = self.select_for_calls(&select, "", call_keys).await?;
-        Ok(rows.into_iter().map(StoredProjection::from).collect())
+    ) -> Result<Vec<FoldedSoFar>, StoreError> {
+        let select = format!("SELECT call_key, last_seq, late_events FROM {LIVE}");
+        let rows: Vec<FoldedSoFarRow> = self.select_for_calls(&select, "", call_keys).await?;
+        Ok(rows.into_iter().map(FoldedSoFar::from).collect())
     }
 
     /// Up to `limit` projections with a call key after `after` (from the first when `None`), in
