@@ -479,45 +479,86 @@ async fn migrating_again_changes_nothing(db: TestDb) {
     assert_eq!(db.store.log_len().await.expect("len"), 1);
 }
 
-/// Renewing, releasing and settling a claim find its rows by the claim's token: each must
-/// search an index, not read the whole fold queue, or a worker catching up on a long queue
-/// spends time proportional to it on every batch. Plans are asked with sequential scans
-/// disabled on PostgreSQL, whose planner would scan a table this small anyway.
-async fn a_claim_is_found_by_its_token_without_reading_the_whole_queue(db: TestDb) {
-    let by_token = [
-        "UPDATE calls_to_fold SET claimed_until_us = 0 WHERE claim_token = $1",
-        "DELETE FROM calls_to_fold WHERE claim_token = $1 \
-         AND (call_key, version) IN (VALUES ($2, $3)) RETURNING call_key",
-    ];
-    for statement in by_token {
-        let plan: Vec<String> = match &db.store {
-            Store::Sqlite(pools) => sqlx::query_as::<_, (i64, i64, i64, String)>(&format!(
-                "EXPLAIN QUERY PLAN {statement}"
-            ))
-            .bind(7_i64)
-            .bind("cll_1")
-            .bind(1_i64)
-            .fetch_all(&pools.writer)
-            .await
-            .expect("plan")
-            .into_iter()
-            .map(|(_, _, _, detail)| detail)
-            .collect(),
-            Store::Postgres(pools) => {
-                let mut tx = pools.writer.begin().await.expect("begin");
-                sqlx::query("SET LOCAL enable_seqscan = off")
-                    .execute(&mut *tx)
-                    .await
-                    .expect("set");
-                sqlx::query_scalar(&format!("EXPLAIN {statement}"))
-                    .bind(7_i64)
-                    .bind("cll_1")
-                    .bind(1_i64)
-                    .fetch_all(&mut *tx)
-                    .await
-                    .expect("plan")
+/// A value bound to a statement whose plan a test asks for.
+#[derive(Clone, Copy)]
+enum Bound {
+    Number(i64),
+    Text(&'static str),
+}
+
+/// The steps of the plan of `statement` with `bound` bound in order: on SQLite the details of
+/// `EXPLAIN QUERY PLAN`, on PostgreSQL the lines of `EXPLAIN`, asked with sequential scans
+/// disabled (its planner would scan a table as small as a test's anyway).
+async fn plan_of(store: &Store, statement: &str, bound: &[Bound]) -> Vec<String> {
+    macro_rules! bind_all {
+        ($query:expr) => {{
+            let mut query = $query;
+            for value in bound {
+                query = match *value {
+                    Bound::Number(number) => query.bind(number),
+                    Bound::Text(text) => query.bind(text),
+                };
             }
-        };
+            query
+        }};
+    }
+    match store {
+        Store::Sqlite(pools) => {
+            let explain = format!("EXPLAIN QUERY PLAN {statement}");
+            bind_all!(sqlx::query_as::<_, (i64, i64, i64, String)>(&explain))
+                .fetch_all(&pools.writer)
+                .await
+                .expect("plan")
+                .into_iter()
+                .map(|(_, _, _, detail)| detail)
+                .collect()
+        }
+        Store::Postgres(pools) => {
+            let mut tx = pools.writer.begin().await.expect("begin");
+            sqlx::query("SET LOCAL enable_seqscan = off")
+                .execute(&mut *tx)
+                .await
+                .expect("set");
+            let explain = format!("EXPLAIN {statement}");
+            bind_all!(sqlx::query_scalar(&explain))
+                .fetch_all(&mut *tx)
+                .await
+                .expect("plan")
+        }
+    }
+}
+
+/// Renewing, releasing and settling a claim find its rows by the claim's token, or by their
+/// call keys: each must search an index, not read the whole fold queue, or a worker catching
+/// up on a long queue spends time proportional to it on every batch. On PostgreSQL a settle
+/// locks the claim's rows by token, then removes those still at their claimed version by call
+/// key; SQLite removes them by token and (call key, version) in one statement.
+async fn a_claim_is_found_by_its_token_without_reading_the_whole_queue(db: TestDb) {
+    use Bound::{Number, Text};
+    let renew = (
+        "UPDATE calls_to_fold SET claimed_until_us = 0 WHERE claim_token = $1",
+        vec![Number(7)],
+    );
+    let settle = match &db.store {
+        Store::Sqlite(_) => vec![(
+            "DELETE FROM calls_to_fold WHERE claim_token = $1 \
+             AND (call_key, version) IN (VALUES ($2, $3)) RETURNING call_key",
+            vec![Number(7), Text("cll_1"), Number(1)],
+        )],
+        Store::Postgres(_) => vec![
+            (
+                "SELECT call_key, version FROM calls_to_fold WHERE claim_token = $1 \
+                 ORDER BY call_key COLLATE \"C\" FOR UPDATE",
+                vec![Number(7)],
+            ),
+            (
+                "DELETE FROM calls_to_fold WHERE call_key IN ($1, $2) RETURNING call_key",
+                vec![Text("cll_1"), Text("cll_2")],
+            ),
+        ],
+    };
+    for (statement, bound) in std::iter::once(renew).chain(settle) {
+        let plan = plan_of(&db.store, statement, &bound).await;
         let searched = match &db.store {
             Store::Sqlite(_) => {
                 plan.iter()

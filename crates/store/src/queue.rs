@@ -17,7 +17,7 @@
 //! ahead would otherwise take over live claims, and one whose clock runs behind would hold its
 //! own too long. A worker whose fold runs long renews its claim ([`Store::renew_claim`]).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use tokio::sync::Mutex;
@@ -41,6 +41,16 @@ pub(crate) const MARK_ON_CONFLICT: &str =
 const RELEASE_UNFOLDED: &str = "UPDATE calls_to_fold \
      SET claim_token = NULL, claimed_until_us = NULL, marked_at_us = $2 \
      WHERE claim_token = $1 RETURNING call_key";
+
+/// On PostgreSQL, the marks still held under claim `$1`, locked for the settle's transaction
+/// in byte order of their call keys, with their versions. The settle then removes those still
+/// at their claimed version by call key, probing the primary key. Removing them by
+/// `claim_token = $1 AND (call_key, version) IN (VALUES ...)`, as on SQLite, made the planner
+/// (which, the column being mostly NULL when analyzed, expects one row per token) compare every
+/// claimed pair with every held row: 9 ms for a claim of 256 calls, over a quarter of the
+/// server's time in a catch-up (`docs/benchmarks.md`).
+const LOCK_HELD: &str = "SELECT call_key, version FROM calls_to_fold WHERE claim_token = $1 \
+     ORDER BY call_key COLLATE \"C\" FOR UPDATE";
 
 /// Marks `rows` calls, each bound as (call key, marked at).
 pub(crate) fn mark_statement(placeholders: Placeholders, rows: usize) -> String {
@@ -148,6 +158,42 @@ fn free_of_live_lease(now: &str) -> String {
 /// A lease's length in microseconds, as bound to a statement.
 fn lease_micros(lease: Duration) -> i64 {
     i64::try_from(lease.as_micros()).unwrap_or(i64::MAX)
+}
+
+/// Removes, in the settle's transaction `$tx`, the marks of `$claimed` still held under its
+/// token at their claimed version, and evaluates to their call keys: on PostgreSQL
+/// (`$lock_held` is [`LOCK_HELD`]) by locking the held rows and removing by call key those still
+/// at their claimed version; on SQLite (`None`) by token and (call key, version).
+macro_rules! remove_folded_marks {
+    ($tx:expr, $lock_held:expr, $claimed:expr, $placeholders:expr) => {{
+        let claimed: &ClaimedCalls = $claimed;
+        let mut folded: HashSet<String> = HashSet::new();
+        if let Some(lock_held) = $lock_held {
+            let held: Vec<(String, i64)> = sqlx::query_as(lock_held)
+                .bind(claimed.token)
+                .fetch_all(&mut *$tx)
+                .await?;
+            let unchanged = at_claimed_version(claimed, &held);
+            for keys in unchanged.chunks(ROWS_PER_STATEMENT) {
+                let sql = remove_locked_statement($placeholders, keys.len());
+                let mut delete = sqlx::query_scalar::<_, String>(&sql);
+                for key in keys {
+                    delete = delete.bind(*key);
+                }
+                folded.extend(delete.fetch_all(&mut *$tx).await?);
+            }
+        } else {
+            for claims in claimed.claims.chunks(ROWS_PER_STATEMENT) {
+                let sql = settle_statement($placeholders, claims.len());
+                let mut delete = sqlx::query_scalar::<_, String>(&sql).bind(claimed.token);
+                for claim in claims {
+                    delete = delete.bind(claim.call_key.as_str()).bind(claim.version);
+                }
+                folded.extend(delete.fetch_all(&mut *$tx).await?);
+            }
+        }
+        folded
+    }};
 }
 
 impl Store {
@@ -330,34 +376,19 @@ impl Store {
         claimed: &ClaimedCalls,
         projections: &[StoredProjection],
     ) -> Result<Settled, StoreError> {
-        // Lock the claim's rows in call order, the order appends lock them in (byte order, as
-        // appends sort in Rust, whatever the database's collation), so that the two never wait
-        // on each other in a cycle. SQLite has one writer at a time.
+        // On PostgreSQL, lock the claim's rows in call order, the order appends lock them in
+        // (byte order, as appends sort in Rust, whatever the database's collation), so that the
+        // two never wait on each other in a cycle, and read their versions (`FOR UPDATE` waits
+        // for an append that holds a row, and returns the version it bumped): the marks still
+        // at their claimed version are then removed by call key (see `LOCK_HELD`). SQLite has
+        // one writer at a time, and removes them by (call key, version) under the claim's token.
         let lock_held = match self {
-            Store::Postgres(_) => Some(
-                "SELECT call_key FROM calls_to_fold WHERE claim_token = $1 \
-                 ORDER BY call_key COLLATE \"C\" FOR UPDATE",
-            ),
+            Store::Postgres(_) => Some(LOCK_HELD),
             Store::Sqlite(_) => None,
         };
         let placeholders = self.placeholders();
-        let deletes: Vec<(String, &[Claim])> = claimed
-            .claims
-            .chunks(ROWS_PER_STATEMENT)
-            .map(|claims| (settle_statement(placeholders, claims.len()), claims))
-            .collect();
         let (folded, to_refold) = on_pool!(self, pool => in_transaction!(pool, tx => {
-            if let Some(lock_held) = lock_held {
-                sqlx::query(lock_held).bind(claimed.token).execute(&mut *tx).await?;
-            }
-            let mut folded: HashSet<String> = HashSet::new();
-            for (sql, claims) in &deletes {
-                let mut delete = sqlx::query_scalar::<_, String>(sql).bind(claimed.token);
-                for claim in *claims {
-                    delete = delete.bind(claim.call_key.as_str()).bind(claim.version);
-                }
-                folded.extend(delete.fetch_all(&mut *tx).await?);
-            }
+            let folded = remove_folded_marks!(&mut *tx, lock_held, claimed, placeholders);
             let to_refold: HashSet<String> = sqlx::query_scalar::<_, String>(RELEASE_UNFOLDED)
                 .bind(claimed.token)
                 .bind(claimed.claimed_at.unix_micros())
@@ -433,6 +464,30 @@ fn claimed_calls(token: i64, claimed_at: EventTime, mut rows: Vec<ClaimRow>) -> 
         claimed_at,
         claims,
     }
+}
+
+/// The call keys of the `held` marks (call key, version) that are still at the version their
+/// claim in `claimed` took.
+fn at_claimed_version<'h>(claimed: &ClaimedCalls, held: &'h [(String, i64)]) -> Vec<&'h str> {
+    let claimed_versions: HashMap<&str, i64> = claimed
+        .claims
+        .iter()
+        .map(|claim| (claim.call_key.as_str(), claim.version))
+        .collect();
+    held.iter()
+        .filter(|(call_key, version)| claimed_versions.get(call_key.as_str()) == Some(version))
+        .map(|(call_key, _)| call_key.as_str())
+        .collect()
+}
+
+/// Removes the marks of `keys` calls (bound as their call keys) by call key alone, checking
+/// neither token nor version: only for keys that [`LOCK_HELD`] returned, locked, earlier in the
+/// same transaction.
+fn remove_locked_statement(placeholders: Placeholders, keys: usize) -> String {
+    format!(
+        "DELETE FROM calls_to_fold WHERE call_key IN ({}) RETURNING call_key",
+        placeholders.list(keys, 1)
+    )
 }
 
 /// Removes the marks of `claims` claims (bound as the token, then (call key, version) per
