@@ -15,13 +15,32 @@ use crate::stats::Rounds;
 const PROBE_SPACING: Duration = Duration::from_millis(100);
 
 /// Waits until the projector has folded every call of `store`.
+///
+/// Asks whether any mark is left, which reads one row, rather than counting the marks: on a
+/// queue of 267,362 calls a PostgreSQL count takes 36 ms, so counting every 50 ms kept most of
+/// a core of the server busy, away from the projector being measured.
 pub async fn wait_until_folded(store: &Store) -> anyhow::Result<()> {
+    const ANY_MARK: &str = "SELECT EXISTS (SELECT 1 FROM calls_to_fold)";
     let deadline = Instant::now() + Duration::from_secs(600);
-    while store.queue_depth().await?.calls > 0 {
+    loop {
+        let waiting: bool = match store {
+            Store::Sqlite(pools) => {
+                sqlx::query_scalar(ANY_MARK)
+                    .fetch_one(&pools.readers)
+                    .await?
+            }
+            Store::Postgres(pools) => {
+                sqlx::query_scalar(ANY_MARK)
+                    .fetch_one(&pools.readers)
+                    .await?
+            }
+        };
+        if !waiting {
+            return Ok(());
+        }
         anyhow::ensure!(Instant::now() < deadline, "the projector never caught up");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Ok(())
 }
 
 /// Sends `probes` late `tag.added` events (payload time long before every call), each to
