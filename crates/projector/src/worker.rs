@@ -184,18 +184,19 @@ impl Projector {
     /// Folds the calls of `claimed` from the log and settles the claim.
     async fn fold_and_settle(&self, claimed: &ClaimedCalls) -> Result<Settled, StoreError> {
         let keys: Vec<CallKey> = claimed.claims.iter().map(|c| c.call_key.clone()).collect();
-        // Read after claiming: every append that bumped a claimed version is visible now.
-        let logged = self.store.events_of_calls(&keys).await?;
+        // Read after claiming: every append that bumped a claimed version is visible now. The
+        // two reads are independent, and run at once.
+        let (logged, folded_so_far) = tokio::try_join!(
+            self.store.events_of_calls(&keys),
+            self.store.folded_so_far(&keys)
+        )?;
         let mut by_call: HashMap<CallKey, Vec<LoggedEvent>> = HashMap::new();
         for event in logged {
             if let Some(call_key) = event.content.call_key() {
                 by_call.entry(call_key.clone()).or_default().push(event);
             }
         }
-        let previous: HashMap<CallKey, FoldedSoFar> = self
-            .store
-            .folded_so_far(&keys)
-            .await?
+        let previous: HashMap<CallKey, FoldedSoFar> = folded_so_far
             .into_iter()
             .map(|folded| (folded.call_key.clone(), folded))
             .collect();
