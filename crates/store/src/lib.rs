@@ -655,18 +655,21 @@ impl Store {
         Ok(rows)
     }
 
-    /// The statements of [`Store::select_for_calls`], each with the calls whose keys it binds.
-    pub(crate) fn statements_for_calls<'k>(
+    /// The statements `head WHERE call_key IN (...) tail` over the call keys of `keyed` (one
+    /// parameter per item, which the caller binds in order), a statement per
+    /// [`sql::ROWS_PER_STATEMENT`] items, each with the items it binds: those of
+    /// [`Store::select_for_calls`], and the settle's.
+    pub(crate) fn statements_for_calls<'k, K>(
         &self,
-        select: &str,
-        order_by: &str,
-        call_keys: &'k [CallKey],
-    ) -> Vec<(String, &'k [CallKey])> {
-        call_keys
+        head: &str,
+        tail: &str,
+        keyed: &'k [K],
+    ) -> Vec<(String, &'k [K])> {
+        keyed
             .chunks(sql::ROWS_PER_STATEMENT)
             .map(|chunk| {
                 let placeholders = self.placeholders().list(chunk.len(), 1);
-                let sql = format!("{select} WHERE call_key IN ({placeholders}) {order_by}");
+                let sql = format!("{head} WHERE call_key IN ({placeholders}) {tail}");
                 (sql, chunk)
             })
             .collect()

@@ -165,7 +165,7 @@ fn lease_micros(lease: Duration) -> i64 {
 /// (`$lock_held` is [`LOCK_HELD`]) by locking the held rows and removing by call key those still
 /// at their claimed version; on SQLite (`None`) by token and (call key, version).
 macro_rules! remove_folded_marks {
-    ($tx:expr, $lock_held:expr, $claimed:expr, $placeholders:expr) => {{
+    ($store:expr, $tx:expr, $lock_held:expr, $claimed:expr, $placeholders:expr) => {{
         let claimed: &ClaimedCalls = $claimed;
         let mut folded: HashSet<String> = HashSet::new();
         if let Some(lock_held) = $lock_held {
@@ -174,8 +174,14 @@ macro_rules! remove_folded_marks {
                 .fetch_all(&mut *$tx)
                 .await?;
             let unchanged = at_claimed_version(claimed, &held);
-            for keys in unchanged.chunks(ROWS_PER_STATEMENT) {
-                let sql = remove_locked_statement($placeholders, keys.len());
+            // By call key alone, checking neither token nor version: these rows were returned,
+            // locked, by `LOCK_HELD` earlier in the same transaction.
+            let deletes = $store.statements_for_calls(
+                "DELETE FROM calls_to_fold",
+                "RETURNING call_key",
+                &unchanged,
+            );
+            for (sql, keys) in deletes {
                 let mut delete = sqlx::query_scalar::<_, String>(&sql);
                 for key in keys {
                     delete = delete.bind(*key);
@@ -387,8 +393,9 @@ impl Store {
             Store::Sqlite(_) => None,
         };
         let placeholders = self.placeholders();
+        let count_live = format!("SELECT count(*) FROM {LIVE}");
         let (folded, to_refold) = on_pool!(self, pool => in_transaction!(pool, tx => {
-            let folded = remove_folded_marks!(&mut *tx, lock_held, claimed, placeholders);
+            let folded = remove_folded_marks!(self, &mut *tx, lock_held, claimed, placeholders);
             let to_refold: HashSet<String> = sqlx::query_scalar::<_, String>(RELEASE_UNFOLDED)
                 .bind(claimed.token)
                 .bind(claimed.claimed_at.unix_micros())
@@ -403,7 +410,7 @@ impl Store {
                 // Counted under the counter's lock, which a rebuild's swap holds until it
                 // commits: no projection can appear between this count and the upsert.
                 let mut existing = 0;
-                for (sql, chunk) in existing_count_statements(placeholders, &held) {
+                for (sql, chunk) in self.statements_for_calls(&count_live, "", &held) {
                     let mut count = sqlx::query_scalar::<_, i64>(&sql);
                     for projection in chunk {
                         count = count.bind(projection.call_key.as_str());
@@ -480,16 +487,6 @@ fn at_claimed_version<'h>(claimed: &ClaimedCalls, held: &'h [(String, i64)]) -> 
         .collect()
 }
 
-/// Removes the marks of `keys` calls (bound as their call keys) by call key alone, checking
-/// neither token nor version: only for keys that [`LOCK_HELD`] returned, locked, earlier in the
-/// same transaction.
-fn remove_locked_statement(placeholders: Placeholders, keys: usize) -> String {
-    format!(
-        "DELETE FROM calls_to_fold WHERE call_key IN ({}) RETURNING call_key",
-        placeholders.list(keys, 1)
-    )
-}
-
 /// Removes the marks of `claims` claims (bound as the token, then (call key, version) per
 /// claim) that are still at their claimed version.
 fn settle_statement(placeholders: Placeholders, claims: usize) -> String {
@@ -512,19 +509,4 @@ fn held_projections<'a>(
         .iter()
         .filter(|p| folded.contains(p.call_key.as_str()) || to_refold.contains(p.call_key.as_str()))
         .collect()
-}
-
-/// The statements that count how many of `held` have a live projection already, each with the
-/// projections whose call keys it binds.
-fn existing_count_statements<'h, 'p>(
-    placeholders: Placeholders,
-    held: &'h [&'p StoredProjection],
-) -> impl Iterator<Item = (String, &'h [&'p StoredProjection])> {
-    held.chunks(ROWS_PER_STATEMENT).map(move |chunk| {
-        let sql = format!(
-            "SELECT count(*) FROM {LIVE} WHERE call_key IN ({})",
-            placeholders.list(chunk.len(), 1)
-        );
-        (sql, chunk)
-    })
 }
