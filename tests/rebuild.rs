@@ -1,16 +1,20 @@
 //! Rebuilding every projection while workers fold, on SQLite and PostgreSQL. The tests drive a
-//! rebuild's two phases (fold the log into the shadow table, then swap): settling folds in
-//! between, at the point where a swap could overwrite them with the older rebuilt projections,
-//! and reading the log while another connection holds the write lock that appends need.
+//! rebuild step by step (read and fold a page of the log, then swap its projections in):
+//! settling folds in between, at the point where a swap could overwrite them with the older
+//! rebuilt projections, and reading the log while another connection holds the write lock that
+//! appends need.
 
 mod support;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use callfold_projector::{Precedence, Projector};
-use callfold_store::{CallKey, StoreError};
+use callfold_ingest::LinkingRules;
+use callfold_projector::{Precedence, Projector, Rebuild};
+use callfold_simulate::invent_events;
+use callfold_store::{CallKey, ConfigFingerprint, EventTime, NewEvent, WebhookId};
 use serde_json::json;
+use sha2::{Digest, Sha256};
 use support::{
     LEASE, TestDb, TestReceiver, assert_projections_equal_a_fold_from_scratch, envelope,
     start_receiver, test_settings,
@@ -79,7 +83,7 @@ async fn change_the_calls_after_the_read(receiver: &TestReceiver, projector: &Pr
         .await;
 }
 
-/// Checks, right after the swap, that it kept what was settled after the read phase and left
+/// Checks, right after the swap, that it kept what was settled after the read and left
 /// the queued call marked.
 async fn assert_the_swap_undid_nothing_settled_after_the_read(db: &TestDb) {
     let grown = db
@@ -113,13 +117,19 @@ async fn folds_settled_between_a_rebuilds_read_and_its_swap_are_never_undone(db:
     deliver_before_the_read(&receiver).await;
     catch_up(&projector).await;
 
-    let rebuilt = projector
-        .rebuild_into_shadow(|_, _| {})
+    let mut rebuild = projector.start_rebuild();
+    let folded = projector
+        .fold_rebuild_page(&mut rebuild)
         .await
-        .expect("read phase");
-    assert_eq!(rebuilt, 3);
+        .expect("read a page")
+        .expect("the log holds calls");
+    assert_eq!(folded.len(), 3);
     change_the_calls_after_the_read(&receiver, &projector).await;
-    projector.swap_in_rebuilt().await.expect("swap");
+    projector
+        .swap_rebuilt(&mut rebuild, folded)
+        .await
+        .expect("swap");
+    assert_eq!(finish_reading(&projector, &mut rebuild).await, 3);
 
     assert_the_swap_undid_nothing_settled_after_the_read(&db).await;
     catch_up(&projector).await;
@@ -131,11 +141,19 @@ async fn folds_settled_between_a_rebuilds_read_and_its_swap_are_never_undone(db:
     .await;
 }
 
-/// Longer than the read phase of a few events takes, and much shorter than the time SQLite's
-/// busy handler waits for a write lock (the store's statement timeout, 30 s).
-const READ_PHASE_BOUND: Duration = Duration::from_secs(10);
+/// Reads and swaps what is left of `rebuild`, which has read every call already, and returns the
+/// number of calls it rebuilt.
+async fn finish_reading(projector: &Projector, rebuild: &mut Rebuild) -> u64 {
+    let page = projector.fold_rebuild_page(rebuild).await.expect("read");
+    assert!(page.is_none(), "every call was on the first page");
+    projector.finish_rebuild(rebuild).await.expect("swap")
+}
 
-async fn a_rebuilds_read_phase_does_not_wait_for_the_write_lock(db: TestDb) {
+/// Longer than the read of a page of a few events takes, and much shorter than the time SQLite's
+/// busy handler waits for a write lock (the store's statement timeout, 30 s).
+const READ_PAGE_BOUND: Duration = Duration::from_secs(10);
+
+async fn a_rebuilds_read_does_not_wait_for_the_write_lock(db: TestDb) {
     let receiver = start_receiver(&db.store, test_settings()).await;
     let projector = Projector::new(db.store.clone(), Precedence::default(), 100, LEASE);
     let at = "2026-02-10T09:00:00Z";
@@ -150,35 +168,111 @@ async fn a_rebuilds_read_phase_does_not_wait_for_the_write_lock(db: TestDb) {
     catch_up(&projector).await;
 
     // Another writer (on SQLite, the committer of `callfold serve` beside the rebuild's
-    // process) holds the lock for the whole read phase.
+    // process) holds the lock while the rebuild reads and folds.
     let lock = db.hold_write_lock().await;
-    let rebuilt = tokio::time::timeout(READ_PHASE_BOUND, projector.rebuild_into_shadow(|_, _| {}))
+    let mut rebuild = projector.start_rebuild();
+    let folded = tokio::time::timeout(READ_PAGE_BOUND, projector.fold_rebuild_page(&mut rebuild))
         .await
-        .expect("the read phase finished while another writer held the lock")
-        .expect("read phase");
-    assert_eq!(rebuilt, 2);
+        .expect("the read finished while another writer held the lock")
+        .expect("read a page")
+        .expect("the log holds calls");
+    assert_eq!(folded.len(), 2);
     lock.release().await;
 
-    projector.swap_in_rebuilt().await.expect("swap");
+    projector
+        .swap_rebuilt(&mut rebuild, folded)
+        .await
+        .expect("swap");
+    assert_eq!(finish_reading(&projector, &mut rebuild).await, 2);
     assert_each_event_folded_once(&db, &["cll_first", "cll_second"], 2).await;
+}
+
+/// Appends the events of `calls` invented calls straight to the log of `db`, in batches, and
+/// returns the calls they link to.
+async fn append_invented_calls(db: &TestDb, calls: usize) -> BTreeSet<CallKey> {
+    let rules = LinkingRules::default();
+    let events: Vec<NewEvent> = invent_events(calls, 21, chrono::Utc::now())
+        .into_iter()
+        .map(|event| NewEvent {
+            webhook_id: WebhookId::parse(&event.webhook_id).expect("invented ids are valid"),
+            webhook_timestamp: 1_770_715_062,
+            received_at: EventTime::now(),
+            body_sha256: Sha256::digest(&event.body).into(),
+            content: rules.read(&event.body),
+            body: event.body,
+        })
+        .collect();
+    for batch in events.chunks(500) {
+        db.store.append_batch(batch).await.expect("append");
+    }
+    events
+        .iter()
+        .filter_map(|event| event.content.call_key().cloned())
+        .collect()
+}
+
+/// The calls of `calls` whose live projection was folded with `configuration`.
+async fn built_with(db: &TestDb, calls: &BTreeSet<CallKey>, configuration: &str) -> usize {
+    let mut built = 0;
+    for call in calls {
+        let projection = db.store.projection(call).await.expect("read");
+        let recorded = projection.expect("projected").built_with;
+        built += usize::from(recorded.is_some_and(|it| it.as_str() == configuration));
+    }
+    built
+}
+
+async fn a_rebuild_of_many_pages_swaps_while_it_reads_and_refolds_cut_calls_whole(db: TestDb) {
+    let calls = append_invented_calls(&db, 1200).await;
+    let worker = Projector::new(db.store.clone(), Precedence::default(), 100, LEASE);
+    catch_up(&worker).await;
+    // Folded with another configuration, every projection differs from the live one.
+    let projector = worker.recording(ConfigFingerprint::new("rebuilt"));
+
+    let mut rebuild = projector.start_rebuild();
+    let first_page = projector
+        .fold_rebuild_page(&mut rebuild)
+        .await
+        .expect("read a page")
+        .expect("the log holds calls");
+    assert!(
+        first_page.len() < calls.len(),
+        "the log spans several pages"
+    );
+    projector
+        .swap_rebuilt(&mut rebuild, first_page)
+        .await
+        .expect("swap");
+    let swapped_while_reading = built_with(&db, &calls, "rebuilt").await;
+    assert!(
+        swapped_while_reading > 0,
+        "the first page's projections are swapped in before the rest of the log is read"
+    );
+    while let Some(page) = projector
+        .fold_rebuild_page(&mut rebuild)
+        .await
+        .expect("read a page")
+    {
+        projector
+            .swap_rebuilt(&mut rebuild, page)
+            .await
+            .expect("swap");
+    }
+    let rebuilt = projector.finish_rebuild(&mut rebuild).await.expect("swap");
+
+    assert_eq!(rebuilt, calls.len() as u64);
+    // A call cut short by a page's end and folded from part of its events would have folded
+    // fewer than the live projection, and the swap would have left that one in place.
+    assert_eq!(built_with(&db, &calls, "rebuilt").await, calls.len());
+    assert_projections_equal_a_fold_from_scratch(&db.store, &calls).await;
+    assert_eq!(db.store.queue_depth().await.expect("depth").calls, 0);
 }
 
 on_both_stores!(
     folds_settled_between_a_rebuilds_read_and_its_swap_are_never_undone,
-    a_rebuilds_read_phase_does_not_wait_for_the_write_lock
+    a_rebuilds_read_does_not_wait_for_the_write_lock,
+    a_rebuild_of_many_pages_swaps_while_it_reads_and_refolds_cut_calls_whole
 );
-
-/// On SQLite the read phase's results live in a temporary table of the write connection: a swap
-/// that finds none (its connection was replaced since) must fail loudly, not swap nothing.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_swap_without_the_read_phases_results_fails_instead_of_changing_nothing() {
-    let db = TestDb::sqlite().await;
-    let swapped = db.store.swap_in_rebuilt().await;
-    assert!(
-        matches!(swapped, Err(StoreError::RebuildResultsLost)),
-        "{swapped:?}"
-    );
-}
 
 /// Asserts that the projections of `calls` equal a fold of their events from scratch, and
 /// that those are `events` events: every event folded once.

@@ -24,4 +24,4 @@ pub use view::{
     CallMeta, CallView, EventsHistory, HistoryEvent, LogCounts, ProjectorCounts, StatsView,
     UnlinkedEvent,
 };
-pub use worker::Projector;
+pub use worker::{Projector, Rebuild};

@@ -1,7 +1,7 @@
 //! The projector's workers: claim calls from the fold queue, fold each from every one of its
 //! logged events, and settle the claim with the projections (the queue's protocol is described
-//! in `callfold_store`'s `queue` module and in `docs/ARCHITECTURE.md`). Also the full rebuild
-//! beside the live projections, and the re-fold of one call.
+//! in `callfold_store`'s `queue` module and in `docs/ARCHITECTURE.md`). Also the full rebuild,
+//! swapped into the live projections as it reads the log, and the re-fold of one call.
 //!
 //! Any number of workers, in any number of processes, may run against one database: each call
 //! is folded by one worker at a time, and a worker that dies leaves its claims to expire. The
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use callfold_store::{
     CallKey, ClaimedCalls, ConfigFingerprint, EventTime, FoldedSoFar, LoggedEvent, QueueSweep,
-    Settled, Store, StoreError, StoredProjection,
+    RebuildRead, RebuildSwap, Settled, Store, StoreError, StoredProjection,
 };
 use tokio::sync::{Notify, watch};
 
@@ -56,6 +56,20 @@ pub struct Projector {
     /// Where this projector's claims stand in the fold queue, shared by its clones: workers of
     /// one process sweep the queue together.
     sweep: Arc<QueueSweep>,
+}
+
+/// A rebuild under way (see [`Projector::rebuild`]): where its read of the log stands, the
+/// projections waiting for their swap, and what it has folded so far.
+#[derive(Debug)]
+pub struct Rebuild {
+    read: RebuildRead,
+    swap: RebuildSwap,
+    /// When it started: the time every projection it folds records as its update.
+    started: EventTime,
+    /// Calls folded so far.
+    calls: u64,
+    /// Log records folded so far.
+    records: u64,
 }
 
 /// One event of a call as the projector folds it: its record's seq, its fold event, and whether
@@ -243,43 +257,79 @@ impl Projector {
         Ok(claimed.claims.len())
     }
 
-    /// Re-folds every call from the log beside the live projections, then swaps the result in:
-    /// [`Projector::rebuild_into_shadow`], then [`Projector::swap_in_rebuilt`]. `progress`
-    /// hears the number of log records folded so far and how many the log held when the
-    /// rebuild started. Returns the number of calls rebuilt.
-    pub async fn rebuild(&self, progress: impl FnMut(u64, i64)) -> Result<u64, StoreError> {
-        let calls = self.rebuild_into_shadow(progress).await?;
-        self.swap_in_rebuilt().await?;
-        Ok(calls)
-    }
-
-    /// The first phase of a rebuild: folds every call from the log into the shadow table,
-    /// leaving the live projections alone (see `Store::rebuild_into_shadow`). Workers keep
-    /// folding meanwhile. Arguments and result as for [`Projector::rebuild`].
-    pub async fn rebuild_into_shadow(
-        &self,
-        mut progress: impl FnMut(u64, i64),
-    ) -> Result<u64, StoreError> {
+    /// Re-folds every call from the log and swaps the results into the live projections as it
+    /// goes, page by page (see [`Projector::fold_rebuild_page`] and [`Projector::swap_rebuilt`]),
+    /// while receivers and workers keep running. `progress` hears the number of log records
+    /// folded so far and how many the log held when the rebuild started. Returns the number of
+    /// calls rebuilt.
+    pub async fn rebuild(&self, mut progress: impl FnMut(u64, i64)) -> Result<u64, StoreError> {
         let log_len = self.store.log_len().await?;
-        let now = EventTime::now();
-        let project = |call_key: &CallKey, logged: &[LoggedEvent]| {
-            let arrivals = arrivals(&self.precedence, logged);
-            project(self.configuration.as_ref(), call_key, arrivals, now)
-        };
-        self.store
-            .rebuild_into_shadow(project, |read| progress(read, log_len))
-            .await
+        let mut rebuild = self.start_rebuild();
+        while let Some(folded) = self.fold_rebuild_page(&mut rebuild).await? {
+            self.swap_rebuilt(&mut rebuild, folded).await?;
+            progress(rebuild.records, log_len);
+        }
+        self.finish_rebuild(&mut rebuild).await
     }
 
-    /// The second phase of a rebuild: swaps the shadow table's projections in, each only over
-    /// a live one folded from no more events (see `Store::swap_in_rebuilt`). Returns the number
-    /// of live projections changed.
-    pub async fn swap_in_rebuilt(&self) -> Result<u64, StoreError> {
-        let changed = self.store.swap_in_rebuilt().await?;
-        if changed > 0 {
+    /// A rebuild from the first call of the log, which has read nothing yet.
+    pub fn start_rebuild(&self) -> Rebuild {
+        Rebuild {
+            read: RebuildRead::default(),
+            swap: self.store.rebuild_swap(),
+            started: EventTime::now(),
+            calls: 0,
+            records: 0,
+        }
+    }
+
+    /// Reads `rebuild`'s next page of the log (see `Store::rebuild_page`) and folds each of its
+    /// calls from scratch. Returns their projections, not swapped in yet, or `None` once the
+    /// whole log is read.
+    pub async fn fold_rebuild_page(
+        &self,
+        rebuild: &mut Rebuild,
+    ) -> Result<Option<Vec<StoredProjection>>, StoreError> {
+        let Some(calls) = self.store.rebuild_page(&mut rebuild.read).await? else {
+            return Ok(None);
+        };
+        let mut projections = Vec::with_capacity(calls.len());
+        for (call_key, logged) in &calls {
+            rebuild.calls += 1;
+            rebuild.records += logged.len() as u64;
+            let arrivals = arrivals(&self.precedence, logged);
+            let configuration = self.configuration.as_ref();
+            projections.extend(project(configuration, call_key, arrivals, rebuild.started));
+        }
+        Ok(Some(projections))
+    }
+
+    /// Queues `folded`, the projections of `rebuild`'s last page, for their swap into the live
+    /// ones, and swaps in what the swap's pacing lets through now: each only over a live one
+    /// folded from no more events (see `Store::swap_rebuilt`).
+    pub async fn swap_rebuilt(
+        &self,
+        rebuild: &mut Rebuild,
+        folded: Vec<StoredProjection>,
+    ) -> Result<(), StoreError> {
+        let swapped = self.store.swap_rebuilt(&mut rebuild.swap, folded).await;
+        self.announce_swapped(&mut rebuild.swap);
+        swapped
+    }
+
+    /// Swaps in what `rebuild` still has queued. Returns the number of calls it rebuilt.
+    pub async fn finish_rebuild(&self, rebuild: &mut Rebuild) -> Result<u64, StoreError> {
+        let swapped = self.store.finish_swap(&mut rebuild.swap).await;
+        self.announce_swapped(&mut rebuild.swap);
+        swapped.map(|()| rebuild.calls)
+    }
+
+    /// Tells the live streams of this process when `swap` changed live projections, also in a
+    /// call that failed after some of its batches committed.
+    fn announce_swapped(&self, swap: &mut RebuildSwap) {
+        if swap.take_changed() > 0 {
             self.projected.send_modify(|settles| *settles += 1);
         }
-        Ok(changed)
     }
 
     /// Re-folds one call from the log now, or, when a live worker holds it, marks it so that

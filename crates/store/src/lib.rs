@@ -41,7 +41,8 @@ pub use page::{
     BadParameter, Cursor, KeptPosition, Listed, Page, PageLimit, PageParams, PageQuery,
 };
 pub use projection::{
-    ConfigFingerprint, FoldedSoFar, ProjectionChange, ProjectionsBuiltWith, StoredProjection,
+    ConfigFingerprint, FoldedSoFar, ProjectionChange, ProjectionsBuiltWith, RebuildRead,
+    RebuildSwap, StoredProjection,
 };
 pub use queue::{Claim, ClaimedCalls, QueueDepth, QueueSweep, Settled};
 pub use stats::StoreStats;
@@ -93,10 +94,6 @@ pub enum StoreError {
     /// says each once, the sqlx error is not also this error's source.
     #[error("database error: {0}")]
     Database(sqlx::Error),
-    /// A rebuild's swap found no results of its read phase: on SQLite they live in a temporary
-    /// table of the write connection, and that connection was replaced in between.
-    #[error("the rebuild's results were lost with its database connection; run the rebuild again")]
-    RebuildResultsLost,
     /// The database lacks migrations this build needs.
     #[error("the database has {applied} of {known} migrations applied; run callfold migrate")]
     NotMigrated {
@@ -227,8 +224,7 @@ pub enum Store {
 /// delays the commit that acknowledges deliveries, which waits only for the write connection.
 #[derive(Clone, Debug)]
 pub struct SqlitePools {
-    /// The only connection that writes: appends, claims, settles, rebuilds, migrations. It also
-    /// holds a rebuild's shadow, in its temporary database.
+    /// The only connection that writes: appends, claims, settles, rebuilds' swaps, migrations.
     pub writer: SqlitePool,
     /// Connections that only read (`PRAGMA query_only`): queries, counts, streams, and the
     /// projector's read of the events of the calls it claimed.
@@ -450,8 +446,8 @@ impl Store {
         // One connection writes: SQLite has one writer at a time, and writers that wait
         // on SQLite's own lock sleep in its busy handler (tens of milliseconds), while
         // tasks waiting for the pool's connection are woken the moment it is free.
-        // It is never replaced while it works: a rebuild keeps its shadow in the
-        // connection's temporary database between its two phases.
+        // It lasts as long as the store, never closed for idleness or age: a new one would
+        // start with an empty page cache.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .idle_timeout(None)

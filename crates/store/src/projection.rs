@@ -10,7 +10,7 @@
 //! migration 0006) in its own transaction; [`Store::projection_changes`] reads them in that
 //! order, which is what the live streams of the query API follow.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use rusqlite::types::Value;
@@ -156,23 +156,6 @@ impl From<ChangeRow> for ProjectionChange {
 
 /// The live projections, which queries read.
 pub(crate) const LIVE: &str = "call_projections";
-/// Where a rebuild writes before the swap, on PostgreSQL.
-const SHADOW: &str = "call_projections_rebuild";
-/// Where a rebuild writes before the swap, on SQLite: a table of the write connection's own
-/// temporary database (a file of its own, outside the database file and its WAL), so that the
-/// read phase, however long, takes no lock on the database and writes nothing a checkpoint must
-/// copy; the receivers' commits never wait for it. Only the connection that created it sees it:
-/// the store's single write connection, which both phases use (see [`SqlitePools`]).
-///
-/// [`SqlitePools`]: crate::SqlitePools
-const SQLITE_SHADOW: &str = "temp.call_projections_rebuild";
-/// Creates [`SQLITE_SHADOW`], with the columns of the live table.
-const CREATE_SQLITE_SHADOW: &str = "CREATE TEMP TABLE IF NOT EXISTS call_projections_rebuild (\
-     call_key TEXT PRIMARY KEY, document TEXT NOT NULL, last_seq BIGINT NOT NULL, \
-     late_events BIGINT NOT NULL, events_folded BIGINT NOT NULL, \
-     updated_at_us BIGINT NOT NULL, config_fingerprint TEXT, \
-     change_seq BIGINT NOT NULL DEFAULT 0)";
-
 /// Log records read per page while rebuilding.
 const REBUILD_PAGE: i64 = 2000;
 /// Rebuilt projections a swap's first transaction considers.
@@ -187,6 +170,8 @@ const SWAP_BATCH_TIME: Duration = Duration::from_millis(10);
 /// On SQLite, the least pause after a swap batch that wrote (see [`SwapPacing`]): longer than
 /// any sleep of SQLite's busy handler in a writer's first 30 ms of waiting.
 const SQLITE_SWAP_PAUSE: Duration = Duration::from_millis(20);
+/// Most rebuilt projections waiting for their swap while a pause lets the read go on.
+const SWAP_QUEUE_MOST: usize = 2 * SWAP_BATCH_MAX as usize;
 
 const PROJECTION_COLUMNS: &str =
     "call_key, document, last_seq, late_events, events_folded, updated_at_us, config_fingerprint";
@@ -199,52 +184,35 @@ const PARAMETERS_PER_PROJECTION: usize = 8;
 /// live one only if it folded at least as many events, checked under the row's lock. A call's
 /// events only grow, so a fold that counted fewer read a strict subset: a settle that raced a
 /// rebuild's swap (or another fold) must not put it back.
-pub(crate) const ONLY_IF_AS_FRESH: &str =
-    "WHERE excluded.events_folded >= call_projections.events_folded";
+const ONLY_IF_AS_FRESH: &str = "WHERE excluded.events_folded >= call_projections.events_folded";
 
-/// Upserts `rows` projections into `table` in one statement, replacing an existing one only
-/// where `only_if` (a `WHERE` clause of the conflict's update, or nothing) holds.
-pub(crate) fn upsert_statement(
-    placeholders: Placeholders,
-    table: &str,
-    rows: usize,
-    only_if: &str,
-) -> String {
+/// Upserts `rows` projections into the live table in one statement, replacing an existing one
+/// only where [`ONLY_IF_AS_FRESH`] holds.
+pub(crate) fn upsert_statement(placeholders: Placeholders, rows: usize) -> String {
     format!(
-        "INSERT INTO {table} ({WRITTEN_COLUMNS}) VALUES {} \
+        "INSERT INTO {LIVE} ({WRITTEN_COLUMNS}) VALUES {} \
          ON CONFLICT (call_key) DO UPDATE SET document = excluded.document, \
          last_seq = excluded.last_seq, late_events = excluded.late_events, \
          events_folded = excluded.events_folded, updated_at_us = excluded.updated_at_us, \
          config_fingerprint = excluded.config_fingerprint, change_seq = excluded.change_seq \
-         {only_if}",
+         {ONLY_IF_AS_FRESH}",
         placeholders.values_list(rows, PARAMETERS_PER_PROJECTION, 1)
     )
 }
 
-/// Writes `$projections` into `$table` on `$executor` (a connection or transaction of either
-/// backend; `$placeholders` its style), a statement per [`crate::sql::ROWS_PER_STATEMENT`]
-/// projections; the projection at index `i` is written by change `$first_change + i` (0 for
-/// all when `$first_change` is `None`: a rebuild's shadow rows, numbered at the swap). With
-/// `$only_if`, an existing projection is replaced only where that clause holds.
+/// Writes `$projections` into the live table on `$executor` (a connection or transaction of
+/// either backend; `$placeholders` its style), a statement per
+/// [`crate::sql::ROWS_PER_STATEMENT`] projections; the projection at index `i` is written by
+/// change `$first_change + i`, and replaces an existing one only where [`ONLY_IF_AS_FRESH`]
+/// holds.
 macro_rules! upsert_projections {
-    ($executor:expr, $placeholders:expr, $table:expr, $projections:expr, $first_change:expr) => {
-        $crate::projection::upsert_projections!(
-            $executor,
-            $placeholders,
-            $table,
-            $projections,
-            $first_change,
-            ""
-        );
-    };
-    ($executor:expr, $placeholders:expr, $table:expr, $projections:expr, $first_change:expr, $only_if:expr) => {
-        let first_change: Option<i64> = $first_change;
+    ($executor:expr, $placeholders:expr, $projections:expr, $first_change:expr) => {
+        let first_change: i64 = $first_change;
         for (number, chunk) in $projections
             .chunks($crate::sql::ROWS_PER_STATEMENT)
             .enumerate()
         {
-            let sql =
-                $crate::projection::upsert_statement($placeholders, $table, chunk.len(), $only_if);
+            let sql = $crate::projection::upsert_statement($placeholders, chunk.len());
             let mut upsert = sqlx::query(&sql);
             let offset = (number * $crate::sql::ROWS_PER_STATEMENT) as i64;
             for (index, projection) in (offset..).zip(chunk) {
@@ -261,7 +229,7 @@ macro_rules! upsert_projections {
                             .as_ref()
                             .map($crate::ConfigFingerprint::as_str),
                     )
-                    .bind(first_change.map_or(0, |first| first + index));
+                    .bind(first_change + index);
             }
             upsert.execute($executor).await?;
         }
@@ -309,11 +277,14 @@ macro_rules! lock_change_counter {
     }};
 }
 
-/// Reads, on `$executor`, the live projections of the calls in `$range` (first and last) with
-/// `$live_range` (a [`SwapStatements::live_range`]); evaluates to their rows.
+/// Reads, on `$executor`, the live projections of the calls in `$range` (first and last);
+/// evaluates to their rows.
 macro_rules! live_projections_in {
-    ($executor:expr, $live_range:expr, $range:expr) => {{
-        let live: Vec<ProjectionRow> = sqlx::query_as($live_range)
+    ($executor:expr, $range:expr) => {{
+        let sql = format!(
+            "SELECT {PROJECTION_COLUMNS} FROM {LIVE} WHERE call_key >= $1 AND call_key <= $2"
+        );
+        let live: Vec<ProjectionRow> = sqlx::query_as(&sql)
             .bind($range.0)
             .bind($range.1)
             .fetch_all($executor)
@@ -329,14 +300,7 @@ macro_rules! live_projections_in {
 macro_rules! write_swap {
     ($executor:expr, $placeholders:expr, $swap:expr, $last_change:expr) => {
         if $swap.changes() > 0 {
-            upsert_projections!(
-                $executor,
-                $placeholders,
-                LIVE,
-                $swap.replacing,
-                Some($last_change + 1),
-                ONLY_IF_AS_FRESH
-            );
+            upsert_projections!($executor, $placeholders, $swap.replacing, $last_change + 1);
             sqlx::query("UPDATE projection_changes SET last_change = $1 WHERE only_row = 1")
                 .bind($last_change + $swap.changes())
                 .execute($executor)
@@ -350,39 +314,6 @@ macro_rules! write_swap {
 }
 
 impl Store {
-    /// The table a rebuild's read phase writes into: [`SHADOW`], or [`SQLITE_SHADOW`], created
-    /// (empty) if the write connection has none yet.
-    async fn new_shadow_table(&self) -> Result<&'static str, StoreError> {
-        match self {
-            Store::Sqlite(pools) => {
-                sqlx::query(CREATE_SQLITE_SHADOW)
-                    .execute(&pools.writer)
-                    .await?;
-                Ok(SQLITE_SHADOW)
-            }
-            Store::Postgres(_) => Ok(SHADOW),
-        }
-    }
-
-    /// The table the read phase wrote into, for the swap. On SQLite, a write connection that was
-    /// replaced since (closed after an error) took the temporary table with it: that is an error,
-    /// not an empty shadow, or the swap would quietly change nothing.
-    async fn existing_shadow_table(&self) -> Result<&'static str, StoreError> {
-        match self {
-            Store::Sqlite(pools) => {
-                let found: Option<i64> = sqlx::query_scalar(
-                    "SELECT 1 FROM temp.sqlite_master                      WHERE type = 'table' AND name = 'call_projections_rebuild'",
-                )
-                .fetch_optional(&pools.writer)
-                .await?;
-                found
-                    .map(|_| SQLITE_SHADOW)
-                    .ok_or(StoreError::RebuildResultsLost)
-            }
-            Store::Postgres(_) => Ok(SHADOW),
-        }
-    }
-
     /// The projection of `call_key`, if the projector has folded any of its events.
     pub async fn projection(
         &self,
@@ -510,67 +441,42 @@ impl Store {
         })
     }
 
-    /// The first phase of a rebuild: reads the log in pages ordered by (call, seq), hands each
-    /// call's records, in seq order, to `project`, and writes the results to the shadow table,
-    /// beside the live projections, which stay as they are. Each call is folded from records
-    /// read by one statement, so from one snapshot of the log: a call cut short by the end of a
-    /// page is read again whole. Memory holds one page and one call; no connection is held
-    /// between pages. `progress` hears the number of records folded so far. Returns the number
-    /// of calls folded.
-    ///
-    /// Run one rebuild at a time per database: two would share the table they write into.
-    pub async fn rebuild_into_shadow(
+    /// The next page of a rebuild's read, after the calls `read` has passed: the records of the
+    /// calls of up to [`REBUILD_PAGE`] records, in call order, each call's in seq order; `None`
+    /// once the log holds no call after them. Each call is read whole by one statement, so from
+    /// one snapshot of the log: a call cut short by the end of the page is read again whole.
+    /// On a SQLite file the page is a direct read (see `direct_read`): it takes no lock on the
+    /// database, and leaves this store's write connection free meanwhile.
+    pub async fn rebuild_page(
         &self,
-        mut project: impl FnMut(&CallKey, &[LoggedEvent]) -> Option<StoredProjection>,
-        mut progress: impl FnMut(u64),
-    ) -> Result<u64, StoreError> {
+        read: &mut RebuildRead,
+    ) -> Result<Option<Vec<(CallKey, Vec<LoggedEvent>)>>, StoreError> {
+        if read.finished {
+            return Ok(None);
+        }
         let page_sql = format!(
             "{SELECT_EVENT} WHERE call_key IS NOT NULL AND call_key > $1 \
              ORDER BY call_key, seq LIMIT $2"
         );
-        let placeholders = self.placeholders();
-        let shadow = self.new_shadow_table().await?;
-        let (mut calls, mut read) = (0, 0);
-        let mut after = String::new();
-        let empty_shadow = format!("DELETE FROM {shadow}");
-        on_pool!(self, pool => {
-            sqlx::query(&empty_shadow).execute(pool).await?;
-        });
-        loop {
-            let page = self.rebuild_page(&page_sql, &after).await?;
-            let full_page = page.len() as i64 == REBUILD_PAGE;
-            let mut page_calls = calls_of(page.into_iter().map(LoggedEvent::from));
-            if full_page {
-                if let Some((cut, _)) = page_calls.pop() {
-                    let whole = self.call_events(&cut).await?;
-                    page_calls.push((cut, whole));
-                }
-            }
-            let mut projections = Vec::with_capacity(page_calls.len());
-            for (call_key, records) in &page_calls {
-                calls += 1;
-                read += records.len() as u64;
-                projections.extend(project(call_key, records));
-            }
-            on_pool!(self, pool => {
-                upsert_projections!(pool, placeholders, shadow, projections, None);
-            });
-            let Some((last_call, _)) = page_calls.last() else {
-                break;
-            };
-            after = last_call.as_str().to_owned();
-            progress(read);
-            if !full_page {
-                break;
+        let page = self.rebuild_rows(&page_sql, &read.after).await?;
+        let full_page = page.len() as i64 == REBUILD_PAGE;
+        let mut calls = calls_of(page.into_iter().map(LoggedEvent::from));
+        if full_page {
+            if let Some((cut, _)) = calls.pop() {
+                let whole = self.call_events(&cut).await?;
+                calls.push((cut, whole));
             }
         }
-        Ok(calls)
+        read.finished = !full_page;
+        let Some((last_call, _)) = calls.last() else {
+            return Ok(None);
+        };
+        read.after = last_call.as_str().to_owned();
+        Ok(Some(calls))
     }
 
-    /// The rebuild's next page of records: `page_sql` for the calls after `after`. On a SQLite
-    /// file, a direct read (see `direct_read`), which leaves this store's write connection
-    /// free meanwhile.
-    async fn rebuild_page(&self, page_sql: &str, after: &str) -> Result<Vec<EventRow>, StoreError> {
+    /// A rebuild's page of records: `page_sql` for the calls after `after`.
+    async fn rebuild_rows(&self, page_sql: &str, after: &str) -> Result<Vec<EventRow>, StoreError> {
         if let Some(direct) = self.direct_reader() {
             let parameters = vec![Value::Text(after.to_owned()), Value::Integer(REBUILD_PAGE)];
             return direct.event_rows(page_sql.to_owned(), parameters).await;
@@ -584,99 +490,118 @@ impl Store {
         }))
     }
 
-    /// The second phase of a rebuild: swaps the shadow table's projections into the live ones,
-    /// in call order, a short transaction per batch of calls paced by [`SwapPacing`], emptying
-    /// the shadow as it goes.
+    /// A rebuild's swap, which has swapped nothing in yet.
+    pub fn rebuild_swap(&self) -> RebuildSwap {
+        RebuildSwap {
+            waiting: VecDeque::new(),
+            pacing: SwapPacing::for_store(self),
+            changed: 0,
+        }
+    }
+
+    /// Queues `rebuilt`, projections of calls after every one queued before, in call order, for
+    /// their swap into the live ones, and swaps in the batches [`SwapPacing`] lets through now.
+    /// While a pause after a batch keeps the write lock free, the rebuild goes on reading, until
+    /// [`SWAP_QUEUE_MOST`] projections wait. [`RebuildSwap::take_changed`] tells how many live
+    /// projections it changed, also when it fails after some batches committed.
+    ///
     /// A rebuilt projection replaces the live one only if it folded at least as many events
     /// (so it read a superset of the live one's events: see `docs/ARCHITECTURE.md`, "Rebuild")
     /// and differs from it; each projection replaced takes a change number, so the live
     /// streams see it. A live projection is never deleted, and one that a worker settled from
-    /// more events than the rebuild read is left alone. Returns the number of live projections
-    /// changed.
-    pub async fn swap_in_rebuilt(&self) -> Result<u64, StoreError> {
-        let statements = SwapStatements::for_shadow(self.existing_shadow_table().await?);
-        let mut pacing = SwapPacing::for_store(self);
-        let mut changed = 0;
-        let mut after = String::new();
-        loop {
-            let rebuilt = self
-                .rebuilt_batch_after(&statements, &after, pacing.calls)
-                .await?;
-            let (Some(first), Some(last)) = (rebuilt.first(), rebuilt.last()) else {
-                break;
-            };
-            let range = (first.call_key.as_str(), last.call_key.as_str());
-            // First without any lock: a batch that would replace nothing is skipped, which the
-            // locked pass would conclude too, since whatever a settle writes meanwhile leaves
-            // its call's mark unless it folded every event of the call.
-            let live = on_pool!(self, pool => {
-                live_projections_in!(pool, &statements.live_range, range)
-            });
-            if !replacements(&rebuilt, live).is_empty() {
-                let batch_started = Instant::now();
-                changed += self.swap_batch(&statements, &rebuilt, range).await?;
-                pacing.after_batch_that_wrote(batch_started.elapsed()).await;
-            }
-            self.empty_swapped_batch(&statements, range).await?;
-            after = range.1.to_owned();
-        }
-        Ok(changed)
-    }
-
-    /// The next `calls` projections of the shadow table, in call order, after call `after`
-    /// (from the first when empty).
-    async fn rebuilt_batch_after(
+    /// more events than the rebuild read is left alone.
+    pub async fn swap_rebuilt(
         &self,
-        statements: &SwapStatements,
-        after: &str,
-        calls: i64,
-    ) -> Result<Vec<StoredProjection>, StoreError> {
-        let rebuilt: Vec<ProjectionRow> = on_pool!(self, pool => {
-            sqlx::query_as(&statements.rebuilt_batch)
-                .bind(after)
-                .bind(calls)
-                .fetch_all(pool)
-                .await?
-        });
-        Ok(rebuilt.into_iter().map(StoredProjection::from).collect())
+        swap: &mut RebuildSwap,
+        rebuilt: Vec<StoredProjection>,
+    ) -> Result<(), StoreError> {
+        swap.waiting.extend(rebuilt);
+        while swap.waiting.len() >= swap.pacing.batch() {
+            if swap.pacing.paused() && swap.waiting.len() < SWAP_QUEUE_MOST {
+                break;
+            }
+            self.swap_next_batch(swap).await?;
+        }
+        Ok(())
     }
 
-    /// Swaps `rebuilt`, the shadow's projections of the calls in `range` (first and last), into
+    /// Swaps in every rebuilt projection still queued in `swap`, pauses included (see
+    /// [`RebuildSwap::take_changed`] for what it changed).
+    pub async fn finish_swap(&self, swap: &mut RebuildSwap) -> Result<(), StoreError> {
+        while !swap.waiting.is_empty() {
+            self.swap_next_batch(swap).await?;
+        }
+        Ok(())
+    }
+
+    /// Swaps in the next batch of `swap`'s queue, once the pause after the last batch that wrote
+    /// is over, and counts the live projections it changed.
+    async fn swap_next_batch(&self, swap: &mut RebuildSwap) -> Result<(), StoreError> {
+        swap.pacing.wait_out_pause().await;
+        let size = swap.pacing.batch().min(swap.waiting.len());
+        let rebuilt: Vec<StoredProjection> = swap.waiting.drain(..size).collect();
+        let (Some(first), Some(last)) = (rebuilt.first(), rebuilt.last()) else {
+            return Ok(());
+        };
+        let range = (first.call_key.as_str(), last.call_key.as_str());
+        // First without any lock: a batch that would replace nothing is skipped, which the
+        // locked pass would conclude too, since whatever a settle writes meanwhile leaves its
+        // call's mark unless it folded every event of the call.
+        let live = on_pool!(self, pool => live_projections_in!(pool, range));
+        if replacements(&rebuilt, live).is_empty() {
+            return Ok(());
+        }
+        let batch_started = Instant::now();
+        swap.changed += self.swap_batch(&rebuilt, range).await?;
+        swap.pacing.after_batch_that_wrote(batch_started.elapsed());
+        Ok(())
+    }
+
+    /// Swaps `rebuilt`, rebuilt projections of the calls in `range` (first and last), into
     /// the live ones in one transaction, deciding which it replaces under the change counter's
     /// lock; returns how many live projections it changed.
     async fn swap_batch(
         &self,
-        statements: &SwapStatements,
         rebuilt: &[StoredProjection],
         range: (&str, &str),
     ) -> Result<u64, StoreError> {
         let placeholders = self.placeholders();
         let changed = on_pool!(self, pool => in_transaction!(pool, tx => {
             let last_change = lock_change_counter!(&mut *tx);
-            let live = live_projections_in!(&mut *tx, &statements.live_range, range);
+            let live = live_projections_in!(&mut *tx, range);
             let swap = Swap::of(rebuilt, live);
             write_swap!(&mut *tx, placeholders, swap, last_change);
             swap.changes() as u64
         }))?;
         Ok(changed)
     }
+}
 
-    /// Deletes the shadow's projections of the calls in `range` (first and last), once swapped.
-    /// Emptied as it goes: one DELETE of the whole shadow would hold SQLite's write lock, which
-    /// every append needs, for as long as it takes.
-    async fn empty_swapped_batch(
-        &self,
-        statements: &SwapStatements,
-        range: (&str, &str),
-    ) -> Result<(), StoreError> {
-        on_pool!(self, pool => {
-            sqlx::query(&statements.empty_batch)
-                .bind(range.0)
-                .bind(range.1)
-                .execute(pool)
-                .await?;
-        });
-        Ok(())
+/// Where a rebuild's read stands (see [`Store::rebuild_page`]): from the first call of the
+/// log when new.
+#[derive(Debug, Default)]
+pub struct RebuildRead {
+    /// The last call read; empty before the first page.
+    after: String,
+    /// Whether the last page read was the log's last.
+    finished: bool,
+}
+
+/// A rebuild's swap (see [`Store::swap_rebuilt`]): the rebuilt projections waiting to be swapped
+/// in, in call order, and the pacing of the batches that swap them.
+#[derive(Debug)]
+pub struct RebuildSwap {
+    waiting: VecDeque<StoredProjection>,
+    pacing: SwapPacing,
+    /// Live projections changed since [`RebuildSwap::take_changed`] was last asked.
+    changed: u64,
+}
+
+impl RebuildSwap {
+    /// How many live projections the swap's committed batches changed since this was last
+    /// asked.
+    pub fn take_changed(&mut self) -> u64 {
+        std::mem::take(&mut self.changed)
     }
 }
 
@@ -691,13 +616,17 @@ impl Store {
 /// On SQLite the receivers of `callfold serve` are another process, and a commit that finds the
 /// lock taken does not queue for it but sleeps in SQLite's busy handler and retries: each batch
 /// that wrote is followed by a pause as long as it took, and at least [`SQLITE_SWAP_PAUSE`], or
-/// batches back to back would keep finding the lock free first. PostgreSQL queues lock waiters,
-/// so there the next batch follows at once.
+/// batches back to back would keep finding the lock free first; the rebuild reads and folds on
+/// meanwhile, without the lock. PostgreSQL queues lock waiters, so there the next batch follows
+/// at once.
+#[derive(Debug)]
 struct SwapPacing {
     /// Rebuilt projections the next batch considers.
     calls: i64,
     /// Whether a batch that wrote is followed by a pause: on SQLite.
     pauses: bool,
+    /// When the pause after the last batch that wrote ends.
+    resume_at: Option<tokio::time::Instant>,
 }
 
 impl SwapPacing {
@@ -705,14 +634,34 @@ impl SwapPacing {
         Self {
             calls: SWAP_BATCH_FIRST,
             pauses: matches!(store, Store::Sqlite(_)),
+            resume_at: None,
         }
     }
 
-    /// Resizes the next batch from how long the last one, which wrote, `took`, and pauses.
-    async fn after_batch_that_wrote(&mut self, took: Duration) {
+    /// Rebuilt projections the next batch considers.
+    fn batch(&self) -> usize {
+        self.calls as usize
+    }
+
+    /// Whether the pause after the last batch that wrote is still on.
+    fn paused(&self) -> bool {
+        self.resume_at
+            .is_some_and(|resume_at| resume_at > tokio::time::Instant::now())
+    }
+
+    /// Waits until the pause after the last batch that wrote is over.
+    async fn wait_out_pause(&self) {
+        if let Some(resume_at) = self.resume_at {
+            tokio::time::sleep_until(resume_at).await;
+        }
+    }
+
+    /// Resizes the next batch from how long the last one, which wrote, `took`, and starts the
+    /// pause after it.
+    fn after_batch_that_wrote(&mut self, took: Duration) {
         self.calls = resized_swap_batch(self.calls, took);
         if self.pauses {
-            tokio::time::sleep(took.max(SQLITE_SWAP_PAUSE)).await;
+            self.resume_at = Some(tokio::time::Instant::now() + took.max(SQLITE_SWAP_PAUSE));
         }
     }
 }
@@ -725,32 +674,6 @@ fn resized_swap_batch(calls: i64, took: Duration) -> i64 {
         (calls * 2).min(SWAP_BATCH_MAX)
     } else {
         calls
-    }
-}
-
-/// The statements of a swap whose rebuilt projections are in the shadow table they name.
-struct SwapStatements {
-    /// Up to `$2` rebuilt projections with a call key after `$1`, in call order.
-    rebuilt_batch: String,
-    /// The live projections of the calls from `$1` to `$2`.
-    live_range: String,
-    /// Deletes the rebuilt projections of the calls from `$1` to `$2`.
-    empty_batch: String,
-}
-
-impl SwapStatements {
-    /// The statements of a swap from `shadow`.
-    fn for_shadow(shadow: &str) -> Self {
-        Self {
-            rebuilt_batch: format!(
-                "SELECT {PROJECTION_COLUMNS} FROM {shadow} WHERE call_key > $1 \
-                 ORDER BY call_key LIMIT $2"
-            ),
-            live_range: format!(
-                "SELECT {PROJECTION_COLUMNS} FROM {LIVE} WHERE call_key >= $1 AND call_key <= $2"
-            ),
-            empty_batch: format!("DELETE FROM {shadow} WHERE call_key >= $1 AND call_key <= $2"),
-        }
     }
 }
 

@@ -24,8 +24,7 @@ use tokio::sync::Mutex;
 
 use crate::event::{CallKey, EventTime};
 use crate::projection::{
-    COUNT_NEW_PROJECTIONS, LIVE, ONLY_IF_AS_FRESH, StoredProjection, take_changes,
-    upsert_projections,
+    COUNT_NEW_PROJECTIONS, LIVE, StoredProjection, take_changes, upsert_projections,
 };
 use crate::sql::{Placeholders, ROWS_PER_STATEMENT};
 use crate::{Store, StoreError, in_transaction, on_pool, on_read_pool};
@@ -417,14 +416,7 @@ impl Store {
                     }
                     existing += count.fetch_one(&mut *tx).await?;
                 }
-                upsert_projections!(
-                    &mut *tx,
-                    placeholders,
-                    LIVE,
-                    held,
-                    Some(first_change),
-                    ONLY_IF_AS_FRESH
-                );
+                upsert_projections!(&mut *tx, placeholders, held, first_change);
                 sqlx::query(COUNT_NEW_PROJECTIONS)
                     .bind(held.len() as i64 - existing)
                     .execute(&mut *tx)
