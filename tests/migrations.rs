@@ -88,6 +88,11 @@ const SQLITE: &[Pinned] = &[
         "fold queue swept in call order",
         "2c80e5da5a2a68513ca80e7c380e04b005e6daac306e3c72832b4a5b90554546d24e1ca78f1e06da887cf2316d3c15df",
     ),
+    (
+        18,
+        "rebuild swaps as it reads",
+        "f80263287e9ae2feca12c812ada6a8bd22395e056fcf83d941ebd3544825b49752ed0cea49b9eefceabc0e1788239751",
+    ),
 ];
 
 const POSTGRES: &[Pinned] = &[
@@ -160,6 +165,11 @@ const POSTGRES: &[Pinned] = &[
         17,
         "fold queue swept in call order",
         "2c80e5da5a2a68513ca80e7c380e04b005e6daac306e3c72832b4a5b90554546d24e1ca78f1e06da887cf2316d3c15df",
+    ),
+    (
+        18,
+        "rebuild swaps as it reads",
+        "f80263287e9ae2feca12c812ada6a8bd22395e056fcf83d941ebd3544825b49752ed0cea49b9eefceabc0e1788239751",
     ),
 ];
 
