@@ -159,11 +159,11 @@ pub(crate) const LIVE: &str = "call_projections";
 /// Log records read per page while rebuilding.
 const REBUILD_PAGE: i64 = 2000;
 /// Rebuilt projections a swap's first transaction considers.
-const SWAP_BATCH_FIRST: i64 = 256;
+const SWAP_BATCH_FIRST: usize = 256;
 /// Most rebuilt projections a swap considers per transaction.
-const SWAP_BATCH_MAX: i64 = 4096;
+const SWAP_BATCH_MAX: usize = 4096;
 /// Fewest rebuilt projections a swap considers per transaction.
-const SWAP_BATCH_MIN: i64 = 16;
+const SWAP_BATCH_MIN: usize = 16;
 /// How long a swap batch that writes should hold what the receivers' appends may wait for:
 /// batches are resized towards it (see [`SwapPacing`]).
 const SWAP_BATCH_TIME: Duration = Duration::from_millis(10);
@@ -171,7 +171,7 @@ const SWAP_BATCH_TIME: Duration = Duration::from_millis(10);
 /// any sleep of SQLite's busy handler in a writer's first 30 ms of waiting.
 const SQLITE_SWAP_PAUSE: Duration = Duration::from_millis(20);
 /// Most rebuilt projections waiting for their swap while a pause lets the read go on.
-const SWAP_QUEUE_MOST: usize = 2 * SWAP_BATCH_MAX as usize;
+const SWAP_QUEUE_MOST: usize = 2 * SWAP_BATCH_MAX;
 
 const PROJECTION_COLUMNS: &str =
     "call_key, document, last_seq, late_events, events_folded, updated_at_us, config_fingerprint";
@@ -454,11 +454,7 @@ impl Store {
         if read.finished {
             return Ok(None);
         }
-        let page_sql = format!(
-            "{SELECT_EVENT} WHERE call_key IS NOT NULL AND call_key > $1 \
-             ORDER BY call_key, seq LIMIT $2"
-        );
-        let page = self.rebuild_rows(&page_sql, &read.after).await?;
+        let page = self.rebuild_rows(&read.after).await?;
         let full_page = page.len() as i64 == REBUILD_PAGE;
         let mut calls = calls_of(page.into_iter().map(LoggedEvent::from));
         if full_page {
@@ -475,14 +471,19 @@ impl Store {
         Ok(Some(calls))
     }
 
-    /// A rebuild's page of records: `page_sql` for the calls after `after`.
-    async fn rebuild_rows(&self, page_sql: &str, after: &str) -> Result<Vec<EventRow>, StoreError> {
+    /// A rebuild's page of records: up to [`REBUILD_PAGE`] records of the calls after `after`,
+    /// ordered by (call, seq).
+    async fn rebuild_rows(&self, after: &str) -> Result<Vec<EventRow>, StoreError> {
+        let page_sql = format!(
+            "{SELECT_EVENT} WHERE call_key IS NOT NULL AND call_key > $1 \
+             ORDER BY call_key, seq LIMIT $2"
+        );
         if let Some(direct) = self.direct_reader() {
             let parameters = vec![Value::Text(after.to_owned()), Value::Integer(REBUILD_PAGE)];
-            return direct.event_rows(page_sql.to_owned(), parameters).await;
+            return direct.event_rows(page_sql, parameters).await;
         }
         Ok(on_pool!(self, pool => {
-            sqlx::query_as(page_sql)
+            sqlx::query_as(&page_sql)
                 .bind(after)
                 .bind(REBUILD_PAGE)
                 .fetch_all(pool)
@@ -516,7 +517,7 @@ impl Store {
         rebuilt: Vec<StoredProjection>,
     ) -> Result<(), StoreError> {
         swap.waiting.extend(rebuilt);
-        while swap.waiting.len() >= swap.pacing.batch() {
+        while swap.waiting.len() >= swap.pacing.calls {
             if swap.pacing.paused() && swap.waiting.len() < SWAP_QUEUE_MOST {
                 break;
             }
@@ -538,7 +539,7 @@ impl Store {
     /// is over, and counts the live projections it changed.
     async fn swap_next_batch(&self, swap: &mut RebuildSwap) -> Result<(), StoreError> {
         swap.pacing.wait_out_pause().await;
-        let size = swap.pacing.batch().min(swap.waiting.len());
+        let size = swap.pacing.calls.min(swap.waiting.len());
         let rebuilt: Vec<StoredProjection> = swap.waiting.drain(..size).collect();
         let (Some(first), Some(last)) = (rebuilt.first(), rebuilt.last()) else {
             return Ok(());
@@ -622,7 +623,7 @@ impl RebuildSwap {
 #[derive(Debug)]
 struct SwapPacing {
     /// Rebuilt projections the next batch considers.
-    calls: i64,
+    calls: usize,
     /// Whether a batch that wrote is followed by a pause: on SQLite.
     pauses: bool,
     /// When the pause after the last batch that wrote ends.
@@ -636,11 +637,6 @@ impl SwapPacing {
             pauses: matches!(store, Store::Sqlite(_)),
             resume_at: None,
         }
-    }
-
-    /// Rebuilt projections the next batch considers.
-    fn batch(&self) -> usize {
-        self.calls as usize
     }
 
     /// Whether the pause after the last batch that wrote is still on.
@@ -667,7 +663,7 @@ impl SwapPacing {
 }
 
 /// The size of the swap batch after one of `calls` that wrote and `took` so long.
-fn resized_swap_batch(calls: i64, took: Duration) -> i64 {
+fn resized_swap_batch(calls: usize, took: Duration) -> usize {
     if took > SWAP_BATCH_TIME {
         (calls / 2).max(SWAP_BATCH_MIN)
     } else if took < SWAP_BATCH_TIME / 2 {
