@@ -2,7 +2,7 @@
 //! end-to-end numbers move: verifying a signature, reading an envelope, folding one call.
 
 use callfold_ingest::{LinkingRules, SignedHeaders, Verifier, WebhookSecrets, sign};
-use callfold_projector::{FoldEvent, Precedence, fold};
+use callfold_projector::{EventData, FoldEvent, Precedence, fold};
 use callfold_simulate::invent_events;
 use callfold_store::{EventTime, WebhookId};
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -55,8 +55,10 @@ fn envelope_reading(c: &mut Criterion) {
 fn folding_one_call(c: &mut Criterion) {
     let precedence = Precedence::default();
     let at = |second: i64| EventTime::from_unix_micros(1_770_715_000_000_000 + second * 1_000_000);
-    let data = serde_json::json!({"id": "cll_1", "call_id": "cll_1", "type": "INBOUND",
-        "result": "ANSWERED", "tag": "vip", "from_number": "+33612345678"});
+    let data: EventData = serde_json::from_value(serde_json::json!({"id": "cll_1",
+        "call_id": "cll_1", "type": "INBOUND", "result": "ANSWERED", "tag": "vip",
+        "from_number": "+33612345678"}))
+    .expect("any JSON is event data");
     let topics = [
         "call.triggered",
         "call.answered",

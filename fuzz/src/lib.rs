@@ -10,7 +10,7 @@
 use arbitrary::{Arbitrary, Unstructured};
 use axum::http::{HeaderMap, HeaderValue};
 use callfold_ingest::{LinkingRules, SignedHeaders, Verifier, VerifyError, WebhookSecrets, sign};
-use callfold_projector::{CALL_TOPICS, CallDocument, FoldEvent, Precedence};
+use callfold_projector::{CALL_TOPICS, CallDocument, EventData, FoldEvent, Precedence};
 use callfold_store::{CallLink, Content, EventTime};
 use serde_json::{Map, Value, json};
 
@@ -88,6 +88,8 @@ pub fn envelope(data: &[u8]) {
             "a linked call key is never empty"
         );
     }
+    // The fold's reading of the same body never panics either.
+    EventData::of_envelope(data);
 
     let Ok(text) = std::str::from_utf8(data) else {
         return;
@@ -196,9 +198,15 @@ impl DrawnEvent {
             &format!("msg_{index}"),
             &topic,
             EventTime::from_unix_micros(micros),
-            Value::Object(data),
+            EventData::of_envelope(&envelope_bytes(&topic, data)),
         )
     }
+}
+
+/// The body of an envelope of `topic` around `data`.
+fn envelope_bytes(topic: &str, data: Map<String, Value>) -> Vec<u8> {
+    let body = json!({"topic": topic, "version": "2.0", "data": data});
+    serde_json::to_vec(&body).expect("a JSON value serializes")
 }
 
 /// Input: an arbitrary set of one call's events (distinct webhook-ids, as in the log) and a

@@ -7,11 +7,14 @@
 //! `worker`), and a query `as_of` a payload time folds the call's events up to it. So the
 //! document does not depend on the order events arrived in, and a late event costs what an
 //! on-time one does. [`mark_late`] tells which events arrived after one that is later in
-//! effective order, for the `late` marks and counts.
+//! effective order, for the `late` marks and counts. [`EventData`] is what the fold reads of an
+//! event's body: the fields [`CallDocument::apply`] uses, parsed without building the rest.
 
 use std::collections::BTreeSet;
+use std::marker::PhantomData;
 
 use callfold_store::{CallKey, CallLink, Content, EventTime, LoggedEvent};
+use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -35,8 +38,8 @@ pub struct FoldEvent {
     pub key: EffectiveKey,
     /// The envelope topic.
     pub topic: String,
-    /// The envelope's `data` object (`Value::Null` when absent).
-    pub data: Value,
+    /// What the fold reads of the envelope's `data` object.
+    pub data: EventData,
 }
 
 impl FoldEvent {
@@ -46,7 +49,7 @@ impl FoldEvent {
         webhook_id: &str,
         topic: &str,
         event_time: EventTime,
-        data: Value,
+        data: EventData,
     ) -> Self {
         Self {
             key: EffectiveKey {
@@ -70,13 +73,196 @@ impl FoldEvent {
         else {
             return None;
         };
-        let data = serde_json::from_slice::<Value>(&event.body)
-            .ok()
-            .and_then(|mut envelope| envelope.get_mut("data").map(Value::take))
-            .unwrap_or(Value::Null);
+        let data = EventData::of_envelope(&event.body);
         let webhook_id = event.webhook_id.as_str();
         let folded = Self::new(precedence, webhook_id, topic.as_str(), *event_time, data);
         Some((call_key.clone(), folded))
+    }
+}
+
+/// The fields of an event's `data` object that [`CallDocument::apply`] reads, each `None` when
+/// absent or `null`, and as the last of them says when the object names one twice (as a parse
+/// into a [`Value`] would keep it). Every other field is skipped unbuilt, and data that is not an
+/// object holds none of them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EventData {
+    from_number: Option<Value>,
+    to_number: Option<Value>,
+    started_at: Option<Value>,
+    /// `type`: `INBOUND` or `OUTBOUND` in `call.completed`.
+    kind: Option<Value>,
+    to: Option<Value>,
+    start_date: Option<Value>,
+    summary: Option<Value>,
+    result: Option<Value>,
+    recording_url: Option<Value>,
+    length: Option<Value>,
+    length_in_minutes: Option<Value>,
+    transcriptions: Option<Value>,
+    user_email: Option<Value>,
+    tags: Option<Value>,
+    tag: Option<Value>,
+    person: Option<Value>,
+    company: Option<Value>,
+    deals: Option<Value>,
+}
+
+/// The name of a field of an event's `data` object, as [`EventData`] reads it.
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "snake_case")]
+enum DataField {
+    FromNumber,
+    ToNumber,
+    StartedAt,
+    #[serde(rename = "type")]
+    Kind,
+    To,
+    StartDate,
+    Summary,
+    Result,
+    RecordingUrl,
+    Length,
+    LengthInMinutes,
+    Transcriptions,
+    UserEmail,
+    Tags,
+    Tag,
+    Person,
+    Company,
+    Deals,
+    #[serde(other)]
+    Unread,
+}
+
+/// The name of a field of an envelope, as [`EventData::of_envelope`] reads it.
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "snake_case")]
+enum EnvelopeField {
+    Data,
+    #[serde(other)]
+    Unread,
+}
+
+impl EventData {
+    /// What the fold reads of the `data` object of the envelope `body`: nothing when the body
+    /// is not a JSON object or has no `data` object.
+    pub fn of_envelope(body: &[u8]) -> Self {
+        let mut deserializer = serde_json::Deserializer::from_slice(body);
+        let envelope: Result<Envelope, _> = deserializer
+            .deserialize_any(FieldsVisitor(PhantomData))
+            .and_then(|envelope| deserializer.end().map(|()| envelope));
+        envelope.map(|Envelope(data)| data).unwrap_or_default()
+    }
+
+    fn slot(&mut self, field: DataField) -> Option<&mut Option<Value>> {
+        Some(match field {
+            DataField::FromNumber => &mut self.from_number,
+            DataField::ToNumber => &mut self.to_number,
+            DataField::StartedAt => &mut self.started_at,
+            DataField::Kind => &mut self.kind,
+            DataField::To => &mut self.to,
+            DataField::StartDate => &mut self.start_date,
+            DataField::Summary => &mut self.summary,
+            DataField::Result => &mut self.result,
+            DataField::RecordingUrl => &mut self.recording_url,
+            DataField::Length => &mut self.length,
+            DataField::LengthInMinutes => &mut self.length_in_minutes,
+            DataField::Transcriptions => &mut self.transcriptions,
+            DataField::UserEmail => &mut self.user_email,
+            DataField::Tags => &mut self.tags,
+            DataField::Tag => &mut self.tag,
+            DataField::Person => &mut self.person,
+            DataField::Company => &mut self.company,
+            DataField::Deals => &mut self.deals,
+            DataField::Unread => return None,
+        })
+    }
+}
+
+/// A value read from the fields of a JSON object, as the last of each field names it; the
+/// default when the JSON is not an object.
+trait ReadFields: Default {
+    /// What the value's fields say: `self` updated with the remaining fields of `map`.
+    fn read_fields<'de, A: MapAccess<'de>>(&mut self, map: A) -> Result<(), A::Error>;
+}
+
+/// The envelope around an event's data, of which the fold reads only `data`.
+#[derive(Default)]
+struct Envelope(EventData);
+
+impl ReadFields for Envelope {
+    fn read_fields<'de, A: MapAccess<'de>>(&mut self, mut map: A) -> Result<(), A::Error> {
+        while let Some(field) = map.next_key::<EnvelopeField>()? {
+            match field {
+                EnvelopeField::Data => self.0 = map.next_value()?,
+                EnvelopeField::Unread => drop(map.next_value::<IgnoredAny>()?),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ReadFields for EventData {
+    fn read_fields<'de, A: MapAccess<'de>>(&mut self, mut map: A) -> Result<(), A::Error> {
+        while let Some(field) = map.next_key::<DataField>()? {
+            match self.slot(field) {
+                Some(slot) => *slot = map.next_value()?,
+                None => drop(map.next_value::<IgnoredAny>()?),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads a [`ReadFields`] value from any JSON value.
+struct FieldsVisitor<T>(PhantomData<T>);
+
+impl<'de, T: ReadFields> Visitor<'de> for FieldsVisitor<T> {
+    type Value = T;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("any JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+        let mut read = T::default();
+        read.read_fields(map)?;
+        Ok(read)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<T, A::Error> {
+        while items.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(T::default())
+    }
+
+    fn visit_unit<E>(self) -> Result<T, E> {
+        Ok(T::default())
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<T, E> {
+        Ok(T::default())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<T, E> {
+        Ok(T::default())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<T, E> {
+        Ok(T::default())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<T, E> {
+        Ok(T::default())
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<T, E> {
+        Ok(T::default())
+    }
+}
+
+impl<'de> Deserialize<'de> for EventData {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(FieldsVisitor(PhantomData))
     }
 }
 
@@ -178,10 +364,6 @@ pub struct CallDocument {
     pub last_event_at: Option<EventTime>,
 }
 
-fn field(data: &Value, name: &str) -> Option<Value> {
-    data.get(name).filter(|value| !value.is_null()).cloned()
-}
-
 /// The tag a tag event names: `data.tag` as a string, else `data.tag.key`, else `data.tag.name`.
 fn tag_name(tag: &Value) -> Option<String> {
     match tag {
@@ -217,9 +399,9 @@ impl CallDocument {
     /// every event already folded; callers re-fold from scratch otherwise.
     pub fn apply(&mut self, event: &FoldEvent) {
         let data = &event.data;
-        let set = |slot: &mut Option<Value>, value: Option<Value>| {
+        let set = |slot: &mut Option<Value>, value: &Option<Value>| {
             if value.is_some() {
-                *slot = value;
+                slot.clone_from(value);
             }
         };
         match event.topic.as_str() {
@@ -231,41 +413,44 @@ impl CallDocument {
                     CallStatus::Initiated
                 });
                 self.direction = Some(if inbound { "inbound" } else { "outbound" }.to_owned());
-                set(&mut self.from_number, field(data, "from_number"));
-                set(&mut self.to_number, field(data, "to_number"));
-                set(&mut self.started_at, field(data, "started_at"));
+                set(&mut self.from_number, &data.from_number);
+                set(&mut self.to_number, &data.to_number);
+                set(&mut self.started_at, &data.started_at);
                 self.absorb_contact(data);
             }
             "call.answered" => self.advance(CallStatus::Answered),
             "call.completed" => {
                 self.advance(CallStatus::Completed);
-                if let Some(kind) = data.get("type").and_then(Value::as_str) {
+                if let Some(kind) = data.kind.as_ref().and_then(Value::as_str) {
                     self.direction = Some(kind.to_ascii_lowercase());
                 }
-                set(&mut self.from_number, field(data, "from_number"));
-                set(&mut self.to_number, field(data, "to"));
-                set(&mut self.started_at, field(data, "start_date"));
-                set(&mut self.summary, field(data, "summary"));
+                set(&mut self.from_number, &data.from_number);
+                set(&mut self.to_number, &data.to);
+                set(&mut self.started_at, &data.start_date);
+                set(&mut self.summary, &data.summary);
                 self.completed = Some(Completion {
-                    result: field(data, "result"),
-                    recording_url: field(data, "recording_url"),
-                    duration: field(data, "length").or_else(|| field(data, "length_in_minutes")),
-                    transcript: field(data, "transcriptions"),
-                    user: field(data, "user_email"),
+                    result: data.result.clone(),
+                    recording_url: data.recording_url.clone(),
+                    duration: data
+                        .length
+                        .clone()
+                        .or_else(|| data.length_in_minutes.clone()),
+                    transcript: data.transcriptions.clone(),
+                    user: data.user_email.clone(),
                 });
-                if let Some(Value::Array(tags)) = data.get("tags") {
+                if let Some(Value::Array(tags)) = &data.tags {
                     self.tags = tags.iter().filter_map(tag_name).collect();
                 }
                 self.absorb_contact(data);
             }
-            "summary.updated" => set(&mut self.summary, field(data, "summary")),
+            "summary.updated" => set(&mut self.summary, &data.summary),
             "tag.added" => {
-                if let Some(tag) = data.get("tag").and_then(tag_name) {
+                if let Some(tag) = data.tag.as_ref().and_then(tag_name) {
                     self.tags.insert(tag);
                 }
             }
             "tag.removed" => {
-                if let Some(tag) = data.get("tag").and_then(tag_name) {
+                if let Some(tag) = data.tag.as_ref().and_then(tag_name) {
                     self.tags.remove(&tag);
                 }
             }
@@ -281,12 +466,17 @@ impl CallDocument {
         self.status = Some(self.status.map_or(status, |current| current.max(status)));
     }
 
-    fn absorb_contact(&mut self, data: &Value) {
-        for key in ["person", "company", "deals"] {
-            if let Some(value) = field(data, key) {
+    fn absorb_contact(&mut self, data: &EventData) {
+        let contact = [
+            ("person", &data.person),
+            ("company", &data.company),
+            ("deals", &data.deals),
+        ];
+        for (key, value) in contact {
+            if let Some(value) = value {
                 self.contact
                     .get_or_insert_with(Map::new)
-                    .insert(key.to_owned(), value);
+                    .insert(key.to_owned(), value.clone());
             }
         }
     }
@@ -367,7 +557,7 @@ mod tests {
             &format!("msg_{index:03}"),
             topic,
             at,
-            data,
+            serde_json::from_value(data).expect("any JSON is event data"),
         )
     }
 
@@ -441,6 +631,60 @@ mod tests {
             let expected = fold("cll_1", events);
             prop_assert_eq!(json_of(&incremental(&arrivals)), json_of(&expected));
         }
+    }
+
+    /// What the fold read of `body` before [`EventData`]: the body parsed whole into a
+    /// [`Value`], its `data` taken, `null` when either is missing.
+    fn data_of_a_whole_parse(body: &str) -> EventData {
+        let data = serde_json::from_str::<Value>(body)
+            .ok()
+            .and_then(|mut envelope| envelope.get_mut("data").map(Value::take))
+            .unwrap_or(Value::Null);
+        serde_json::from_value(data).expect("any JSON is event data")
+    }
+
+    #[test]
+    fn event_data_reads_a_body_as_a_whole_parse_would() {
+        let bodies = [
+            r#"{"topic": "call.completed", "data": {"summary": "kept", "id": "cll_1"}}"#,
+            r#"{"data": {"summary": "first", "summary": null}}"#,
+            r#"{"data": {"summary": null, "summary": "last"}}"#,
+            r#"{"data": {"summary": "dropped"}, "data": {"to": "+331"}}"#,
+            r#"{"data": {"from_number": "+33612", "tag": {"key": "vip"}}}"#,
+            r#"{"data": {"person": {"id": "con_1", "deep": [[{"a": [1, 2.5, -3]}]]}}}"#,
+            r#"{"data": {"tags": [{"name": "sales"}, "urgent", 7], "type": "INBOUND"}}"#,
+            r#"{"data": ["not", "an", "object"]}"#,
+            r#"{"data": "text"}"#,
+            r#"{"data": null}"#,
+            r#"{"data": 12}"#,
+            r#"{"topic": "call.completed"}"#,
+            r#"["data", {"summary": "in an array"}]"#,
+            r#"{"data": {"summary": "then garbage"}} trailing"#,
+            r#"{"data": {"summary": "cut short""#,
+            "",
+        ];
+        for body in bodies {
+            assert_eq!(
+                EventData::of_envelope(body.as_bytes()),
+                data_of_a_whole_parse(body),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn event_data_keeps_the_last_of_a_repeated_field_and_skips_nulls() {
+        let data = EventData::of_envelope(
+            br#"{"data": {"summary": "first", "summary": "last", "result": null, "x": 1}}"#,
+        );
+        assert_eq!(data.summary, Some(json!("last")));
+        assert_eq!(data.result, None);
+        let escaped = EventData::of_envelope(br#"{"data": {"from_number": "+33612"}}"#);
+        assert_eq!(escaped.from_number, Some(json!("+33612")));
+        assert_eq!(
+            EventData::of_envelope(br#"{"data": "text"}"#),
+            EventData::default()
+        );
     }
 
     #[test]

@@ -15,7 +15,8 @@ pub mod view;
 pub mod worker;
 
 pub use fold::{
-    CALL_TOPICS, CallDocument, CallStatus, EffectiveKey, FoldEvent, fold, fold_events, mark_late,
+    CALL_TOPICS, CallDocument, CallStatus, EffectiveKey, EventData, FoldEvent, fold, fold_events,
+    mark_late,
 };
 pub use precedence::{DEFAULT_PRECEDENCE, Precedence, PrecedenceCycle};
 pub use query::{CallFilter, Calls, ListParams, QueryError, parse_time};
