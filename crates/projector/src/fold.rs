@@ -84,6 +84,11 @@ impl FoldEvent {
 /// absent or `null`, and as the last of them says when the object names one twice (as a parse
 /// into a [`Value`] would keep it). Every other field is skipped unbuilt, and data that is not an
 /// object holds none of them.
+///
+/// A skipped value is checked only for its JSON structure: a string in it holding a lone
+/// surrogate escape (`"\ud800"`), which a whole parse refuses, is skipped like any other. The
+/// fold never meets such a body: a body is logged as usable only once it parsed whole when it
+/// was received, so on every body the fold reads, this reading and a whole parse agree.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct EventData {
     from_number: Option<Value>,
