@@ -6,30 +6,17 @@ mod support;
 
 use callfold_ingest::{LinkingRules, Quarantine};
 use callfold_projector::{Calls, Precedence};
-use callfold_store::{EventTime, KeptPosition, NewEvent, PageParams, Store, WebhookId};
+use callfold_store::{KeptPosition, NewEvent, PageParams, Store};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
-use support::{HeldLock, TestDb, commit_timeout, envelope};
-
-/// `body` as the receiver would append it under `webhook_id`.
-fn new_event(webhook_id: &str, body: &[u8]) -> NewEvent {
-    NewEvent {
-        webhook_id: WebhookId::parse(webhook_id).expect("id"),
-        webhook_timestamp: 1_770_714_000,
-        received_at: EventTime::now(),
-        body: body.to_vec(),
-        body_sha256: Sha256::digest(body).into(),
-        content: LinkingRules::default().read(body),
-    }
-}
+use support::{HeldLock, TestDb, as_received, commit_timeout, envelope};
 
 fn quarantined(webhook_id: &str) -> NewEvent {
-    new_event(webhook_id, b"not json")
+    as_received(webhook_id, b"not json")
 }
 
 fn unlinked(webhook_id: &str) -> NewEvent {
     let data = json!({"from_number": "+33612345670", "to_number": "+33199"});
-    new_event(
+    as_received(
         webhook_id,
         &envelope("call.received", "2026-02-10T09:00:00Z", data),
     )
@@ -37,7 +24,7 @@ fn unlinked(webhook_id: &str) -> NewEvent {
 
 fn completed(webhook_id: &str, call: &str) -> NewEvent {
     let data = json!({"id": call, "type": "INBOUND", "result": "ANSWERED"});
-    new_event(
+    as_received(
         webhook_id,
         &envelope("call.completed", "2026-02-10T09:17:42Z", data),
     )

@@ -8,11 +8,10 @@ use std::path::Path;
 
 use callfold_ingest::{LinkingRules, Quarantine};
 use callfold_projector::{Precedence, Projector};
-use callfold_store::{AppendOutcome, Content, EventTime, NewEvent, Store, WebhookId};
+use callfold_store::{AppendOutcome, Content, EventTime, Store};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use sqlx::migrate::Migrator;
-use support::{LEASE, TestDb, commit_timeout, envelope};
+use support::{LEASE, TestDb, as_received, as_received_with, commit_timeout, envelope};
 
 /// Records, quarantined records, unlinked events and projections, in that order.
 type Counts = (i64, i64, i64, i64);
@@ -85,22 +84,6 @@ async fn assert_kept_counts_match_a_scan(store: &Store, when: &str) {
     );
 }
 
-/// A delivery of `body`, read with the default linking rules.
-fn delivery(id: &str, body: &[u8]) -> NewEvent {
-    delivery_as(id, body, LinkingRules::default().read(body))
-}
-
-fn delivery_as(id: &str, body: &[u8], content: Content) -> NewEvent {
-    NewEvent {
-        webhook_id: WebhookId::parse(id).expect("test id"),
-        webhook_timestamp: 1_770_715_062,
-        received_at: EventTime::now(),
-        body: body.to_vec(),
-        body_sha256: Sha256::digest(body).into(),
-        content,
-    }
-}
-
 fn call_event(topic: &str, second: u32, call_id: &str) -> Vec<u8> {
     envelope(
         topic,
@@ -122,16 +105,16 @@ async fn kept_counts_equal_a_scan_after_mixed_traffic(db: TestDb) {
     // A record kept by an older reading; its body reads fine today, so it can be re-driven.
     let kept = call_event("call.completed", 2, "cll_kept");
     let first = [
-        delivery("msg_1", &call_event("call.received", 1, "cll_1")),
-        delivery("msg_2", &call_event("call.received", 1, "cll_2")),
-        delivery("msg_1", &call_event("call.received", 1, "cll_1")),
-        delivery("msg_unlinked", &unlinked),
-        delivery("msg_garbled", b"not json"),
-        delivery(
+        as_received("msg_1", &call_event("call.received", 1, "cll_1")),
+        as_received("msg_2", &call_event("call.received", 1, "cll_2")),
+        as_received("msg_1", &call_event("call.received", 1, "cll_1")),
+        as_received("msg_unlinked", &unlinked),
+        as_received("msg_garbled", b"not json"),
+        as_received(
             "msg_sms",
             &envelope("sms.received", "2026-02-10T09:17:03Z", json!({})),
         ),
-        delivery_as(
+        as_received_with(
             "msg_kept",
             &kept,
             Content::Quarantined {
@@ -145,10 +128,10 @@ async fn kept_counts_equal_a_scan_after_mixed_traffic(db: TestDb) {
     assert_kept_counts_match_a_scan(store, "first fold").await;
 
     let second = [
-        delivery("msg_1", &call_event("call.received", 1, "cll_1")),
-        delivery("msg_unlinked", &unlinked),
-        delivery("msg_3", &call_event("call.completed", 9, "cll_1")),
-        delivery("msg_4", &call_event("call.received", 4, "cll_3")),
+        as_received("msg_1", &call_event("call.received", 1, "cll_1")),
+        as_received("msg_unlinked", &unlinked),
+        as_received("msg_3", &call_event("call.completed", 9, "cll_1")),
+        as_received("msg_4", &call_event("call.received", 4, "cll_3")),
     ];
     store.append_batch(&second).await.expect("append");
     assert_kept_counts_match_a_scan(store, "duplicates and new events").await;
@@ -168,7 +151,10 @@ async fn kept_counts_equal_a_scan_after_mixed_traffic(db: TestDb) {
     projector.rebuild(|_, _| {}).await.expect("rebuild");
     assert_kept_counts_match_a_scan(store, "rebuild").await;
     store
-        .append_batch(&[delivery("msg_5", &call_event("call.received", 5, "cll_4"))])
+        .append_batch(&[as_received(
+            "msg_5",
+            &call_event("call.received", 5, "cll_4"),
+        )])
         .await
         .expect("append");
     fold_everything(&projector).await;
@@ -264,7 +250,10 @@ async fn sqlite_reads_do_not_wait_for_the_write_connection() {
     let store = db.store.clone();
     let append = tokio::spawn(async move {
         store
-            .append_batch(&[delivery("msg_1", &call_event("call.received", 1, "cll_1"))])
+            .append_batch(&[as_received(
+                "msg_1",
+                &call_event("call.received", 1, "cll_1"),
+            )])
             .await
     });
     support::wait_until("the append holds the write connection", 10, || async {

@@ -9,15 +9,13 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use callfold_ingest::LinkingRules;
 use callfold_projector::{Precedence, Projector, Rebuild};
 use callfold_simulate::invent_events;
-use callfold_store::{CallKey, ConfigFingerprint, EventTime, NewEvent, WebhookId};
+use callfold_store::{CallKey, ConfigFingerprint, NewEvent};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use support::{
-    LEASE, TestDb, TestReceiver, assert_projections_equal_a_fold_from_scratch, envelope,
-    start_receiver, test_settings,
+    LEASE, TestDb, TestReceiver, as_received, assert_projections_equal_a_fold_from_scratch,
+    envelope, start_receiver, test_settings,
 };
 
 /// Runs `projector` until it has folded every marked call.
@@ -190,17 +188,9 @@ async fn a_rebuilds_read_does_not_wait_for_the_write_lock(db: TestDb) {
 /// Appends the events of `calls` invented calls straight to the log of `db`, in batches, and
 /// returns the calls they link to.
 async fn append_invented_calls(db: &TestDb, calls: usize) -> BTreeSet<CallKey> {
-    let rules = LinkingRules::default();
     let events: Vec<NewEvent> = invent_events(calls, 21, chrono::Utc::now())
-        .into_iter()
-        .map(|event| NewEvent {
-            webhook_id: WebhookId::parse(&event.webhook_id).expect("invented ids are valid"),
-            webhook_timestamp: 1_770_715_062,
-            received_at: EventTime::now(),
-            body_sha256: Sha256::digest(&event.body).into(),
-            content: rules.read(&event.body),
-            body: event.body,
-        })
+        .iter()
+        .map(|event| as_received(&event.webhook_id, &event.body))
         .collect();
     for batch in events.chunks(500) {
         db.store.append_batch(batch).await.expect("append");

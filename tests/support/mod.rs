@@ -14,12 +14,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use callfold_ingest::LinkingRules;
 use callfold_ingest::{WEBHOOK_PATH, WebhookSecrets, sign};
 use callfold_projector::{Calls, LiveChanges, Precedence, fold, fold_events};
 use callfold_service::{App, Listeners, Roles, Settings};
 use callfold_simulate::SimulateOptions;
-use callfold_store::{CallKey, CallLink, Content, Store, WebhookId};
+use callfold_store::{CallKey, CallLink, Content, EventTime, NewEvent, Store, WebhookId};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use sqlx::Connection;
 use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -31,6 +33,23 @@ use tokio::task::JoinHandle;
 /// How long test projectors hold their claims: longer than any test, so that a claim only
 /// changes hands when a test says so.
 pub const LEASE: Duration = Duration::from_secs(600);
+
+/// `body` as the receiver would append it under `webhook_id`, read by the default linking rules.
+pub fn as_received(webhook_id: &str, body: &[u8]) -> NewEvent {
+    as_received_with(webhook_id, body, LinkingRules::default().read(body))
+}
+
+/// `body` appended under `webhook_id` now, with `content` as what was read of it.
+pub fn as_received_with(webhook_id: &str, body: &[u8], content: Content) -> NewEvent {
+    NewEvent {
+        webhook_id: WebhookId::parse(webhook_id).expect("a valid test id"),
+        webhook_timestamp: 1_770_714_000,
+        received_at: EventTime::now(),
+        body: body.to_vec(),
+        body_sha256: Sha256::digest(body).into(),
+        content,
+    }
+}
 
 /// The commit deadline of test re-drives: the service's default.
 pub fn commit_timeout() -> Duration {
