@@ -1,7 +1,8 @@
 //! Shared helpers of the top-level test suites: a fresh database per test on either backend,
 //! the service's `App` built in process on a free port ([`spawn_app`]), the `callfold`
-//! executable for tests that need a real process ([`start_service`]), signed requests, and the
-//! macro that instantiates one behavioural test for both stores.
+//! executable for tests that need a real process ([`start_service`]), signed requests, records
+//! as the receiver appends them ([`as_received`]), and the macro that instantiates one
+//! behavioural test for both stores.
 //!
 //! Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
