@@ -12,7 +12,7 @@
 //! reads run at once as the read pool has connections, and a read waits for its turn as long
 //! as one waits for a pooled connection.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -105,9 +105,9 @@ impl DirectReader {
         };
         let connection = match idle {
             Some(connection) => connection,
-            None => self.open().map_err(StoreError::DirectRead)?,
+            None => self.open().map_err(StoreError::Direct)?,
         };
-        let rows = read_rows(&connection, sql, parameters).map_err(StoreError::DirectRead)?;
+        let rows = read_rows(&connection, sql, parameters).map_err(StoreError::Direct)?;
         // Only a connection whose read succeeded is kept; one that failed is closed, and so is
         // every connection once the reader is.
         let mut idle = self.idle_connections();
@@ -120,11 +120,7 @@ impl DirectReader {
     fn open(&self) -> rusqlite::Result<Connection> {
         // Not SQLITE_OPEN_READ_ONLY, as for sqlx's readers: such a connection cannot create the
         // WAL's shared-memory file when no other connection has it open.
-        let connection = Connection::open_with_flags(
-            &self.database,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        connection.busy_timeout(self.busy_timeout)?;
+        let connection = open_directly(&self.database, self.busy_timeout)?;
         connection.pragma_update(None, "query_only", true)?;
         Ok(connection)
     }
@@ -132,6 +128,20 @@ impl DirectReader {
     fn idle_connections(&self) -> std::sync::MutexGuard<'_, Vec<Connection>> {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// A connection driven directly to the existing file `database`, for reading and writing,
+/// waiting for another connection's lock at most `busy_timeout`.
+pub(crate) fn open_directly(
+    database: &Path,
+    busy_timeout: Duration,
+) -> rusqlite::Result<Connection> {
+    let connection = Connection::open_with_flags(
+        database,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    connection.busy_timeout(busy_timeout)?;
+    Ok(connection)
 }
 
 fn read_rows(

@@ -13,6 +13,7 @@
 
 mod checkpoint;
 mod direct_read;
+mod direct_write;
 mod event;
 mod log;
 pub mod page;
@@ -102,10 +103,11 @@ pub enum StoreError {
         /// Migrations this build knows.
         known: usize,
     },
-    /// A direct read of a SQLite file failed (see `direct_read`). As for
-    /// [`StoreError::Database`], the message quotes the cause, which is not also the source.
+    /// A statement on a connection to a SQLite file driven directly failed (see `direct_read`
+    /// and `direct_write`). As for [`StoreError::Database`], the message quotes the cause,
+    /// which is not also the source.
     #[error("database error: {0}")]
-    DirectRead(rusqlite::Error),
+    Direct(rusqlite::Error),
     /// Applying the migrations failed. As for [`StoreError::Database`], the message quotes the
     /// cause, which is not also the source.
     #[error("migration failed: {0}")]
@@ -116,6 +118,10 @@ pub enum StoreError {
     /// refusal of content ([`StoreError::refused_content`]).
     #[error("the database failed a commit: {0}")]
     Commit(sqlx::Error),
+    /// [`StoreError::Commit`], on a connection to a SQLite file driven directly (see
+    /// `direct_write`).
+    #[error("the database failed a commit: {0}")]
+    DirectCommit(rusqlite::Error),
     /// The database did not answer within the caller's deadline; the connection that was
     /// waiting is closed. Work already sent may have been committed all the same (a COMMIT
     /// that reached the server before the deadline).
@@ -147,33 +153,43 @@ impl StoreError {
     /// the value goes. Only an error of a statement can be such a refusal: a failed COMMIT is
     /// [`StoreError::Commit`], whatever its code.
     pub fn refused_content(&self) -> Option<String> {
-        let StoreError::Database(sqlx::Error::Database(error)) = self else {
-            return None;
-        };
-        let code = error.code()?;
-        if error
-            .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
-            .is_some()
-        {
-            let refused = REFUSED_CONTENT_SQLSTATES.contains(&&*code);
-            return refused.then(|| format!("PostgreSQL SQLSTATE {code}"));
+        match self {
+            StoreError::Database(sqlx::Error::Database(error)) => {
+                let code = error.code()?;
+                if error
+                    .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                    .is_some()
+                {
+                    let refused = REFUSED_CONTENT_SQLSTATES.contains(&&*code);
+                    return refused.then(|| format!("PostgreSQL SQLSTATE {code}"));
+                }
+                sqlite_refusal(code.parse().ok()?)
+            }
+            StoreError::Direct(rusqlite::Error::SqliteFailure(error, _)) => {
+                sqlite_refusal(error.extended_code)
+            }
+            _ => None,
         }
-        const SQLITE_TOOBIG: i32 = 18;
-        const SQLITE_CONSTRAINT: i32 = 19;
-        const SQLITE_MISMATCH: i32 = 20;
-        const SQLITE_CONSTRAINT_PRIMARYKEY: i32 = 1555;
-        const SQLITE_CONSTRAINT_UNIQUE: i32 = 2067;
-        let extended: i32 = code.parse().ok()?;
-        let refused = match extended & 0xff {
-            SQLITE_TOOBIG | SQLITE_MISMATCH => true,
-            SQLITE_CONSTRAINT => !matches!(
-                extended,
-                SQLITE_CONSTRAINT_PRIMARYKEY | SQLITE_CONSTRAINT_UNIQUE
-            ),
-            _ => false,
-        };
-        refused.then(|| format!("SQLite result code {extended}"))
     }
+}
+
+/// [`StoreError::refused_content`] of a SQLite statement that failed with the result code
+/// `extended`.
+fn sqlite_refusal(extended: i32) -> Option<String> {
+    const SQLITE_TOOBIG: i32 = 18;
+    const SQLITE_CONSTRAINT: i32 = 19;
+    const SQLITE_MISMATCH: i32 = 20;
+    const SQLITE_CONSTRAINT_PRIMARYKEY: i32 = 1555;
+    const SQLITE_CONSTRAINT_UNIQUE: i32 = 2067;
+    let refused = match extended & 0xff {
+        SQLITE_TOOBIG | SQLITE_MISMATCH => true,
+        SQLITE_CONSTRAINT => !matches!(
+            extended,
+            SQLITE_CONSTRAINT_PRIMARYKEY | SQLITE_CONSTRAINT_UNIQUE
+        ),
+        _ => false,
+    };
+    refused.then(|| format!("SQLite result code {extended}"))
 }
 
 /// The PostgreSQL SQLSTATEs with which a row statement of the append (an INSERT of text,
@@ -224,7 +240,10 @@ pub enum Store {
 /// delays the commit that acknowledges deliveries, which waits only for the write connection.
 #[derive(Clone, Debug)]
 pub struct SqlitePools {
-    /// The only connection that writes: appends, claims, settles, rebuilds' swaps, migrations.
+    /// The one sqlx connection that writes: claims, settles, rebuilds' swaps, migrations, and
+    /// appends where there is no direct writer. Where there is one, each of its appends holds
+    /// this connection while it runs, so that the process still writes one transaction at a
+    /// time.
     pub writer: SqlitePool,
     /// Connections that only read (`PRAGMA query_only`): queries, counts, streams, and the
     /// projector's read of the events of the calls it claimed.
@@ -235,6 +254,10 @@ pub struct SqlitePools {
     /// Connections of its own for the bulk reads of records (see [`direct_read`]); none for a
     /// database in memory or a URL naming `vfs=` or `immutable=`.
     direct: Option<Arc<direct_read::DirectReader>>,
+    /// A connection of its own for the appends (see [`direct_write`]), where there is a direct
+    /// reader and the URL does not open the file read-only; elsewhere appends run on
+    /// `writer`.
+    direct_writer: Option<Arc<direct_write::DirectWriter>>,
 }
 
 /// Whether the SQLite `url`'s query names how the file is opened or locked (`vfs`,
@@ -245,6 +268,13 @@ fn names_file_system_options(url: &str) -> bool {
             .split('&')
             .any(|option| option.starts_with("vfs=") || option.starts_with("immutable="))
     })
+}
+
+/// Whether the SQLite `url`'s query opens the file read-only (`mode=ro`): sqlx's write
+/// connection then refuses every write, and a direct writer must not take them instead.
+fn opens_read_only(url: &str) -> bool {
+    url.split_once('?')
+        .is_some_and(|(_, query)| query.split('&').any(|option| option == "mode=ro"))
 }
 
 /// The two pools of a PostgreSQL store: connections for writes, and as many for reads.
@@ -481,11 +511,19 @@ impl Store {
         // Only a file in WAL mode opened with SQLite's default file system layer: a database
         // in memory is not shared with other libraries' connections, and connections that
         // lock the file another way (`vfs=`, `immutable=`) must not meet on it.
-        let direct = (journal == "wal" && !names_file_system_options(url)).then(|| {
+        let direct_file = journal == "wal" && !names_file_system_options(url);
+        let database = options.get_filename().to_path_buf();
+        let direct = direct_file.then(|| {
             Arc::new(direct_read::DirectReader::new(
-                options.get_filename().to_path_buf(),
+                database.clone(),
                 limits.max_connections,
                 limits.acquire_timeout,
+                limits.statement_timeout,
+            ))
+        });
+        let direct_writer = (direct_file && !opens_read_only(url)).then(|| {
+            Arc::new(direct_write::DirectWriter::new(
+                database,
                 limits.statement_timeout,
             ))
         });
@@ -494,6 +532,7 @@ impl Store {
             readers,
             checkpointer,
             direct,
+            direct_writer,
         }))
     }
 
@@ -595,6 +634,9 @@ impl Store {
                 if let Some(direct) = &pools.direct {
                     direct.close().await;
                 }
+                if let Some(direct_writer) = &pools.direct_writer {
+                    direct_writer.close();
+                }
                 close_every_connection(&pools.readers).await;
                 close_every_connection(&pools.writer).await;
             }
@@ -676,6 +718,19 @@ impl Store {
     pub(crate) fn direct_reader(&self) -> Option<&Arc<direct_read::DirectReader>> {
         match self {
             Store::Sqlite(pools) => pools.direct.as_ref(),
+            Store::Postgres(_) => None,
+        }
+    }
+
+    /// The direct writer of a SQLite file (see `direct_write`), with the write pool whose
+    /// connection is its turn; `None` on PostgreSQL and where [`Store::open_sqlite`] opens
+    /// none.
+    pub(crate) fn direct_writer(&self) -> Option<(&Arc<direct_write::DirectWriter>, &SqlitePool)> {
+        match self {
+            Store::Sqlite(pools) => pools
+                .direct_writer
+                .as_ref()
+                .map(|direct| (direct, &pools.writer)),
             Store::Postgres(_) => None,
         }
     }

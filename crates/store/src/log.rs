@@ -178,11 +178,15 @@ macro_rules! add_to_counts {
     };
 }
 
+/// The seq and body digest of the copy the log held already of webhook-ids an append was given
+/// again, by webhook-id.
+type LoggedCopies = HashMap<String, (i64, Vec<u8>)>;
+
 /// Reads, on `$executor`, the copy the log holds of each of `$ids` (webhook-ids it held
-/// already); evaluates to its seq and body digest, by webhook-id.
+/// already); evaluates to its [`LoggedCopies`].
 macro_rules! find_logged_copies {
     ($executor:expr, $ids:expr) => {{
-        let mut logged_copies: HashMap<String, (i64, Vec<u8>)> = HashMap::new();
+        let mut logged_copies = LoggedCopies::new();
         for id in $ids {
             let copy = sqlx::query_as(FIND_FIRST_COPY)
                 .bind(id)
@@ -407,9 +411,16 @@ impl Store {
         events: &[NewEvent],
         deadline: Option<Duration>,
     ) -> Result<Vec<AppendOutcome>, StoreError> {
-        let server_deadline = self.server_deadline(deadline);
         let first_copy = first_copies(events);
         let firsts = in_lock_order(events, &first_copy);
+        if let Some((direct, writer)) = self.direct_writer() {
+            let firsts: Vec<NewEvent> = firsts.into_iter().cloned().collect();
+            let (appended, logged_copies) = direct
+                .in_transaction(writer, move |tx| append_directly(tx, &firsts))
+                .await?;
+            return Ok(outcomes(events, &first_copy, &appended, &logged_copies));
+        }
+        let server_deadline = self.server_deadline(deadline);
         let placeholders = self.placeholders();
         let inserts = insert_statements(placeholders, &firsts);
         let (appended, logged_copies) = on_pool!(self, pool => in_transaction!(pool, tx => {
@@ -689,21 +700,109 @@ impl<'a> FollowingWrites<'a> {
     /// The statements that add the kept records to their lists, each with its rows as
     /// (position, seq, quarantined), given `last`, the last of the positions taken for them.
     fn kept_statements(&self, last: i64) -> Vec<(String, Vec<KeptListRow>)> {
-        let first = last - self.kept.len() as i64 + 1;
-        let rows: Vec<KeptListRow> = (first..)
-            .zip(&self.kept)
-            .map(|(position, (seq, quarantined))| (position, *seq, *quarantined))
-            .collect();
-        rows.chunks(ROWS_PER_STATEMENT)
+        self.kept_rows(last)
+            .chunks(ROWS_PER_STATEMENT)
             .map(|chunk| {
-                let sql = format!(
-                    "INSERT INTO kept_records (list_position, event_seq, quarantined) VALUES {}",
-                    self.placeholders.values_list(chunk.len(), 3, 1)
-                );
-                (sql, chunk.to_vec())
+                (
+                    kept_statement(self.placeholders, chunk.len()),
+                    chunk.to_vec(),
+                )
             })
             .collect()
     }
+
+    /// The rows of the kept records in their lists, (position, seq, quarantined), given `last`,
+    /// the last of the positions taken for them.
+    fn kept_rows(&self, last: i64) -> Vec<KeptListRow> {
+        let first = last - self.kept.len() as i64 + 1;
+        (first..)
+            .zip(&self.kept)
+            .map(|(position, (seq, quarantined))| (position, *seq, *quarantined))
+            .collect()
+    }
+}
+
+/// Adds `rows` kept records to their lists, each bound as (position, seq, quarantined).
+fn kept_statement(placeholders: Placeholders, rows: usize) -> String {
+    format!(
+        "INSERT INTO kept_records (list_position, event_seq, quarantined) VALUES {}",
+        placeholders.values_list(rows, 3, 1)
+    )
+}
+
+/// [`Store::append_in_one_transaction`]'s statements, in its order, in `tx` on a SQLite
+/// connection driven directly (see `direct_write`): `firsts`, the first copy of each
+/// webhook-id in lock order, inserted one row per statement, each statement prepared once for
+/// the connection. Returns the seq of each record written, by webhook-id, and the seq and body
+/// digest of the copy the log held already of each other one.
+fn append_directly(
+    tx: &rusqlite::Transaction<'_>,
+    firsts: &[NewEvent],
+) -> rusqlite::Result<(HashMap<String, i64>, LoggedCopies)> {
+    let one_row = Placeholders::Anonymous;
+    let mut appended: HashMap<String, i64> = HashMap::with_capacity(firsts.len());
+    let mut insert = tx.prepare_cached(&insert_statement(one_row, 1))?;
+    for event in firsts {
+        let columns = ContentColumns::of(&event.content);
+        let written = insert.query_row(
+            rusqlite::params![
+                event.webhook_id.as_str(),
+                event.webhook_timestamp,
+                event.received_at.unix_micros(),
+                event.body,
+                event.body_sha256,
+                columns.topic,
+                columns.event_time_us,
+                columns.call_key,
+                columns.unlinked,
+                columns.quarantine_reason,
+            ],
+            |row| row.get::<_, i64>(0),
+        );
+        match written {
+            Ok(seq) => appended.insert(event.webhook_id.as_str().to_owned(), seq),
+            Err(rusqlite::Error::QueryReturnedNoRows) => None,
+            Err(error) => return Err(error),
+        };
+    }
+    let firsts: Vec<&NewEvent> = firsts.iter().collect();
+    let writes = FollowingWrites::of(&firsts, &appended, one_row);
+    let mut mark = tx.prepare_cached(&mark_statement(one_row, 1))?;
+    for call_key in &writes.touched {
+        mark.execute(rusqlite::params![call_key, writes.marked_at])?;
+    }
+    if !writes.kept.is_empty() {
+        let last: i64 = tx.query_row(TAKE_KEPT_POSITIONS, [writes.kept.len() as i64], |row| {
+            row.get(0)
+        })?;
+        let mut keep = tx.prepare_cached(&kept_statement(one_row, 1))?;
+        for (position, seq, quarantined) in writes.kept_rows(last) {
+            keep.execute(rusqlite::params![position, seq, quarantined])?;
+        }
+    }
+    if let Some(counts) = &writes.counts {
+        tx.prepare_cached(ADD_TO_LOG_COUNTS)?
+            .execute(rusqlite::params![
+                counts.records,
+                counts.quarantined,
+                counts.unlinked,
+                counts.stripe
+            ])?;
+        let mut add = tx.prepare_cached(ADD_TO_STORED_PER_MINUTE)?;
+        for (minute, stored) in &counts.per_minute {
+            add.execute(rusqlite::params![minute, counts.stripe, stored])?;
+        }
+    }
+    let mut logged_copies = LoggedCopies::new();
+    let mut find = tx.prepare_cached(FIND_FIRST_COPY)?;
+    for id in not_appended(&firsts, &appended) {
+        // The digest as sqlx reads it, whether SQLite holds it as BLOB or as TEXT.
+        let copy = find.query_row([id], |row| {
+            Ok((row.get(0)?, row.get_ref(1)?.as_bytes()?.to_vec()))
+        })?;
+        logged_copies.insert(id.to_owned(), copy);
+    }
+    Ok((appended, logged_copies))
 }
 
 impl NewRecordCounts {
@@ -750,7 +849,7 @@ fn outcomes(
     events: &[NewEvent],
     first_copy: &HashMap<&str, usize>,
     appended: &HashMap<String, i64>,
-    logged_copies: &HashMap<String, (i64, Vec<u8>)>,
+    logged_copies: &LoggedCopies,
 ) -> Vec<AppendOutcome> {
     let mut outcomes = Vec::with_capacity(events.len());
     for (index, event) in events.iter().enumerate() {
@@ -773,4 +872,126 @@ fn outcomes(
         });
     }
     outcomes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::QueueSweep;
+
+    /// `body` under `id` with `content`; its digest a stand-in that differs as bodies do.
+    fn event(id: &str, body: &[u8], content: Content) -> NewEvent {
+        let mut body_sha256 = [0; 32];
+        for (byte, digest) in body.iter().zip(body_sha256.iter_mut()) {
+            *digest = *byte;
+        }
+        NewEvent {
+            webhook_id: WebhookId::parse(id).expect("test id"),
+            webhook_timestamp: 1_770_715_062,
+            received_at: EventTime::from_unix_micros(1_770_715_062_000_001),
+            body: body.to_vec(),
+            body_sha256,
+            content,
+        }
+    }
+
+    fn on_call(topic: &str, call: CallLink) -> Content {
+        Content::Usable {
+            topic: Topic::new(topic),
+            event_time: EventTime::from_unix_micros(1_770_715_000_000_000),
+            call,
+        }
+    }
+
+    fn linked(call: &str) -> Content {
+        on_call("call.completed", CallLink::Linked(CallKey::new(call)))
+    }
+
+    /// Everything a store holds about its log, as its reads give it: the records, the two
+    /// lists of kept records, the counts, and the fold queue's marks (claimed to be read).
+    async fn log_as_read(store: &Store) -> String {
+        let len = store.log_len().await.expect("len");
+        let mut records = Vec::new();
+        for seq in 1..=len {
+            records.push(store.event_by_seq(seq).await.expect("read"));
+        }
+        let quarantined = store.quarantined_events(0, 100).await.expect("list");
+        let unlinked = store.unlinked_events(0, 100).await.expect("list");
+        let mut stats = store.stats().await.expect("stats");
+        stats.oldest_waiting_since = None;
+        let claimed = store
+            .claim_calls(&QueueSweep::default(), 100, Duration::from_secs(600))
+            .await
+            .expect("claim");
+        format!(
+            "{records:#?}\n{quarantined:#?}\n{unlinked:#?}\n{stats:#?}\n{:#?}",
+            claimed.claims
+        )
+    }
+
+    async fn migrated(url: &str) -> Store {
+        let store = Store::connect(url).await.expect("connect");
+        store.migrate().await.expect("migrate");
+        store
+    }
+
+    /// Appends on a SQLite file run on a connection of the store's own (`direct_write`), except
+    /// where the URL names how the file is opened (`vfs=`): there they run through sqlx, as on
+    /// PostgreSQL. Both must answer and write the same, for every kind of record and outcome.
+    #[tokio::test]
+    async fn appends_write_the_same_through_either_sqlite_driver() {
+        let folder = tempfile::tempdir().expect("a folder");
+        let file = |name: &str| folder.path().join(name).display().to_string();
+        let direct = migrated(&format!("sqlite:{}", file("direct.db"))).await;
+        let through_sqlx = migrated(&format!("sqlite:{}?vfs=unix", file("sqlx.db"))).await;
+        assert!(direct.direct_writer().is_some());
+        assert!(through_sqlx.direct_writer().is_none());
+        let quarantined = Content::Quarantined {
+            reason: "not JSON".to_owned(),
+        };
+        let batches = [
+            vec![
+                event("msg_b", b"{b}", linked("cll_2")),
+                event("msg_a", b"{a}", linked("cll_1")),
+                event("msg_a", b"{a, again}", linked("cll_1")),
+                event(
+                    "msg_s",
+                    b"{sms}",
+                    on_call("sms.received", CallLink::NotACall),
+                ),
+                event("msg_u", b"{u}", on_call("tag.added", CallLink::Unlinked)),
+                event("msg_q", b"not json", quarantined),
+            ],
+            vec![
+                event("msg_a", b"{a}", linked("cll_1")),
+                event("msg_b", b"{b, changed}", linked("cll_2")),
+                event("msg_c", b"{c}", linked("cll_1")),
+                // A call key with U+0000, which the log's trigger refuses: kept quarantined.
+                event("msg_r", b"{r}", linked("cll_\u{0}")),
+                event("msg_d", b"{d}", linked("cll_3")),
+            ],
+        ];
+        for batch in &batches {
+            let on_direct = direct.append_batch(batch).await.expect("append");
+            let on_sqlx = through_sqlx.append_batch(batch).await.expect("append");
+            assert_eq!(on_direct, on_sqlx);
+        }
+        assert_eq!(log_as_read(&direct).await, log_as_read(&through_sqlx).await);
+        assert_eq!(direct.log_len().await.expect("len"), 8);
+        assert_eq!(direct.quarantined_events(0, 10).await.expect("list").1, 2);
+    }
+
+    #[tokio::test]
+    async fn a_file_opened_read_only_refuses_appends_on_either_driver() {
+        let folder = tempfile::tempdir().expect("a folder");
+        let url = format!("sqlite:{}", folder.path().join("log.db").display());
+        let writable = migrated(&url).await;
+        let read_only = Store::connect_existing_with(&format!("{url}?mode=ro"), Default::default())
+            .await
+            .expect("connect");
+        assert!(read_only.direct_writer().is_none());
+        let batch = [event("msg_a", b"{a}", linked("cll_1"))];
+        assert!(read_only.append_batch(&batch).await.is_err());
+        assert_eq!(writable.log_len().await.expect("len"), 0);
+    }
 }
