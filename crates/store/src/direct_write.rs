@@ -1,13 +1,18 @@
-//! The appends of a SQLite log on a connection driven directly (rusqlite): each append's whole
+//! The hot writes of a SQLite store on a connection driven directly (rusqlite): the appends
+//! (see `log`), and the fold queue's claims and settles (see `queue`). Each write's whole
 //! transaction runs on a blocking thread, which hands back its outcome once.
 //!
-//! Through sqlx, each statement of an append crosses a channel to the connection's worker thread
-//! and back, and so does each row it returns, each crossing a thread switch and a wake-up; the
+//! Through sqlx, each statement crosses a channel to the connection's worker thread and back,
+//! and so does each row it returns, each crossing a thread switch and a wake-up; the
 //! statements' values are copied into sqlx's buffers on the way. Here the statements run one
 //! after another on the thread that holds the connection, prepared once and kept
-//! (`docs/benchmarks.md`). The SQL is the same (see `log`).
+//! (`docs/benchmarks.md`). The SQL is that of the sqlx path, one row per statement. Appends,
+//! claims and settles share this connection, so that neither empties the other's page cache
+//! (in WAL mode a connection drops its whole cache when another has committed since its last
+//! transaction).
 //!
-//! The store keeps its one sqlx write connection for every other write. So that this process's
+//! The store keeps its one sqlx write connection for every other write (the rebuild's swaps,
+//! renewals of claims, migrations). So that this process's
 //! writes never meet on SQLite's lock, where the one that waits sleeps in the busy handler, a
 //! direct write holds that connection as its turn for as long as it runs: the process's writes
 //! still run one at a time, in the order they asked for the write connection, and a checkpoint
@@ -145,6 +150,10 @@ fn in_transaction<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{
+        CallKey, CallLink, Content, EventTime, NewEvent, QueueSweep, Store, StoredProjection,
+        Topic, WebhookId,
+    };
     use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 
     /// A WAL file, its sqlx write pool of one connection, and a direct writer beside it.
@@ -287,5 +296,187 @@ mod tests {
             matches!(refused, Some(StoreError::Database(sqlx::Error::PoolClosed))),
             "{refused:?}"
         );
+    }
+
+    /// `body` under `id` with `content`; its digest a stand-in that differs as bodies do.
+    fn event(id: &str, body: &[u8], content: Content) -> NewEvent {
+        let mut body_sha256 = [0; 32];
+        for (byte, digest) in body.iter().zip(body_sha256.iter_mut()) {
+            *digest = *byte;
+        }
+        NewEvent {
+            webhook_id: WebhookId::parse(id).expect("test id"),
+            webhook_timestamp: 1_770_715_062,
+            received_at: EventTime::from_unix_micros(1_770_715_062_000_001),
+            body: body.to_vec(),
+            body_sha256,
+            content,
+        }
+    }
+
+    fn on_call(topic: &str, call: CallLink) -> Content {
+        Content::Usable {
+            topic: Topic::new(topic),
+            event_time: EventTime::from_unix_micros(1_770_715_000_000_000),
+            call,
+        }
+    }
+
+    fn linked(call: &str) -> Content {
+        on_call("call.completed", CallLink::Linked(CallKey::new(call)))
+    }
+
+    async fn migrated(url: &str) -> Store {
+        let store = Store::connect(url).await.expect("connect");
+        store.migrate().await.expect("migrate");
+        store
+    }
+
+    /// Two SQLite stores in `folder`: one whose writes run on its direct writer, one whose run
+    /// through sqlx, as where the URL names how the file is opened (`vfs=`).
+    async fn on_either_driver(folder: &tempfile::TempDir) -> [Store; 2] {
+        let file = |name: &str| folder.path().join(name).display().to_string();
+        let direct = migrated(&format!("sqlite:{}", file("direct.db"))).await;
+        let through_sqlx = migrated(&format!("sqlite:{}?vfs=unix", file("sqlx.db"))).await;
+        assert!(direct.direct_writer().is_some());
+        assert!(through_sqlx.direct_writer().is_none());
+        [direct, through_sqlx]
+    }
+
+    /// Everything a store holds, as its reads give it: the records, the two lists of kept
+    /// records, the counts, the latest projection changes, and the fold queue's marks (claimed
+    /// to be read).
+    async fn as_read(store: &Store) -> String {
+        let len = store.log_len().await.expect("len");
+        let mut records = Vec::new();
+        for seq in 1..=len {
+            records.push(store.event_by_seq(seq).await.expect("read"));
+        }
+        let quarantined = store.quarantined_events(0, 100).await.expect("list");
+        let unlinked = store.unlinked_events(0, 100).await.expect("list");
+        let mut stats = store.stats().await.expect("stats");
+        stats.oldest_waiting_since = None;
+        let changes = store.latest_changes(100).await.expect("changes");
+        let claimed = store
+            .claim_calls(&QueueSweep::default(), 100, LEASE)
+            .await
+            .expect("claim");
+        format!(
+            "{records:#?}\n{quarantined:#?}\n{unlinked:#?}\n{stats:#?}\n{changes:#?}\n{:#?}",
+            claimed.claims
+        )
+    }
+
+    const LEASE: Duration = Duration::from_secs(600);
+
+    #[tokio::test]
+    async fn appends_write_the_same_through_either_sqlite_driver() {
+        let folder = tempfile::tempdir().expect("a folder");
+        let stores = on_either_driver(&folder).await;
+        let quarantined = Content::Quarantined {
+            reason: "not JSON".to_owned(),
+        };
+        let batches = [
+            vec![
+                event("msg_b", b"{b}", linked("cll_2")),
+                event("msg_a", b"{a}", linked("cll_1")),
+                event("msg_a", b"{a, again}", linked("cll_1")),
+                event(
+                    "msg_s",
+                    b"{sms}",
+                    on_call("sms.received", CallLink::NotACall),
+                ),
+                event("msg_u", b"{u}", on_call("tag.added", CallLink::Unlinked)),
+                event("msg_q", b"not json", quarantined),
+            ],
+            vec![
+                event("msg_a", b"{a}", linked("cll_1")),
+                event("msg_b", b"{b, changed}", linked("cll_2")),
+                event("msg_c", b"{c}", linked("cll_1")),
+                // A call key with U+0000, which the log's trigger refuses: kept quarantined.
+                event("msg_r", b"{r}", linked("cll_\u{0}")),
+                event("msg_d", b"{d}", linked("cll_3")),
+            ],
+        ];
+        for batch in &batches {
+            let [on_direct, on_sqlx] =
+                [&stores[0], &stores[1]].map(|store| store.append_batch(batch));
+            assert_eq!(
+                on_direct.await.expect("append"),
+                on_sqlx.await.expect("append")
+            );
+        }
+        assert_eq!(as_read(&stores[0]).await, as_read(&stores[1]).await);
+        assert_eq!(stores[0].log_len().await.expect("len"), 8);
+        assert_eq!(
+            stores[0].quarantined_events(0, 10).await.expect("list").1,
+            2
+        );
+    }
+
+    #[tokio::test]
+    async fn claims_and_settles_write_the_same_through_either_sqlite_driver() {
+        let folder = tempfile::tempdir().expect("a folder");
+        let mut settles = Vec::new();
+        for store in on_either_driver(&folder).await {
+            let calls = ["cll_1", "cll_2", "cll_3", "cll_4"];
+            let batch: Vec<NewEvent> = calls
+                .iter()
+                .map(|call| event(&format!("msg_{call}"), call.as_bytes(), linked(call)))
+                .collect();
+            store.append_batch(&batch).await.expect("append");
+            let sweep = QueueSweep::default();
+            let claimed = store.claim_calls(&sweep, 3, LEASE).await.expect("claim");
+            // Appended to during the fold: released, to be folded again.
+            let late = event("msg_late", b"{late}", linked("cll_2"));
+            store.append_batch(&[late]).await.expect("append");
+            let projections: Vec<StoredProjection> = claimed
+                .claims
+                .iter()
+                .map(|claim| StoredProjection {
+                    call_key: claim.call_key.clone(),
+                    document: format!("{{\"call\":\"{}\"}}", claim.call_key.as_str()),
+                    last_seq: 1,
+                    late_events: 0,
+                    events_folded: 1,
+                    updated_at: EventTime::from_unix_micros(2),
+                    built_with: None,
+                })
+                .collect();
+            let settled = store
+                .settle_claims(&claimed, &projections)
+                .await
+                .expect("settle");
+            let one = store
+                .claim_call(&CallKey::new("cll_4"), LEASE)
+                .await
+                .expect("claim");
+            settles.push(format!(
+                "{:?}\n{settled:?}\n{:?}\n{}",
+                claimed.claims,
+                one.claims,
+                as_read(&store).await
+            ));
+        }
+        assert_eq!(settles[0], settles[1]);
+        assert!(
+            settles[0].contains("Settled { folded: 2, to_refold: 1, lost: 0 }"),
+            "{}",
+            settles[0]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_file_opened_read_only_refuses_appends() {
+        let folder = tempfile::tempdir().expect("a folder");
+        let url = format!("sqlite:{}", folder.path().join("log.db").display());
+        let writable = migrated(&url).await;
+        let read_only = Store::connect_existing_with(&format!("{url}?mode=ro"), Default::default())
+            .await
+            .expect("connect");
+        assert!(read_only.direct_writer().is_none());
+        let batch = [event("msg_a", b"{a}", linked("cll_1"))];
+        assert!(read_only.append_batch(&batch).await.is_err());
+        assert_eq!(writable.log_len().await.expect("len"), 0);
     }
 }

@@ -240,10 +240,10 @@ pub enum Store {
 /// delays the commit that acknowledges deliveries, which waits only for the write connection.
 #[derive(Clone, Debug)]
 pub struct SqlitePools {
-    /// The one sqlx connection that writes: claims, settles, rebuilds' swaps, migrations, and
-    /// appends where there is no direct writer. Where there is one, each of its appends holds
-    /// this connection while it runs, so that the process still writes one transaction at a
-    /// time.
+    /// The one sqlx connection that writes: rebuilds' swaps, renewals, migrations, and the
+    /// appends, claims and settles where there is no direct writer. Where there is one, each
+    /// of its writes holds this connection while it runs, so that the process still writes
+    /// one transaction at a time.
     pub writer: SqlitePool,
     /// Connections that only read (`PRAGMA query_only`): queries, counts, streams, and the
     /// projector's read of the events of the calls it claimed.
@@ -254,9 +254,9 @@ pub struct SqlitePools {
     /// Connections of its own for the bulk reads of records (see [`direct_read`]); none for a
     /// database in memory or a URL naming `vfs=` or `immutable=`.
     direct: Option<Arc<direct_read::DirectReader>>,
-    /// A connection of its own for the appends (see [`direct_write`]), where there is a direct
-    /// reader and the URL does not open the file read-only; elsewhere appends run on
-    /// `writer`.
+    /// A connection of its own for the appends, claims and settles (see [`direct_write`]),
+    /// where there is a direct reader and the URL does not open the file read-only; elsewhere
+    /// they run on `writer`.
     direct_writer: Option<Arc<direct_write::DirectWriter>>,
 }
 

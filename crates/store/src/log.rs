@@ -13,6 +13,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use rusqlite::named_params;
 use rusqlite::types::Value;
 
 use crate::event::{
@@ -733,7 +734,8 @@ fn kept_statement(placeholders: Placeholders, rows: usize) -> String {
 /// [`Store::append_in_one_transaction`]'s statements, in its order, in `tx` on a SQLite
 /// connection driven directly (see `direct_write`): `firsts`, the first copy of each
 /// webhook-id in lock order, inserted one row per statement, each statement prepared once for
-/// the connection. Returns the seq of each record written, by webhook-id, and the seq and body
+/// the connection. A numbered parameter (`$1`) is bound by its name, as sqlx binds it by its
+/// number, whatever order the statement names them in. Returns the seq of each record written, by webhook-id, and the seq and body
 /// digest of the copy the log held already of each other one.
 fn append_directly(
     tx: &rusqlite::Transaction<'_>,
@@ -772,7 +774,8 @@ fn append_directly(
         mark.execute(rusqlite::params![call_key, writes.marked_at])?;
     }
     if !writes.kept.is_empty() {
-        let last: i64 = tx.query_row(TAKE_KEPT_POSITIONS, [writes.kept.len() as i64], |row| {
+        let taken = writes.kept.len() as i64;
+        let last: i64 = tx.query_row(TAKE_KEPT_POSITIONS, named_params! {"$1": taken}, |row| {
             row.get(0)
         })?;
         let mut keep = tx.prepare_cached(&kept_statement(one_row, 1))?;
@@ -782,22 +785,22 @@ fn append_directly(
     }
     if let Some(counts) = &writes.counts {
         tx.prepare_cached(ADD_TO_LOG_COUNTS)?
-            .execute(rusqlite::params![
-                counts.records,
-                counts.quarantined,
-                counts.unlinked,
-                counts.stripe
-            ])?;
+            .execute(named_params! {
+                "$1": counts.records,
+                "$2": counts.quarantined,
+                "$3": counts.unlinked,
+                "$4": counts.stripe,
+            })?;
         let mut add = tx.prepare_cached(ADD_TO_STORED_PER_MINUTE)?;
         for (minute, stored) in &counts.per_minute {
-            add.execute(rusqlite::params![minute, counts.stripe, stored])?;
+            add.execute(named_params! {"$1": minute, "$2": counts.stripe, "$3": stored})?;
         }
     }
     let mut logged_copies = LoggedCopies::new();
     let mut find = tx.prepare_cached(FIND_FIRST_COPY)?;
     for id in not_appended(&firsts, &appended) {
         // The digest as sqlx reads it, whether SQLite holds it as BLOB or as TEXT.
-        let copy = find.query_row([id], |row| {
+        let copy = find.query_row(named_params! {"$1": id}, |row| {
             Ok((row.get(0)?, row.get_ref(1)?.as_bytes()?.to_vec()))
         })?;
         logged_copies.insert(id.to_owned(), copy);
@@ -872,126 +875,4 @@ fn outcomes(
         });
     }
     outcomes
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::QueueSweep;
-
-    /// `body` under `id` with `content`; its digest a stand-in that differs as bodies do.
-    fn event(id: &str, body: &[u8], content: Content) -> NewEvent {
-        let mut body_sha256 = [0; 32];
-        for (byte, digest) in body.iter().zip(body_sha256.iter_mut()) {
-            *digest = *byte;
-        }
-        NewEvent {
-            webhook_id: WebhookId::parse(id).expect("test id"),
-            webhook_timestamp: 1_770_715_062,
-            received_at: EventTime::from_unix_micros(1_770_715_062_000_001),
-            body: body.to_vec(),
-            body_sha256,
-            content,
-        }
-    }
-
-    fn on_call(topic: &str, call: CallLink) -> Content {
-        Content::Usable {
-            topic: Topic::new(topic),
-            event_time: EventTime::from_unix_micros(1_770_715_000_000_000),
-            call,
-        }
-    }
-
-    fn linked(call: &str) -> Content {
-        on_call("call.completed", CallLink::Linked(CallKey::new(call)))
-    }
-
-    /// Everything a store holds about its log, as its reads give it: the records, the two
-    /// lists of kept records, the counts, and the fold queue's marks (claimed to be read).
-    async fn log_as_read(store: &Store) -> String {
-        let len = store.log_len().await.expect("len");
-        let mut records = Vec::new();
-        for seq in 1..=len {
-            records.push(store.event_by_seq(seq).await.expect("read"));
-        }
-        let quarantined = store.quarantined_events(0, 100).await.expect("list");
-        let unlinked = store.unlinked_events(0, 100).await.expect("list");
-        let mut stats = store.stats().await.expect("stats");
-        stats.oldest_waiting_since = None;
-        let claimed = store
-            .claim_calls(&QueueSweep::default(), 100, Duration::from_secs(600))
-            .await
-            .expect("claim");
-        format!(
-            "{records:#?}\n{quarantined:#?}\n{unlinked:#?}\n{stats:#?}\n{:#?}",
-            claimed.claims
-        )
-    }
-
-    async fn migrated(url: &str) -> Store {
-        let store = Store::connect(url).await.expect("connect");
-        store.migrate().await.expect("migrate");
-        store
-    }
-
-    /// Appends on a SQLite file run on a connection of the store's own (`direct_write`), except
-    /// where the URL names how the file is opened (`vfs=`): there they run through sqlx, as on
-    /// PostgreSQL. Both must answer and write the same, for every kind of record and outcome.
-    #[tokio::test]
-    async fn appends_write_the_same_through_either_sqlite_driver() {
-        let folder = tempfile::tempdir().expect("a folder");
-        let file = |name: &str| folder.path().join(name).display().to_string();
-        let direct = migrated(&format!("sqlite:{}", file("direct.db"))).await;
-        let through_sqlx = migrated(&format!("sqlite:{}?vfs=unix", file("sqlx.db"))).await;
-        assert!(direct.direct_writer().is_some());
-        assert!(through_sqlx.direct_writer().is_none());
-        let quarantined = Content::Quarantined {
-            reason: "not JSON".to_owned(),
-        };
-        let batches = [
-            vec![
-                event("msg_b", b"{b}", linked("cll_2")),
-                event("msg_a", b"{a}", linked("cll_1")),
-                event("msg_a", b"{a, again}", linked("cll_1")),
-                event(
-                    "msg_s",
-                    b"{sms}",
-                    on_call("sms.received", CallLink::NotACall),
-                ),
-                event("msg_u", b"{u}", on_call("tag.added", CallLink::Unlinked)),
-                event("msg_q", b"not json", quarantined),
-            ],
-            vec![
-                event("msg_a", b"{a}", linked("cll_1")),
-                event("msg_b", b"{b, changed}", linked("cll_2")),
-                event("msg_c", b"{c}", linked("cll_1")),
-                // A call key with U+0000, which the log's trigger refuses: kept quarantined.
-                event("msg_r", b"{r}", linked("cll_\u{0}")),
-                event("msg_d", b"{d}", linked("cll_3")),
-            ],
-        ];
-        for batch in &batches {
-            let on_direct = direct.append_batch(batch).await.expect("append");
-            let on_sqlx = through_sqlx.append_batch(batch).await.expect("append");
-            assert_eq!(on_direct, on_sqlx);
-        }
-        assert_eq!(log_as_read(&direct).await, log_as_read(&through_sqlx).await);
-        assert_eq!(direct.log_len().await.expect("len"), 8);
-        assert_eq!(direct.quarantined_events(0, 10).await.expect("list").1, 2);
-    }
-
-    #[tokio::test]
-    async fn a_file_opened_read_only_refuses_appends_on_either_driver() {
-        let folder = tempfile::tempdir().expect("a folder");
-        let url = format!("sqlite:{}", folder.path().join("log.db").display());
-        let writable = migrated(&url).await;
-        let read_only = Store::connect_existing_with(&format!("{url}?mode=ro"), Default::default())
-            .await
-            .expect("connect");
-        assert!(read_only.direct_writer().is_none());
-        let batch = [event("msg_a", b"{a}", linked("cll_1"))];
-        assert!(read_only.append_batch(&batch).await.is_err());
-        assert_eq!(writable.log_len().await.expect("len"), 0);
-    }
 }

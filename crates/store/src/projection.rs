@@ -244,18 +244,20 @@ pub(crate) const COUNT_NEW_PROJECTIONS: &str =
 /// The number of the latest change.
 const LAST_CHANGE: &str = "SELECT last_change FROM projection_changes WHERE only_row = 1";
 
+/// Takes `$1` change numbers; returns the last of them. The row lock on the counter lasts
+/// until the transaction ends.
+pub(crate) const TAKE_CHANGES: &str = "UPDATE projection_changes \
+     SET last_change = last_change + $1 WHERE only_row = 1 RETURNING last_change";
+
 /// Takes `$count` change numbers in the transaction `$executor`, whose row lock on the counter
 /// lasts until it ends; evaluates to the first of them.
 macro_rules! take_changes {
     ($executor:expr, $count:expr) => {{
         let count: i64 = $count;
-        let last: i64 = sqlx::query_scalar(
-            "UPDATE projection_changes SET last_change = last_change + $1 \
-             WHERE only_row = 1 RETURNING last_change",
-        )
-        .bind(count)
-        .fetch_one($executor)
-        .await?;
+        let last: i64 = sqlx::query_scalar($crate::projection::TAKE_CHANGES)
+            .bind(count)
+            .fetch_one($executor)
+            .await?;
         last - count + 1
     }};
 }

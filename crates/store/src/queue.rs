@@ -20,11 +20,14 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use rusqlite::types::{ToSql, Value};
+use rusqlite::{OptionalExtension, named_params};
 use tokio::sync::Mutex;
 
 use crate::event::{CallKey, EventTime};
 use crate::projection::{
-    COUNT_NEW_PROJECTIONS, LIVE, StoredProjection, take_changes, upsert_projections,
+    COUNT_NEW_PROJECTIONS, ConfigFingerprint, LIVE, StoredProjection, TAKE_CHANGES, take_changes,
+    upsert_projections, upsert_statement,
 };
 use crate::sql::{Placeholders, ROWS_PER_STATEMENT};
 use crate::{Store, StoreError, in_transaction, on_pool, on_read_pool};
@@ -310,6 +313,38 @@ impl Store {
             "UPDATE calls_to_fold SET claim_token = $1, claimed_until_us = {now} + $2 \
              WHERE {chosen} RETURNING call_key, version"
         );
+        if let Some((direct, writer)) = self.direct_writer() {
+            let mut parameters = vec![
+                ("$1", Value::Integer(token)),
+                ("$2", Value::Integer(lease_micros(lease))),
+            ];
+            match of {
+                ClaimOf::Run { after, end, limit } => {
+                    parameters.push(("$3", Value::Text(after.to_owned())));
+                    parameters.push(("$4", Value::Integer(limit)));
+                    parameters.extend(end.map(|end| ("$5", Value::Text(end.to_owned()))));
+                }
+                ClaimOf::Call(call_key) => {
+                    parameters.push(("$3", Value::Text(call_key.as_str().to_owned())));
+                }
+            }
+            return direct
+                .in_transaction(writer, move |tx| {
+                    let parameters: Vec<(&str, &dyn ToSql)> = parameters
+                        .iter()
+                        .map(|(name, value)| (*name, value as &dyn ToSql))
+                        .collect();
+                    let mut claim = tx.prepare_cached(&sql)?;
+                    let rows = claim.query_map(parameters.as_slice(), |row| {
+                        Ok(ClaimRow {
+                            call_key: row.get(0)?,
+                            version: row.get(1)?,
+                        })
+                    })?;
+                    rows.collect()
+                })
+                .await;
+        }
         let rows = on_pool!(self, pool => {
             let query = sqlx::query_as(&sql).bind(token).bind(lease_micros(lease));
             let query = match of {
@@ -391,8 +426,17 @@ impl Store {
             Store::Postgres(_) => Some(LOCK_HELD),
             Store::Sqlite(_) => None,
         };
-        let placeholders = self.placeholders();
         let count_live = format!("SELECT count(*) FROM {LIVE}");
+        if let Some((direct, writer)) = self.direct_writer() {
+            let (held, projections) = (claimed.clone(), projections.to_vec());
+            let (folded, to_refold) = direct
+                .in_transaction(writer, move |tx| {
+                    settle_directly(tx, &held, &projections, &count_live)
+                })
+                .await?;
+            return Ok(settled(claimed.claims.len(), folded, to_refold));
+        }
+        let placeholders = self.placeholders();
         let (folded, to_refold) = on_pool!(self, pool => in_transaction!(pool, tx => {
             let folded = remove_folded_marks!(self, &mut *tx, lock_held, claimed, placeholders);
             let to_refold: HashSet<String> = sqlx::query_scalar::<_, String>(RELEASE_UNFOLDED)
@@ -424,11 +468,7 @@ impl Store {
             }
             (folded.len(), to_refold.len())
         }))?;
-        Ok(Settled {
-            folded,
-            to_refold,
-            lost: claimed.claims.len() - folded - to_refold,
-        })
+        Ok(settled(claimed.claims.len(), folded, to_refold))
     }
 
     /// How many calls wait to be folded, and since when the oldest waits.
@@ -488,6 +528,89 @@ fn settle_statement(placeholders: Placeholders, claims: usize) -> String {
         placeholders.nth(1),
         placeholders.values_list(claims, 2, 2)
     )
+}
+
+/// Removes the mark of call `$1` if it is still at version `$2` under claim `$3`: one row of
+/// [`settle_statement`], found by its primary key. One claim per statement, the list of
+/// `settle_statement` would cost an ephemeral table per row (7 times the time, timed in SQLite
+/// for a claim of 256 calls).
+const REMOVE_FOLDED_MARK: &str = "DELETE FROM calls_to_fold \
+     WHERE call_key = $1 AND version = $2 AND claim_token = $3 RETURNING call_key";
+
+/// How a claim of `claimed` calls was settled, `folded` of them removed from the queue and
+/// `to_refold` released.
+fn settled(claimed: usize, folded: usize, to_refold: usize) -> Settled {
+    Settled {
+        folded,
+        to_refold,
+        lost: claimed - folded - to_refold,
+    }
+}
+
+/// [`Store::settle_claims`]'s statements, in its order, in `tx` on a SQLite connection driven
+/// directly (see `direct_write`), one row per statement, each prepared once for the connection;
+/// `count_live` counts the live projections. Returns how many of the claimed calls were folded
+/// and how many released to be folded again.
+fn settle_directly(
+    tx: &rusqlite::Transaction<'_>,
+    claimed: &ClaimedCalls,
+    projections: &[StoredProjection],
+    count_live: &str,
+) -> rusqlite::Result<(usize, usize)> {
+    let one_row = Placeholders::Anonymous;
+    let mut folded: HashSet<String> = HashSet::new();
+    let mut remove = tx.prepare_cached(REMOVE_FOLDED_MARK)?;
+    for claim in &claimed.claims {
+        let removed = remove
+            .query_row(
+                named_params! {
+                    "$1": claim.call_key.as_str(),
+                    "$2": claim.version,
+                    "$3": claimed.token,
+                },
+                |row| row.get(0),
+            )
+            .optional()?;
+        folded.extend(removed);
+    }
+    let to_refold: HashSet<String> = tx
+        .prepare_cached(RELEASE_UNFOLDED)?
+        .query_map(
+            named_params! {"$1": claimed.token, "$2": claimed.claimed_at.unix_micros()},
+            |row| row.get(0),
+        )?
+        .collect::<rusqlite::Result<_>>()?;
+    let held = held_projections(projections, &folded, &to_refold);
+    if !held.is_empty() {
+        let count = held.len() as i64;
+        let last_change: i64 =
+            tx.query_row(TAKE_CHANGES, named_params! {"$1": count}, |row| row.get(0))?;
+        let mut exists = tx.prepare_cached(&format!("{count_live} WHERE call_key = ?"))?;
+        let mut existing = 0;
+        for projection in &held {
+            existing +=
+                exists.query_row([projection.call_key.as_str()], |row| row.get::<_, i64>(0))?;
+        }
+        let mut upsert = tx.prepare_cached(&upsert_statement(one_row, 1))?;
+        for (change, projection) in (last_change - count + 1..).zip(&held) {
+            upsert.execute(rusqlite::params![
+                projection.call_key.as_str(),
+                projection.document.as_str(),
+                projection.last_seq,
+                projection.late_events,
+                projection.events_folded,
+                projection.updated_at.unix_micros(),
+                projection
+                    .built_with
+                    .as_ref()
+                    .map(ConfigFingerprint::as_str),
+                change,
+            ])?;
+        }
+        tx.prepare_cached(COUNT_NEW_PROJECTIONS)?
+            .execute(named_params! {"$1": count - existing})?;
+    }
+    Ok((folded.len(), to_refold.len()))
 }
 
 /// The `projections` of the calls a settle still held: those whose mark it removed
