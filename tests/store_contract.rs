@@ -532,7 +532,8 @@ async fn plan_of(store: &Store, statement: &str, bound: &[Bound]) -> Vec<String>
 /// call keys: each must search an index, not read the whole fold queue, or a worker catching
 /// up on a long queue spends time proportional to it on every batch. On PostgreSQL a settle
 /// locks the claim's rows by token, then removes those still at their claimed version by call
-/// key; SQLite removes them by token and (call key, version) in one statement.
+/// key; on a SQLite file it removes each by call key, version and token, and through sqlx (a
+/// URL naming `vfs=`) by token and (call key, version) in one statement.
 async fn a_claim_is_found_by_its_token_without_reading_the_whole_queue(db: TestDb) {
     use Bound::{Number, Text};
     let renew = (
@@ -540,11 +541,18 @@ async fn a_claim_is_found_by_its_token_without_reading_the_whole_queue(db: TestD
         vec![Number(7)],
     );
     let settle = match &db.store {
-        Store::Sqlite(_) => vec![(
-            "DELETE FROM calls_to_fold WHERE claim_token = $1 \
-             AND (call_key, version) IN (VALUES ($2, $3)) RETURNING call_key",
-            vec![Number(7), Text("cll_1"), Number(1)],
-        )],
+        Store::Sqlite(_) => vec![
+            (
+                "DELETE FROM calls_to_fold WHERE call_key = $1 AND version = $2 \
+                 AND claim_token = $3 RETURNING call_key",
+                vec![Text("cll_1"), Number(1), Number(7)],
+            ),
+            (
+                "DELETE FROM calls_to_fold WHERE claim_token = $1 \
+                 AND (call_key, version) IN (VALUES ($2, $3)) RETURNING call_key",
+                vec![Number(7), Text("cll_1"), Number(1)],
+            ),
+        ],
         Store::Postgres(_) => vec![
             (
                 "SELECT call_key, version FROM calls_to_fold WHERE claim_token = $1 \

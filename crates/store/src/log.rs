@@ -775,9 +775,9 @@ fn append_directly(
     }
     if !writes.kept.is_empty() {
         let taken = writes.kept.len() as i64;
-        let last: i64 = tx.query_row(TAKE_KEPT_POSITIONS, named_params! {"$1": taken}, |row| {
-            row.get(0)
-        })?;
+        let last: i64 = tx
+            .prepare_cached(TAKE_KEPT_POSITIONS)?
+            .query_row(named_params! {"$1": taken}, |row| row.get(0))?;
         let mut keep = tx.prepare_cached(&kept_statement(one_row, 1))?;
         for (position, seq, quarantined) in writes.kept_rows(last) {
             keep.execute(rusqlite::params![position, seq, quarantined])?;

@@ -24,6 +24,7 @@ use rusqlite::types::{ToSql, Value};
 use rusqlite::{OptionalExtension, named_params};
 use tokio::sync::Mutex;
 
+use crate::direct_write::every_parameter_given;
 use crate::event::{CallKey, EventTime};
 use crate::projection::{
     COUNT_NEW_PROJECTIONS, ConfigFingerprint, LIVE, StoredProjection, TAKE_CHANGES, take_changes,
@@ -335,6 +336,7 @@ impl Store {
                         .map(|(name, value)| (*name, value as &dyn ToSql))
                         .collect();
                     let mut claim = tx.prepare_cached(&sql)?;
+                    every_parameter_given(&claim, parameters.len())?;
                     let rows = claim.query_map(parameters.as_slice(), |row| {
                         Ok(ClaimRow {
                             call_key: row.get(0)?,
@@ -422,20 +424,20 @@ impl Store {
         // for an append that holds a row, and returns the version it bumped): the marks still
         // at their claimed version are then removed by call key (see `LOCK_HELD`). SQLite has
         // one writer at a time, and removes them by (call key, version) under the claim's token.
-        let lock_held = match self {
-            Store::Postgres(_) => Some(LOCK_HELD),
-            Store::Sqlite(_) => None,
-        };
         let count_live = format!("SELECT count(*) FROM {LIVE}");
         if let Some((direct, writer)) = self.direct_writer() {
-            let (held, projections) = (claimed.clone(), projections.to_vec());
+            let (claim, projections) = (claimed.clone(), projections.to_vec());
             let (folded, to_refold) = direct
                 .in_transaction(writer, move |tx| {
-                    settle_directly(tx, &held, &projections, &count_live)
+                    settle_directly(tx, &claim, &projections, &count_live)
                 })
                 .await?;
             return Ok(settled(claimed.claims.len(), folded, to_refold));
         }
+        let lock_held = match self {
+            Store::Postgres(_) => Some(LOCK_HELD),
+            Store::Sqlite(_) => None,
+        };
         let placeholders = self.placeholders();
         let (folded, to_refold) = on_pool!(self, pool => in_transaction!(pool, tx => {
             let folded = remove_folded_marks!(self, &mut *tx, lock_held, claimed, placeholders);
@@ -543,7 +545,7 @@ fn settled(claimed: usize, folded: usize, to_refold: usize) -> Settled {
     Settled {
         folded,
         to_refold,
-        lost: claimed - folded - to_refold,
+        lost: claimed.saturating_sub(folded + to_refold),
     }
 }
 
@@ -583,8 +585,9 @@ fn settle_directly(
     let held = held_projections(projections, &folded, &to_refold);
     if !held.is_empty() {
         let count = held.len() as i64;
-        let last_change: i64 =
-            tx.query_row(TAKE_CHANGES, named_params! {"$1": count}, |row| row.get(0))?;
+        let last_change: i64 = tx
+            .prepare_cached(TAKE_CHANGES)?
+            .query_row(named_params! {"$1": count}, |row| row.get(0))?;
         let mut exists = tx.prepare_cached(&format!("{count_live} WHERE call_key = ?"))?;
         let mut existing = 0;
         for projection in &held {
