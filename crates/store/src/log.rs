@@ -735,8 +735,9 @@ fn kept_statement(placeholders: Placeholders, rows: usize) -> String {
 /// connection driven directly (see `direct_write`): `firsts`, the first copy of each
 /// webhook-id in lock order, inserted one row per statement, each statement prepared once for
 /// the connection. A numbered parameter (`$1`) is bound by its name, as sqlx binds it by its
-/// number, whatever order the statement names them in. Returns the seq of each record written, by webhook-id, and the seq and body
-/// digest of the copy the log held already of each other one.
+/// number, whatever order the statement names them in. Returns the seq of each record
+/// written, by webhook-id, and the seq and body digest of the copy the log held already of
+/// each other one.
 fn append_directly(
     tx: &rusqlite::Transaction<'_>,
     firsts: &[NewEvent],

@@ -423,7 +423,8 @@ impl Store {
         // two never wait on each other in a cycle, and read their versions (`FOR UPDATE` waits
         // for an append that holds a row, and returns the version it bumped): the marks still
         // at their claimed version are then removed by call key (see `LOCK_HELD`). SQLite has
-        // one writer at a time, and removes them by (call key, version) under the claim's token.
+        // one writer at a time, and removes them by (call key, version) under the claim's token:
+        // on a file, on the direct write connection, one mark per statement (`settle_directly`).
         let count_live = format!("SELECT count(*) FROM {LIVE}");
         if let Some((direct, writer)) = self.direct_writer() {
             let (claim, projections) = (claimed.clone(), projections.to_vec());
