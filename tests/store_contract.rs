@@ -615,7 +615,7 @@ fn wal_generation(wal: &std::path::Path) -> [u8; 4] {
 /// SQLite's default checkpoints inside the commit that takes the WAL past 1,000 pages, so a
 /// batch of deliveries would wait for the copy; here commits checkpoint only as a backstop,
 /// far later, and a task of the store's own keeps the WAL short: while appends keep coming,
-/// it must start over well before that backstop (65,536 pages, 256 MiB) would, and close with
+/// it must start over well before that backstop (262,144 pages, 1 GiB) would, and close with
 /// the store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_commits_leave_checkpoints_to_a_task_that_keeps_the_wal_short() {
@@ -651,7 +651,7 @@ async fn sqlite_commits_leave_checkpoints_to_a_task_that_keeps_the_wal_short() {
         }
         let size = std::fs::metadata(&wal).expect("the WAL").len();
         assert!(
-            size < 48 * MIB,
+            size < 384 * MIB,
             "the WAL grew to {size} bytes without starting over"
         );
     }

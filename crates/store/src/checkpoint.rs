@@ -44,8 +44,12 @@ use tokio::task::JoinHandle;
 /// How often the task checkpoints.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 
-/// WAL pages past which the task makes the WAL start over (16 MiB at SQLite's 4 KiB pages).
-const RESTART_PAGES: i64 = 4_096;
+/// WAL pages past which the task makes the WAL start over (256 MiB at SQLite's 4 KiB pages).
+/// Each restart holds this process's commits while it copies what was committed during the
+/// fsync before it, and fsyncs the database file again: 22 to 31 ms on a log of a million
+/// events under steady appends. At 16 MiB that came several times a second, and was most of
+/// the acknowledgements' p99 (`docs/benchmarks.md`, "Fewer WAL restarts").
+const RESTART_PAGES: i64 = 65_536;
 
 /// Most WAL pages left uncopied when the task holds the write connection (1 MiB).
 const LEFTOVER_PAGES: i64 = 256;
@@ -55,11 +59,12 @@ const PASSIVE_TRIES: usize = 4;
 
 /// The write connection's own automatic checkpoint (`wal_autocheckpoint`, in pages): only if the
 /// task cannot keep the WAL short, as when readers keep holding old snapshots.
-pub(crate) const BACKSTOP_PAGES: i64 = 16 * RESTART_PAGES;
+pub(crate) const BACKSTOP_PAGES: i64 = 4 * RESTART_PAGES;
 
 /// The size the WAL file is cut back to when it starts over after growing past it
-/// (`journal_size_limit`): four restarts' worth.
-pub(crate) const WAL_SIZE_LIMIT_BYTES: i64 = 4 * RESTART_PAGES * 4096;
+/// (`journal_size_limit`): a restart's worth and a quarter, above what commits add while a
+/// restart is under way, so that the file is cut only after readers held the WAL back.
+pub(crate) const WAL_SIZE_LIMIT_BYTES: i64 = RESTART_PAGES * 4096 * 5 / 4;
 
 /// Longest the task waits for this process's write connection before trying at its next turn.
 const WRITER_WAIT: Duration = Duration::from_secs(1);
