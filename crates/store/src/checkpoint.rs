@@ -10,19 +10,22 @@
 //!
 //! 1. runs passive checkpoints, which copy what no reader still needs beside the writer without
 //!    taking its lock, until fewer than [`LEFTOVER_PAGES`] remain (commits go on meanwhile);
-//! 2. once the WAL holds [`RESTART_PAGES`], fsyncs the database file, still beside the writer
-//!    (a passive checkpoint that has not reached the WAL's end leaves what it copied unsynced,
-//!    and the checkpoint that reaches it would fsync all of it);
-//! 3. then holds this process's write connection, so that no commit of its own comes in
-//!    between, for a restart checkpoint: it copies the pages committed since step 1 and waits
-//!    for readers to leave the WAL (both within [`READERS_WAIT`]), so that the next commit
-//!    writes the WAL from its start. If readers, or a write lock held elsewhere, keep it from
-//!    finishing, steps 2 and 3 wait [`RETRY_RESTART_AFTER`] before they are tried again.
+//! 2. fsyncs the database file, still beside the writer, once they have copied
+//!    [`SYNC_PAGES`] since it was last fsynced, and before every restart (a passive checkpoint
+//!    that has not reached the WAL's end leaves what it copied unsynced, and the checkpoint that
+//!    reaches it would fsync all of it): so that copies never wait long for the disk, nor the
+//!    restart for all of them;
+//! 3. once the WAL holds [`RESTART_PAGES`], holds this process's write connection, so that no
+//!    commit of its own comes in between, for a restart checkpoint: it copies the pages
+//!    committed since step 1 and waits for readers to leave the WAL (both within
+//!    [`READERS_WAIT`]), so that the next commit writes the WAL from its start. If readers, or a
+//!    write lock held elsewhere, keep it from finishing, the restart waits
+//!    [`RETRY_RESTART_AFTER`] before it is tried again.
 //!
-//! Steps 2 and 3 run only in the process whose commits acknowledge deliveries
+//! Step 3 runs only in the process whose commits acknowledge deliveries
 //! ([`Checkpointer::own_restarts`]): its commits wait for a restart in their pool's queue, while
 //! another process's would sleep in SQLite's busy handler, longer than the lock is held. Other
-//! processes (a projector on its own, a rebuild, a migration) run step 1 only. Passive
+//! processes (a projector on its own, a rebuild, a migration) run steps 1 and 2 only. Passive
 //! checkpoints alone never let the WAL start over while commits keep coming.
 //!
 //! A failed fsync of the database file ends the process, as it does PostgreSQL: the pages it
@@ -46,10 +49,14 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 
 /// WAL pages past which the task makes the WAL start over (256 MiB at SQLite's 4 KiB pages).
 /// Each restart holds this process's commits while it copies what was committed during the
-/// fsync before it, and fsyncs the database file again: 22 to 31 ms on a log of a million
-/// events under steady appends. At 16 MiB that came several times a second, and was most of
-/// the acknowledgements' p99 (`docs/benchmarks.md`, "Fewer WAL restarts").
+/// fsync before it, and fsyncs the database file again: 22 to 31 ms each on a log of a million
+/// events under steady appends when the WAL restarted at 16 MiB, several times a second, and
+/// most of the acknowledgements' p99 (`docs/benchmarks.md`, "Fewer WAL restarts").
 const RESTART_PAGES: i64 = 65_536;
+
+/// Pages that passive checkpoints may copy into the database file before the task fsyncs it
+/// (16 MiB).
+const SYNC_PAGES: i64 = 4_096;
 
 /// Most WAL pages left uncopied when the task holds the write connection (1 MiB).
 const LEFTOVER_PAGES: i64 = 256;
@@ -129,6 +136,7 @@ impl Checkpointer {
             last_restart_pages: None,
             connection: None,
             no_restart_before: Instant::now(),
+            unsynced: UnsyncedCopies::default(),
         };
         let task = tokio::spawn(checkpoint_until_stopped(task, stopped));
         Self {
@@ -169,6 +177,42 @@ struct CheckpointTask {
     last_restart_pages: Option<i64>,
     /// No restart before this, after one that readers kept from finishing.
     no_restart_before: Instant,
+    unsynced: UnsyncedCopies,
+}
+
+/// Pages copied into the database file since it was last fsynced, as far as the task's passive
+/// checkpoints tell.
+#[derive(Debug, Default)]
+struct UnsyncedCopies {
+    /// The WAL's pages, and how many of them were copied, at the last passive checkpoint.
+    last_passive: Option<(i64, i64)>,
+    pages: i64,
+}
+
+impl UnsyncedCopies {
+    /// Counts what a passive checkpoint that left the WAL at `log` pages, `checkpointed` of
+    /// them copied, copied since the last one.
+    fn count(&mut self, log: i64, checkpointed: i64) {
+        let (before, copied) = match self.last_passive {
+            Some((last_log, last_checkpointed)) if log >= last_log => {
+                (self.pages, checkpointed - last_checkpointed)
+            }
+            // The WAL started over since, which it does only after a checkpoint that reached its
+            // end fsynced the file: what it holds was copied since, and nothing before it is left.
+            _ => (0, checkpointed),
+        };
+        self.last_passive = Some((log, checkpointed));
+        // A checkpoint that reached the WAL's end fsynced the file itself.
+        self.pages = if checkpointed == log {
+            0
+        } else {
+            before + copied.max(0)
+        };
+    }
+
+    fn synced(&mut self) {
+        self.pages = 0;
+    }
 }
 
 async fn checkpoint_until_stopped(mut task: CheckpointTask, mut stopped: watch::Receiver<bool>) {
@@ -214,11 +258,20 @@ impl CheckpointTask {
             }
             passive = checkpoint(&mut connection, PASSIVE).await?;
         }
+        self.unsynced.count(passive.log, passive.checkpointed);
         if self.restart_due(&passive) {
             self.restart(&mut connection).await?;
+        } else if self.unsynced.pages >= SYNC_PAGES {
+            self.sync().await;
         }
         self.connection = Some(connection);
         Ok(())
+    }
+
+    /// Step 2.
+    async fn sync(&mut self) {
+        sync_database_file(&self.database).await;
+        self.unsynced.synced();
     }
 
     fn restart_due(&self, passive: &CheckpointRow) -> bool {
@@ -232,7 +285,7 @@ impl CheckpointTask {
 
     /// Steps 2 and 3.
     async fn restart(&mut self, connection: &mut SqliteConnection) -> Result<(), sqlx::Error> {
-        sync_database_file(&self.database).await;
+        self.sync().await;
         let Ok(held) = tokio::time::timeout(WRITER_WAIT, self.writer.acquire()).await else {
             return Ok(());
         };
@@ -317,4 +370,54 @@ fn database_file_to_sync(path: &Path) -> std::io::Result<Arc<File>> {
     let file = Arc::new(File::open(path)?);
     opened.insert(path.to_path_buf(), Arc::clone(&file));
     Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_count_until_a_checkpoint_reaches_the_end_of_the_wal_or_a_sync() {
+        let mut unsynced = UnsyncedCopies::default();
+        unsynced.count(1_000, 600);
+        assert_eq!(
+            unsynced.pages, 600,
+            "the first checkpoint counts what it left copied"
+        );
+        unsynced.count(3_000, 2_900);
+        assert_eq!(
+            unsynced.pages, 2_900,
+            "then what each copied since the one before"
+        );
+        unsynced.count(5_000, 5_000);
+        assert_eq!(
+            unsynced.pages, 0,
+            "one that reached the end fsynced the file"
+        );
+        unsynced.count(6_000, 5_500);
+        assert_eq!(unsynced.pages, 500);
+        unsynced.synced();
+        assert_eq!(unsynced.pages, 0);
+        unsynced.count(6_500, 6_000);
+        assert_eq!(
+            unsynced.pages, 500,
+            "counting goes on from the last checkpoint"
+        );
+    }
+
+    #[test]
+    fn a_wal_that_started_over_counts_from_its_start() {
+        let mut unsynced = UnsyncedCopies::default();
+        unsynced.count(9_000, 8_000);
+        unsynced.count(700, 300);
+        assert_eq!(
+            unsynced.pages, 300,
+            "what was copied before the WAL started over is synced"
+        );
+        unsynced.count(700, 300);
+        assert_eq!(
+            unsynced.pages, 300,
+            "a checkpoint that copied nothing adds nothing"
+        );
+    }
 }
