@@ -13,8 +13,8 @@
 //! 2. fsyncs the database file, still beside the writer, once they have copied
 //!    [`SYNC_PAGES`] since it was last fsynced, and before every restart (a passive checkpoint
 //!    that has not reached the WAL's end leaves what it copied unsynced, and the checkpoint that
-//!    reaches it would fsync all of it): so that copies never wait long for the disk, nor the
-//!    restart for all of them;
+//!    reaches it would fsync all of it): so that, while its turns succeed, copies do not wait
+//!    long for the disk, nor the restart for all of them;
 //! 3. once the WAL holds [`RESTART_PAGES`], holds this process's write connection, so that no
 //!    commit of its own comes in between, for a restart checkpoint: it copies the pages
 //!    committed since step 1 and waits for readers to leave the WAL (both within
@@ -94,7 +94,7 @@ const RETRY_RESTART_AFTER: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub(crate) struct Checkpointer {
     stop: watch::Sender<bool>,
-    /// Whether this process makes the WAL start over (steps 2 and 3).
+    /// Whether this process makes the WAL start over (step 3).
     restarts: Arc<AtomicBool>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
@@ -191,14 +191,22 @@ struct UnsyncedCopies {
 
 impl UnsyncedCopies {
     /// Counts what a passive checkpoint that left the WAL at `log` pages, `checkpointed` of
-    /// them copied, copied since the last one.
-    fn count(&mut self, log: i64, checkpointed: i64) {
+    /// them copied, copied since the last one; a checkpoint that found another running (SQLite
+    /// then answers -1 for both) tells nothing. Returns whether the file is due an fsync.
+    fn count(&mut self, log: i64, checkpointed: i64) -> bool {
+        if log < 0 || checkpointed < 0 {
+            return self.pages >= SYNC_PAGES;
+        }
         let (before, copied) = match self.last_passive {
-            Some((last_log, last_checkpointed)) if log >= last_log => {
+            Some((last_log, last_checkpointed))
+                if log >= last_log && checkpointed >= last_checkpointed =>
+            {
                 (self.pages, checkpointed - last_checkpointed)
             }
             // The WAL started over since, which it does only after a checkpoint that reached its
             // end fsynced the file: what it holds was copied since, and nothing before it is left.
+            // (One that started over and grew past its old size within a turn is missed here, and
+            // counted from the next turn on.)
             _ => (0, checkpointed),
         };
         self.last_passive = Some((log, checkpointed));
@@ -206,8 +214,9 @@ impl UnsyncedCopies {
         self.pages = if checkpointed == log {
             0
         } else {
-            before + copied.max(0)
+            before + copied
         };
+        self.pages >= SYNC_PAGES
     }
 
     fn synced(&mut self) {
@@ -258,10 +267,10 @@ impl CheckpointTask {
             }
             passive = checkpoint(&mut connection, PASSIVE).await?;
         }
-        self.unsynced.count(passive.log, passive.checkpointed);
+        let sync_due = self.unsynced.count(passive.log, passive.checkpointed);
         if self.restart_due(&passive) {
             self.restart(&mut connection).await?;
-        } else if self.unsynced.pages >= SYNC_PAGES {
+        } else if sync_due {
             self.sync().await;
         }
         self.connection = Some(connection);
@@ -270,8 +279,9 @@ impl CheckpointTask {
 
     /// Step 2.
     async fn sync(&mut self) {
-        sync_database_file(&self.database).await;
-        self.unsynced.synced();
+        if sync_database_file(&self.database).await {
+            self.unsynced.synced();
+        }
     }
 
     fn restart_due(&self, passive: &CheckpointRow) -> bool {
@@ -336,21 +346,23 @@ fn abort_after_a_failed_sync(error: &dyn std::fmt::Display) -> ! {
 }
 
 /// Fsyncs the database file on a blocking thread: what the passive checkpoints copied into it,
-/// without holding anything SQLite locks. A file that cannot be opened is left to the restart's
-/// own fsync; one that fails to sync ends the process (see the module's header).
-async fn sync_database_file(path: &Path) {
+/// without holding anything SQLite locks. Returns false for a file that cannot be opened, which
+/// is left to the next sync, or to the fsync of a checkpoint that reaches the WAL's end; a file
+/// that fails to sync ends the process (see the module's header).
+async fn sync_database_file(path: &Path) -> bool {
     let path = path.to_path_buf();
     let synced = tokio::task::spawn_blocking(move || match database_file_to_sync(&path) {
-        Ok(file) => file.sync_data(),
+        Ok(file) => file.sync_data().map(|()| true),
         Err(error) => {
             tracing::warn!(%error, "the database file could not be opened to sync it");
-            Ok(())
+            Ok(false)
         }
     })
     .await
     .map_err(std::io::Error::other);
-    if let Err(error) | Ok(Err(error)) = synced {
-        abort_after_a_failed_sync(&error);
+    match synced {
+        Ok(Ok(synced)) => synced,
+        Err(error) | Ok(Err(error)) => abort_after_a_failed_sync(&error),
     }
 }
 
@@ -376,48 +388,102 @@ fn database_file_to_sync(path: &Path) -> std::io::Result<Arc<File>> {
 mod tests {
     use super::*;
 
+    /// A passive checkpoint's (log, checkpointed), or `None` for a sync; the pages then counted;
+    /// why.
+    type Step<'a> = (Option<(i64, i64)>, i64, &'a str);
+
+    /// Feeds [`UnsyncedCopies`] each step and checks the pages it then counts and whether an
+    /// fsync is due.
+    fn counted(steps: &[Step]) {
+        let mut unsynced = UnsyncedCopies::default();
+        for (step, expected, why) in steps {
+            let due = match step {
+                Some((log, checkpointed)) => unsynced.count(*log, *checkpointed),
+                None => {
+                    unsynced.synced();
+                    false
+                }
+            };
+            assert_eq!(unsynced.pages, *expected, "{why}");
+            assert_eq!(due, *expected >= SYNC_PAGES, "due: {why}");
+        }
+    }
+
     #[test]
     fn copies_count_until_a_checkpoint_reaches_the_end_of_the_wal_or_a_sync() {
-        let mut unsynced = UnsyncedCopies::default();
-        unsynced.count(1_000, 600);
-        assert_eq!(
-            unsynced.pages, 600,
-            "the first checkpoint counts what it left copied"
-        );
-        unsynced.count(3_000, 2_900);
-        assert_eq!(
-            unsynced.pages, 2_900,
-            "then what each copied since the one before"
-        );
-        unsynced.count(5_000, 5_000);
-        assert_eq!(
-            unsynced.pages, 0,
-            "one that reached the end fsynced the file"
-        );
-        unsynced.count(6_000, 5_500);
-        assert_eq!(unsynced.pages, 500);
-        unsynced.synced();
-        assert_eq!(unsynced.pages, 0);
-        unsynced.count(6_500, 6_000);
-        assert_eq!(
-            unsynced.pages, 500,
-            "counting goes on from the last checkpoint"
-        );
+        counted(&[
+            (
+                Some((1_000, 600)),
+                600,
+                "the first checkpoint counts what it left copied",
+            ),
+            (
+                Some((3_000, 2_900)),
+                2_900,
+                "then what each copied since the one before",
+            ),
+            (
+                Some((5_000, 5_000)),
+                0,
+                "one that reached the end fsynced the file",
+            ),
+            (
+                Some((9_000, 8_500)),
+                3_500,
+                "counting starts again from there",
+            ),
+            (
+                Some((12_000, 11_000)),
+                6_000,
+                "past the pages that call for an fsync",
+            ),
+            (None, 0, "a sync"),
+            (
+                Some((12_500, 12_000)),
+                1_000,
+                "counting goes on from the last checkpoint",
+            ),
+        ]);
+    }
+
+    #[test]
+    fn a_checkpoint_that_found_another_running_tells_nothing() {
+        counted(&[
+            (Some((9_000, 8_000)), 8_000, "unsynced copies"),
+            (
+                Some((-1, -1)),
+                8_000,
+                "a busy checkpoint's -1 is no WAL's end",
+            ),
+            (
+                Some((9_500, 8_200)),
+                8_200,
+                "the next one counts from the last it could read",
+            ),
+        ]);
     }
 
     #[test]
     fn a_wal_that_started_over_counts_from_its_start() {
-        let mut unsynced = UnsyncedCopies::default();
-        unsynced.count(9_000, 8_000);
-        unsynced.count(700, 300);
-        assert_eq!(
-            unsynced.pages, 300,
-            "what was copied before the WAL started over is synced"
-        );
-        unsynced.count(700, 300);
-        assert_eq!(
-            unsynced.pages, 300,
-            "a checkpoint that copied nothing adds nothing"
-        );
+        counted(&[
+            (Some((9_000, 8_000)), 8_000, "before the WAL started over"),
+            (
+                Some((700, 300)),
+                300,
+                "what was copied before it started over is synced",
+            ),
+            (
+                Some((700, 300)),
+                300,
+                "a checkpoint that copied nothing adds nothing",
+            ),
+            (None, 0, "a sync"),
+            (Some((20_000, 5_000)), 4_700, "copied since the last one"),
+            (
+                Some((30_000, 1_000)),
+                1_000,
+                "fewer copied than before: it started over again",
+            ),
+        ]);
     }
 }
