@@ -192,10 +192,10 @@ struct UnsyncedCopies {
 impl UnsyncedCopies {
     /// Counts what a passive checkpoint that left the WAL at `log` pages, `checkpointed` of
     /// them copied, copied since the last one; a checkpoint that found another running (SQLite
-    /// then answers -1 for both) tells nothing. Returns whether the file is due an fsync.
-    fn count(&mut self, log: i64, checkpointed: i64) -> bool {
+    /// then answers -1 for both) tells nothing.
+    fn count(&mut self, log: i64, checkpointed: i64) {
         if log < 0 || checkpointed < 0 {
-            return self.pages >= SYNC_PAGES;
+            return;
         }
         let (before, copied) = match self.last_passive {
             Some((last_log, last_checkpointed))
@@ -216,6 +216,10 @@ impl UnsyncedCopies {
         } else {
             before + copied
         };
+    }
+
+    /// Whether the file is due an fsync.
+    fn due(&self) -> bool {
         self.pages >= SYNC_PAGES
     }
 
@@ -267,10 +271,10 @@ impl CheckpointTask {
             }
             passive = checkpoint(&mut connection, PASSIVE).await?;
         }
-        let sync_due = self.unsynced.count(passive.log, passive.checkpointed);
+        self.unsynced.count(passive.log, passive.checkpointed);
         if self.restart_due(&passive) {
             self.restart(&mut connection).await?;
-        } else if sync_due {
+        } else if self.unsynced.due() {
             self.sync().await;
         }
         self.connection = Some(connection);
@@ -397,15 +401,12 @@ mod tests {
     fn counted(steps: &[Step]) {
         let mut unsynced = UnsyncedCopies::default();
         for (step, expected, why) in steps {
-            let due = match step {
+            match step {
                 Some((log, checkpointed)) => unsynced.count(*log, *checkpointed),
-                None => {
-                    unsynced.synced();
-                    false
-                }
-            };
+                None => unsynced.synced(),
+            }
             assert_eq!(unsynced.pages, *expected, "{why}");
-            assert_eq!(due, *expected >= SYNC_PAGES, "due: {why}");
+            assert_eq!(unsynced.due(), *expected >= SYNC_PAGES, "due: {why}");
         }
     }
 
