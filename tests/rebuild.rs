@@ -2,20 +2,21 @@
 //! rebuild step by step (read and fold a page of the log, then swap its projections in):
 //! settling folds in between, at the point where a swap could overwrite them with the older
 //! rebuilt projections, and reading the log while another connection holds the write lock that
-//! appends need.
+//! appends need. On SQLite alone, a rebuild writes no temporary file.
 
 mod support;
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
 
 use callfold_projector::{Precedence, Projector, Rebuild};
 use callfold_simulate::invent_events;
 use callfold_store::{CallKey, ConfigFingerprint, NewEvent};
 use serde_json::json;
 use support::{
-    LEASE, TestDb, TestReceiver, as_received, assert_projections_equal_a_fold_from_scratch,
-    envelope, start_receiver, test_settings,
+    CALLFOLD, LEASE, TestDb, TestReceiver, as_received,
+    assert_projections_equal_a_fold_from_scratch, envelope, start_receiver, test_settings,
 };
 
 /// Runs `projector` until it has folded every marked call.
@@ -256,6 +257,54 @@ async fn a_rebuild_of_many_pages_swaps_while_it_reads_and_refolds_cut_calls_whol
     assert_eq!(built_with(&db, &calls, "rebuilt").await, calls.len());
     assert_projections_equal_a_fold_from_scratch(&db.store, &calls).await;
     assert_eq!(db.store.queue_depth().await.expect("depth").calls, 0);
+}
+
+/// Sets the last-modified time of `folder` to a second after the epoch, and returns it.
+fn reset_modified(folder: &Path) -> SystemTime {
+    let long_ago = SystemTime::UNIX_EPOCH + Duration::from_secs(1);
+    let handle = std::fs::File::open(folder).expect("the folder opens");
+    handle.set_modified(long_ago).expect("its time is set");
+    long_ago
+}
+
+fn modified(folder: &Path) -> SystemTime {
+    let metadata = std::fs::metadata(folder).expect("the folder's metadata");
+    metadata.modified().expect("a modification time")
+}
+
+/// A SQLite rebuild that replaces every projection keeps its statement journals in memory: a
+/// temporary file would go to the first writable folder of `SQLITE_TMPDIR`, `TMPDIR`,
+/// `/var/tmp`, `/usr/tmp` and `/tmp`, which a container that lets its database's folder alone be
+/// written does not have. The folder named by `SQLITE_TMPDIR` shows whether SQLite created
+/// (and at once deleted) a file there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_rebuild_writes_no_temporary_file() {
+    let db = TestDb::sqlite().await;
+    let calls = append_invented_calls(&db, 1200).await;
+    let worker = Projector::new(db.store.clone(), Precedence::default(), 100, LEASE)
+        .recording(ConfigFingerprint::new("older"));
+    catch_up(&worker).await;
+    let temporary = tempfile::tempdir().expect("a folder");
+    let untouched = reset_modified(temporary.path());
+
+    let rebuilt = tokio::process::Command::new(CALLFOLD)
+        .args(["rebuild", "--database-url", &db.url])
+        .env("SQLITE_TMPDIR", temporary.path())
+        .output()
+        .await
+        .expect("callfold runs");
+
+    assert!(rebuilt.status.success(), "{rebuilt:?}");
+    assert_eq!(
+        built_with(&db, &calls, "older").await,
+        0,
+        "the rebuild replaced every projection"
+    );
+    assert_eq!(
+        modified(temporary.path()),
+        untouched,
+        "SQLite created a file in its temporary folder"
+    );
 }
 
 on_both_stores!(

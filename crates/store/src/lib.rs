@@ -467,11 +467,15 @@ impl Store {
     /// that run a service, migrate or rebuild).
     async fn open_sqlite(url: &str, limits: PoolLimits, create: bool) -> Result<Store, StoreError> {
         // WAL with synchronous=FULL: a commit returns only after the WAL is fsync'd,
-        // which is what makes a 2xx mean "durable".
+        // which is what makes a 2xx mean "durable". Statement journals and temporary tables
+        // stay in memory: SQLite would otherwise write those larger than 64 KiB (a rebuild's
+        // swap batch) to a file in /var/tmp, /tmp or the working folder, which need not be
+        // writable where the database's folder is.
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(create)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
+            .pragma("temp_store", "MEMORY")
             .busy_timeout(limits.statement_timeout);
         // One connection writes: SQLite has one writer at a time, and writers that wait
         // on SQLite's own lock sleep in its busy handler (tens of milliseconds), while
