@@ -581,9 +581,23 @@ impl Store {
 
     /// Applies every pending migration of this backend. Safe to run from several processes
     /// at once: sqlx serializes migrators with a lock (an advisory lock on PostgreSQL).
+    ///
+    /// On SQLite the migrations run with SQLite's default place for temporary data: with it in
+    /// memory (as the store's connections keep it), building an index sorts the whole table in
+    /// memory, where the default spills what outgrows the page cache to a temporary file.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         match self {
-            Store::Sqlite(pools) => SQLITE_MIGRATIONS.run(&pools.writer).await?,
+            Store::Sqlite(pools) => {
+                let mut writer = pools.writer.acquire().await?;
+                sqlx::raw_sql("PRAGMA temp_store = DEFAULT")
+                    .execute(&mut *writer)
+                    .await?;
+                let migrated = SQLITE_MIGRATIONS.run(&mut *writer).await;
+                sqlx::raw_sql("PRAGMA temp_store = MEMORY")
+                    .execute(&mut *writer)
+                    .await?;
+                migrated?
+            }
             Store::Postgres(pools) => POSTGRES_MIGRATIONS.run(&pools.writer).await?,
         }
         Ok(())
