@@ -2,7 +2,8 @@
 //! rebuild step by step (read and fold a page of the log, then swap its projections in):
 //! settling folds in between, at the point where a swap could overwrite them with the older
 //! rebuilt projections, and reading the log while another connection holds the write lock that
-//! appends need. On SQLite alone, a rebuild writes no temporary file.
+//! appends need. On SQLite alone, a rebuild writes no temporary file, and leaves the write lock
+//! free between its swap batches only while another process has the database open.
 
 mod support;
 
@@ -16,7 +17,8 @@ use callfold_store::{CallKey, ConfigFingerprint, NewEvent};
 use serde_json::json;
 use support::{
     CALLFOLD, LEASE, TestDb, TestReceiver, as_received,
-    assert_projections_equal_a_fold_from_scratch, envelope, start_receiver, test_settings,
+    assert_projections_equal_a_fold_from_scratch, envelope, start_receiver, start_service,
+    test_settings,
 };
 
 /// Runs `projector` until it has folded every marked call.
@@ -305,6 +307,53 @@ async fn a_sqlite_rebuild_writes_no_temporary_file() {
         untouched,
         "SQLite created a file in its temporary folder"
     );
+}
+
+/// What `callfold rebuild` on `database_url` with the configuration file `config`, which must
+/// succeed, says of its pauses: the number in its last line, "N pauses while another process
+/// had the database open".
+async fn rebuild_pauses(database_url: &str, config: &Path) -> u64 {
+    let rebuilt = tokio::process::Command::new(CALLFOLD)
+        .args(["rebuild", "--database-url", database_url])
+        .env("CALLFOLD_CONFIG", config)
+        .output()
+        .await
+        .expect("callfold runs");
+    assert!(rebuilt.status.success(), "{rebuilt:?}");
+    let said = String::from_utf8_lossy(&rebuilt.stderr);
+    let last = said.lines().last().unwrap_or_default();
+    let pauses = last.split(", ").last().and_then(|it| it.split(' ').next());
+    pauses
+        .and_then(|it| it.parse().ok())
+        .unwrap_or_else(|| panic!("no count of pauses in {said}"))
+}
+
+/// A SQLite store tells whether another process has its database open, and `callfold rebuild`
+/// pauses after its swap batches only then: beside `callfold ingest`, which holds the database
+/// open without writing, and alone once it stopped. Each rebuild folds with a configuration
+/// other than the one the live projections were folded with, so that every batch writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_rebuild_pauses_only_while_another_process_has_the_database_open() {
+    let db = TestDb::sqlite().await;
+    append_invented_calls(&db, 1200).await;
+    let worker = Projector::new(db.store.clone(), Precedence::default(), 100, LEASE);
+    catch_up(&worker).await;
+    let folder = tempfile::tempdir().expect("a folder");
+    let default_rules = folder.path().join("default.toml");
+    std::fs::write(&default_rules, "").expect("written");
+    let changed_rule = folder.path().join("changed.toml");
+    let rule =
+        "[linking_rules]\n\"tag.added\" = [\"/data/call_id\", \"/data/conversation/call_id\"]\n";
+    std::fs::write(&changed_rule, rule).expect("written");
+    assert_eq!(db.store.opened_by_another_process(), Some(false));
+    let mut ingest = start_service("ingest", &db.url, &[]).await;
+    assert_eq!(db.store.opened_by_another_process(), Some(true));
+    // Beside `ingest` alone: this process closes its store.
+    db.store.close().await;
+
+    assert!(rebuild_pauses(&db.url, &changed_rule).await > 0);
+    ingest.child.kill().await.expect("ingest stops");
+    assert_eq!(rebuild_pauses(&db.url, &default_rules).await, 0);
 }
 
 on_both_stores!(

@@ -178,7 +178,7 @@ pub async fn rebuild(
     }
     let started = Instant::now();
     let mut reported = started;
-    let calls = projector
+    let rebuilt = projector
         .rebuild(|read, log_len| {
             if reported.elapsed() >= Duration::from_secs(1) {
                 reported = Instant::now();
@@ -190,8 +190,10 @@ pub async fn rebuild(
         })
         .await?;
     eprintln!(
-        "rebuild: {calls} calls swapped in after {:.1?}",
-        started.elapsed()
+        "rebuild: {} calls swapped in after {:.1?}, {} pauses while another process had the database open",
+        rebuilt.calls,
+        started.elapsed(),
+        rebuilt.pauses
     );
     Ok(())
 }

@@ -25,4 +25,4 @@ pub use view::{
     CallMeta, CallView, EventsHistory, HistoryEvent, LogCounts, ProjectorCounts, StatsView,
     UnlinkedEvent,
 };
-pub use worker::{Projector, Rebuild};
+pub use worker::{Projector, Rebuild, Rebuilt};

@@ -72,6 +72,15 @@ pub struct Rebuild {
     records: u64,
 }
 
+/// What a whole rebuild did (see [`Projector::rebuild`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rebuilt {
+    /// Calls folded from the log and offered to the swap.
+    pub calls: u64,
+    /// Swap batches followed by a pause because another process had the database open.
+    pub pauses: u64,
+}
+
 /// One event of a call as the projector folds it: its record's seq, its fold event, and whether
 /// it arrived late.
 struct Arrival {
@@ -260,16 +269,19 @@ impl Projector {
     /// Re-folds every call from the log and swaps the results into the live projections as it
     /// goes, page by page (see [`Projector::fold_rebuild_page`] and [`Projector::swap_rebuilt`]),
     /// while receivers and workers keep running. `progress` hears the number of log records
-    /// folded so far and how many the log held when the rebuild started. Returns the number of
-    /// calls rebuilt.
-    pub async fn rebuild(&self, mut progress: impl FnMut(u64, i64)) -> Result<u64, StoreError> {
+    /// folded so far and how many the log held when the rebuild started.
+    pub async fn rebuild(&self, mut progress: impl FnMut(u64, i64)) -> Result<Rebuilt, StoreError> {
         let log_len = self.store.log_len().await?;
         let mut rebuild = self.start_rebuild();
         while let Some(folded) = self.fold_rebuild_page(&mut rebuild).await? {
             self.swap_rebuilt(&mut rebuild, folded).await?;
             progress(rebuild.records, log_len);
         }
-        self.finish_rebuild(&mut rebuild).await
+        let calls = self.finish_rebuild(&mut rebuild).await?;
+        Ok(Rebuilt {
+            calls,
+            pauses: rebuild.swap.pauses(),
+        })
     }
 
     /// A rebuild from the first call of the log, which has read nothing yet.

@@ -32,17 +32,17 @@
 //! lost are marked copied, and a later checkpoint that succeeds would let the WAL, which still
 //! holds them, start over. Started again, SQLite copies them from the WAL once more.
 
-use std::collections::HashMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
 use sqlx::{Connection, SqliteConnection};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+use crate::kept_open::kept_open;
 
 /// How often the task checkpoints.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
@@ -355,7 +355,7 @@ fn abort_after_a_failed_sync(error: &dyn std::fmt::Display) -> ! {
 /// that fails to sync ends the process (see the module's header).
 async fn sync_database_file(path: &Path) -> bool {
     let path = path.to_path_buf();
-    let synced = tokio::task::spawn_blocking(move || match database_file_to_sync(&path) {
+    let synced = tokio::task::spawn_blocking(move || match kept_open(&path) {
         Ok(file) => file.sync_data().map(|()| true),
         Err(error) => {
             tracing::warn!(%error, "the database file could not be opened to sync it");
@@ -368,24 +368,6 @@ async fn sync_database_file(path: &Path) -> bool {
         Ok(Ok(synced)) => synced,
         Err(error) | Ok(Err(error)) => abort_after_a_failed_sync(&error),
     }
-}
-
-/// The database file at `path`, opened once per process for syncing and never closed: closing
-/// any descriptor of a file releases every POSIX lock the process holds on it, SQLite's
-/// included, and another process could then take this one's connections for gone and delete
-/// the WAL under them.
-fn database_file_to_sync(path: &Path) -> std::io::Result<Arc<File>> {
-    static OPENED: OnceLock<Mutex<HashMap<PathBuf, Arc<File>>>> = OnceLock::new();
-    let mut opened = OPENED
-        .get_or_init(Mutex::default)
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
-    if let Some(file) = opened.get(path) {
-        return Ok(Arc::clone(file));
-    }
-    let file = Arc::new(File::open(path)?);
-    opened.insert(path.to_path_buf(), Arc::clone(&file));
-    Ok(file)
 }
 
 #[cfg(test)]

@@ -59,6 +59,11 @@ impl DirectReader {
         }
     }
 
+    /// The database file, as resolved when the reader was made.
+    pub(crate) fn database(&self) -> &Path {
+        &self.database
+    }
+
     /// The records `sql` selects (the columns of `SELECT_EVENT`), with `parameters` bound in
     /// order.
     pub(crate) async fn event_rows(

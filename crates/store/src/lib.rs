@@ -15,10 +15,12 @@ mod checkpoint;
 mod direct_read;
 mod direct_write;
 mod event;
+mod kept_open;
 mod log;
 pub mod page;
 mod projection;
 mod queue;
+mod sharing;
 mod sql;
 mod stats;
 
@@ -729,6 +731,15 @@ impl Store {
                 (sql, chunk)
             })
             .collect()
+    }
+
+    /// Whether a process other than this one has this store's SQLite file open, from its first
+    /// transaction on (see `sharing`), counting as "yes" what cannot be asked; `None` where
+    /// that cannot be told: on PostgreSQL, and where [`Store::open_sqlite`] opens no direct
+    /// reader (a database in memory, `vfs=`, `immutable=`).
+    pub fn opened_by_another_process(&self) -> Option<bool> {
+        let direct = self.direct_reader()?;
+        Some(sharing::opened_by_another_process(direct.database()))
     }
 
     /// The direct reader of a SQLite file (see `direct_read`); `None` on PostgreSQL and where

@@ -556,7 +556,9 @@ impl Store {
         }
         let batch_started = Instant::now();
         swap.changed += self.swap_batch(&rebuilt, range).await?;
-        swap.pacing.after_batch_that_wrote(batch_started.elapsed());
+        let took = batch_started.elapsed();
+        let shared = self.opened_by_another_process() != Some(false);
+        swap.pacing.after_batch_that_wrote(took, shared);
         Ok(())
     }
 
@@ -606,6 +608,12 @@ impl RebuildSwap {
     pub fn take_changed(&mut self) -> u64 {
         std::mem::take(&mut self.changed)
     }
+
+    /// How many of its batches were followed by a pause because another process had the
+    /// database open (see [`Store::swap_rebuilt`]).
+    pub fn pauses(&self) -> u64 {
+        self.pacing.pauses_started
+    }
 }
 
 /// How a swap sizes its batches and spaces them.
@@ -620,16 +628,23 @@ impl RebuildSwap {
 /// lock taken does not queue for it but sleeps in SQLite's busy handler and retries: each batch
 /// that wrote is followed by a pause as long as it took, and at least [`SQLITE_SWAP_PAUSE`], or
 /// batches back to back would keep finding the lock free first; the rebuild reads and folds on
-/// meanwhile, without the lock. PostgreSQL queues lock waiters, so there the next batch follows
-/// at once.
+/// meanwhile, without the lock. Only while another process has the database open, though (as
+/// [`Store::opened_by_another_process`] tells after each batch that wrote): a writer maps the
+/// wal-index, which is what that asks about, before it waits for the lock, so when no other
+/// process has it mapped after a batch, no one is waiting, and the next batch follows at once;
+/// one that maps it just after waits through that next batch at most, and is seen after it.
+/// PostgreSQL queues lock waiters, so there the next batch follows at once.
 #[derive(Debug)]
 struct SwapPacing {
     /// Rebuilt projections the next batch considers.
     calls: usize,
-    /// Whether a batch that wrote is followed by a pause: on SQLite.
+    /// Whether a batch that wrote is followed by a pause while the database is shared: on
+    /// SQLite.
     pauses: bool,
     /// When the pause after the last batch that wrote ends.
     resume_at: Option<tokio::time::Instant>,
+    /// Pauses started so far.
+    pauses_started: u64,
 }
 
 impl SwapPacing {
@@ -638,6 +653,7 @@ impl SwapPacing {
             calls: SWAP_BATCH_FIRST,
             pauses: matches!(store, Store::Sqlite(_)),
             resume_at: None,
+            pauses_started: 0,
         }
     }
 
@@ -655,11 +671,12 @@ impl SwapPacing {
     }
 
     /// Resizes the next batch from how long the last one, which wrote, `took`, and starts the
-    /// pause after it.
-    fn after_batch_that_wrote(&mut self, took: Duration) {
+    /// pause after it where another process may be waiting for the lock (`shared`).
+    fn after_batch_that_wrote(&mut self, took: Duration, shared: bool) {
         self.calls = resized_swap_batch(self.calls, took);
-        if self.pauses {
+        if self.pauses && shared {
             self.resume_at = Some(tokio::time::Instant::now() + took.max(SQLITE_SWAP_PAUSE));
+            self.pauses_started += 1;
         }
     }
 }
