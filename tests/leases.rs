@@ -3,12 +3,14 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use callfold_projector::{Precedence, Projector};
 use callfold_store::{CallKey, QueueSweep, Settled, Store};
 use serde_json::json;
 use support::{HeldLock, TestDb, envelope, start_receiver, test_settings, wait_until};
+use tokio::sync::Notify;
 
 /// Short enough for a test to outlast, long enough that a renewal every third of it is never
 /// late on a busy machine.
@@ -157,4 +159,67 @@ async fn a_worker_whose_read_outlasts_its_lease_still_folds_its_call() {
         .expect("read")
         .expect("projected by the worker that outlasted its lease");
     assert_eq!(projection.events_folded, 1);
+}
+
+/// Calls each claimed under a claim token of their own batch, now.
+async fn batches_holding_claims(store: &Store) -> i64 {
+    let Store::Postgres(pools) = store else {
+        unreachable!("counted on PostgreSQL")
+    };
+    sqlx::query_scalar("SELECT count(DISTINCT claim_token) FROM calls_to_fold")
+        .fetch_one(&pools.readers)
+        .await
+        .expect("count the claims")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_catching_up_claims_its_next_batch_while_one_settles() {
+    let db = TestDb::postgres().await;
+    let store = db.store.clone();
+    let receiver = start_receiver(&store, test_settings()).await;
+    let calls = ["cll_1", "cll_2", "cll_3", "cll_4", "cll_5", "cll_6"];
+    for call in calls {
+        let body = envelope(
+            "call.completed",
+            "2026-02-10T09:17:42Z",
+            json!({"id": call, "type": "INBOUND", "result": "ANSWERED"}),
+        );
+        let delivery = receiver.deliver(&format!("msg_{call}"), &body).await;
+        assert_eq!(delivery.status, 200);
+    }
+    // Another connection locks the projections against writes: the first batch's settle waits.
+    let held = HeldLock::take(&db.url, "LOCK TABLE call_projections IN SHARE MODE").await;
+    // A lease long enough that the first batch's claim outlasts the test's wait (a batch gives
+    // up after twelve leases, and a worker that gave up claims again).
+    let lease = Duration::from_secs(10);
+    let projector = Projector::new(store.clone(), Precedence::default(), 2, lease);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = {
+        let projector = projector.clone();
+        let (wake, poll) = (Arc::new(Notify::new()), Duration::from_millis(50));
+        tokio::spawn(async move {
+            let stopped = async { stopped.await.unwrap_or(()) };
+            projector.run(wake, poll, poll, stopped).await
+        })
+    };
+    held.wait_for_a_waiter(&store, "the first batch's settle waits")
+        .await;
+    wait_until(
+        "a second batch is claimed while the first settles",
+        30,
+        || async { batches_holding_claims(&store).await == 2 },
+    )
+    .await;
+
+    held.release().await;
+    wait_until("every call is folded", 30, || async {
+        store.queue_depth().await.expect("depth").calls == 0
+    })
+    .await;
+    stop.send(()).expect("the worker runs");
+    worker.await.expect("worker task");
+    for call in calls {
+        let projection = store.projection(&CallKey::new(call)).await.expect("read");
+        assert_eq!(projection.expect("folded").events_folded, 1, "{call}");
+    }
 }

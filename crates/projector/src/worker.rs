@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,12 +18,17 @@ use callfold_store::{
     RebuildRead, RebuildSwap, Settled, Store, StoreError, StoredProjection,
 };
 use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
 
 use crate::fold::{FoldEvent, fold, fold_events, mark_late};
 use crate::precedence::Precedence;
 
 /// How often a busy worker publishes the queue's depth (an idle one does at every poll).
 const LAG_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Batches one worker keeps in flight while calls wait (see [`Projector::run`]): the
+/// database claims, reads and settles one batch while the worker folds another.
+const BATCHES_IN_FLIGHT: usize = 2;
 
 /// How many times per lease a worker still folding renews its claim: the lease is renewed
 /// with two thirds of it left.
@@ -79,6 +85,26 @@ pub struct Rebuilt {
     pub calls: u64,
     /// Swap batches followed by a pause because another process had the database open.
     pub pauses: u64,
+}
+
+/// What one task of a worker's batches in flight came to (see [`Projector::run`]).
+enum BatchStep {
+    /// A batch's claim.
+    Claimed(Result<ClaimedCalls, StoreError>),
+    /// A batch's fold and settle.
+    Folded(Result<(), StoreError>),
+    /// The queue's depth was published.
+    LagRecorded,
+}
+
+/// How a run of batches while calls waited ended (see [`Projector::run`]).
+struct FoldedWhileWaiting {
+    /// A claim found fewer calls than a batch holds, or a batch failed.
+    caught_up: bool,
+    /// `shutdown` resolved.
+    stopping: bool,
+    /// When the last claim started.
+    last_claim: tokio::time::Instant,
 }
 
 /// One event of a call as the projector folds it: its record's seq, its fold event, and whether
@@ -382,10 +408,13 @@ impl Projector {
 
     /// Folds batches until `shutdown` resolves: immediately while calls wait, then on each
     /// `wake` (a new append) or every `poll`, whichever comes first, but no sooner than
-    /// `min_interval` after the previous batch started: under a steady stream of appends, calls
-    /// gather into fewer, larger batches, while an append after a quiet spell is folded at
-    /// once. A failed batch is logged and retried after `poll`; whatever it claimed waits for
-    /// its lease to end, and none of its projections was written.
+    /// `min_interval` after the previous claim: under a steady stream of appends, calls gather
+    /// into fewer, larger batches, while an append after a quiet spell is folded at once. While
+    /// claims come back full (calls are waiting), up to [`BATCHES_IN_FLIGHT`] batches are in
+    /// flight, each a task of its own: the database claims, reads and settles one while the
+    /// worker folds the other. A failed batch is logged and retried after `poll`; whatever it
+    /// claimed waits for its lease to end, and none of its projections was written. On
+    /// `shutdown`, the batches in flight finish first.
     pub async fn run(
         &self,
         wake: Arc<Notify>,
@@ -396,34 +425,132 @@ impl Projector {
         tokio::pin!(shutdown);
         let mut lag_reported: Option<Instant> = None;
         loop {
-            let started = tokio::time::Instant::now();
-            let caught_up = match self.fold_next_batch().await {
-                Ok(claimed) => claimed == 0,
-                Err(error) => {
-                    tracing::error!(%error, "projector batch failed; retrying");
-                    true
-                }
-            };
-            if caught_up || lag_reported.is_none_or(|at| at.elapsed() >= LAG_REPORT_INTERVAL) {
-                if let Err(error) = self.record_lag().await {
-                    tracing::warn!(%error, "cannot read the fold queue's depth");
-                }
-                lag_reported = Some(Instant::now());
+            let folded = self
+                .fold_while_calls_wait(&mut lag_reported, &mut shutdown)
+                .await;
+            if folded.stopping {
+                return;
             }
-            let pause = if caught_up { poll } else { Duration::ZERO };
+            if folded.caught_up {
+                self.record_lag_now(&mut lag_reported).await;
+            }
+            let pause = if folded.caught_up {
+                poll
+            } else {
+                Duration::ZERO
+            };
             tokio::select! {
                 biased;
                 _ = &mut shutdown => return,
-                _ = wake.notified(), if caught_up => {}
+                _ = wake.notified(), if folded.caught_up => {}
                 _ = tokio::time::sleep(pause) => {}
             }
-            if caught_up {
+            if folded.caught_up {
                 tokio::select! {
                     biased;
                     _ = &mut shutdown => return,
-                    _ = tokio::time::sleep_until(started + min_interval) => {}
+                    _ = tokio::time::sleep_until(folded.last_claim + min_interval) => {}
                 }
             }
         }
+    }
+
+    /// Claims and folds one batch and, for as long as claims come back full and `shutdown`
+    /// has not resolved, the next ones, with up to [`BATCHES_IN_FLIGHT`] in flight: the next
+    /// claim starts as soon as a full one is made. Returns once every batch it claimed has
+    /// finished.
+    async fn fold_while_calls_wait(
+        &self,
+        lag_reported: &mut Option<Instant>,
+        shutdown: &mut Pin<&mut impl Future<Output = ()>>,
+    ) -> FoldedWhileWaiting {
+        let mut tasks = JoinSet::new();
+        let mut folded = FoldedWhileWaiting {
+            caught_up: false,
+            stopping: false,
+            last_claim: tokio::time::Instant::now(),
+        };
+        tasks.spawn(self.clone().claim_step());
+        let (mut batches, mut claiming) = (1, true);
+        loop {
+            let joined = tokio::select! {
+                biased;
+                _ = shutdown.as_mut(), if !folded.stopping => {
+                    folded.stopping = true;
+                    continue;
+                }
+                joined = tasks.join_next() => joined,
+            };
+            let step = match joined {
+                None => return folded,
+                Some(Ok(step)) => step,
+                Some(Err(ended)) => match ended.try_into_panic() {
+                    Ok(panic) => std::panic::resume_unwind(panic),
+                    // Cancelled: the runtime is shutting down.
+                    Err(_) => {
+                        return FoldedWhileWaiting {
+                            stopping: true,
+                            ..folded
+                        };
+                    }
+                },
+            };
+            match step {
+                BatchStep::Claimed(Ok(claimed)) => {
+                    let count = claimed.claims.len();
+                    folded.caught_up |= count == 0 || (count as i64) < self.batch_calls;
+                    if count == 0 {
+                        batches -= 1;
+                    } else {
+                        tasks.spawn(self.clone().fold_step(claimed));
+                    }
+                    claiming = false;
+                }
+                BatchStep::Claimed(Err(error)) | BatchStep::Folded(Err(error)) => {
+                    tracing::error!(%error, "projector batch failed; retrying");
+                    (batches, claiming, folded.caught_up) = (batches - 1, false, true);
+                }
+                BatchStep::Folded(Ok(())) => {
+                    batches -= 1;
+                    if lag_reported.is_none_or(|at| at.elapsed() >= LAG_REPORT_INTERVAL) {
+                        *lag_reported = Some(Instant::now());
+                        tasks.spawn(self.clone().lag_step());
+                    }
+                }
+                BatchStep::LagRecorded => {}
+            }
+            if !(claiming || folded.caught_up || folded.stopping) && batches < BATCHES_IN_FLIGHT {
+                folded.last_claim = tokio::time::Instant::now();
+                tasks.spawn(self.clone().claim_step());
+                (batches, claiming) = (batches + 1, true);
+            }
+        }
+    }
+
+    /// Claims the next batch (see `Store::claim_calls`).
+    async fn claim_step(self) -> BatchStep {
+        let claimed = self
+            .store
+            .claim_calls(&self.sweep, self.batch_calls, self.lease);
+        BatchStep::Claimed(claimed.await)
+    }
+
+    /// Folds the calls of `claimed` and settles the claim.
+    async fn fold_step(self, claimed: ClaimedCalls) -> BatchStep {
+        BatchStep::Folded(self.fold_claimed(&claimed).await.map(drop))
+    }
+
+    /// Publishes the queue's depth while batches are in flight.
+    async fn lag_step(self) -> BatchStep {
+        self.record_lag_now(&mut None).await;
+        BatchStep::LagRecorded
+    }
+
+    /// Publishes the queue's depth now, and notes when in `lag_reported`.
+    async fn record_lag_now(&self, lag_reported: &mut Option<Instant>) {
+        if let Err(error) = self.record_lag().await {
+            tracing::warn!(%error, "cannot read the fold queue's depth");
+        }
+        *lag_reported = Some(Instant::now());
     }
 }

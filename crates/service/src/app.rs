@@ -204,8 +204,8 @@ impl App {
     /// bodies; requests in flight finish, for at most the shutdown timeout, after which the
     /// connections still open are closed (those requests were not answered, so they are sent
     /// again); then the committer commits every append it accepted; then the projector
-    /// finishes its batch and the pools close, for at most another shutdown timeout (a read on
-    /// a silent database never ends).
+    /// finishes the batches it has in flight and the pools close, for at most another shutdown
+    /// timeout (a read on a silent database never ends).
     pub async fn serve(
         self,
         listeners: Listeners,
