@@ -161,7 +161,7 @@ async fn a_worker_whose_read_outlasts_its_lease_still_folds_its_call() {
     assert_eq!(projection.events_folded, 1);
 }
 
-/// Calls each claimed under a claim token of their own batch, now.
+/// How many batches hold claims now: the distinct claim tokens in the fold queue.
 async fn batches_holding_claims(store: &Store) -> i64 {
     let Store::Postgres(pools) = store else {
         unreachable!("counted on PostgreSQL")

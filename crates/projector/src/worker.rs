@@ -432,7 +432,8 @@ impl Projector {
                 return;
             }
             if folded.caught_up {
-                self.record_lag_now(&mut lag_reported).await;
+                self.publish_lag().await;
+                lag_reported = Some(Instant::now());
             }
             let pause = if folded.caught_up {
                 poll
@@ -542,15 +543,14 @@ impl Projector {
 
     /// Publishes the queue's depth while batches are in flight.
     async fn lag_step(self) -> BatchStep {
-        self.record_lag_now(&mut None).await;
+        self.publish_lag().await;
         BatchStep::LagRecorded
     }
 
-    /// Publishes the queue's depth now, and notes when in `lag_reported`.
-    async fn record_lag_now(&self, lag_reported: &mut Option<Instant>) {
+    /// Publishes the queue's depth, or warns that it cannot be read.
+    async fn publish_lag(&self) {
         if let Err(error) = self.record_lag().await {
             tracing::warn!(%error, "cannot read the fold queue's depth");
         }
-        *lag_reported = Some(Instant::now());
     }
 }
