@@ -291,6 +291,48 @@ async fn a_claim_settles_only_the_version_it_folded(db: TestDb) {
     assert_eq!(store.queue_depth().await.expect("depth").calls, 0);
 }
 
+/// What the projector reads of the projections of the calls it folds: each one's last seq
+/// and late count as settled, and nothing for a call without a projection.
+async fn how_far_each_projection_was_folded_reads_back_as_settled(db: TestDb) {
+    let store = &db.store;
+    for (id, call) in [("msg_1", "cll_1"), ("msg_2", "cll_2"), ("msg_3", "cll_3")] {
+        append_call_event(store, id, call).await;
+    }
+    let claimed = store
+        .claim_calls(&QueueSweep::default(), 10, LEASE)
+        .await
+        .expect("claim");
+    let folded = |call: &str, last_seq: i64, late_events: i64| StoredProjection {
+        last_seq,
+        late_events,
+        ..projection(call, "{}")
+    };
+    let settled = [folded("cll_1", 7, 2), folded("cll_3", 11, 5)];
+    store
+        .settle_claims(&claimed, &settled)
+        .await
+        .expect("settle");
+    let calls = ["cll_3", "cll_2", "cll_1"].map(CallKey::new);
+    let mut read: Vec<(String, i64, i64)> = store
+        .folded_so_far(&calls)
+        .await
+        .expect("read")
+        .into_iter()
+        .map(|folded| {
+            (
+                folded.call_key.as_str().to_owned(),
+                folded.last_seq,
+                folded.late_events,
+            )
+        })
+        .collect();
+    read.sort();
+    assert_eq!(
+        read,
+        [("cll_1".to_owned(), 7, 2), ("cll_3".to_owned(), 11, 5)]
+    );
+}
+
 async fn a_claim_is_exclusive_until_its_lease_ends_and_then_fenced_out(db: TestDb) {
     let store = &db.store;
     append_call_event(store, "msg_1", "cll_1").await;
@@ -592,6 +634,7 @@ on_both_stores!(
     the_log_refuses_updates_and_deletes,
     migrating_again_changes_nothing,
     a_claim_settles_only_the_version_it_folded,
+    how_far_each_projection_was_folded_reads_back_as_settled,
     a_claim_is_exclusive_until_its_lease_ends_and_then_fenced_out,
     claims_sweep_the_queue_in_call_order_from_where_the_last_one_stopped,
     calls_marked_beyond_a_laps_end_wait_for_the_next_lap,

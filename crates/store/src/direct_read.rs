@@ -1,6 +1,6 @@
-//! Bulk reads of a SQLite log's records on connections driven directly (rusqlite), each read on
-//! a blocking thread and handed back whole: the rebuild's pages and the events of the calls the
-//! projector folds.
+//! Bulk reads of a SQLite file on connections driven directly (rusqlite), each read on a
+//! blocking thread and handed back whole: the rebuild's pages of the log, and what the projector
+//! reads of the calls it folds (their events, and how far their projections were folded).
 //!
 //! Through sqlx, every row of a result crosses from the connection's worker thread to the
 //! runtime on its own, its values copied on the way: on one core, reading the rows of a
@@ -71,6 +71,16 @@ impl DirectReader {
         sql: String,
         parameters: Vec<Value>,
     ) -> Result<Vec<EventRow>, StoreError> {
+        self.rows(sql, parameters, EventRow::from_direct).await
+    }
+
+    /// The rows `sql` selects, each decoded by `decode`, with `parameters` bound in order.
+    pub(crate) async fn rows<T: Send + 'static>(
+        self: &Arc<Self>,
+        sql: String,
+        parameters: Vec<Value>,
+        decode: fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, StoreError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(sqlx::Error::PoolClosed.into());
         }
@@ -82,7 +92,7 @@ impl DirectReader {
         let reader = Arc::clone(self);
         let read = tokio::task::spawn_blocking(move || {
             let _turn = turn;
-            reader.read_now(&sql, &parameters)
+            reader.read_now(&sql, &parameters, decode)
         });
         read.await.map_err(|_| sqlx::Error::WorkerCrashed)?
     }
@@ -100,7 +110,12 @@ impl DirectReader {
         self.idle_connections().clear();
     }
 
-    fn read_now(&self, sql: &str, parameters: &[Value]) -> Result<Vec<EventRow>, StoreError> {
+    fn read_now<T>(
+        &self,
+        sql: &str,
+        parameters: &[Value],
+        decode: fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, StoreError> {
         let idle = {
             let mut idle = self.idle_connections();
             if self.closed.load(Ordering::Acquire) {
@@ -112,7 +127,7 @@ impl DirectReader {
             Some(connection) => connection,
             None => self.open().map_err(StoreError::Direct)?,
         };
-        let rows = read_rows(&connection, sql, parameters).map_err(StoreError::Direct)?;
+        let rows = read_rows(&connection, sql, parameters, decode).map_err(StoreError::Direct)?;
         // Only a connection whose read succeeded is kept; one that failed is closed, and so is
         // every connection once the reader is.
         let mut idle = self.idle_connections();
@@ -149,13 +164,14 @@ pub(crate) fn open_directly(
     Ok(connection)
 }
 
-fn read_rows(
+fn read_rows<T>(
     connection: &Connection,
     sql: &str,
     parameters: &[Value],
-) -> rusqlite::Result<Vec<EventRow>> {
+    decode: fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<Vec<T>> {
     let mut statement = connection.prepare_cached(sql)?;
-    let rows = statement.query_map(params_from_iter(parameters), EventRow::from_direct)?;
+    let rows = statement.query_map(params_from_iter(parameters), decode)?;
     rows.collect()
 }
 

@@ -29,6 +29,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rusqlite::types::Value;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
@@ -687,21 +688,29 @@ impl Store {
 
     /// The rows of `select` (a `SELECT ... FROM ...` without `WHERE`) whose `call_key` is one of
     /// `call_keys`, read a statement per [`sql::ROWS_PER_STATEMENT`] calls, each statement's rows
-    /// ordered by `order_by` (an `ORDER BY` clause, or empty).
+    /// ordered by `order_by` (an `ORDER BY` clause, or empty). On a SQLite file they are read on
+    /// a direct connection (see `direct_read`), each row decoded by `decode_direct`.
     pub(crate) async fn select_for_calls<R>(
         &self,
         select: &str,
         order_by: &str,
         call_keys: &[CallKey],
+        decode_direct: fn(&rusqlite::Row<'_>) -> rusqlite::Result<R>,
     ) -> Result<Vec<R>, StoreError>
     where
         R: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
             + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
             + Send
-            + Unpin,
+            + Unpin
+            + 'static,
     {
         let mut rows = Vec::new();
         for (sql, chunk) in self.statements_for_calls(select, order_by, call_keys) {
+            if let Some(direct) = self.direct_reader() {
+                let keys = chunk.iter().map(|key| Value::Text(key.as_str().to_owned()));
+                rows.extend(direct.rows(sql, keys.collect(), decode_direct).await?);
+                continue;
+            }
             on_read_pool!(self, pool => {
                 let mut query = sqlx::query_as::<_, R>(&sql);
                 for call_key in chunk {

@@ -14,7 +14,6 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use rusqlite::named_params;
-use rusqlite::types::Value;
 
 use crate::event::{
     AppendOutcome, CallKey, CallLink, Content, EventTime, LoggedEvent, NewEvent, Topic,
@@ -477,20 +476,9 @@ impl Store {
         call_keys: &[CallKey],
     ) -> Result<Vec<LoggedEvent>, StoreError> {
         const ORDER: &str = "ORDER BY call_key, seq";
-        let rows: Vec<EventRow> = match self.direct_reader() {
-            Some(direct) => {
-                let mut rows = Vec::new();
-                for (sql, chunk) in self.statements_for_calls(SELECT_EVENT, ORDER, call_keys) {
-                    let keys = chunk.iter().map(|key| Value::Text(key.as_str().to_owned()));
-                    rows.extend(direct.event_rows(sql, keys.collect()).await?);
-                }
-                rows
-            }
-            None => {
-                self.select_for_calls(SELECT_EVENT, ORDER, call_keys)
-                    .await?
-            }
-        };
+        let rows: Vec<EventRow> = self
+            .select_for_calls(SELECT_EVENT, ORDER, call_keys, EventRow::from_direct)
+            .await?;
         Ok(rows.into_iter().map(LoggedEvent::from).collect())
     }
 

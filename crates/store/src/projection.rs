@@ -60,6 +60,18 @@ struct FoldedSoFarRow {
     late_events: i64,
 }
 
+impl FoldedSoFarRow {
+    /// The row at `row` of a direct read (see `direct_read`) of `call_key, last_seq,
+    /// late_events`.
+    fn from_direct(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            call_key: row.get(0)?,
+            last_seq: row.get(1)?,
+            late_events: row.get(2)?,
+        })
+    }
+}
+
 impl From<FoldedSoFarRow> for FoldedSoFar {
     fn from(row: FoldedSoFarRow) -> Self {
         FoldedSoFar {
@@ -338,7 +350,9 @@ impl Store {
         call_keys: &[CallKey],
     ) -> Result<Vec<FoldedSoFar>, StoreError> {
         let select = format!("SELECT call_key, last_seq, late_events FROM {LIVE}");
-        let rows: Vec<FoldedSoFarRow> = self.select_for_calls(&select, "", call_keys).await?;
+        let rows: Vec<FoldedSoFarRow> = self
+            .select_for_calls(&select, "", call_keys, FoldedSoFarRow::from_direct)
+            .await?;
         Ok(rows.into_iter().map(FoldedSoFar::from).collect())
     }
 
