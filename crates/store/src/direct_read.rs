@@ -1,11 +1,12 @@
 //! Bulk reads of a SQLite file on connections driven directly (rusqlite), each read on a
-//! blocking thread and handed back whole: the rebuild's pages of the log, and what the projector
-//! reads of the calls it folds (their events, and how far their projections were folded).
+//! blocking thread and handed back whole: the rebuild's pages of the log, and the reads by call
+//! (`Store::select_for_calls`): the events of the calls a projector folds or a query shows,
+//! and how far the projector had folded their projections.
 //!
 //! Through sqlx, every row of a result crosses from the connection's worker thread to the
 //! runtime on its own, its values copied on the way: on one core, reading the rows of a
 //! rebuild that way takes two to three times as long as here (`docs/benchmarks.md`). The SQL is
-//! the same, and so is what a read sees: one statement, one snapshot of the log. The
+//! the same, and so is what a read sees: one statement, one snapshot of the database. The
 //! connections open the same file with the same SQLite library as sqlx's (there is only one in
 //! the process, so its file locks are shared), refuse to write (`PRAGMA query_only`), and wait
 //! for another process's lock as long as the store's other connections do. At most as many

@@ -248,14 +248,14 @@ pub struct SqlitePools {
     /// of its writes holds this connection while it runs, so that the process still writes
     /// one transaction at a time.
     pub writer: SqlitePool,
-    /// Connections that only read (`PRAGMA query_only`): queries, counts, streams, and the
-    /// projector's read of the events of the calls it claimed.
+    /// Connections that only read (`PRAGMA query_only`): queries, counts and streams, and
+    /// every read where there is no direct reader.
     pub readers: SqlitePool,
     /// The task that checkpoints the WAL, so that no commit does (see [`checkpoint`]); none
     /// for a database in memory, or opened only to inspect or fix a few records.
     checkpointer: Option<Arc<checkpoint::Checkpointer>>,
-    /// Connections of its own for the bulk reads of records (see [`direct_read`]); none for a
-    /// database in memory or a URL naming `vfs=` or `immutable=`.
+    /// Connections of its own for the bulk reads by call and the rebuild's pages (see
+    /// [`direct_read`]); none for a database in memory or a URL naming `vfs=` or `immutable=`.
     direct: Option<Arc<direct_read::DirectReader>>,
     /// A connection of its own for the appends, claims and settles (see [`direct_write`]),
     /// where there is a direct reader and the URL does not open the file read-only; elsewhere
