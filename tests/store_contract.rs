@@ -291,6 +291,27 @@ async fn a_claim_settles_only_the_version_it_folded(db: TestDb) {
     assert_eq!(store.queue_depth().await.expect("depth").calls, 0);
 }
 
+/// Claims every marked call of `store` and settles the claim with a projection of each of
+/// `folded`: (call, last seq, late count).
+async fn settle_as_folded(store: &Store, folded: &[(&str, i64, i64)]) {
+    let claimed = store
+        .claim_calls(&QueueSweep::default(), 10, LEASE)
+        .await
+        .expect("claim");
+    let projections: Vec<StoredProjection> = folded
+        .iter()
+        .map(|&(call, last_seq, late_events)| StoredProjection {
+            last_seq,
+            late_events,
+            ..projection(call, "{}")
+        })
+        .collect();
+    store
+        .settle_claims(&claimed, &projections)
+        .await
+        .expect("settle");
+}
+
 /// What the projector reads of the projections of the calls it folds: each one's last seq
 /// and late count as settled, and nothing for a call without a projection.
 async fn how_far_each_projection_was_folded_reads_back_as_settled(db: TestDb) {
@@ -298,20 +319,7 @@ async fn how_far_each_projection_was_folded_reads_back_as_settled(db: TestDb) {
     for (id, call) in [("msg_1", "cll_1"), ("msg_2", "cll_2"), ("msg_3", "cll_3")] {
         append_call_event(store, id, call).await;
     }
-    let claimed = store
-        .claim_calls(&QueueSweep::default(), 10, LEASE)
-        .await
-        .expect("claim");
-    let folded = |call: &str, last_seq: i64, late_events: i64| StoredProjection {
-        last_seq,
-        late_events,
-        ..projection(call, "{}")
-    };
-    let settled = [folded("cll_1", 7, 2), folded("cll_3", 11, 5)];
-    store
-        .settle_claims(&claimed, &settled)
-        .await
-        .expect("settle");
+    settle_as_folded(store, &[("cll_1", 7, 2), ("cll_3", 11, 5)]).await;
     let calls = ["cll_3", "cll_2", "cll_1"].map(CallKey::new);
     let mut read: Vec<(String, i64, i64)> = store
         .folded_so_far(&calls)
@@ -330,6 +338,59 @@ async fn how_far_each_projection_was_folded_reads_back_as_settled(db: TestDb) {
     assert_eq!(
         read,
         [("cll_1".to_owned(), 7, 2), ("cll_3".to_owned(), 11, 5)]
+    );
+}
+
+/// What a worker reads of the calls it claimed: their events, each call's together in seq
+/// order, the latest included, even one appended by another store on the same database after
+/// this one's settle; and how far their projections were folded, nothing for a call without
+/// one. No event of a call it did not ask for.
+async fn a_worker_reads_of_its_claimed_calls_every_event_and_how_far_each_was_folded(db: TestDb) {
+    let store = &db.store;
+    for (id, call) in [
+        ("msg_1", "cll_1"),
+        ("msg_2", "cll_2"),
+        ("msg_3", "cll_1"),
+        ("msg_4", "cll_3"),
+        ("msg_5", "cll_4"),
+    ] {
+        append_call_event(store, id, call).await;
+    }
+    settle_as_folded(store, &[("cll_1", 3, 1), ("cll_3", 4, 6)]).await;
+    let another = Store::connect(&db.url).await.expect("another store");
+    append_call_event(&another, "msg_6", "cll_1").await;
+    another.close().await;
+
+    let calls = ["cll_3", "cll_2", "cll_1"].map(CallKey::new);
+    let (logged, folded_so_far) = store.read_claimed_calls(&calls).await.expect("read");
+    let logged: Vec<(String, &str)> = logged
+        .iter()
+        .map(|event| {
+            let call = event.content.call_key().expect("a call event").as_str();
+            (event.webhook_id.as_str().to_owned(), call)
+        })
+        .collect();
+    assert_eq!(
+        logged,
+        [
+            ("msg_1".to_owned(), "cll_1"),
+            ("msg_3".to_owned(), "cll_1"),
+            ("msg_6".to_owned(), "cll_1"),
+            ("msg_2".to_owned(), "cll_2"),
+            ("msg_4".to_owned(), "cll_3"),
+        ]
+    );
+    let mut folded_so_far: Vec<(String, i64, i64)> = folded_so_far
+        .into_iter()
+        .map(|folded| {
+            let call = folded.call_key.as_str().to_owned();
+            (call, folded.last_seq, folded.late_events)
+        })
+        .collect();
+    folded_so_far.sort();
+    assert_eq!(
+        folded_so_far,
+        [("cll_1".to_owned(), 3, 1), ("cll_3".to_owned(), 4, 6)]
     );
 }
 
@@ -635,6 +696,7 @@ on_both_stores!(
     migrating_again_changes_nothing,
     a_claim_settles_only_the_version_it_folded,
     how_far_each_projection_was_folded_reads_back_as_settled,
+    a_worker_reads_of_its_claimed_calls_every_event_and_how_far_each_was_folded,
     a_claim_is_exclusive_until_its_lease_ends_and_then_fenced_out,
     claims_sweep_the_queue_in_call_order_from_where_the_last_one_stopped,
     calls_marked_beyond_a_laps_end_wait_for_the_next_lap,

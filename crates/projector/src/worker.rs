@@ -233,14 +233,8 @@ impl Projector {
     /// Folds the calls of `claimed` from the log and settles the claim.
     async fn fold_and_settle(&self, claimed: &ClaimedCalls) -> Result<Settled, StoreError> {
         let keys: Vec<CallKey> = claimed.claims.iter().map(|c| c.call_key.clone()).collect();
-        // Read after claiming: every append that bumped a claimed version is visible now. The
-        // two reads are independent, and run at once; the batch waits for both, even when one
-        // fails, so a read that hangs holds the batch (and its claim) as it would alone.
-        let (logged, folded_so_far) = tokio::join!(
-            self.store.events_of_calls(&keys),
-            self.store.folded_so_far(&keys)
-        );
-        let (logged, folded_so_far) = (logged?, folded_so_far?);
+        // Read after claiming: every append that bumped a claimed version is visible now.
+        let (logged, folded_so_far) = self.store.read_claimed_calls(&keys).await?;
         let mut by_call: HashMap<CallKey, Vec<LoggedEvent>> = HashMap::new();
         for event in logged {
             if let Some(call_key) = event.content.call_key() {

@@ -1,7 +1,9 @@
 //! Bulk reads of a SQLite file on connections driven directly (rusqlite), each read on a
 //! blocking thread and handed back whole: the rebuild's pages of the log, and the reads by call
-//! (`Store::select_for_calls`): the events of the calls a projector folds or a query shows,
-//! and how far the projector had folded their projections.
+//! (`Store::select_for_calls`): the events of the calls a query shows, and how far the projector
+//! had folded their projections. A worker's read of the calls it claimed runs the same
+//! statements ([`read_statements`]) on the direct write connection instead (see
+//! `Store::read_claimed_calls`).
 //!
 //! Through sqlx, every row of a result crosses from the connection's worker thread to the
 //! runtime on its own, its values copied on the way: on one core, reading the rows of a
@@ -163,6 +165,20 @@ pub(crate) fn open_directly(
     )?;
     connection.busy_timeout(busy_timeout)?;
     Ok(connection)
+}
+
+/// The rows of each of `statements` (SQL and the values it binds, in order) on `connection`, each
+/// row decoded by `decode`, in one list.
+pub(crate) fn read_statements<T>(
+    connection: &Connection,
+    statements: &[(String, Vec<Value>)],
+    decode: fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<Vec<T>> {
+    let mut rows = Vec::new();
+    for (sql, parameters) in statements {
+        rows.extend(read_rows(connection, sql, parameters, decode)?);
+    }
+    Ok(rows)
 }
 
 fn read_rows<T>(

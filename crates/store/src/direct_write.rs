@@ -1,6 +1,8 @@
 //! The hot writes of a SQLite store on a connection driven directly (rusqlite): the appends
-//! (see `log`), and the fold queue's claims and settles (see `queue`). Each write's whole
-//! transaction runs on a blocking thread, which hands back its outcome once.
+//! (see `log`), and the fold queue's claims and settles (see `queue`); and, in a read
+//! transaction on the same connection, a worker's read of the calls it claimed, whose pages
+//! those writes just touched. Each write's whole transaction runs on a blocking thread, which
+//! hands back its outcome once.
 //!
 //! Through sqlx, each statement crosses a channel to the connection's worker thread and back,
 //! and so does each row it returns, each crossing a thread switch and a wake-up; the
@@ -78,17 +80,53 @@ impl DirectWriter {
         T: Send + 'static,
         W: FnOnce(&Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
     {
+        self.with_turn(writer, TransactionBehavior::Immediate, write)
+            .await
+    }
+
+    /// Runs `read` in one read transaction on this connection, with the write turn held as
+    /// [`DirectWriter::in_transaction`] holds it, but without SQLite's write lock, which other
+    /// processes' writes go on taking meanwhile. The connection's page cache holds what this
+    /// process's direct writes last read and wrote, and stays valid for as long as no other
+    /// connection commits (in WAL mode, a connection empties its cache when another one has
+    /// committed since its last transaction): a read of what those writes touched is served
+    /// from it, not from the file.
+    pub(crate) async fn in_read_transaction<T, R>(
+        self: &Arc<Self>,
+        writer: &SqlitePool,
+        read: R,
+    ) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        R: FnOnce(&Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
+    {
+        self.with_turn(writer, TransactionBehavior::Deferred, read)
+            .await
+    }
+
+    /// Runs `work` in a transaction of `behavior` on a blocking thread, with the write turn of
+    /// `writer` held until the transaction ends.
+    async fn with_turn<T, W>(
+        self: &Arc<Self>,
+        writer: &SqlitePool,
+        behavior: TransactionBehavior,
+        work: W,
+    ) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        W: FnOnce(&Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
+    {
         if self.closed.load(Ordering::Acquire) {
             return Err(sqlx::Error::PoolClosed.into());
         }
         let turn = writer.acquire().await?;
         let direct = Arc::clone(self);
-        let written = tokio::task::spawn_blocking(move || {
-            let written = direct.write_now(write);
+        let done = tokio::task::spawn_blocking(move || {
+            let done = direct.run_now(behavior, work);
             drop(turn);
-            written
+            done
         });
-        written.await.map_err(|_| sqlx::Error::WorkerCrashed)?
+        done.await.map_err(|_| sqlx::Error::WorkerCrashed)?
     }
 
     /// Closes the connection; every later write fails as one on a closed pool does. A write
@@ -99,9 +137,10 @@ impl DirectWriter {
         self.idle_connection().take();
     }
 
-    fn write_now<T>(
+    fn run_now<T>(
         &self,
-        write: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T>,
+        behavior: TransactionBehavior,
+        work: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T>,
     ) -> Result<T, StoreError> {
         let idle = {
             let mut idle = self.idle_connection();
@@ -114,13 +153,13 @@ impl DirectWriter {
             Some(connection) => connection,
             None => self.open().map_err(StoreError::Direct)?,
         };
-        let written = in_transaction(&mut connection, write)?;
+        let done = in_transaction(&mut connection, behavior, work)?;
         // Only a connection whose transaction committed is kept.
         let mut idle = self.idle_connection();
         if !self.closed.load(Ordering::Acquire) {
             *idle = Some(connection);
         }
-        Ok(written)
+        Ok(done)
     }
 
     fn open(&self) -> rusqlite::Result<Connection> {
@@ -153,18 +192,19 @@ pub(crate) fn every_parameter_given(
     }
 }
 
-/// Runs `write` in a transaction on `connection` that takes SQLite's write lock at once, and
-/// commits it. A failed commit is a [`StoreError::DirectCommit`].
+/// Runs `work` in a transaction of `behavior` on `connection` (an immediate one takes SQLite's
+/// write lock at once), and commits it. A failed commit is a [`StoreError::DirectCommit`].
 fn in_transaction<T>(
     connection: &mut Connection,
-    write: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T>,
+    behavior: TransactionBehavior,
+    work: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T>,
 ) -> Result<T, StoreError> {
     let transaction = connection
-        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .transaction_with_behavior(behavior)
         .map_err(StoreError::Direct)?;
-    let written = write(&transaction).map_err(StoreError::Direct)?;
+    let done = work(&transaction).map_err(StoreError::Direct)?;
     transaction.commit().map_err(StoreError::DirectCommit)?;
-    Ok(written)
+    Ok(done)
 }
 
 #[cfg(test)]

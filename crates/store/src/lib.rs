@@ -705,12 +705,13 @@ impl Store {
             + 'static,
     {
         let mut rows = Vec::new();
-        for (sql, chunk) in self.statements_for_calls(select, order_by, call_keys) {
-            if let Some(direct) = self.direct_reader() {
-                let keys = chunk.iter().map(|key| Value::Text(key.as_str().to_owned()));
-                rows.extend(direct.rows(sql, keys.collect(), decode_direct).await?);
-                continue;
+        if let Some(direct) = self.direct_reader() {
+            for (sql, keys) in self.direct_statements_for_calls(select, order_by, call_keys) {
+                rows.extend(direct.rows(sql, keys, decode_direct).await?);
             }
+            return Ok(rows);
+        }
+        for (sql, chunk) in self.statements_for_calls(select, order_by, call_keys) {
             on_read_pool!(self, pool => {
                 let mut query = sqlx::query_as::<_, R>(&sql);
                 for call_key in chunk {
@@ -720,6 +721,23 @@ impl Store {
             });
         }
         Ok(rows)
+    }
+
+    /// The statements of [`Store::select_for_calls`] over `call_keys`, each with the call keys it
+    /// binds, for a read on a direct connection.
+    pub(crate) fn direct_statements_for_calls(
+        &self,
+        select: &str,
+        order_by: &str,
+        call_keys: &[CallKey],
+    ) -> Vec<(String, Vec<Value>)> {
+        self.statements_for_calls(select, order_by, call_keys)
+            .into_iter()
+            .map(|(sql, chunk)| {
+                let keys = chunk.iter().map(|key| Value::Text(key.as_str().to_owned()));
+                (sql, keys.collect())
+            })
+            .collect()
     }
 
     /// The statements `head WHERE call_key IN (...) tail` over the call keys of `keyed` (one

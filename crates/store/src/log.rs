@@ -77,6 +77,10 @@ macro_rules! event_columns {
 
 pub(crate) const SELECT_EVENT: &str = concat!("SELECT ", event_columns!(), " FROM events");
 
+/// The order of the events of several calls as [`Store::events_of_calls`] reads them: each
+/// call's together, in seq order.
+pub(crate) const EACH_CALL_IN_SEQ_ORDER: &str = "ORDER BY call_key, seq";
+
 /// A page of one list of kept records: `$1` quarantined (or unlinked), after position `$2`, at
 /// most `$3`.
 const SELECT_KEPT_PAGE: &str = concat!(
@@ -475,9 +479,13 @@ impl Store {
         &self,
         call_keys: &[CallKey],
     ) -> Result<Vec<LoggedEvent>, StoreError> {
-        const ORDER: &str = "ORDER BY call_key, seq";
         let rows: Vec<EventRow> = self
-            .select_for_calls(SELECT_EVENT, ORDER, call_keys, EventRow::from_direct)
+            .select_for_calls(
+                SELECT_EVENT,
+                EACH_CALL_IN_SEQ_ORDER,
+                call_keys,
+                EventRow::from_direct,
+            )
             .await?;
         Ok(rows.into_iter().map(LoggedEvent::from).collect())
     }

@@ -53,8 +53,9 @@ pub struct FoldedSoFar {
     pub late_events: i64,
 }
 
+/// A row of [`folded_so_far_select`].
 #[derive(sqlx::FromRow)]
-struct FoldedSoFarRow {
+pub(crate) struct FoldedSoFarRow {
     call_key: String,
     last_seq: i64,
     late_events: i64,
@@ -63,7 +64,7 @@ struct FoldedSoFarRow {
 impl FoldedSoFarRow {
     /// The row at `row` of a direct read (see `direct_read`) of `call_key, last_seq,
     /// late_events`.
-    fn from_direct(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+    pub(crate) fn from_direct(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
         Ok(Self {
             call_key: row.get(0)?,
             last_seq: row.get(1)?,
@@ -168,6 +169,11 @@ impl From<ChangeRow> for ProjectionChange {
 
 /// The live projections, which queries read.
 pub(crate) const LIVE: &str = "call_projections";
+
+/// The bookkeeping of live projections that [`Store::folded_so_far`] reads, without a `WHERE`.
+pub(crate) fn folded_so_far_select() -> String {
+    format!("SELECT call_key, last_seq, late_events FROM {LIVE}")
+}
 /// Log records read per page while rebuilding.
 const REBUILD_PAGE: i64 = 2000;
 /// Rebuilt projections a swap's first transaction considers.
@@ -349,9 +355,13 @@ impl Store {
         &self,
         call_keys: &[CallKey],
     ) -> Result<Vec<FoldedSoFar>, StoreError> {
-        let select = format!("SELECT call_key, last_seq, late_events FROM {LIVE}");
         let rows: Vec<FoldedSoFarRow> = self
-            .select_for_calls(&select, "", call_keys, FoldedSoFarRow::from_direct)
+            .select_for_calls(
+                &folded_so_far_select(),
+                "",
+                call_keys,
+                FoldedSoFarRow::from_direct,
+            )
             .await?;
         Ok(rows.into_iter().map(FoldedSoFar::from).collect())
     }

@@ -24,11 +24,13 @@ use rusqlite::types::{ToSql, Value};
 use rusqlite::{OptionalExtension, named_params};
 use tokio::sync::Mutex;
 
+use crate::direct_read::read_statements;
 use crate::direct_write::every_parameter_given;
-use crate::event::{CallKey, EventTime};
+use crate::event::{CallKey, EventTime, LoggedEvent};
+use crate::log::{EACH_CALL_IN_SEQ_ORDER, EventRow, SELECT_EVENT};
 use crate::projection::{
-    COUNT_NEW_PROJECTIONS, ConfigFingerprint, LIVE, StoredProjection, TAKE_CHANGES, take_changes,
-    upsert_projections, upsert_statement,
+    COUNT_NEW_PROJECTIONS, ConfigFingerprint, FoldedSoFar, FoldedSoFarRow, LIVE, StoredProjection,
+    TAKE_CHANGES, folded_so_far_select, take_changes, upsert_projections, upsert_statement,
 };
 use crate::sql::{Placeholders, ROWS_PER_STATEMENT};
 use crate::{Store, StoreError, in_transaction, on_pool, on_read_pool};
@@ -282,6 +284,45 @@ impl Store {
             .claim_rows(token, lease, ClaimOf::Call(call_key))
             .await?;
         Ok(claimed_calls(token, claimed_at, rows))
+    }
+
+    /// What a worker reads to fold `call_keys`, calls it claimed: their events, each call's
+    /// together in seq order (as [`Store::events_of_calls`] reads them), and how far their live
+    /// projections were folded (as [`Store::folded_so_far`] does).
+    ///
+    /// On a SQLite file both are read in one read transaction on the direct write connection
+    /// (see `DirectWriter::in_read_transaction`), on one blocking thread. That connection's page
+    /// cache holds what the claim just read and what the latest settles wrote, and, when the
+    /// appends run in this process too, the pages they wrote; a direct read connection empties
+    /// its cache whenever another connection has committed since its last read, which, with a
+    /// worker claiming and settling on the write connection, is before nearly every read.
+    /// Elsewhere the two reads run at once, and the batch waits for both, even when one fails,
+    /// so a read that hangs holds the batch (and its claim) as it would alone.
+    pub async fn read_claimed_calls(
+        &self,
+        call_keys: &[CallKey],
+    ) -> Result<(Vec<LoggedEvent>, Vec<FoldedSoFar>), StoreError> {
+        let Some((direct, writer)) = self.direct_writer() else {
+            let (logged, folded_so_far) = tokio::join!(
+                self.events_of_calls(call_keys),
+                self.folded_so_far(call_keys)
+            );
+            return Ok((logged?, folded_so_far?));
+        };
+        let events =
+            self.direct_statements_for_calls(SELECT_EVENT, EACH_CALL_IN_SEQ_ORDER, call_keys);
+        let folded = self.direct_statements_for_calls(&folded_so_far_select(), "", call_keys);
+        let (logged, folded_so_far) = direct
+            .in_read_transaction(writer, move |tx| {
+                let logged = read_statements(tx, &events, EventRow::from_direct)?;
+                let folded_so_far = read_statements(tx, &folded, FoldedSoFarRow::from_direct)?;
+                Ok((logged, folded_so_far))
+            })
+            .await?;
+        Ok((
+            logged.into_iter().map(LoggedEvent::from).collect(),
+            folded_so_far.into_iter().map(FoldedSoFar::from).collect(),
+        ))
     }
 
     /// Claims the marked calls that `of` selects and no live lease holds, under `token`, for
