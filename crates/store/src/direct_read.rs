@@ -2,7 +2,7 @@
 //! blocking thread and handed back whole: the rebuild's pages of the log, and the reads by call
 //! (`Store::select_for_calls`): the events of the calls a query shows, and how far the projector
 //! had folded their projections. A worker's read of the calls it claimed runs the same
-//! statements ([`read_statements`]) on the direct write connection instead (see
+//! statements ([`read_statements_until`]) on the direct write connection first (see
 //! `Store::read_claimed_calls`).
 //!
 //! Through sqlx, every row of a result crosses from the connection's worker thread to the
@@ -18,7 +18,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags, params_from_iter};
@@ -168,17 +168,26 @@ pub(crate) fn open_directly(
 }
 
 /// The rows of each of `statements` (SQL and the values it binds, in order) on `connection`, each
-/// row decoded by `decode`, in one list.
-pub(crate) fn read_statements<T>(
+/// row decoded by `decode`, in one list; `None` once `deadline` has passed, checked before each
+/// row, so that the read runs at most one row's read past it.
+pub(crate) fn read_statements_until<T>(
     connection: &Connection,
     statements: &[(String, Vec<Value>)],
     decode: fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
-) -> rusqlite::Result<Vec<T>> {
+    deadline: Instant,
+) -> rusqlite::Result<Option<Vec<T>>> {
     let mut rows = Vec::new();
     for (sql, parameters) in statements {
-        rows.extend(read_rows(connection, sql, parameters, decode)?);
+        let mut statement = connection.prepare_cached(sql)?;
+        let mut read = statement.query(params_from_iter(parameters))?;
+        while let Some(row) = read.next()? {
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            rows.push(decode(row)?);
+        }
     }
-    Ok(rows)
+    Ok(Some(rows))
 }
 
 fn read_rows<T>(

@@ -41,7 +41,10 @@ use crate::checkpoint::{BACKSTOP_PAGES, WAL_SIZE_LIMIT_BYTES};
 use crate::direct_read::open_directly;
 
 /// Statements kept prepared on the connection: the appends', claims' and settles' own (fourteen
-/// today), with room to spare, so that none is prepared again on every write.
+/// today), with room to spare, so that none is prepared again on every write. The statements
+/// over a list of calls (a settle's, a worker's read of its claimed calls) differ with the
+/// list's length; the least recently used statement is the one dropped, so those used by every
+/// commit stay.
 const STATEMENTS_KEPT: usize = 64;
 
 /// The direct write connection of one SQLite file.
@@ -550,5 +553,92 @@ mod tests {
         let batch = [event("msg_a", b"{a}", linked("cll_1"))];
         assert!(read_only.append_batch(&batch).await.is_err());
         assert_eq!(writable.log_len().await.expect("len"), 0);
+    }
+
+    #[tokio::test]
+    async fn a_read_transaction_reads_while_another_connection_holds_the_write_lock() {
+        let folder = tempfile::tempdir().expect("a folder");
+        let (writer, pool) = writer_beside_a_pool(&folder).await;
+        let holder = open_directly(&folder.path().join("direct.db"), Duration::ZERO)
+            .expect("another connection");
+        holder
+            .execute_batch("BEGIN IMMEDIATE; INSERT INTO written (n) VALUES (1);")
+            .expect("holds the write lock");
+        let count = |tx: &Transaction<'_>| {
+            tx.query_row("SELECT count(*) FROM written", [], |row| {
+                row.get::<_, i64>(0)
+            })
+        };
+        let seen = writer
+            .in_read_transaction(&pool, count)
+            .await
+            .expect("reads without the write lock");
+        assert_eq!(seen, 0, "the other connection's write is not committed");
+        assert!(writer.idle_connection().is_some(), "the connection is kept");
+        holder.execute_batch("COMMIT").expect("commits");
+        let seen = writer
+            .in_read_transaction(&pool, count)
+            .await
+            .expect("reads");
+        assert_eq!(seen, 1, "the next read sees the other connection's commit");
+    }
+
+    /// A worker's read of its claimed calls gives the write connection up once over its budget,
+    /// and reads the same on the read connections instead.
+    #[tokio::test]
+    async fn a_read_of_claimed_calls_over_its_budget_is_made_on_the_read_connections() {
+        let folder = tempfile::tempdir().expect("a folder");
+        let url = format!("sqlite:{}", folder.path().join("claimed.db").display());
+        let store = migrated(&url).await;
+        let batch = [
+            event("msg_a", b"{a}", linked("cll_1")),
+            event("msg_b", b"{b}", linked("cll_2")),
+            event("msg_c", b"{c}", linked("cll_1")),
+        ];
+        store.append_batch(&batch).await.expect("append");
+        let claimed = store
+            .claim_calls(&QueueSweep::default(), 10, LEASE)
+            .await
+            .expect("claim");
+        let settled = StoredProjection {
+            call_key: CallKey::new("cll_1"),
+            document: "{}".to_owned(),
+            last_seq: 3,
+            late_events: 1,
+            events_folded: 2,
+            updated_at: EventTime::from_unix_micros(4),
+            built_with: None,
+        };
+        store
+            .settle_claims(&claimed, &[settled])
+            .await
+            .expect("settle");
+        let calls = [CallKey::new("cll_2"), CallKey::new("cll_1")];
+        let hour = Duration::from_secs(3600);
+
+        let over_budget = store
+            .read_on_write_connection(&calls, Duration::ZERO)
+            .await
+            .expect("reads");
+        assert!(over_budget.is_none(), "a read over its budget goes on");
+        let within_budget = store
+            .read_on_write_connection(&calls, hour)
+            .await
+            .expect("reads")
+            .expect("a read within its budget ends");
+        let made_again = store
+            .read_claimed_calls_within(&calls, Duration::ZERO)
+            .await
+            .expect("reads");
+        assert_eq!(made_again, within_budget);
+        let (logged, folded_so_far) = made_again;
+        let ids: Vec<&str> = logged.iter().map(|e| e.webhook_id.as_str()).collect();
+        assert_eq!(ids, ["msg_a", "msg_c", "msg_b"]);
+        let folded: Vec<(&str, i64, i64)> = folded_so_far
+            .iter()
+            .map(|f| (f.call_key.as_str(), f.last_seq, f.late_events))
+            .collect();
+        assert_eq!(folded, [("cll_1", 3, 1)]);
+        store.close().await;
     }
 }

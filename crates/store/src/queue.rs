@@ -18,13 +18,13 @@
 //! own too long. A worker whose fold runs long renews its claim ([`Store::renew_claim`]).
 
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::types::{ToSql, Value};
 use rusqlite::{OptionalExtension, named_params};
 use tokio::sync::Mutex;
 
-use crate::direct_read::read_statements;
+use crate::direct_read::read_statements_until;
 use crate::direct_write::every_parameter_given;
 use crate::event::{CallKey, EventTime, LoggedEvent};
 use crate::log::{EACH_CALL_IN_SEQ_ORDER, EventRow, SELECT_EVENT};
@@ -34,6 +34,12 @@ use crate::projection::{
 };
 use crate::sql::{Placeholders, ROWS_PER_STATEMENT};
 use crate::{Store, StoreError, in_transaction, on_pool, on_read_pool};
+
+/// How long a worker's read of the calls it claimed may hold the write turn on a SQLite file
+/// (see [`Store::read_claimed_calls`]): about what a commit of appends takes, so that an append
+/// waits for it no longer than for one or two more commits ahead of it. A batch of 256
+/// neighbouring calls of a log of 1,000,000 records (about 600 events) read in about 2 ms.
+const WRITE_TURN_READ_MOST: Duration = Duration::from_millis(5);
 
 /// What a mark does to a call already marked: bump its version, so that a worker folding it
 /// meanwhile knows its fold missed an event.
@@ -290,39 +296,73 @@ impl Store {
     /// together in seq order (as [`Store::events_of_calls`] reads them), and how far their live
     /// projections were folded (as [`Store::folded_so_far`] does).
     ///
-    /// On a SQLite file both are read in one read transaction on the direct write connection
-    /// (see `DirectWriter::in_read_transaction`), on one blocking thread. That connection's page
-    /// cache holds what the claim just read and what the latest settles wrote, and, when the
-    /// appends run in this process too, the pages they wrote; a direct read connection empties
-    /// its cache whenever another connection has committed since its last read, which, with a
-    /// worker claiming and settling on the write connection, is before nearly every read.
-    /// Elsewhere the two reads run at once, and the batch waits for both, even when one fails,
-    /// so a read that hangs holds the batch (and its claim) as it would alone.
+    /// On a SQLite file both are read first on the direct write connection, in one read
+    /// transaction (see `DirectWriter::in_read_transaction`), for at most
+    /// [`WRITE_TURN_READ_MOST`]. That connection's page cache holds what the claim just read and
+    /// what the latest settles wrote, and, when the appends run in this process too, the pages
+    /// they wrote; a direct read connection empties its cache whenever another connection has
+    /// committed since its last read, which, with a worker claiming and settling on the write
+    /// connection, is before nearly every read. A read that takes longer (calls with many or
+    /// large events) gives the write turn back, so that the appends waiting for it wait no
+    /// longer, and is made again on the read connections.
+    ///
+    /// There, and elsewhere, the two reads run at once, and the batch waits for both, even when
+    /// one fails, so a read that hangs holds the batch (and its claim) as it would alone.
     pub async fn read_claimed_calls(
         &self,
         call_keys: &[CallKey],
     ) -> Result<(Vec<LoggedEvent>, Vec<FoldedSoFar>), StoreError> {
+        self.read_claimed_calls_within(call_keys, WRITE_TURN_READ_MOST)
+            .await
+    }
+
+    /// [`Store::read_claimed_calls`], with the write connection's read given up after `budget`.
+    pub(crate) async fn read_claimed_calls_within(
+        &self,
+        call_keys: &[CallKey],
+        budget: Duration,
+    ) -> Result<(Vec<LoggedEvent>, Vec<FoldedSoFar>), StoreError> {
+        if let Some(read) = self.read_on_write_connection(call_keys, budget).await? {
+            return Ok(read);
+        }
+        let (logged, folded_so_far) = tokio::join!(
+            self.events_of_calls(call_keys),
+            self.folded_so_far(call_keys)
+        );
+        Ok((logged?, folded_so_far?))
+    }
+
+    /// The read of [`Store::read_claimed_calls`] on the direct write connection, or `None` where
+    /// there is none, or once it has run `budget`.
+    pub(crate) async fn read_on_write_connection(
+        &self,
+        call_keys: &[CallKey],
+        budget: Duration,
+    ) -> Result<Option<(Vec<LoggedEvent>, Vec<FoldedSoFar>)>, StoreError> {
         let Some((direct, writer)) = self.direct_writer() else {
-            let (logged, folded_so_far) = tokio::join!(
-                self.events_of_calls(call_keys),
-                self.folded_so_far(call_keys)
-            );
-            return Ok((logged?, folded_so_far?));
+            return Ok(None);
         };
         let events =
             self.direct_statements_for_calls(SELECT_EVENT, EACH_CALL_IN_SEQ_ORDER, call_keys);
         let folded = self.direct_statements_for_calls(&folded_so_far_select(), "", call_keys);
-        let (logged, folded_so_far) = direct
+        let read = direct
             .in_read_transaction(writer, move |tx| {
-                let logged = read_statements(tx, &events, EventRow::from_direct)?;
-                let folded_so_far = read_statements(tx, &folded, FoldedSoFarRow::from_direct)?;
-                Ok((logged, folded_so_far))
+                let deadline = Instant::now() + budget;
+                let logged = read_statements_until(tx, &events, EventRow::from_direct, deadline)?;
+                let Some(logged) = logged else {
+                    return Ok(None);
+                };
+                let folded_so_far =
+                    read_statements_until(tx, &folded, FoldedSoFarRow::from_direct, deadline)?;
+                Ok(folded_so_far.map(|folded_so_far| (logged, folded_so_far)))
             })
             .await?;
-        Ok((
-            logged.into_iter().map(LoggedEvent::from).collect(),
-            folded_so_far.into_iter().map(FoldedSoFar::from).collect(),
-        ))
+        Ok(read.map(|(logged, folded_so_far)| {
+            (
+                logged.into_iter().map(LoggedEvent::from).collect(),
+                folded_so_far.into_iter().map(FoldedSoFar::from).collect(),
+            )
+        }))
     }
 
     /// Claims the marked calls that `of` selects and no live lease holds, under `token`, for
