@@ -621,6 +621,11 @@ mod tests {
             .await
             .expect("reads");
         assert!(over_budget.is_none(), "a read over its budget goes on");
+        let (writer, _) = store.direct_writer().expect("a direct writer");
+        assert!(
+            writer.idle_connection().is_some(),
+            "the write connection is kept after a read over its budget"
+        );
         let within_budget = store
             .read_on_write_connection(&calls, hour)
             .await

@@ -246,8 +246,9 @@ pub struct SqlitePools {
     /// The one sqlx connection that writes: rebuilds' swaps, renewals, migrations, and the
     /// appends, claims and settles where there is no direct writer. Where there is one, each
     /// of its writes holds this connection while it runs, so that the process still writes
-    /// one transaction at a time, and so does a worker's read of its claimed calls there, for
-    /// at most a few milliseconds (see `Store::read_claimed_calls`).
+    /// one transaction at a time. Some writes' own reads run on it too: a rebuild's swap reads
+    /// the live projections it may replace, and a worker, on the direct writer, the calls it
+    /// claimed, rows for at most a few milliseconds (see `Store::read_claimed_calls`).
     pub writer: SqlitePool,
     /// Connections that only read (`PRAGMA query_only`): queries, counts and streams, and
     /// every read where there is no direct reader.
