@@ -174,6 +174,7 @@ pub(crate) const LIVE: &str = "call_projections";
 pub(crate) fn folded_so_far_select() -> String {
     format!("SELECT call_key, last_seq, late_events FROM {LIVE}")
 }
+
 /// Log records read per page while rebuilding.
 const REBUILD_PAGE: i64 = 2000;
 /// Rebuilt projections a swap's first transaction considers.

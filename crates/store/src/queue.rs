@@ -36,9 +36,10 @@ use crate::sql::{Placeholders, ROWS_PER_STATEMENT};
 use crate::{Store, StoreError, in_transaction, on_pool, on_read_pool};
 
 /// How long a worker's read of the calls it claimed may hold the write turn on a SQLite file
-/// (see [`Store::read_claimed_calls`]): about what a commit of appends takes, so that an append
-/// waits for it no longer than for one or two more commits ahead of it. A batch of 256
-/// neighbouring calls of a log of 1,000,000 records (about 600 events) read in about 2 ms.
+/// (see [`Store::read_claimed_calls`]): about two commits of appends (2.7 ms each in
+/// `docs/benchmarks.md`), so that an append waits for it no longer than for two more commits
+/// ahead of it. A batch of 256 neighbouring calls of a log of 1,000,000 records (about 600
+/// events) read in about 2 ms.
 const WRITE_TURN_READ_MOST: Duration = Duration::from_millis(5);
 
 /// What a mark does to a call already marked: bump its version, so that a worker folding it
