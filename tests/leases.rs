@@ -172,12 +172,25 @@ async fn batches_holding_claims(store: &Store) -> i64 {
         .expect("count the claims")
 }
 
+/// How many marked calls no batch holds.
+async fn calls_unclaimed(store: &Store) -> i64 {
+    let Store::Postgres(pools) = store else {
+        unreachable!("counted on PostgreSQL")
+    };
+    sqlx::query_scalar("SELECT count(*) FROM calls_to_fold WHERE claim_token IS NULL")
+        .fetch_one(&pools.readers)
+        .await
+        .expect("count the calls unclaimed")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_catching_up_claims_its_next_batch_while_one_settles() {
+async fn a_worker_catching_up_claims_its_next_batches_while_one_settles() {
     let db = TestDb::postgres().await;
     let store = db.store.clone();
     let receiver = start_receiver(&store, test_settings()).await;
-    let calls = ["cll_1", "cll_2", "cll_3", "cll_4", "cll_5", "cll_6"];
+    let calls = [
+        "cll_1", "cll_2", "cll_3", "cll_4", "cll_5", "cll_6", "cll_7", "cll_8",
+    ];
     for call in calls {
         let body = envelope(
             "call.completed",
@@ -204,12 +217,19 @@ async fn a_worker_catching_up_claims_its_next_batch_while_one_settles() {
     };
     held.wait_for_a_waiter(&store, "the first batch's settle waits")
         .await;
+    // On PostgreSQL a worker keeps three batches in flight: two more are claimed while the
+    // first settles, and no fourth until one of them has settled.
     wait_until(
-        "a second batch is claimed while the first settles",
+        "two more batches are claimed while the first settles",
         30,
-        || async { batches_holding_claims(&store).await == 2 },
+        || async { batches_holding_claims(&store).await == 3 },
     )
     .await;
+    assert_eq!(
+        calls_unclaimed(&store).await,
+        2,
+        "a fourth batch was claimed"
+    );
 
     held.release().await;
     wait_until("every call is folded", 30, || async {

@@ -26,9 +26,17 @@ use crate::precedence::Precedence;
 /// How often a busy worker publishes the queue's depth (an idle one does at every poll).
 const LAG_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Batches one worker keeps in flight while calls wait (see [`Projector::run`]): the
-/// database claims, reads and settles one batch while the worker folds another.
-const BATCHES_IN_FLIGHT: usize = 2;
+/// Batches one worker keeps in flight while calls wait (see [`Projector::run`]) on a store
+/// that writes one transaction at a time (SQLite): the database claims, reads and settles one
+/// batch while the worker folds another. A third only waits for the write turn, on the core the
+/// worker folds on (catching up on SQLite, 8% slower with three: `docs/benchmarks.md`).
+const BATCHES_IN_FLIGHT_ONE_WRITER: usize = 2;
+
+/// Batches one worker keeps in flight while calls wait on a store whose writes run side by side
+/// (PostgreSQL): a batch spends most of its time in round trips and in the wait for the change
+/// counter's lock, which one settle at a time holds, so a third batch is claimed and read while
+/// two settle (catching up on PostgreSQL, 1.16 times as fast as with two: `docs/benchmarks.md`).
+const BATCHES_IN_FLIGHT_PARALLEL_WRITERS: usize = 3;
 
 /// How many times per lease a worker still folding renews its claim: the lease is renewed
 /// with two thirds of it left.
@@ -404,11 +412,11 @@ impl Projector {
     /// `wake` (a new append) or every `poll`, whichever comes first, but no sooner than
     /// `min_interval` after the previous claim: under a steady stream of appends, calls gather
     /// into fewer, larger batches, while an append after a quiet spell is folded at once. While
-    /// claims come back full (calls are waiting), up to [`BATCHES_IN_FLIGHT`] batches are in
-    /// flight, each a task of its own: the database claims, reads and settles one while the
-    /// worker folds the other. A failed batch is logged and retried after `poll`; whatever it
-    /// claimed waits for its lease to end, and none of its projections was written. On
-    /// `shutdown`, the batches in flight finish first.
+    /// claims come back full (calls are waiting), several batches are in flight (see
+    /// [`Projector::batches_in_flight`]), each a task of its own: the database claims, reads
+    /// and settles one while the worker folds another. A failed batch is logged and retried
+    /// after `poll`; whatever it claimed waits for its lease to end, and none of its
+    /// projections was written. On `shutdown`, the batches in flight finish first.
     pub async fn run(
         &self,
         wake: Arc<Notify>,
@@ -451,14 +459,15 @@ impl Projector {
     }
 
     /// Claims and folds one batch and, for as long as claims come back full and `shutdown`
-    /// has not resolved, the next ones, with up to [`BATCHES_IN_FLIGHT`] in flight: the next
-    /// claim starts as soon as a full one is made. Returns once every batch it claimed has
-    /// finished.
+    /// has not resolved, the next ones, with up to [`Projector::batches_in_flight`] in flight:
+    /// the next claim starts as soon as a full one is made. Returns once every batch it claimed
+    /// has finished.
     async fn fold_while_calls_wait(
         &self,
         lag_reported: &mut Option<Instant>,
         shutdown: &mut Pin<&mut impl Future<Output = ()>>,
     ) -> FoldedWhileWaiting {
+        let in_flight = self.batches_in_flight();
         let mut tasks = JoinSet::new();
         let mut folded = FoldedWhileWaiting {
             caught_up: false,
@@ -514,11 +523,20 @@ impl Projector {
                 }
                 BatchStep::LagRecorded => {}
             }
-            if !(claiming || folded.caught_up || folded.stopping) && batches < BATCHES_IN_FLIGHT {
+            if !(claiming || folded.caught_up || folded.stopping) && batches < in_flight {
                 folded.last_claim = tokio::time::Instant::now();
                 tasks.spawn(self.clone().claim_step());
                 (batches, claiming) = (batches + 1, true);
             }
+        }
+    }
+
+    /// How many batches this worker keeps in flight while calls wait, for its store.
+    fn batches_in_flight(&self) -> usize {
+        if self.store.writes_one_at_a_time() {
+            BATCHES_IN_FLIGHT_ONE_WRITER
+        } else {
+            BATCHES_IN_FLIGHT_PARALLEL_WRITERS
         }
     }
 

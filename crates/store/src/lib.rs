@@ -801,6 +801,12 @@ impl Store {
         }
     }
 
+    /// Whether transactions that write run one at a time: on SQLite one connection writes, so
+    /// a second writer waits for the write turn; PostgreSQL runs them side by side.
+    pub fn writes_one_at_a_time(&self) -> bool {
+        matches!(self, Store::Sqlite(_))
+    }
+
     /// Which backend this is, for logs: `sqlite` or `postgres`.
     pub fn backend_name(&self) -> &'static str {
         match self {
