@@ -162,25 +162,20 @@ async fn a_worker_whose_read_outlasts_its_lease_still_folds_its_call() {
 }
 
 /// How many batches hold claims now: the distinct claim tokens in the fold queue.
-async fn batches_holding_claims(store: &Store) -> i64 {
-    let Store::Postgres(pools) = store else {
-        unreachable!("counted on PostgreSQL")
-    };
-    sqlx::query_scalar("SELECT count(DISTINCT claim_token) FROM calls_to_fold")
-        .fetch_one(&pools.readers)
-        .await
-        .expect("count the claims")
-}
+const BATCHES_HOLDING_CLAIMS: &str = "SELECT count(DISTINCT claim_token) FROM calls_to_fold";
 
 /// How many marked calls no batch holds.
-async fn calls_unclaimed(store: &Store) -> i64 {
+const CALLS_UNCLAIMED: &str = "SELECT count(*) FROM calls_to_fold WHERE claim_token IS NULL";
+
+/// The count `sql` reads from the fold queue of a PostgreSQL store.
+async fn count_in_queue(store: &Store, sql: &str) -> i64 {
     let Store::Postgres(pools) = store else {
         unreachable!("counted on PostgreSQL")
     };
-    sqlx::query_scalar("SELECT count(*) FROM calls_to_fold WHERE claim_token IS NULL")
+    sqlx::query_scalar(sql)
         .fetch_one(&pools.readers)
         .await
-        .expect("count the calls unclaimed")
+        .expect("count in the fold queue")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -215,18 +210,14 @@ async fn a_worker_catching_up_claims_its_next_batches_while_one_settles() {
             projector.run(wake, poll, poll, stopped).await
         })
     };
-    held.wait_for_a_waiter(&store, "the first batch's settle waits")
-        .await;
     // On PostgreSQL a worker keeps three batches in flight: two more are claimed while the
-    // first settles, and no fourth until one of them has settled.
-    wait_until(
-        "two more batches are claimed while the first settles",
-        30,
-        || async { batches_holding_claims(&store).await == 3 },
-    )
-    .await;
+    // first settles, and no fourth until one of them has settled. The first settle waits on the
+    // lock, the others on the change numbers it took.
+    held.wait_for_waiters(&store, 3, "three batches' settles wait")
+        .await;
+    assert_eq!(count_in_queue(&store, BATCHES_HOLDING_CLAIMS).await, 3);
     assert_eq!(
-        calls_unclaimed(&store).await,
+        count_in_queue(&store, CALLS_UNCLAIMED).await,
         2,
         "a fourth batch was claimed"
     );

@@ -706,19 +706,29 @@ impl HeldLock {
 
     /// Waits until another session of `store` waits on this lock.
     pub async fn wait_for_a_waiter(&self, store: &Store, what: &str) {
+        self.wait_for_waiters(store, 1, what).await;
+    }
+
+    /// Waits until `count` sessions of `store` wait on this lock, directly or behind another
+    /// session that waits on it.
+    pub async fn wait_for_waiters(&self, store: &Store, count: i64, what: &str) {
         let Store::Postgres(pools) = store else {
             unreachable!("a lock held on PostgreSQL is waited on from PostgreSQL")
         };
         let observer = &pools.readers;
         wait_until(what, 20, || async {
             let blocked: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
+                "WITH RECURSIVE behind(pid) AS ( \
+                     SELECT pid FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid)) \
+                     UNION SELECT a.pid FROM pg_stat_activity a \
+                     JOIN behind b ON b.pid = ANY(pg_blocking_pids(a.pid))) \
+                 SELECT count(*) FROM behind",
             )
             .bind(self.pid)
             .fetch_one(observer)
             .await
             .expect("pg_stat_activity");
-            blocked > 0
+            blocked >= count
         })
         .await;
     }

@@ -29,13 +29,14 @@ const LAG_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// Batches one worker keeps in flight while calls wait (see [`Projector::run`]) on a store
 /// that writes one transaction at a time (SQLite): the database claims, reads and settles one
 /// batch while the worker folds another. A third only waits for the write turn, on the core the
-/// worker folds on (catching up on SQLite, 8% slower with three: `docs/benchmarks.md`).
+/// worker folds on (catching up on SQLite, 9% slower with three: `docs/benchmarks.md`).
 const BATCHES_IN_FLIGHT_ONE_WRITER: usize = 2;
 
 /// Batches one worker keeps in flight while calls wait on a store whose writes run side by side
-/// (PostgreSQL): a batch spends most of its time in round trips and in the wait for the change
-/// counter's lock, which one settle at a time holds, so a third batch is claimed and read while
-/// two settle (catching up on PostgreSQL, 1.16 times as fast as with two: `docs/benchmarks.md`).
+/// (PostgreSQL): with two, a batch spent most of its time in round trips, with neither the
+/// worker's core nor the server's busy; a third overlaps them, until the settles, which take
+/// the change counter one at a time, run back to back (catching up on PostgreSQL, 1.05 to 1.16
+/// times as fast as with two: `docs/benchmarks.md`).
 const BATCHES_IN_FLIGHT_PARALLEL_WRITERS: usize = 3;
 
 /// How many times per lease a worker still folding renews its claim: the lease is renewed
