@@ -1,5 +1,6 @@
 //! The read side never stands in the way of the write side: the counts that grow with the log
-//! are kept as it grows (and equal what a scan finds, after any traffic and after an upgrade),
+//! are kept as it grows (and equal what a scan finds, after any traffic and after an upgrade,
+//! as do the counts of what waits to be folded),
 //! and on SQLite a read does not wait for the connection that commits appends.
 
 mod support;
@@ -26,6 +27,13 @@ const KEPT_COUNTS: &str = "SELECT CAST(sum(events) AS BIGINT), CAST(sum(quaranti
      CAST(sum(unlinked) AS BIGINT), \
      (SELECT projections FROM projection_changes WHERE only_row = 1) FROM log_counts";
 
+/// Calls waiting to be folded and their events that their projections do not count yet, by a
+/// lookup per waiting call.
+const WAITING_BY_SCANNING: &str = "SELECT count(*), CAST(coalesce(sum(logged - folded), 0) AS BIGINT) \
+     FROM (SELECT (SELECT count(*) FROM events e WHERE e.call_key = q.call_key) AS logged, \
+     coalesce((SELECT p.events_folded FROM call_projections p WHERE p.call_key = q.call_key), 0) \
+     AS folded FROM calls_to_fold q) AS waiting";
+
 /// Records per minute of arrival, by a scan of the log.
 const STORED_PER_MINUTE_BY_SCANNING: &str = "SELECT received_at_us / 60000000 AS minute, \
      count(*) FROM events GROUP BY minute ORDER BY minute";
@@ -49,6 +57,22 @@ async fn scanned_per_minute(store: &Store) -> Vec<(EventTime, i64)> {
         .collect()
 }
 
+async fn waiting(store: &Store) -> (i64, i64) {
+    match store {
+        Store::Sqlite(pools) => {
+            sqlx::query_as(WAITING_BY_SCANNING)
+                .fetch_one(&pools.readers)
+                .await
+        }
+        Store::Postgres(pools) => {
+            sqlx::query_as(WAITING_BY_SCANNING)
+                .fetch_one(&pools.readers)
+                .await
+        }
+    }
+    .expect("waiting")
+}
+
 async fn counts(store: &Store, sql: &str) -> Counts {
     match store {
         Store::Sqlite(pools) => sqlx::query_as(sql).fetch_one(&pools.readers).await,
@@ -69,6 +93,8 @@ async fn assert_kept_counts_match_a_scan(store: &Store, when: &str) {
         stats.projections,
     );
     assert_eq!(reported, scanned, "{when}: stats");
+    let reported_waiting = (stats.calls_waiting, stats.events_waiting);
+    assert_eq!(reported_waiting, waiting(store).await, "{when}: waiting");
     assert_eq!(store.log_len().await.expect("len"), scanned.0, "{when}");
     let (_, unlinked) = store.unlinked_events(0, 1).await.expect("unlinked");
     let (_, quarantined) = store.quarantined_events(0, 1).await.expect("quarantined");
@@ -135,6 +161,8 @@ async fn kept_counts_equal_a_scan_after_mixed_traffic(db: TestDb) {
     ];
     store.append_batch(&second).await.expect("append");
     assert_kept_counts_match_a_scan(store, "duplicates and new events").await;
+    // One new event of a folded call (which folded one of its two) and one of a new call.
+    assert_eq!(waiting(store).await, (2, 2));
 
     let AppendOutcome::Appended { seq: kept_seq } = outcomes[6] else {
         panic!("{outcomes:?}")

@@ -41,21 +41,24 @@ impl StoreStats {
 /// the log are kept as it grows (`log_counts`, and `projections` beside the change counter,
 /// see migration 0009); the others cost what the fold queue holds.
 ///
-/// The events waiting are counted walking the queue: on SQLite, by its primary key, in call
-/// order, so that the lookups of each call's events and projection move forward through their
-/// indexes. (While the queue had an index in age order, SQLite walked that smaller index, in
-/// an order random against the calls: on a queue of 267,362 calls, 1.7 s instead of 0.3 s.)
-/// The queue's length and its oldest mark are read in one more walk of it, together.
+/// The events waiting are the waiting calls' events less those their projections folded,
+/// each sum a join from the queue. A join lets PostgreSQL's planner choose: it merges the
+/// queue with the call index when many calls wait, where a lookup per call cost twice as much
+/// (on a queue of 267,362 calls, 0.5 s of a core instead of 1.05 s). SQLite keeps the left
+/// table of a `LEFT JOIN` outside, so it walks the queue by its primary key, in call order,
+/// and each call's lookups move forward through the indexes. (While the queue had an index in
+/// age order, SQLite walked that smaller index, in an order random against the calls: on the
+/// same queue, 1.7 s instead of 0.3 s.) The queue's length and its oldest mark are read in one
+/// more walk of it, together.
 const STATS: &str = "SELECT \
      (SELECT CAST(coalesce(sum(events), 0) AS BIGINT) FROM log_counts), \
      (SELECT CAST(coalesce(sum(quarantined), 0) AS BIGINT) FROM log_counts), \
      (SELECT CAST(coalesce(sum(unlinked), 0) AS BIGINT) FROM log_counts), \
      depth.calls, \
-     (SELECT CAST(coalesce(sum(waiting.logged - coalesce(p.events_folded, 0)), 0) AS BIGINT) \
-      FROM (SELECT q.call_key, \
-            (SELECT count(*) FROM events e WHERE e.call_key = q.call_key) AS logged \
-            FROM calls_to_fold q) AS waiting \
-      LEFT JOIN call_projections p ON p.call_key = waiting.call_key), \
+     (SELECT count(e.call_key) FROM calls_to_fold q \
+      LEFT JOIN events e ON e.call_key = q.call_key) \
+     - (SELECT CAST(coalesce(sum(p.events_folded), 0) AS BIGINT) FROM calls_to_fold q \
+        LEFT JOIN call_projections p ON p.call_key = q.call_key), \
      depth.oldest, \
      (SELECT projections FROM projection_changes WHERE only_row = 1), \
      (SELECT last_change FROM projection_changes WHERE only_row = 1) \
@@ -126,7 +129,8 @@ mod tests {
 
     /// On SQLite the count of events waiting walks the fold queue by its primary key, in call
     /// order and without a sort, not by any index whose order would send each call's lookups
-    /// to pages at random.
+    /// to pages at random, and looks each call's events and projection up: it walks neither
+    /// the log nor the projections, which outgrow the queue.
     #[tokio::test]
     async fn sqlite_walks_the_queue_in_call_order_to_count_the_events_waiting() {
         let folder = tempfile::tempdir().expect("a temporary folder");
@@ -144,8 +148,26 @@ mod tests {
         let steps: Vec<&str> = plan.iter().map(|(.., step)| step.as_str()).collect();
         let queue_walks: Vec<&&str> = steps.iter().filter(|s| s.starts_with("SCAN q")).collect();
         assert!(
-            queue_walks.len() == 1 && !queue_walks[0].contains("INDEX"),
+            !queue_walks.is_empty() && queue_walks.iter().all(|walk| !walk.contains("INDEX")),
             "the queue is walked as\n{}",
+            steps.join("\n")
+        );
+        let looked_up = [
+            "SEARCH e USING COVERING INDEX events_by_call",
+            "SEARCH p USING",
+        ];
+        for lookup in looked_up {
+            assert!(
+                steps.iter().any(|step| step.starts_with(lookup)),
+                "no `{lookup}` in\n{}",
+                steps.join("\n")
+            );
+        }
+        assert!(
+            !steps
+                .iter()
+                .any(|step| step.starts_with("SCAN e") || step.starts_with("SCAN p")),
+            "the log or the projections are walked:\n{}",
             steps.join("\n")
         );
         assert!(
