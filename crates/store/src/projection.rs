@@ -205,33 +205,55 @@ const PARAMETERS_PER_PROJECTION: usize = 8;
 /// rebuild's swap (or another fold) must not put it back.
 const ONLY_IF_AS_FRESH: &str = "WHERE excluded.events_folded >= call_projections.events_folded";
 
+/// How an upsert of projections resolves a call that has one already: the new projection
+/// replaces it only where [`ONLY_IF_AS_FRESH`] holds.
+const REPLACE_IF_AS_FRESH: &str = "ON CONFLICT (call_key) DO UPDATE SET \
+     document = excluded.document, last_seq = excluded.last_seq, \
+     late_events = excluded.late_events, events_folded = excluded.events_folded, \
+     updated_at_us = excluded.updated_at_us, config_fingerprint = excluded.config_fingerprint, \
+     change_seq = excluded.change_seq";
+
 /// Upserts `rows` projections into the live table in one statement, replacing an existing one
 /// only where [`ONLY_IF_AS_FRESH`] holds.
 pub(crate) fn upsert_statement(placeholders: Placeholders, rows: usize) -> String {
     format!(
-        "INSERT INTO {LIVE} ({WRITTEN_COLUMNS}) VALUES {} \
-         ON CONFLICT (call_key) DO UPDATE SET document = excluded.document, \
-         last_seq = excluded.last_seq, late_events = excluded.late_events, \
-         events_folded = excluded.events_folded, updated_at_us = excluded.updated_at_us, \
-         config_fingerprint = excluded.config_fingerprint, change_seq = excluded.change_seq \
+        "INSERT INTO {LIVE} ({WRITTEN_COLUMNS}) VALUES {} {REPLACE_IF_AS_FRESH} \
          {ONLY_IF_AS_FRESH}",
         placeholders.values_list(rows, PARAMETERS_PER_PROJECTION, 1)
     )
 }
 
+/// On PostgreSQL, [`upsert_statement`] that also adds the calls it gives a first projection to
+/// the count beside the change counter, in the same round trip: the count of those that exist
+/// and the upsert read one snapshot (data-modifying `WITH`), which a settle takes after its
+/// change numbers, so under the counter's lock, as [`COUNT_NEW_PROJECTIONS`] would be.
+pub(crate) fn upsert_counting_new_statement(rows: usize) -> String {
+    format!(
+        "WITH incoming ({WRITTEN_COLUMNS}) AS (VALUES {}), \
+         written AS (INSERT INTO {LIVE} ({WRITTEN_COLUMNS}) \
+         SELECT {WRITTEN_COLUMNS} FROM incoming {REPLACE_IF_AS_FRESH} {ONLY_IF_AS_FRESH}) \
+         UPDATE projection_changes SET projections = projections \
+         + (SELECT count(*) FROM incoming) \
+         - (SELECT count(*) FROM {LIVE} WHERE call_key IN (SELECT call_key FROM incoming)) \
+         WHERE only_row = 1",
+        Placeholders::Numbered.values_list(rows, PARAMETERS_PER_PROJECTION, 1)
+    )
+}
+
 /// Writes `$projections` into the live table on `$executor` (a connection or transaction of
-/// either backend; `$placeholders` its style), a statement per
-/// [`crate::sql::ROWS_PER_STATEMENT`] projections; the projection at index `i` is written by
-/// change `$first_change + i`, and replaces an existing one only where [`ONLY_IF_AS_FRESH`]
-/// holds.
+/// either backend), a statement per [`crate::sql::ROWS_PER_STATEMENT`] projections, each made
+/// by `$statement` (given its number of rows: [`upsert_statement`] in the executor's
+/// placeholder style, or [`upsert_counting_new_statement`]); the projection at index `i` is
+/// written by change `$first_change + i`, and replaces an existing one only where
+/// [`ONLY_IF_AS_FRESH`] holds.
 macro_rules! upsert_projections {
-    ($executor:expr, $placeholders:expr, $projections:expr, $first_change:expr) => {
+    ($executor:expr, $statement:expr, $projections:expr, $first_change:expr) => {
         let first_change: i64 = $first_change;
         for (number, chunk) in $projections
             .chunks($crate::sql::ROWS_PER_STATEMENT)
             .enumerate()
         {
-            let sql = $crate::projection::upsert_statement($placeholders, chunk.len());
+            let sql = $statement(chunk.len());
             let mut upsert = sqlx::query(&sql);
             let offset = (number * $crate::sql::ROWS_PER_STATEMENT) as i64;
             for (index, projection) in (offset..).zip(chunk) {
@@ -321,7 +343,8 @@ macro_rules! live_projections_in {
 macro_rules! write_swap {
     ($executor:expr, $placeholders:expr, $swap:expr, $last_change:expr) => {
         if $swap.changes() > 0 {
-            upsert_projections!($executor, $placeholders, $swap.replacing, $last_change + 1);
+            let statement = |rows| upsert_statement($placeholders, rows);
+            upsert_projections!($executor, statement, $swap.replacing, $last_change + 1);
             sqlx::query("UPDATE projection_changes SET last_change = $1 WHERE only_row = 1")
                 .bind($last_change + $swap.changes())
                 .execute($executor)

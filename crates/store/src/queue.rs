@@ -30,7 +30,8 @@ use crate::event::{CallKey, EventTime, LoggedEvent};
 use crate::log::{EACH_CALL_IN_SEQ_ORDER, EventRow, SELECT_EVENT};
 use crate::projection::{
     COUNT_NEW_PROJECTIONS, ConfigFingerprint, FoldedSoFar, FoldedSoFarRow, LIVE, StoredProjection,
-    TAKE_CHANGES, folded_so_far_select, take_changes, upsert_projections, upsert_statement,
+    TAKE_CHANGES, folded_so_far_select, take_changes, upsert_counting_new_statement,
+    upsert_projections, upsert_statement,
 };
 use crate::sql::{Placeholders, ROWS_PER_STATEMENT};
 use crate::{Store, StoreError, in_transaction, on_pool, on_read_pool};
@@ -517,9 +518,9 @@ impl Store {
                 .await?;
             return Ok(settled(claimed.claims.len(), folded, to_refold));
         }
-        let lock_held = match self {
-            Store::Postgres(_) => Some(LOCK_HELD),
-            Store::Sqlite(_) => None,
+        let (lock_held, counted_in_upsert) = match self {
+            Store::Postgres(_) => (Some(LOCK_HELD), true),
+            Store::Sqlite(_) => (None, false),
         };
         let placeholders = self.placeholders();
         let (folded, to_refold) = on_pool!(self, pool => in_transaction!(pool, tx => {
@@ -535,21 +536,28 @@ impl Store {
             if !held.is_empty() {
                 // After the marks, before the projections: the lock order of every writer.
                 let first_change = take_changes!(&mut *tx, held.len() as i64);
-                // Counted under the counter's lock, which a rebuild's swap holds until it
-                // commits: no projection can appear between this count and the upsert.
-                let mut existing = 0;
-                for (sql, chunk) in self.statements_for_calls(&count_live, "", &held) {
-                    let mut count = sqlx::query_scalar::<_, i64>(&sql);
-                    for projection in chunk {
-                        count = count.bind(projection.call_key.as_str());
+                // The new projections are counted under the counter's lock, which a rebuild's
+                // swap holds until it commits: no projection can appear between the count and
+                // the upsert. PostgreSQL counts them in the upsert's statement, so the lock is
+                // held for one round trip and the commit.
+                if counted_in_upsert {
+                    upsert_projections!(&mut *tx, upsert_counting_new_statement, held, first_change);
+                } else {
+                    let mut existing = 0;
+                    for (sql, chunk) in self.statements_for_calls(&count_live, "", &held) {
+                        let mut count = sqlx::query_scalar::<_, i64>(&sql);
+                        for projection in chunk {
+                            count = count.bind(projection.call_key.as_str());
+                        }
+                        existing += count.fetch_one(&mut *tx).await?;
                     }
-                    existing += count.fetch_one(&mut *tx).await?;
+                    let statement = |rows| upsert_statement(placeholders, rows);
+                    upsert_projections!(&mut *tx, statement, held, first_change);
+                    sqlx::query(COUNT_NEW_PROJECTIONS)
+                        .bind(held.len() as i64 - existing)
+                        .execute(&mut *tx)
+                        .await?;
                 }
-                upsert_projections!(&mut *tx, placeholders, held, first_change);
-                sqlx::query(COUNT_NEW_PROJECTIONS)
-                    .bind(held.len() as i64 - existing)
-                    .execute(&mut *tx)
-                    .await?;
             }
             (folded.len(), to_refold.len())
         }))?;
