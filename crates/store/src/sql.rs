@@ -1,6 +1,8 @@
 //! SQL text built at run time: the placeholders of multi-row statements, spelled as each
 //! backend binds them fastest, and how many rows (and bytes of values) each statement takes.
 
+use std::fmt::Write;
+
 /// Rows per multi-row statement. At up to 10 parameters a row this stays far below the
 /// parameter limits of both backends (32,766 on SQLite, 65,535 on PostgreSQL).
 pub(crate) const ROWS_PER_STATEMENT: usize = 256;
@@ -50,25 +52,53 @@ pub(crate) enum Placeholders {
 impl Placeholders {
     /// The placeholder of parameter number `n` (from 1).
     pub(crate) fn nth(self, n: usize) -> String {
-        match self {
-            Placeholders::Numbered => format!("${n}"),
-            Placeholders::Anonymous => "?".to_owned(),
-        }
+        let mut sql = String::new();
+        self.push_nth(&mut sql, n);
+        sql
     }
 
     /// `(p_first, ...), (...), ...`: `rows` tuples of `per_row` placeholders, numbered from
-    /// `first`.
+    /// `first`. Written into one string: multi-row statements are built for every batch, and
+    /// a string per placeholder cost a rebuild 2.4% of its samples.
     pub(crate) fn values_list(self, rows: usize, per_row: usize, first: usize) -> String {
-        let tuples: Vec<String> = (0..rows)
-            .map(|row| format!("({})", self.list(per_row, first + row * per_row)))
-            .collect();
-        tuples.join(", ")
+        let mut sql = String::with_capacity(rows * (per_row * 7 + 2));
+        for row in 0..rows {
+            if row > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('(');
+            self.push_list(&mut sql, per_row, first + row * per_row);
+            sql.push(')');
+        }
+        sql
     }
 
     /// `p_first, ..., p_(first + count - 1)`: the placeholders of an `IN (...)` list.
     pub(crate) fn list(self, count: usize, first: usize) -> String {
-        let placeholders: Vec<String> = (first..first + count).map(|n| self.nth(n)).collect();
-        placeholders.join(", ")
+        let mut sql = String::with_capacity(count * 7);
+        self.push_list(&mut sql, count, first);
+        sql
+    }
+
+    /// Appends [`Placeholders::list`]`(count, first)` to `sql`.
+    fn push_list(self, sql: &mut String, count: usize, first: usize) {
+        for n in first..first + count {
+            if n > first {
+                sql.push_str(", ");
+            }
+            self.push_nth(sql, n);
+        }
+    }
+
+    /// Appends [`Placeholders::nth`]`(n)` to `sql`.
+    fn push_nth(self, sql: &mut String, n: usize) {
+        match self {
+            Placeholders::Numbered => {
+                // Writing into a `String` cannot fail.
+                let _ = write!(sql, "${n}");
+            }
+            Placeholders::Anonymous => sql.push('?'),
+        }
     }
 }
 
