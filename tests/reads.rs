@@ -190,7 +190,46 @@ async fn kept_counts_equal_a_scan_after_mixed_traffic(db: TestDb) {
     assert_eq!(store.stats().await.expect("stats").projections, 5);
 }
 
-on_both_stores!(kept_counts_equal_a_scan_after_mixed_traffic);
+/// A settle of more calls than one statement writes (256) upserts them in several statements of
+/// one transaction, some calls new and some with a projection already: the count of projections
+/// stays that of the table.
+async fn kept_counts_equal_a_scan_after_a_settle_of_more_calls_than_a_statement_writes(db: TestDb) {
+    let store = &db.store;
+    let calls = |range: std::ops::Range<u32>, second: u32| -> Vec<_> {
+        range
+            .map(|call| {
+                let call_id = format!("cll_{call:04}");
+                let body = call_event("call.received", second, &call_id);
+                as_received(&format!("msg_{call:04}_{second}"), &body)
+            })
+            .collect()
+    };
+    store.append_batch(&calls(0..200, 1)).await.expect("append");
+    fold_everything(&Projector::new(
+        store.clone(),
+        Precedence::default(),
+        600,
+        LEASE,
+    ))
+    .await;
+    assert_kept_counts_match_a_scan(store, "first fold").await;
+
+    store
+        .append_batch(&calls(100..600, 2))
+        .await
+        .expect("append");
+    assert_eq!(waiting(store).await, (500, 500));
+    let projector = Projector::new(store.clone(), Precedence::default(), 600, LEASE);
+    assert_eq!(projector.fold_next_batch().await.expect("fold"), 500);
+    assert_kept_counts_match_a_scan(store, "a settle of 500 calls, 100 of them folded before")
+        .await;
+    assert_eq!(store.stats().await.expect("stats").projections, 600);
+}
+
+on_both_stores!(
+    kept_counts_equal_a_scan_after_mixed_traffic,
+    kept_counts_equal_a_scan_after_a_settle_of_more_calls_than_a_statement_writes,
+);
 
 /// The migrations of `backend` before the kept counts (0009).
 async fn migrations_before_kept_counts(backend: &str) -> Migrator {
