@@ -13,7 +13,7 @@
 use std::collections::BTreeSet;
 use std::marker::PhantomData;
 
-use callfold_store::{CallKey, CallLink, Content, EventTime, LoggedEvent};
+use callfold_store::{CallLink, Content, EventTime, LoggedEvent};
 use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -62,21 +62,26 @@ impl FoldEvent {
         }
     }
 
-    /// The fold event of a logged record and the call it belongs to; `None` for quarantined
-    /// records and records of no call.
-    pub fn from_logged(precedence: &Precedence, event: &LoggedEvent) -> Option<(CallKey, Self)> {
+    /// The fold event of a logged record of a call; `None` for quarantined records and records
+    /// of no call.
+    pub fn from_logged(precedence: &Precedence, event: &LoggedEvent) -> Option<Self> {
         let Content::Usable {
             topic,
             event_time,
-            call: CallLink::Linked(call_key),
+            call: CallLink::Linked(_),
         } = &event.content
         else {
             return None;
         };
         let data = EventData::of_envelope(&event.body);
         let webhook_id = event.webhook_id.as_str();
-        let folded = Self::new(precedence, webhook_id, topic.as_str(), *event_time, data);
-        Some((call_key.clone(), folded))
+        Some(Self::new(
+            precedence,
+            webhook_id,
+            topic.as_str(),
+            *event_time,
+            data,
+        ))
     }
 }
 
@@ -495,7 +500,7 @@ pub fn fold_events<'a>(
 ) -> impl Iterator<Item = (&'a LoggedEvent, FoldEvent)> + 'a {
     logged
         .iter()
-        .filter_map(|record| FoldEvent::from_logged(precedence, record).map(|(_, e)| (record, e)))
+        .filter_map(|record| FoldEvent::from_logged(precedence, record).map(|e| (record, e)))
 }
 
 /// Marks each of one call's events, given in arrival (seq) order, as late when an event that
