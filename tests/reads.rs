@@ -57,28 +57,26 @@ async fn scanned_per_minute(store: &Store) -> Vec<(EventTime, i64)> {
         .collect()
 }
 
-async fn waiting(store: &Store) -> (i64, i64) {
-    match store {
-        Store::Sqlite(pools) => {
-            sqlx::query_as(WAITING_BY_SCANNING)
-                .fetch_one(&pools.readers)
-                .await
-        }
-        Store::Postgres(pools) => {
-            sqlx::query_as(WAITING_BY_SCANNING)
-                .fetch_one(&pools.readers)
-                .await
-        }
-    }
-    .expect("waiting")
-}
-
-async fn counts(store: &Store, sql: &str) -> Counts {
+/// The one row `sql` reads, on either backend.
+async fn read_one<T>(store: &Store, sql: &str) -> T
+where
+    T: Send + Unpin,
+    T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>,
+    T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
+{
     match store {
         Store::Sqlite(pools) => sqlx::query_as(sql).fetch_one(&pools.readers).await,
         Store::Postgres(pools) => sqlx::query_as(sql).fetch_one(&pools.readers).await,
     }
-    .expect("count")
+    .expect(sql)
+}
+
+async fn waiting(store: &Store) -> (i64, i64) {
+    read_one(store, WAITING_BY_SCANNING).await
+}
+
+async fn counts(store: &Store, sql: &str) -> Counts {
+    read_one(store, sql).await
 }
 
 /// Checks the kept counts, and what the store reports from them, against a scan.
