@@ -202,14 +202,10 @@ async fn kept_counts_equal_a_scan_after_a_settle_of_more_calls_than_a_statement_
             })
             .collect()
     };
+    // One claim takes every call waiting.
+    let projector = Projector::new(store.clone(), Precedence::default(), 600, LEASE);
     store.append_batch(&calls(0..200, 1)).await.expect("append");
-    fold_everything(&Projector::new(
-        store.clone(),
-        Precedence::default(),
-        600,
-        LEASE,
-    ))
-    .await;
+    fold_everything(&projector).await;
     assert_kept_counts_match_a_scan(store, "first fold").await;
 
     store
@@ -217,7 +213,6 @@ async fn kept_counts_equal_a_scan_after_a_settle_of_more_calls_than_a_statement_
         .await
         .expect("append");
     assert_eq!(waiting(store).await, (500, 500));
-    let projector = Projector::new(store.clone(), Precedence::default(), 600, LEASE);
     assert_eq!(projector.fold_next_batch().await.expect("fold"), 500);
     assert_kept_counts_match_a_scan(store, "a settle of 500 calls, 100 of them folded before")
         .await;
