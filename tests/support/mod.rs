@@ -68,6 +68,54 @@ pub fn postgres_base_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
 }
 
+/// The start of the name of every schema the PostgreSQL suite makes; the rest is
+/// `{unix seconds}_{process id}_{number}`.
+const TEST_SCHEMA_PREFIX: &str = "cf_test_";
+
+/// How old a test schema must be before a later test process drops it: far longer than any
+/// run of the suite, so that runs side by side on one database keep their own.
+const STALE_SCHEMA_AGE: Duration = Duration::from_secs(3600);
+
+/// Set once the first PostgreSQL test of this process has dropped the stale schemas.
+static STALE_SCHEMAS_DROPPED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+
+fn unix_seconds(instant: SystemTime) -> u64 {
+    instant.duration_since(UNIX_EPOCH).expect("clock").as_secs()
+}
+
+/// Drops the schemas earlier runs of the suite left in the test database: those made more than
+/// [`STALE_SCHEMA_AGE`] ago, and those an earlier version of these helpers named by process
+/// first, undated (read as made at the process id's second, long ago). The tests never drop
+/// their own schema (some end while a process of theirs still holds it), so without this the
+/// test database would grow run after run. Each schema is dropped in a transaction of its own,
+/// which takes the locks of its tables only.
+async fn drop_stale_schemas(admin: &mut sqlx::PgConnection) {
+    let schemas: Vec<String> =
+        sqlx::query_scalar("SELECT nspname::text FROM pg_namespace WHERE starts_with(nspname, $1)")
+            .bind(TEST_SCHEMA_PREFIX)
+            .fetch_all(&mut *admin)
+            .await
+            .expect("list the test schemas");
+    let newest_stale = unix_seconds(SystemTime::now() - STALE_SCHEMA_AGE);
+    for schema in schemas {
+        let made_at = schema[TEST_SCHEMA_PREFIX.len()..]
+            .split('_')
+            .next()
+            .and_then(|seconds| seconds.parse::<u64>().ok());
+        if made_at.is_none_or(|seconds| seconds < newest_stale) {
+            // Another test process may be dropping it at the same moment (test runners that
+            // run each test in a process of its own): whichever fails leaves it to the other.
+            let quoted = schema.replace('"', "\"\"");
+            if let Err(error) = sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{quoted}\" CASCADE"))
+                .execute(&mut *admin)
+                .await
+            {
+                eprintln!("test schema {schema} not dropped: {error}");
+            }
+        }
+    }
+}
+
 /// Instantiates each named `async fn(TestDb)` once per backend, as `sqlite::NAME` and
 /// `postgres::NAME`, so that both stores run one behavioural suite.
 #[macro_export]
@@ -110,21 +158,23 @@ impl TestDb {
     }
 
     /// The URL of a new, empty schema in the test PostgreSQL database (no migration run).
+    /// Its name carries when it was made, so that a later run can drop it (see
+    /// [`drop_stale_schemas`]).
     pub async fn unmigrated_postgres_url() -> String {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let base = postgres_base_url();
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .expect("clock")
-            .subsec_nanos();
-        let schema = format!(
-            "cf_test_{}_{}_{nanos}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
         let mut admin = sqlx::PgConnection::connect(&base)
             .await
             .unwrap_or_else(|e| panic!("PostgreSQL at {base} is required for the tests: {e}"));
+        STALE_SCHEMAS_DROPPED
+            .get_or_init(|| drop_stale_schemas(&mut admin))
+            .await;
+        let schema = format!(
+            "{TEST_SCHEMA_PREFIX}{}_{}_{}",
+            unix_seconds(SystemTime::now()),
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
         sqlx::query(&format!("CREATE SCHEMA {schema}"))
             .execute(&mut admin)
             .await
