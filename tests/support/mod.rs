@@ -79,10 +79,6 @@ const STALE_SCHEMA_AGE: Duration = Duration::from_secs(3600);
 /// Set once the first PostgreSQL test of this process has dropped the stale schemas.
 static STALE_SCHEMAS_DROPPED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
 
-fn unix_seconds(instant: SystemTime) -> u64 {
-    instant.duration_since(UNIX_EPOCH).expect("clock").as_secs()
-}
-
 /// Drops the schemas earlier runs of the suite left in the test database: those made more than
 /// [`STALE_SCHEMA_AGE`] ago, and those an earlier version of these helpers named by process
 /// first, undated (read as made at the process id's second, long ago). The tests never drop
@@ -96,12 +92,12 @@ async fn drop_stale_schemas(admin: &mut sqlx::PgConnection) {
             .fetch_all(&mut *admin)
             .await
             .expect("list the test schemas");
-    let newest_stale = unix_seconds(SystemTime::now() - STALE_SCHEMA_AGE);
+    let newest_stale = unix_now() - STALE_SCHEMA_AGE.as_secs() as i64;
     for schema in schemas {
         let made_at = schema[TEST_SCHEMA_PREFIX.len()..]
             .split('_')
             .next()
-            .and_then(|seconds| seconds.parse::<u64>().ok());
+            .and_then(|seconds| seconds.parse::<i64>().ok());
         if made_at.is_none_or(|seconds| seconds < newest_stale) {
             // Another test process may be dropping it at the same moment (test runners that
             // run each test in a process of its own): whichever fails leaves it to the other.
@@ -171,7 +167,7 @@ impl TestDb {
             .await;
         let schema = format!(
             "{TEST_SCHEMA_PREFIX}{}_{}_{}",
-            unix_seconds(SystemTime::now()),
+            unix_now(),
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
