@@ -1,6 +1,7 @@
 //! The production topology: several receivers and several projector workers on one database.
-//! Commits that become visible out of seq order, one webhook-id delivered to two receivers at
-//! once, real processes killed mid-run, and PostgreSQL unreachable for 30 s under load.
+//! Commits that become visible out of seq order, an append beside a settle that waits for the
+//! change counter, one webhook-id delivered to two receivers at once, real processes killed
+//! mid-run, and PostgreSQL unreachable for 30 s under load.
 
 mod support;
 
@@ -108,6 +109,47 @@ async fn an_event_committed_after_a_later_seq_was_folded_is_still_projected() {
     assert_eq!(a.events_folded, 2, "the late-committed event is folded");
     let document: serde_json::Value = serde_json::from_str(&a.document).expect("json");
     assert_eq!(document["tags"], json!(["vip"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_does_not_wait_for_a_settle_that_waits_for_the_change_counter() {
+    let db = TestDb::postgres().await;
+    let store = db.store.clone();
+    let receiver = start_receiver(&store, test_settings()).await;
+    let projector = Projector::new(store.clone(), Precedence::default(), 100, LEASE);
+    assert_eq!(
+        receiver.deliver("msg_c1", &completed("cll_c")).await.status,
+        200
+    );
+    // Another connection holds the change counter, as a rebuild's swap does for a batch, so
+    // the worker's settle waits for it.
+    let counter = HeldLock::take(
+        &db.url,
+        "UPDATE projection_changes SET last_change = last_change WHERE only_row = 1",
+    )
+    .await;
+    let worker = {
+        let projector = projector.clone();
+        tokio::spawn(async move { projector.fold_next_batch().await.expect("fold") })
+    };
+    counter
+        .wait_for_a_waiter(&store, "the settle waits for the change counter")
+        .await;
+
+    // An append to the call being settled is acknowledged while the counter is still held.
+    let append = receiver.deliver("msg_c2", &tagged("cll_c", "vip")).await;
+    assert_eq!(append.status, 200, "{}", append.json);
+
+    counter.release().await;
+    assert_eq!(worker.await.expect("worker task"), 1);
+    catch_up(&projector).await;
+    let projection = store
+        .projection(&CallKey::new("cll_c"))
+        .await
+        .expect("read")
+        .expect("projected");
+    assert_eq!(projection.events_folded, 2, "the append is folded too");
+    assert_eq!(store.queue_depth().await.expect("depth").calls, 0);
 }
 
 async fn one_id_sent_to_two_receivers_at_once_is_stored_once_and_both_answer_200(db: TestDb) {

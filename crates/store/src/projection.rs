@@ -2,9 +2,9 @@
 //!
 //! The store keeps a projection as the projector hands it over (a document already serialized,
 //! plus the bookkeeping the projector needs); it does not interpret documents. Projections are
-//! written only together with the fold-queue marks they settle (see `queue.rs`), or by a
-//! rebuild's swap, which replaces a live projection only with one folded from at least as many
-//! events and never deletes one.
+//! written only by the settles of the fold queue's claims, before or with the removal of the
+//! marks they settle (see `queue.rs`), or by a rebuild's swap, which replaces a live projection
+//! only with one folded from at least as many events and never deletes one.
 //!
 //! Every write of a live projection takes the next number of one counter (`change_seq`, see
 //! migration 0006) in its own transaction; [`Store::projection_changes`] reads them in that
@@ -183,8 +183,8 @@ const SWAP_BATCH_FIRST: usize = 256;
 const SWAP_BATCH_MAX: usize = 4096;
 /// Fewest rebuilt projections a swap considers per transaction.
 const SWAP_BATCH_MIN: usize = 16;
-/// How long a swap batch that writes should hold what the receivers' appends may wait for:
-/// batches are resized towards it (see [`SwapPacing`]).
+/// How long a swap batch that writes should hold what others may wait for (the write lock, or
+/// the change counter): batches are resized towards it (see [`SwapPacing`]).
 const SWAP_BATCH_TIME: Duration = Duration::from_millis(10);
 /// On SQLite, the least pause after a swap batch that wrote (see [`SwapPacing`]): longer than
 /// any sleep of SQLite's busy handler in a writer's first 30 ms of waiting.
@@ -666,12 +666,12 @@ impl RebuildSwap {
 
 /// How a swap sizes its batches and spaces them.
 ///
-/// A batch that writes holds what the receivers' appends may wait for: on PostgreSQL the change
-/// counter, which settles wait on while they hold the marks of their calls, which appends to
-/// those calls wait on; on SQLite the database's write lock, which every commit needs. So each
-/// batch's size is adjusted towards [`SWAP_BATCH_TIME`] (halved when a batch took longer,
-/// doubled when it took less than half, between [`SWAP_BATCH_MIN`] and [`SWAP_BATCH_MAX`]), which
-/// bounds an append's wait whatever the size of the projections and the machine's speed.
+/// A batch that writes holds what others wait for: on SQLite the database's write lock, which
+/// every commit of the receivers' appends needs; on PostgreSQL the change counter, which
+/// settles wait on (holding no marks: see [`Store::settle_claims`]). So each batch's size is
+/// adjusted towards [`SWAP_BATCH_TIME`] (halved when a batch took longer, doubled when it took
+/// less than half, between [`SWAP_BATCH_MIN`] and [`SWAP_BATCH_MAX`]), which bounds those waits
+/// whatever the size of the projections and the machine's speed.
 /// On SQLite the receivers of `callfold serve` are another process, and a commit that finds the
 /// lock taken does not queue for it but sleeps in SQLite's busy handler and retries: each batch
 /// that wrote is followed by a pause as long as it took, and at least [`SQLITE_SWAP_PAUSE`], or

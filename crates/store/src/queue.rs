@@ -2,10 +2,12 @@
 //!
 //! An append marks the calls it touched (`version + 1`) in its own transaction. A worker claims
 //! marked calls for a short lease under a random token, folds them from the log, and settles the
-//! claim in one transaction: it removes each mark still at the version it claimed, releases the
-//! ones appended to since (they are claimed and folded again when the sweep next passes), and
-//! writes the projections of both. A worker whose lease was taken over no longer matches its
-//! token and writes nothing.
+//! claim: it writes the projections of the calls it still holds, removes each mark still at the
+//! version it claimed, and releases the ones appended to since (they are claimed and folded again
+//! when the sweep next passes). A worker whose lease was taken over no longer matches its token
+//! and writes nothing. On PostgreSQL the projections commit first and the marks after, so that an
+//! append never waits for a settle that waits for the change counter (a worker taken over between
+//! the two still removes no mark; see [`Store::settle_claims`]).
 //!
 //! Workers take marks in call order, each claim from where the previous one stopped
 //! ([`QueueSweep`]): the marks a claim takes and its settle removes share pages, and no index in
@@ -22,6 +24,8 @@ use std::time::{Duration, Instant};
 
 use rusqlite::types::{ToSql, Value};
 use rusqlite::{OptionalExtension, named_params};
+use sqlx::postgres::PgPool;
+use sqlx::sqlite::SqlitePool;
 use tokio::sync::Mutex;
 
 use crate::direct_read::read_statements_until;
@@ -65,6 +69,16 @@ const RELEASE_UNFOLDED: &str = "UPDATE calls_to_fold \
 const LOCK_HELD: &str = "SELECT call_key, version FROM calls_to_fold WHERE claim_token = $1 \
      ORDER BY call_key COLLATE \"C\" FOR UPDATE";
 
+/// On PostgreSQL, the calls still held under claim `$1`, read by a settle's first transaction
+/// without a lock (see [`Store::settle_on_postgres`]): a call taken over after this read may
+/// still get the projection, which is then a fold of what the log held when it was read, and
+/// written only if at least as fresh as the live one.
+const STILL_HELD: &str = "SELECT call_key FROM calls_to_fold WHERE claim_token = $1";
+
+/// Lets the transaction that settles the marks on PostgreSQL commit without waiting for the
+/// disk (see [`Store::settle_on_postgres`] for why losing it is harmless).
+const MARKS_NOT_FLUSHED_AT_COMMIT: &str = "SET LOCAL synchronous_commit = off";
+
 /// Marks `rows` calls, each bound as (call key, marked at).
 pub(crate) fn mark_statement(placeholders: Placeholders, rows: usize) -> String {
     format!(
@@ -101,7 +115,9 @@ pub struct Settled {
     /// Calls whose projection was written but which were appended to during the fold: their
     /// mark stays, released, to be folded again.
     pub to_refold: usize,
-    /// Calls whose lease expired and was taken over: nothing was written for them.
+    /// Calls whose lease expired and was taken over: their marks were left to the worker that
+    /// took them (on PostgreSQL their projections may have been written, if the takeover came
+    /// during the settle: see [`Store::settle_claims`]).
     pub lost: usize,
 }
 
@@ -171,48 +187,6 @@ fn free_of_live_lease(now: &str) -> String {
 /// A lease's length in microseconds, as bound to a statement.
 fn lease_micros(lease: Duration) -> i64 {
     i64::try_from(lease.as_micros()).unwrap_or(i64::MAX)
-}
-
-/// Removes, in the settle's transaction `$tx`, the marks of `$claimed` still held under its
-/// token at their claimed version, and evaluates to their call keys: on PostgreSQL
-/// (`$lock_held` is [`LOCK_HELD`]) by locking the held rows and removing by call key those still
-/// at their claimed version; on SQLite (`None`) by token and (call key, version).
-macro_rules! remove_folded_marks {
-    ($store:expr, $tx:expr, $lock_held:expr, $claimed:expr, $placeholders:expr) => {{
-        let claimed: &ClaimedCalls = $claimed;
-        let mut folded: HashSet<String> = HashSet::new();
-        if let Some(lock_held) = $lock_held {
-            let held: Vec<(String, i64)> = sqlx::query_as(lock_held)
-                .bind(claimed.token)
-                .fetch_all(&mut *$tx)
-                .await?;
-            let unchanged = at_claimed_version(claimed, &held);
-            // By call key alone, checking neither token nor version: these rows were returned,
-            // locked, by `LOCK_HELD` earlier in the same transaction.
-            let deletes = $store.statements_for_calls(
-                "DELETE FROM calls_to_fold",
-                "RETURNING call_key",
-                &unchanged,
-            );
-            for (sql, keys) in deletes {
-                let mut delete = sqlx::query_scalar::<_, String>(&sql);
-                for key in keys {
-                    delete = delete.bind(*key);
-                }
-                folded.extend(delete.fetch_all(&mut *$tx).await?);
-            }
-        } else {
-            for claims in claimed.claims.chunks(ROWS_PER_STATEMENT) {
-                let sql = settle_statement($placeholders, claims.len());
-                let mut delete = sqlx::query_scalar::<_, String>(&sql).bind(claimed.token);
-                for claim in claims {
-                    delete = delete.bind(claim.call_key.as_str()).bind(claim.version);
-                }
-                folded.extend(delete.fetch_all(&mut *$tx).await?);
-            }
-        }
-        folded
-    }};
 }
 
 impl Store {
@@ -492,39 +466,135 @@ impl Store {
         Ok(())
     }
 
-    /// Settles `claimed` with the `projections` folded for it, in one transaction: writes the
-    /// projection of every call still held under the claim's token, removes the marks still
-    /// at their claimed version, and releases the others. Calls taken over by another worker
-    /// are left alone.
+    /// Settles `claimed` with the `projections` folded for it: writes the projection of every
+    /// call still held under the claim's token, removes the marks still at their claimed
+    /// version, and releases the others. Calls taken over by another worker are left alone.
+    /// SQLite does it in one transaction; PostgreSQL in two, the projections first, so that no
+    /// append waits for a settle that waits for the change counter (see `settle_on_postgres`).
     pub async fn settle_claims(
         &self,
         claimed: &ClaimedCalls,
         projections: &[StoredProjection],
     ) -> Result<Settled, StoreError> {
-        // On PostgreSQL, lock the claim's rows in call order, the order appends lock them in
-        // (byte order, as appends sort in Rust, whatever the database's collation), so that the
-        // two never wait on each other in a cycle, and read their versions (`FOR UPDATE` waits
-        // for an append that holds a row, and returns the version it bumped): the marks still
-        // at their claimed version are then removed by call key (see `LOCK_HELD`). SQLite has
-        // one writer at a time, and removes them by (call key, version) under the claim's token:
-        // on a file, on the direct write connection, one mark per statement (`settle_directly`).
         let count_live = format!("SELECT count(*) FROM {LIVE}");
-        if let Some((direct, writer)) = self.direct_writer() {
-            let (claim, projections) = (claimed.clone(), projections.to_vec());
-            let (folded, to_refold) = direct
-                .in_transaction(writer, move |tx| {
-                    settle_directly(tx, &claim, &projections, &count_live)
-                })
-                .await?;
-            return Ok(settled(claimed.claims.len(), folded, to_refold));
-        }
-        let (lock_held, counted_in_upsert) = match self {
-            Store::Postgres(_) => (Some(LOCK_HELD), true),
-            Store::Sqlite(_) => (None, false),
+        let (folded, to_refold) = match self {
+            Store::Postgres(pools) => {
+                self.settle_on_postgres(&pools.writer, claimed, projections)
+                    .await?
+            }
+            Store::Sqlite(pools) => match &pools.direct_writer {
+                // On a file, on the direct write connection, one mark per statement.
+                Some(direct) => {
+                    let (claim, projections) = (claimed.clone(), projections.to_vec());
+                    direct
+                        .in_transaction(&pools.writer, move |tx| {
+                            settle_directly(tx, &claim, &projections, &count_live)
+                        })
+                        .await?
+                }
+                None => {
+                    self.settle_on_sqlite_pool(&pools.writer, claimed, projections, &count_live)
+                        .await?
+                }
+            },
         };
-        let placeholders = self.placeholders();
-        let (folded, to_refold) = on_pool!(self, pool => in_transaction!(pool, tx => {
-            let folded = remove_folded_marks!(self, &mut *tx, lock_held, claimed, placeholders);
+        Ok(settled(claimed.claims.len(), folded, to_refold))
+    }
+
+    /// [`Store::settle_claims`] on PostgreSQL, in two transactions, so that no append waits for
+    /// a settle that waits for the change counter (which a rebuild's swap holds for a batch at a
+    /// time, and other settles for their upserts). The first writes the projections of the
+    /// calls still held under the claim's token, under the counter's lock, and locks no mark;
+    /// the second, once they are committed, locks the marks still held (in call order, the
+    /// order appends lock them in), removes those still at their claimed version and releases
+    /// the others: it waits for appends to those calls and renewals of the claim, never for the
+    /// counter.
+    ///
+    /// A mark is still removed only after a projection that read its events is committed, so
+    /// every argument that rests on it holds (`docs/ARCHITECTURE.md`, "Why the projector cannot
+    /// skip an event" and "Rebuild"). A failure between the two leaves the marks, and the calls
+    /// are folded again when their leases end; a projection already written is only replaced
+    /// by one as fresh ([`crate::projection`]'s guard). So the second transaction does not wait
+    /// for its commit to reach the disk (`synchronous_commit` off): one it loses in a crash
+    /// leaves the same marks, and every later commit that writes flushes it first.
+    async fn settle_on_postgres(
+        &self,
+        pool: &PgPool,
+        claimed: &ClaimedCalls,
+        projections: &[StoredProjection],
+    ) -> Result<(usize, usize), StoreError> {
+        in_transaction!(pool, tx => {
+            let still_held: HashSet<String> = sqlx::query_scalar(STILL_HELD)
+                .bind(claimed.token)
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect();
+            let held: Vec<&StoredProjection> = projections
+                .iter()
+                .filter(|projection| still_held.contains(projection.call_key.as_str()))
+                .collect();
+            if !held.is_empty() {
+                // The new projections are counted in the upsert's statement, under the
+                // counter's lock, which a rebuild's swap holds until it commits: no projection
+                // can appear between the count and the upsert.
+                let first_change = take_changes!(&mut *tx, held.len() as i64);
+                upsert_projections!(&mut *tx, upsert_counting_new_statement, held, first_change);
+            }
+        })?;
+        in_transaction!(pool, tx => {
+            sqlx::query(MARKS_NOT_FLUSHED_AT_COMMIT).execute(&mut *tx).await?;
+            // In byte order of the call keys, as appends sort them in Rust, whatever the
+            // database's collation, so that the two never wait on each other in a cycle.
+            // `FOR UPDATE` waits for an append that holds a row, and returns the version it
+            // bumped.
+            let held: Vec<(String, i64)> = sqlx::query_as(LOCK_HELD)
+                .bind(claimed.token)
+                .fetch_all(&mut *tx)
+                .await?;
+            let unchanged = at_claimed_version(claimed, &held);
+            let mut folded = 0;
+            // By call key alone, checking neither token nor version: these rows were returned,
+            // locked, by `LOCK_HELD` earlier in the same transaction.
+            let deletes = self.statements_for_calls("DELETE FROM calls_to_fold", "", &unchanged);
+            for (sql, keys) in deletes {
+                let mut delete = sqlx::query(&sql);
+                for key in keys {
+                    delete = delete.bind(*key);
+                }
+                folded += delete.execute(&mut *tx).await?.rows_affected() as usize;
+            }
+            let to_refold = sqlx::query(RELEASE_UNFOLDED)
+                .bind(claimed.token)
+                .bind(claimed.claimed_at.unix_micros())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected() as usize;
+            (folded, to_refold)
+        })
+    }
+
+    /// [`Store::settle_claims`] on a SQLite database without a direct writer (in memory), in
+    /// one transaction: SQLite has one writer at a time, so no append waits on the settle's
+    /// marks while it waits for the counter.
+    async fn settle_on_sqlite_pool(
+        &self,
+        pool: &SqlitePool,
+        claimed: &ClaimedCalls,
+        projections: &[StoredProjection],
+        count_live: &str,
+    ) -> Result<(usize, usize), StoreError> {
+        let placeholders = Placeholders::Anonymous;
+        in_transaction!(pool, tx => {
+            let mut folded: HashSet<String> = HashSet::new();
+            for claims in claimed.claims.chunks(ROWS_PER_STATEMENT) {
+                let sql = settle_statement(placeholders, claims.len());
+                let mut delete = sqlx::query_scalar::<_, String>(&sql).bind(claimed.token);
+                for claim in claims {
+                    delete = delete.bind(claim.call_key.as_str()).bind(claim.version);
+                }
+                folded.extend(delete.fetch_all(&mut *tx).await?);
+            }
             let to_refold: HashSet<String> = sqlx::query_scalar::<_, String>(RELEASE_UNFOLDED)
                 .bind(claimed.token)
                 .bind(claimed.claimed_at.unix_micros())
@@ -535,33 +605,26 @@ impl Store {
             let held = held_projections(projections, &folded, &to_refold);
             if !held.is_empty() {
                 // After the marks, before the projections: the lock order of every writer.
+                // The new projections are counted under the counter's lock (see
+                // `settle_on_postgres`).
                 let first_change = take_changes!(&mut *tx, held.len() as i64);
-                // The new projections are counted under the counter's lock, which a rebuild's
-                // swap holds until it commits: no projection can appear between the count and
-                // the upsert. PostgreSQL counts them in the upsert's statement, so the lock is
-                // held for one round trip and the commit.
-                if counted_in_upsert {
-                    upsert_projections!(&mut *tx, upsert_counting_new_statement, held, first_change);
-                } else {
-                    let mut existing = 0;
-                    for (sql, chunk) in self.statements_for_calls(&count_live, "", &held) {
-                        let mut count = sqlx::query_scalar::<_, i64>(&sql);
-                        for projection in chunk {
-                            count = count.bind(projection.call_key.as_str());
-                        }
-                        existing += count.fetch_one(&mut *tx).await?;
+                let mut existing = 0;
+                for (sql, chunk) in self.statements_for_calls(count_live, "", &held) {
+                    let mut count = sqlx::query_scalar::<_, i64>(&sql);
+                    for projection in chunk {
+                        count = count.bind(projection.call_key.as_str());
                     }
-                    let statement = |rows| upsert_statement(placeholders, rows);
-                    upsert_projections!(&mut *tx, statement, held, first_change);
-                    sqlx::query(COUNT_NEW_PROJECTIONS)
-                        .bind(held.len() as i64 - existing)
-                        .execute(&mut *tx)
-                        .await?;
+                    existing += count.fetch_one(&mut *tx).await?;
                 }
+                let statement = |rows| upsert_statement(placeholders, rows);
+                upsert_projections!(&mut *tx, statement, held, first_change);
+                sqlx::query(COUNT_NEW_PROJECTIONS)
+                    .bind(held.len() as i64 - existing)
+                    .execute(&mut *tx)
+                    .await?;
             }
             (folded.len(), to_refold.len())
-        }))?;
-        Ok(settled(claimed.claims.len(), folded, to_refold))
+        })
     }
 
     /// How many calls wait to be folded, and since when the oldest waits.
