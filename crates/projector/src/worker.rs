@@ -417,7 +417,8 @@ impl Projector {
     /// [`Projector::batches_in_flight`]), each a task of its own: the database claims, reads
     /// and settles one while the worker folds another. A failed batch is logged and retried
     /// after `poll`; whatever it claimed waits for its lease to end (on PostgreSQL its
-    /// projections may have been written, if only the removal of its marks failed). On `shutdown`, the batches in flight finish first.
+    /// projections may have been written, if only the removal of its marks failed). On
+    /// `shutdown`, the batches in flight finish first.
     pub async fn run(
         &self,
         wake: Arc<Notify>,
