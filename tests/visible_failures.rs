@@ -1,7 +1,8 @@
 //! Failures an operator can see in the log without raising its level, through the real
 //! executable: refused deliveries warned of with their reason and source, at most one line per
-//! reason per interval; and the start-up banner that names the role, the database (never its
-//! password), the URLs and whether a token guards `/v1`.
+//! reason per interval; a commit that fails after its deliveries were answered 503; and the
+//! start-up banner that names the role, the database (never its password), the URLs and whether
+//! a token guards `/v1`.
 
 mod support;
 
@@ -10,7 +11,7 @@ use std::time::Instant;
 use callfold_ingest::refusal_warnings::WARNING_INTERVAL;
 use serde_json::json;
 
-use support::{RunningService, TestDb, envelope, start_service, unix_now};
+use support::{RunningService, TestDb, envelope, start_service, unix_now, wait_until};
 
 /// The log lines of `service` that warn of a refusal for `reason`.
 fn refusal_lines(service: &RunningService, reason: &str) -> Vec<String> {
@@ -71,6 +72,40 @@ async fn refused_deliveries_are_warned_of_once_per_reason_per_interval() {
     assert!(!output.contains("secret-looking"), "no body in the log");
     assert!(!output.contains(wrong) && !output.contains(support::SECRET));
     assert!(!output.contains("msg_w_"), "no header value in the log");
+}
+
+/// A SQLite commit runs on a thread of its own, which goes on after the deliveries waiting for
+/// it were answered 503 at the commit deadline: when it then fails, the log says why.
+#[tokio::test]
+async fn a_commit_that_fails_after_its_deadline_is_warned_of() {
+    let db = TestDb::sqlite().await;
+    let service = start_service(
+        "ingest",
+        &db.url,
+        &[
+            ("CALLFOLD_COMMIT_TIMEOUT_MS", "300"),
+            // How long a commit waits for another process's write lock before it fails.
+            ("CALLFOLD_DB_STATEMENT_TIMEOUT_MS", "1500"),
+        ],
+    )
+    .await;
+    let lock = db.hold_write_lock().await;
+    let body = envelope(
+        "call.completed",
+        "2026-02-10T09:17:42Z",
+        json!({"id": "cll_late", "type": "INBOUND", "result": "ANSWERED"}),
+    );
+    let answer = service.receiver().deliver("msg_late", &body).await;
+    assert_eq!(answer.status, 503, "{}", answer.json);
+    wait_until("the failed commit is warned of", 30, || {
+        let warned = service.output().lines().any(|line| {
+            line.contains("WARN") && line.contains("failed after its caller had stopped waiting")
+        });
+        std::future::ready(warned)
+    })
+    .await;
+    lock.release().await;
+    assert_eq!(db.store.log_len().await.expect("len"), 0);
 }
 
 on_both_stores!(the_banner_names_role_database_urls_and_token);

@@ -108,7 +108,8 @@ impl DirectWriter {
     }
 
     /// Runs `work` in a transaction of `behavior` on a blocking thread, with the write turn of
-    /// `writer` held until the transaction ends.
+    /// `writer` held until the transaction ends. A transaction that fails after its caller
+    /// stopped waiting for it (a commit past its deadline) is warned of in the log.
     async fn with_turn<T, W>(
         self: &Arc<Self>,
         writer: &SqlitePool,
@@ -124,12 +125,20 @@ impl DirectWriter {
         }
         let turn = writer.acquire().await?;
         let direct = Arc::clone(self);
-        let done = tokio::task::spawn_blocking(move || {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        tokio::task::spawn_blocking(move || {
             let done = direct.run_now(behavior, work);
             drop(turn);
-            done
+            if let Err(Err(error)) = answer.send(done) {
+                // The caller stopped waiting (its deadline passed): no one else would hear of
+                // why the transaction failed.
+                tracing::warn!(
+                    %error,
+                    "a database transaction failed after its caller had stopped waiting"
+                );
+            }
         });
-        done.await.map_err(|_| sqlx::Error::WorkerCrashed)?
+        answered.await.map_err(|_| sqlx::Error::WorkerCrashed)?
     }
 
     /// Closes the connection; every later write fails as one on a closed pool does. A write
