@@ -802,6 +802,7 @@ async fn rebuild_under_load_section(
     if let Some(postgres) = postgres {
         urls.push(("PostgreSQL", postgres.schema("under_load").await?));
     }
+    let mut failure_kinds = Vec::new();
     for (name, url) in urls {
         let store = Store::connect(&url).await?;
         store.migrate().await?;
@@ -824,6 +825,9 @@ async fn rebuild_under_load_section(
         let sent = stream.stop().await;
         for (window, from, until) in windows {
             let figures = under_load::WindowFigures::of(&sent, from, until);
+            failure_kinds.extend(figures.failures.iter().map(|(label, (count, detail))| {
+                format!("- {name}, {window}: {count} `{label}`, the first: {detail}")
+            }));
             println!(
                 "| {name} | {window} | {:.1} | {} | {:.2} | {:.2} | {:.2} | {} | {} |",
                 (until - from).as_secs_f64(),
@@ -837,6 +841,12 @@ async fn rebuild_under_load_section(
         }
         store.close().await;
         drop(server);
+    }
+    if !failure_kinds.is_empty() {
+        println!(
+            "\nAnswers other than 2xx, by kind:\n\n{}",
+            failure_kinds.join("\n")
+        );
     }
     println!();
     Ok(())

@@ -5,6 +5,7 @@
 //! The stream is open-loop: deliveries leave on a fixed schedule whatever the answers do, so a
 //! stall shows in the latency of every delivery sent during it instead of slowing the sender.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -102,6 +103,9 @@ pub struct WindowFigures {
     pub not_2xx: usize,
     /// Of those, 503s.
     pub answers_503: usize,
+    /// Each kind of answer other than 2xx (`http 500`, `error: transport`, ...): how many, and
+    /// what the first of them said.
+    pub failures: BTreeMap<String, (usize, String)>,
 }
 
 impl WindowFigures {
@@ -112,6 +116,18 @@ impl WindowFigures {
             .filter(|(at, _)| *at >= from && *at < until)
             .map(|(_, answer)| answer)
             .collect();
+        let mut failures = BTreeMap::new();
+        for answer in window.iter().filter(|answer| !is_2xx(answer)) {
+            let detail = answer
+                .failure
+                .as_ref()
+                .map(|failure| failure.detail.clone())
+                .unwrap_or_default();
+            failures
+                .entry(answer.label.clone())
+                .or_insert((0, detail))
+                .0 += 1;
+        }
         let mut latencies: Vec<f64> = window
             .iter()
             .map(|answer| answer.latency.as_secs_f64() * 1000.0)
@@ -126,20 +142,21 @@ impl WindowFigures {
             p50_ms: quantile(0.5),
             p99_ms: quantile(0.99),
             max_ms: latencies.last().copied().unwrap_or_default(),
-            not_2xx: window
-                .iter()
-                .filter(|answer| {
-                    !answer
-                        .status
-                        .is_some_and(|status| (200..300).contains(&status))
-                })
-                .count(),
+            not_2xx: window.iter().filter(|answer| !is_2xx(answer)).count(),
             answers_503: window
                 .iter()
                 .filter(|answer| answer.status == Some(503))
                 .count(),
+            failures,
         }
     }
+}
+
+/// Whether `answer` is a 2xx.
+fn is_2xx(answer: &Answer) -> bool {
+    answer
+        .status
+        .is_some_and(|status| (200..300).contains(&status))
 }
 
 /// Makes every live projection differ from what a rebuild computes (its late-event count), so
