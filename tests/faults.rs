@@ -324,6 +324,7 @@ async fn start_service_only_its_shutdown_ends(database_url: &str) -> RunningServ
             ("CALLFOLD_SHUTDOWN_TIMEOUT_MS", "5000"),
             ("CALLFOLD_BODY_READ_TIMEOUT_MS", "600000"),
             ("CALLFOLD_HEADER_READ_TIMEOUT_MS", "600000"),
+            ("CALLFOLD_KEEP_ALIVE_TIMEOUT_MS", "600000"),
             ("CALLFOLD_FIRST_BYTE_TIMEOUT_MS", "600000"),
         ],
     )

@@ -1,9 +1,10 @@
 //! The receiver facing the internet, tested over raw sockets, through the real `callfold`
 //! executable where its limits come from the environment or its output is read, else through
-//! the same app built in process: a matrix of hostile requests with the answer each must get, slow senders, the cap
-//! on connections and who gives way at it (a flood of idle connections must not keep
-//! deliveries out), the private listener, and that no secret ever shows in what the process
-//! writes, answers or exports.
+//! the same app built in process: a matrix of hostile requests with the answer each must get,
+//! slow senders, the header deadline against the keep-alive timeout, the cap on connections
+//! and who gives way at it (a flood of idle connections must not keep deliveries out), the
+//! private listener, and that no secret ever shows in what the process writes, answers or
+//! exports.
 
 mod support;
 
@@ -15,8 +16,8 @@ use tokio::net::TcpStream;
 
 use callfold_service::{ApiToken, Roles, Settings};
 use support::{
-    SECRET, TestDb, envelope, signature, spawn_app, spawn_app_on, start_service, test_settings,
-    unix_now,
+    SECRET, TestApp, TestDb, envelope, signature, spawn_app, spawn_app_on, start_service,
+    test_settings, unix_now,
 };
 
 /// Longest any single exchange may take before the test fails.
@@ -353,6 +354,7 @@ async fn connections_past_the_cap_are_closed_when_every_one_is_busy_and_the_slot
 const PATIENT_DEADLINES: &[(&str, &str)] = &[
     ("CALLFOLD_FIRST_BYTE_TIMEOUT_MS", "600000"),
     ("CALLFOLD_HEADER_READ_TIMEOUT_MS", "600000"),
+    ("CALLFOLD_KEEP_ALIVE_TIMEOUT_MS", "600000"),
     ("CALLFOLD_BODY_READ_TIMEOUT_MS", "600000"),
 ];
 
@@ -449,6 +451,110 @@ async fn a_connection_that_sends_nothing_is_closed_after_the_first_byte_timeout(
     assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
     // A connection that speaks in time is served.
     assert_eq!(exchange(&service.base_url, HEALTHZ).await.status, Some(200));
+}
+
+/// Asks `GET /healthz` on `stream`, keeping it alive, and reads the whole answer; returns its
+/// status line.
+async fn health_on(stream: &mut TcpStream) -> String {
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: callfold\r\n\r\n")
+        .await
+        .expect("write");
+    let head = read_response_head(stream).await;
+    let length: usize = head
+        .lines()
+        .find_map(|line| {
+            let line = line.to_ascii_lowercase();
+            line.strip_prefix("content-length:")?.trim().parse().ok()
+        })
+        .expect("a content-length");
+    let mut body = vec![0u8; length];
+    tokio::time::timeout(EXCHANGE_LIMIT, stream.read_exact(&mut body))
+        .await
+        .expect("the body in time")
+        .expect("read the body");
+    head.lines().next().unwrap_or_default().to_owned()
+}
+
+/// An app whose connections have these deadlines, and a connection to it kept alive after one
+/// answer.
+async fn kept_alive_connection(
+    header_read_timeout: Duration,
+    keep_alive_timeout: Duration,
+) -> (TestDb, TestApp, TcpStream) {
+    let db = TestDb::sqlite().await;
+    let mut settings = test_settings();
+    settings.connections.header_read_timeout = header_read_timeout;
+    settings.connections.keep_alive_timeout = keep_alive_timeout;
+    let service = spawn_app(Roles::All, settings, &db.store).await;
+    let mut kept = TcpStream::connect(authority(&service.base_url))
+        .await
+        .expect("connect");
+    assert_eq!(health_on(&mut kept).await, "HTTP/1.1 200 OK");
+    (db, service, kept)
+}
+
+/// The first part of a request's headers, which never finish.
+const HALF_A_HEAD: &[u8] = b"GET /healthz HTTP/1.1\r\nhost: call";
+
+#[tokio::test]
+async fn a_kept_alive_connection_idles_past_the_header_deadline_which_counts_from_a_first_byte() {
+    let (_db, service, mut kept) =
+        kept_alive_connection(Duration::from_millis(300), Duration::from_secs(600)).await;
+
+    // Two connections in turn, each opened after the one before was cut, send half their
+    // headers: once both are cut, `kept` has been idle for twice the header deadline.
+    for _ in 0..2 {
+        let slow = exchange(&service.base_url, HALF_A_HEAD).await;
+        assert_eq!(slow.status, None, "headers that never finish: {slow:?}");
+    }
+    assert_eq!(
+        health_on(&mut kept).await,
+        "HTTP/1.1 200 OK",
+        "the idle connection is still served"
+    );
+
+    // On the kept-alive connection too, headers that never finish are cut at the header
+    // deadline, long before the keep-alive timeout.
+    kept.write_all(HALF_A_HEAD).await.expect("write");
+    let cut = read_to_close(&mut kept).await;
+    assert_eq!(cut.status, None, "{cut:?}");
+}
+
+#[tokio::test]
+async fn the_keep_alive_timeout_closes_an_idle_connection() {
+    let (_db, _service, mut kept) =
+        kept_alive_connection(Duration::from_secs(600), Duration::from_millis(200)).await;
+    let closed = read_to_close(&mut kept).await;
+    assert_eq!(closed.text, "", "closed with nothing more sent");
+}
+
+#[tokio::test]
+async fn a_request_in_flight_outlives_both_connection_deadlines() {
+    let db = TestDb::sqlite().await;
+    let mut settings = test_settings();
+    settings.connections.header_read_timeout = Duration::from_millis(200);
+    settings.connections.keep_alive_timeout = Duration::from_millis(200);
+    settings.receiver.body_read_timeout = Duration::from_secs(1);
+    let service = spawn_app(Roles::All, settings, &db.store).await;
+    // The head first; the body's first bytes only once the request is in flight (`100
+    // Continue`), then nothing: the body's own deadline, five times longer than either of the
+    // connection's, answers it.
+    let valid = ValidDelivery::at(unix_now());
+    let head = valid.with_extra_headers("expect: 100-continue\r\n");
+    let head_length = head.len() - valid.body.len();
+    let mut slow = TcpStream::connect(authority(&service.base_url))
+        .await
+        .expect("connect");
+    slow.write_all(&head[..head_length]).await.expect("write");
+    assert!(
+        read_response_head(&mut slow)
+            .await
+            .starts_with("HTTP/1.1 100")
+    );
+    slow.write_all(&valid.body[..10]).await.expect("write");
+    let answer = read_to_close(&mut slow).await;
+    assert_eq!(answer.status, Some(408), "{}", answer.text);
 }
 
 #[tokio::test]

@@ -59,6 +59,7 @@ pub async fn measure(count: usize, scratch: &Path) -> anyhow::Result<()> {
         // Nothing closes the idle connections while they are measured.
         ("CALLFOLD_FIRST_BYTE_TIMEOUT_MS", "3600000"),
         ("CALLFOLD_HEADER_READ_TIMEOUT_MS", "3600000"),
+        ("CALLFOLD_KEEP_ALIVE_TIMEOUT_MS", "3600000"),
     ];
     let server = start_callfold(&url, &env).await?;
     let pid = server.child.id().context("the server runs")?;

@@ -439,12 +439,20 @@ pub struct ServiceArgs {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub first_byte_timeout_ms: u64,
 
-    /// Longest time, in milliseconds, for a request's headers (or a TLS handshake) to arrive;
-    /// a slower or idle connection is closed.
+    /// Longest time, in milliseconds, for a request's headers (from their first byte) or a TLS
+    /// handshake to arrive; a slower connection is closed.
     #[arg(long, env = "CALLFOLD_HEADER_READ_TIMEOUT_MS",
           default_value_t = millis(DEFAULTS.connections.header_read_timeout),
           value_parser = clap::value_parser!(u64).range(1..))]
     pub header_read_timeout_ms: u64,
+
+    /// Longest time, in milliseconds, that a kept-alive connection may stay idle between a
+    /// response and the next request; then it is closed. Keep it longer than the idle timeout
+    /// of whatever sends to callfold, so that the sender closes first.
+    #[arg(long, env = "CALLFOLD_KEEP_ALIVE_TIMEOUT_MS",
+          default_value_t = millis(DEFAULTS.connections.keep_alive_timeout),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub keep_alive_timeout_ms: u64,
 
     /// Longest time, in milliseconds, that a shutdown (SIGTERM, SIGINT) waits for requests in
     /// flight; then the connections still open are closed, the appends already accepted are
@@ -494,6 +502,7 @@ impl ServiceArgs {
             max_header_bytes: self.max_header_bytes as usize,
             first_byte_timeout: Duration::from_millis(self.first_byte_timeout_ms),
             header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
+            keep_alive_timeout: Duration::from_millis(self.keep_alive_timeout_ms),
             shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms),
         }
     }

@@ -1,14 +1,19 @@
 //! Serving a router on a socket that may face the internet: the accept loop, the cap on
 //! concurrent connections and who gives way at it (see `connections`), the deadlines for a
-//! connection's first byte and for its request headers, the limit on the headers' size,
-//! optional TLS with a certificate that can be swapped while connections stay open, the peer's
-//! address on every request ([`PeerAddr`]), and the shutdown of a listener's connections.
+//! connection's first byte, for its request headers and for its idle time between requests,
+//! the limit on the headers' size, optional TLS with a certificate that can be swapped while
+//! connections stay open, the peer's address on every request ([`PeerAddr`]), and the shutdown
+//! of a listener's connections.
 //!
 //! A connection that sends nothing costs a socket and a small task, no buffer: it must send
 //! its first byte within the first-byte timeout, and at the cap the longest-idle connection
-//! (never one with a request in flight) is closed to make room for a newcomer. Headers that
-//! take longer than the read timeout (a slowloris sender, or an idle keep-alive connection)
-//! close the connection; headers larger than the limit get 431.
+//! (never one with a request in flight) is closed to make room for a newcomer. Each request's
+//! headers must arrive within the header-read timeout, counted from their first byte read
+//! while no request is answered (a slowloris sender is closed); headers larger than the limit
+//! get 431. Between a response and the next request's first byte a kept-alive connection may
+//! stay idle for the keep-alive timeout, which is longer: a sender that reuses its connections
+//! closes them before the server does, instead of sending a request into a connection the
+//! server is closing. Either deadline closes the connection, also while shutting down.
 //!
 //! On shutdown a listener stops accepting, closes its idle connections at once, and lets each
 //! request in flight finish; whatever is still open after the shutdown timeout is closed. A
@@ -20,9 +25,9 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -30,11 +35,11 @@ use axum::http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::server::conn::http1;
 use hyper::service::{Service as _, service_fn};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
@@ -63,9 +68,12 @@ pub struct ConnectionLimits {
     pub max_header_bytes: usize,
     /// Longest wait for a new connection's first byte; past it the connection is closed.
     pub first_byte_timeout: Duration,
-    /// Longest wait for a request's complete headers (and for a TLS handshake); past it the
-    /// connection is closed.
+    /// Longest wait for a request's complete headers, from their first byte (and for a TLS
+    /// handshake); past it the connection is closed.
     pub header_read_timeout: Duration,
+    /// Longest a kept-alive connection may stay idle, from a response's end to the next
+    /// request's first byte; past it the connection is closed.
+    pub keep_alive_timeout: Duration,
     /// Longest wait, once shutting down, for the requests in flight; then the connections
     /// still open are closed.
     pub shutdown_timeout: Duration,
@@ -185,9 +193,9 @@ pub async fn serve(
     let open = OpenConnections::new(limits.max_connections);
     let (stop, stopping) = watch::channel(false);
     let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_header_size(limits.max_header_bytes);
+    // No header-read timeout of hyper's: it would also start when a connection falls idle,
+    // and so close kept-alive connections at the header deadline. `Pace` keeps both limits.
+    http.max_header_size(limits.max_header_bytes);
     let listening = Arc::new(Listening {
         http,
         app: TowerToHyperService::new(app),
@@ -308,49 +316,227 @@ impl Connection {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        let limits = self.listening.limits;
+        // The first byte has arrived: the first request's headers are on their way.
+        let pace = Arc::new(Pace::new(Phase::Headers(Instant::now())));
         let (listening, requests, peer) =
             (Arc::clone(&self.listening), self.slot.requests(), self.peer);
+        let answering = Arc::clone(&pace);
         let service = service_fn(move |mut request: Request<Incoming>| {
             request.extensions_mut().insert(PeerAddr(peer));
+            let answering = RequestAnswering::start(&answering);
             let in_flight = requests.start();
             let answer = in_flight.is_some().then(|| listening.app.call(request));
             async move {
                 let (Some(in_flight), Some(answer)) = (in_flight, answer) else {
-                    return Ok(evicted_answer());
+                    return Ok(evicted_answer(answering));
                 };
                 let response = answer.await?;
                 Ok::<_, Infallible>(response.map(|body| ResponseBody {
                     body,
                     _in_flight: Some(in_flight),
+                    _answering: answering,
                 }))
             }
         });
+        let stream = PacedStream {
+            stream,
+            pace: Arc::clone(&pace),
+        };
         let connection = self
             .listening
             .http
             .serve_connection(TokioIo::new(stream), service);
         tokio::pin!(connection);
-        tokio::select! {
-            served = connection.as_mut() => return served.map_err(io::Error::other),
-            // Only an idle connection is evicted (see `connections`): no request is cut. (A
-            // response whose last bytes the client has not read yet may be; the client is
-            // not reading, and it retries what got no complete answer.)
-            () = self.slot.evicted() => return Ok(()),
-            _ = self.stopping.wait_for(|stop| *stop) => {}
+        // Watched to its end, shutting down or not: an idle or slow connection must not
+        // outlive its deadline, nor an evicted one its slot.
+        let mut shutting_down = false;
+        loop {
+            tokio::select! {
+                served = connection.as_mut() => return served.map_err(io::Error::other),
+                // Only an idle connection is evicted (see `connections`): no request is cut.
+                // (A response whose last bytes the client has not read yet may be; the client
+                // is not reading, and it retries what got no complete answer.)
+                () = self.slot.evicted() => return Ok(()),
+                overstay = pace.overstayed(&limits) => return match overstay {
+                    Overstay::Headers => Err(io::ErrorKind::TimedOut.into()),
+                    Overstay::Idle => Ok(()),
+                },
+                _ = self.stopping.wait_for(|stop| *stop), if !shutting_down => {
+                    // Closes an idle connection at once, and this one after the response in
+                    // flight.
+                    connection.as_mut().graceful_shutdown();
+                    shutting_down = true;
+                }
+            }
         }
-        // Closes an idle connection at once, and this one after the response in flight.
-        connection.as_mut().graceful_shutdown();
-        connection.await.map_err(io::Error::other)
+    }
+}
+
+/// Where a served connection stands between its requests, for the deadline that applies.
+#[derive(Clone, Copy, Debug)]
+enum Phase {
+    /// Since when the connection has been idle: no request in flight, no byte of the next.
+    Idle(Instant),
+    /// Since when the next request's headers have been arriving (their first byte).
+    Headers(Instant),
+    /// This many requests are being answered (counted, so that the end of one can never
+    /// mark idle a connection answering another); no deadline of the listener's applies.
+    Answering(usize),
+}
+
+/// Which deadline a connection outstayed; either way it is closed.
+#[derive(Debug)]
+enum Overstay {
+    /// The keep-alive timeout, idle.
+    Idle,
+    /// The header-read timeout.
+    Headers,
+}
+
+/// One served connection's [`Phase`], moved on by its stream's reads ([`PacedStream`]) and its
+/// requests ([`RequestAnswering`]), and watched against the limits by
+/// [`Pace::overstayed`].
+#[derive(Debug)]
+struct Pace {
+    phase: Mutex<Phase>,
+    /// Wakes the watch when the phase moves to one with a new deadline.
+    moved: Notify,
+}
+
+impl Pace {
+    fn new(phase: Phase) -> Self {
+        Self {
+            phase: Mutex::new(phase),
+            moved: Notify::new(),
+        }
+    }
+
+    fn phase(&self) -> MutexGuard<'_, Phase> {
+        self.phase.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Bytes were read: on an idle connection they begin the next request's headers. Bytes
+    /// read while a request is answered are its body, or the start of a pipelined request;
+    /// the connection then falls idle at the response's end like any other, and the next
+    /// bytes it reads start the header deadline.
+    fn bytes_arrived(&self) {
+        let mut phase = self.phase();
+        if let Phase::Idle(_) = *phase {
+            *phase = Phase::Headers(Instant::now());
+            self.moved.notify_one();
+        }
+    }
+
+    /// Resolves once the connection has stayed in its phase longer than `limits` allow.
+    async fn overstayed(&self, limits: &ConnectionLimits) -> Overstay {
+        loop {
+            let deadline = match *self.phase() {
+                Phase::Idle(since) => Some((since + limits.keep_alive_timeout, Overstay::Idle)),
+                Phase::Headers(since) => {
+                    Some((since + limits.header_read_timeout, Overstay::Headers))
+                }
+                Phase::Answering(_) => None,
+            };
+            match deadline {
+                Some((at, overstay)) if at <= Instant::now() => return overstay,
+                Some((at, _)) => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(at.into()) => {}
+                        () = self.moved.notified() => {}
+                    }
+                }
+                None => self.moved.notified().await,
+            }
+        }
+    }
+}
+
+/// A request being answered: its connection is [`Phase::Answering`] from its headers' end
+/// until this is dropped (with the response's body, once written or abandoned), and idle then.
+struct RequestAnswering(Arc<Pace>);
+
+impl RequestAnswering {
+    fn start(pace: &Arc<Pace>) -> Self {
+        let mut phase = pace.phase();
+        *phase = match *phase {
+            Phase::Answering(requests) => Phase::Answering(requests + 1),
+            Phase::Idle(_) | Phase::Headers(_) => Phase::Answering(1),
+        };
+        Self(Arc::clone(pace))
+    }
+}
+
+impl Drop for RequestAnswering {
+    fn drop(&mut self) {
+        let mut phase = self.0.phase();
+        *phase = match *phase {
+            Phase::Answering(requests) if requests > 1 => Phase::Answering(requests - 1),
+            _ => Phase::Idle(Instant::now()),
+        };
+        self.0.moved.notify_one();
+    }
+}
+
+/// A connection's stream, which tells its [`Pace`] when bytes arrive.
+struct PacedStream<S> {
+    stream: S,
+    pace: Arc<Pace>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for PacedStream<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let read = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.pace.bytes_arrived();
+        }
+        read
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for PacedStream<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 
 /// The answer to a request that arrived just as its connection was evicted: it was not read,
 /// so it is safe to send again.
-fn evicted_answer() -> Response<ResponseBody> {
+fn evicted_answer(answering: RequestAnswering) -> Response<ResponseBody> {
     let error = r#"{"error":"the connection was closing; send the request again"}"#;
     let mut response = Response::new(ResponseBody {
         body: Body::from(error),
         _in_flight: None,
+        _answering: answering,
     });
     *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
     let headers = response.headers_mut();
@@ -364,10 +550,11 @@ fn evicted_answer() -> Response<ResponseBody> {
 }
 
 /// A response's body, which keeps its request in flight (and so its connection from being
-/// evicted) until the body is written to its end or dropped.
+/// evicted, and from its idle deadline) until the body is written to its end or dropped.
 struct ResponseBody {
     body: Body,
     _in_flight: Option<RequestInFlight>,
+    _answering: RequestAnswering,
 }
 
 impl hyper::body::Body for ResponseBody {

@@ -70,6 +70,9 @@ impl Default for Settings {
                 max_header_bytes: 16_384,
                 first_byte_timeout: Duration::from_secs(3),
                 header_read_timeout: Duration::from_secs(10),
+                // Longer than the 60 s idle timeout common in load balancers and proxies, which
+                // must close their kept-alive connections to a backend before it does.
+                keep_alive_timeout: Duration::from_secs(75),
                 shutdown_timeout: Duration::from_secs(20),
             },
             tls: None,
