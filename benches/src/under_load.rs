@@ -41,7 +41,9 @@ impl SteadyStream {
         let url = server.webhook_url();
         let (answers, waiting) = (Arc::clone(&sent), Arc::clone(&in_flight));
         let sender = tokio::spawn(async move {
-            let client = reqwest::Client::new();
+            // As many connections as the answers outstanding need.
+            let client =
+                callfold_simulate::http_client(usize::MAX, false).expect("an HTTP client builds");
             let mut ticks = tokio::time::interval(TICK);
             let started = Instant::now();
             let (mut released, mut batch) = (0u64, 0u64);

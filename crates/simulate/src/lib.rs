@@ -190,15 +190,21 @@ impl fmt::Display for Report {
     }
 }
 
-/// The HTTP client that sends: `concurrency` connections kept per receiver; HTTPS trusting the
-/// system's certificate authorities, or, with `accept_invalid_certificates`, any certificate
-/// (a self-signed one in a test setup).
+/// How long the sender keeps an idle connection: below the receiver's keep-alive timeout (75 s
+/// by default), so that the sender closes first and never sends into a connection as the
+/// receiver closes it.
+const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The HTTP client that sends: `concurrency` connections kept per receiver, each for at most
+/// [`IDLE_CONNECTION_TIMEOUT`] idle; HTTPS trusting the system's certificate authorities, or,
+/// with `accept_invalid_certificates`, any certificate (a self-signed one in a test setup).
 pub fn http_client(
     concurrency: usize,
     accept_invalid_certificates: bool,
 ) -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
+        .pool_idle_timeout(IDLE_CONNECTION_TIMEOUT)
         .danger_accept_invalid_certs(accept_invalid_certificates)
         .build()
 }
@@ -252,7 +258,8 @@ pub async fn send_at_rate(
     deliveries: Vec<SignedDelivery>,
     per_second: f64,
 ) -> Report {
-    let client = reqwest::Client::new();
+    // As many connections as the answers outstanding need.
+    let client = http_client(usize::MAX, false).expect("an HTTP client builds");
     let started = Instant::now();
     let mut turns = tokio::time::interval(Duration::from_secs_f64(1.0 / per_second));
     let mut sending = Vec::with_capacity(deliveries.len());
