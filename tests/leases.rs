@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use callfold_projector::{Precedence, Projector};
-use callfold_store::{CallKey, QueueSweep, Settled, Store};
+use callfold_store::{QueueSweep, Settled, Store};
 use serde_json::json;
 use support::{HeldLock, TestDb, envelope, start_receiver, test_settings, wait_until};
 use tokio::sync::Notify;
@@ -153,10 +153,8 @@ async fn a_worker_whose_read_outlasts_its_lease_still_folds_its_call() {
     held.release().await;
     assert_eq!(worker.await.expect("worker task"), 1);
     assert_eq!(store.queue_depth().await.expect("depth").calls, 0);
-    let projection = store
-        .projection(&CallKey::new("cll_slow"))
+    let projection = support::stored_projection(&store, "cll_slow")
         .await
-        .expect("read")
         .expect("projected by the worker that outlasted its lease");
     assert_eq!(projection.events_folded, 1);
 }
@@ -230,7 +228,7 @@ async fn a_worker_catching_up_claims_its_next_batches_while_one_settles() {
     stop.send(()).expect("the worker runs");
     worker.await.expect("worker task");
     for call in calls {
-        let projection = store.projection(&CallKey::new(call)).await.expect("read");
+        let projection = support::stored_projection(&store, call).await;
         assert_eq!(projection.expect("folded").events_folded, 1, "{call}");
     }
 }

@@ -7,7 +7,7 @@ mod support;
 
 use callfold_ingest::{LinkingRules, Quarantine};
 use callfold_projector::{Precedence, Projector};
-use callfold_store::{CallKey, EventTime, NewEvent, Store, WebhookId};
+use callfold_store::{EventTime, NewEvent, Store, WebhookId};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use support::{CALLFOLD, LEASE, TestDb, commit_timeout, envelope, serve_on_loopback};
@@ -100,10 +100,8 @@ fn at(text: &str) -> String {
 
 /// `meta` of a stored projection: what the store holds for `call`.
 async fn meta(store: &Store, call: &str, last_seq: i64, late_events: i64) -> Value {
-    let projection = store
-        .projection(&CallKey::new(call))
+    let projection = support::stored_projection(store, call)
         .await
-        .expect("read")
         .expect("projected");
     json!({"last_seq": last_seq, "late_events": late_events, "updated_at": projection.updated_at})
 }

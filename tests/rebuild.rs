@@ -87,21 +87,15 @@ async fn change_the_calls_after_the_read(receiver: &TestReceiver, projector: &Pr
 /// Checks, right after the swap, that it kept what was settled after the read and left
 /// the queued call marked.
 async fn assert_the_swap_undid_nothing_settled_after_the_read(db: &TestDb) {
-    let grown = db
-        .store
-        .projection(&CallKey::new("cll_grown"))
-        .await
-        .expect("read");
+    let grown = support::stored_projection(&db.store, "cll_grown").await;
     assert_eq!(
         grown.expect("still projected").events_folded,
         3,
         "the swap kept the fold settled after the rebuild read the call"
     );
     assert!(
-        db.store
-            .projection(&CallKey::new("cll_new"))
+        support::stored_projection(&db.store, "cll_new")
             .await
-            .expect("read")
             .is_some(),
         "a call first folded during the rebuild is still there"
     );

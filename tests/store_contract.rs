@@ -259,10 +259,7 @@ async fn a_claim_settles_only_the_version_it_folded(db: TestDb) {
             lost: 0
         }
     );
-    let written = store
-        .projection(&CallKey::new("cll_1"))
-        .await
-        .expect("read");
+    let written = support::stored_projection(store, "cll_1").await;
     assert_eq!(written, Some(first));
     assert_eq!(
         store.queue_depth().await.expect("depth").calls,
@@ -442,23 +439,14 @@ async fn a_claim_is_exclusive_until_its_lease_ends_and_then_fenced_out(db: TestD
             lost: 1
         }
     );
-    assert_eq!(
-        store
-            .projection(&CallKey::new("cll_2"))
-            .await
-            .expect("read"),
-        None
-    );
+    assert_eq!(support::stored_projection(store, "cll_2").await, None);
     let current = projection("cll_2", "{\"v\":1}");
     let settled = store
         .settle_claims(&taken_over, std::slice::from_ref(&current))
         .await
         .expect("settle");
     assert_eq!(settled.folded, 1);
-    let written = store
-        .projection(&CallKey::new("cll_2"))
-        .await
-        .expect("read");
+    let written = support::stored_projection(store, "cll_2").await;
     assert_eq!(written, Some(current));
 }
 

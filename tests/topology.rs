@@ -80,17 +80,8 @@ async fn an_event_committed_after_a_later_seq_was_folded_is_still_projected() {
     let later = other_receiver.deliver("msg_b1", &completed("cll_b")).await;
     assert_eq!(later.status, 200);
     catch_up(&projector).await;
-    assert!(
-        store
-            .projection(&CallKey::new("cll_b"))
-            .await
-            .expect("read")
-            .is_some()
-    );
-    let a_before = store
-        .projection(&CallKey::new("cll_a"))
-        .await
-        .expect("read");
+    assert!(support::stored_projection(&store, "cll_b").await.is_some());
+    let a_before = support::stored_projection(&store, "cll_a").await;
     assert_eq!(a_before, None, "A's fold waits for its held mark");
 
     held.release().await;
@@ -101,10 +92,8 @@ async fn an_event_committed_after_a_later_seq_was_folded_is_still_projected() {
         "the event committed last holds the lower seq"
     );
     catch_up(&projector).await;
-    let a = store
-        .projection(&CallKey::new("cll_a"))
+    let a = support::stored_projection(&store, "cll_a")
         .await
-        .expect("read")
         .expect("A projected");
     assert_eq!(a.events_folded, 2, "the late-committed event is folded");
     let document: serde_json::Value = serde_json::from_str(&a.document).expect("json");
@@ -143,10 +132,8 @@ async fn an_append_does_not_wait_for_a_settle_that_waits_for_the_change_counter(
     counter.release().await;
     assert_eq!(worker.await.expect("worker task"), 1);
     catch_up(&projector).await;
-    let projection = store
-        .projection(&CallKey::new("cll_c"))
+    let projection = support::stored_projection(&store, "cll_c")
         .await
-        .expect("read")
         .expect("projected");
     assert_eq!(projection.events_folded, 2, "the append is folded too");
     assert_eq!(store.queue_depth().await.expect("depth").calls, 0);

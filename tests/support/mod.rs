@@ -1,8 +1,9 @@
 //! Shared helpers of the top-level test suites: a fresh database per test on either backend,
 //! the service's `App` built in process on a free port ([`spawn_app`]), the `callfold`
 //! executable for tests that need a real process ([`start_service`]), signed requests, records
-//! as the receiver appends them ([`as_received`]), and the macro that instantiates one
-//! behavioural test for both stores.
+//! as the receiver appends them ([`as_received`]), a call's stored projection
+//! ([`stored_projection`]), and the macro that instantiates one behavioural test for both
+//! stores.
 //!
 //! Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
@@ -20,7 +21,9 @@ use callfold_ingest::{WEBHOOK_PATH, WebhookSecrets, sign};
 use callfold_projector::{Calls, LiveChanges, Precedence, fold, fold_events};
 use callfold_service::{App, Listeners, Roles, Settings};
 use callfold_simulate::SimulateOptions;
-use callfold_store::{CallKey, CallLink, Content, EventTime, NewEvent, Store, WebhookId};
+use callfold_store::{
+    CallKey, CallLink, Content, EventTime, NewEvent, Store, StoredProjection, WebhookId,
+};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sqlx::Connection;
@@ -644,6 +647,14 @@ pub async fn wait_for_queue(
         condition(store.queue_depth().await.expect("read queue").calls)
     })
     .await;
+}
+
+/// What `store` holds as `call`'s projection, if anything (a failed read fails the test).
+pub async fn stored_projection(store: &Store, call: &str) -> Option<StoredProjection> {
+    store
+        .projection(&CallKey::new(call))
+        .await
+        .expect("read the projection")
 }
 
 /// The document of `call_key` folded from scratch from every one of its logged events.
