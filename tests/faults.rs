@@ -1,9 +1,9 @@
 //! Faults under the real `callfold` executable: SQLite's disk filling up, a receiver killed
 //! while commits are in flight, a sender whose clock is off, and a shutdown while clients hold
-//! streams and connections open. Each must end in clear answers, recovery without a restart
-//! where the process survives, an exit in bounded time where it stops, and nothing
-//! acknowledged lost. (PostgreSQL unreachable under load is `topology.rs`'s outage test; PostgreSQL stopped
-//! and started is `postgres_restart.rs`.)
+//! streams and connections open or leave their headers unfinished. Each must end in clear
+//! answers, recovery without a restart where the process survives, an exit in bounded time
+//! where it stops, and nothing acknowledged lost. (PostgreSQL unreachable under load is
+//! `topology.rs`'s outage test; PostgreSQL stopped and started is `postgres_restart.rs`.)
 
 mod support;
 
@@ -232,9 +232,7 @@ async fn sigterm_finishes_the_appends_in_flight_before_the_process_exits() {
         db.store.log_len().await.expect("len") >= 200
     })
     .await;
-    let pid = service.child.id().expect("running").to_string();
-    let signalled = Command::new("kill").args(["-TERM", &pid]).status();
-    assert!(signalled.expect("kill runs").success());
+    sigterm(&service);
     let exited = tokio::time::timeout(std::time::Duration::from_secs(30), service.child.wait())
         .await
         .expect("the process exits in time")
@@ -252,6 +250,13 @@ async fn sigterm_finishes_the_appends_in_flight_before_the_process_exits() {
         "stopped mid-load"
     );
     assert_logged(&db.store, &acknowledged(&report)).await;
+}
+
+/// Sends SIGTERM to `service`'s process.
+fn sigterm(service: &RunningService) {
+    let pid = service.child.id().expect("running").to_string();
+    let signalled = Command::new("kill").args(["-TERM", &pid]).status();
+    assert!(signalled.expect("kill runs").success());
 }
 
 /// The `host:port` of a plain-HTTP service.
@@ -383,9 +388,7 @@ async fn sigterm_ends_streams_and_exits_within_the_shutdown_timeout(db: TestDb) 
     })
     .await;
 
-    let pid = service.child.id().expect("running").to_string();
-    let signalled = Command::new("kill").args(["-TERM", &pid]).status();
-    assert!(signalled.expect("kill runs").success());
+    sigterm(&service);
 
     // The stream and the idle connections end at once, while the slow body holds the process.
     assert_stream_and_idle_connections_end_at_once(stream, idle).await;
@@ -428,4 +431,29 @@ async fn sigterm_ends_streams_and_exits_within_the_shutdown_timeout_sqlite() {
 #[tokio::test]
 async fn sigterm_ends_streams_and_exits_within_the_shutdown_timeout_postgres() {
     sigterm_ends_streams_and_exits_within_the_shutdown_timeout(TestDb::postgres().await).await;
+}
+
+/// SIGTERM while a connection sends its headers and never finishes them: the header deadline
+/// still cuts it while the service shuts down, so the process exits long before its shutdown
+/// timeout.
+#[tokio::test]
+async fn headers_that_never_finish_do_not_hold_a_shutdown() {
+    let db = TestDb::sqlite().await;
+    let limits = [
+        ("CALLFOLD_HEADER_READ_TIMEOUT_MS", "500"),
+        ("CALLFOLD_SHUTDOWN_TIMEOUT_MS", "600000"),
+    ];
+    let mut service = start_service("serve", &db.url, &limits).await;
+    let mut slow = TcpStream::connect(authority(&service))
+        .await
+        .expect("connect");
+    slow.write_all(b"POST /webhooks/allo HTTP/1.1\r\nhost: call")
+        .await
+        .expect("write");
+    sigterm(&service);
+    let exited = tokio::time::timeout(Duration::from_secs(30), service.child.wait())
+        .await
+        .expect("the process exits at the header deadline, not the shutdown timeout")
+        .expect("wait");
+    assert!(exited.success(), "a clean exit: {exited}");
 }

@@ -9,11 +9,13 @@
 //! its first byte within the first-byte timeout, and at the cap the longest-idle connection
 //! (never one with a request in flight) is closed to make room for a newcomer. Each request's
 //! headers must arrive within the header-read timeout, counted from their first byte read
-//! while no request is answered (a slowloris sender is closed); headers larger than the limit
-//! get 431. Between a response and the next request's first byte a kept-alive connection may
-//! stay idle for the keep-alive timeout, which is longer: a sender that reuses its connections
-//! closes them before the server does, instead of sending a request into a connection the
-//! server is closing. Either deadline closes the connection, also while shutting down.
+//! while no request is answered (for a connection's first request, from its first byte, or
+//! from the end of its TLS handshake); a slowloris sender is closed, and headers larger than
+//! the limit get 431. Between a response and the next request's first byte a kept-alive
+//! connection may stay idle for the keep-alive timeout, longer by default: a sender that reuses
+//! its connections closes them before the server does, instead of sending a request into a
+//! connection the server is closing. Either deadline closes the connection, also while
+//! shutting down.
 //!
 //! On shutdown a listener stops accepting, closes its idle connections at once, and lets each
 //! request in flight finish; whatever is still open after the shutdown timeout is closed. A
@@ -195,7 +197,8 @@ pub async fn serve(
     let mut http = http1::Builder::new();
     // No header-read timeout of hyper's: it would also start when a connection falls idle,
     // and so close kept-alive connections at the header deadline. `Pace` keeps both limits.
-    http.max_header_size(limits.max_header_bytes);
+    http.header_read_timeout(None)
+        .max_header_size(limits.max_header_bytes);
     let listening = Arc::new(Listening {
         http,
         app: TowerToHyperService::new(app),
@@ -376,7 +379,8 @@ impl Connection {
 /// Where a served connection stands between its requests, for the deadline that applies.
 #[derive(Clone, Copy, Debug)]
 enum Phase {
-    /// Since when the connection has been idle: no request in flight, no byte of the next.
+    /// Since when the connection has been idle: no request in flight, and no byte of the next
+    /// read since (bytes read while the last one was answered may wait in hyper's buffer).
     Idle(Instant),
     /// Since when the next request's headers have been arriving (their first byte).
     Headers(Instant),
