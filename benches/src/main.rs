@@ -835,7 +835,7 @@ async fn rebuild_under_load_section(
                 figures.p50_ms,
                 figures.p99_ms,
                 figures.max_ms,
-                figures.not_2xx,
+                figures.not_2xx(),
                 figures.answers_503
             );
         }

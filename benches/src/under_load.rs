@@ -101,9 +101,7 @@ pub struct WindowFigures {
     pub p99_ms: f64,
     /// Highest latency, ms.
     pub max_ms: f64,
-    /// Answers other than 2xx, no answer included.
-    pub not_2xx: usize,
-    /// Of those, 503s.
+    /// Of the answers other than 2xx, the 503s.
     pub answers_503: usize,
     /// Each kind of answer other than 2xx (`http 500`, `error: transport`, ...): how many, and
     /// what the first of them said.
@@ -144,13 +142,17 @@ impl WindowFigures {
             p50_ms: quantile(0.5),
             p99_ms: quantile(0.99),
             max_ms: latencies.last().copied().unwrap_or_default(),
-            not_2xx: window.iter().filter(|answer| !is_2xx(answer)).count(),
             answers_503: window
                 .iter()
                 .filter(|answer| answer.status == Some(503))
                 .count(),
             failures,
         }
+    }
+
+    /// Answers other than 2xx, no answer included: the failures of every kind.
+    pub fn not_2xx(&self) -> usize {
+        self.failures.values().map(|(count, _)| count).sum()
     }
 }
 
