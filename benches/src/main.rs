@@ -190,7 +190,7 @@ fn main() -> ExitCode {
         let runtime = tokio::runtime::Runtime::new().expect("a runtime starts");
         return exit_code(runtime.block_on(serve_bench_server(cli.command)));
     }
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let cores = servers::machine_cores();
     // Before any thread exists, so that every thread of the load generator stays on core 0.
     let pinned = servers::pin_this_process();
     let runtime = tokio::runtime::Builder::new_current_thread()

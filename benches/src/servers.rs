@@ -2,11 +2,13 @@
 //! reading their memory, CPU time and storage writes, and the ceiling server itself.
 //!
 //! The benchmark process pins itself to core 0 and every server to core 1 (when the machine
-//! has two cores or more), so that the load generator and the server do not compete.
+//! has two cores or more), so that the load generator and the server do not compete. Each
+//! process's cores are checked once it runs.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -19,10 +21,17 @@ use tokio::process::{Child, Command};
 /// The demo secret every benchmark server accepts and every request is signed with.
 pub const BENCH_SECRET: &str = "whsec_ZGVtby1zZWNyZXQtY2hhbmdlLW1l";
 
+/// The cores of the machine. Counted once, the first time it is asked, which
+/// [`pin_this_process`] does before it pins: the count the standard library gives follows the
+/// asking thread's affinity, so that afterwards it would be 1.
+pub fn machine_cores() -> usize {
+    static CORES: OnceLock<usize> = OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from))
+}
+
 /// The core the servers run on, when the machine has a second one.
 fn server_core() -> Option<usize> {
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    (cores >= 2).then_some(1)
+    (machine_cores() >= 2).then_some(1)
 }
 
 /// Pins this process (before it starts any thread) to core 0, if servers get a core of
@@ -38,16 +47,58 @@ pub fn pin_this_process() -> bool {
         .is_ok_and(|status| status.success())
 }
 
+/// Where a process under test runs.
+#[derive(Clone, Copy, Debug)]
+pub enum Placement {
+    /// On the servers' core alone, away from the load generator.
+    ServerCore,
+}
+
+impl Placement {
+    /// The cores, as `taskset -c` lists them; `None` on a machine of one core.
+    fn cores(self) -> Option<String> {
+        let server = server_core()?;
+        Some(match self {
+            Self::ServerCore => server.to_string(),
+        })
+    }
+
+    /// A command that runs `program` here (plainly on a machine of one core, or without
+    /// `taskset`).
+    pub fn command(self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        match self.cores() {
+            Some(cores) => {
+                let mut command = Command::new("taskset");
+                command.arg("-c").arg(cores).arg(program);
+                command
+            }
+            None => Command::new(program),
+        }
+    }
+
+    /// Fails unless process `pid` runs here, so that no figure is printed for a process that
+    /// ran elsewhere (beside the load generator, say).
+    pub fn ensure_holds_for(self, pid: u32) -> anyhow::Result<()> {
+        let Some(cores) = self.cores() else {
+            return Ok(());
+        };
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let allowed = status
+            .lines()
+            .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))
+            .map(str::trim)
+            .unwrap_or_default();
+        anyhow::ensure!(
+            allowed == cores,
+            "process {pid} under test runs on cores {allowed:?}, not on {cores:?}"
+        );
+        Ok(())
+    }
+}
+
 /// A command that runs `program` pinned to the servers' core (plainly without `taskset`).
 pub fn pinned(program: impl AsRef<std::ffi::OsStr>) -> Command {
-    match server_core() {
-        Some(core) => {
-            let mut command = Command::new("taskset");
-            command.arg("-c").arg(core.to_string()).arg(program);
-            command
-        }
-        None => Command::new(program),
-    }
+    Placement::ServerCore.command(program)
 }
 
 /// A free loopback port, found by binding port 0 and letting go.
@@ -88,6 +139,7 @@ impl Server {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        Placement::ServerCore.ensure_holds_for(server.child.id().unwrap_or_default())?;
         Ok(server)
     }
 
@@ -130,7 +182,7 @@ impl ProcessCounters {
 
 /// Clock ticks per second, the unit of `/proc/PID/stat`'s CPU times (`getconf CLK_TCK`).
 fn clock_ticks_per_second() -> f64 {
-    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    static TICKS: OnceLock<f64> = OnceLock::new();
     *TICKS.get_or_init(|| {
         std::process::Command::new("getconf")
             .arg("CLK_TCK")
