@@ -1,8 +1,9 @@
-//! Rebuilding every projection while workers fold, on SQLite and PostgreSQL. The tests drive a
+//! Rebuilding every projection while workers fold, on SQLite and PostgreSQL. Most tests drive a
 //! rebuild step by step (read and fold a page of the log, then swap its projections in):
 //! settling folds in between, at the point where a swap could overwrite them with the older
 //! rebuilt projections, and reading the log while another connection holds the write lock that
-//! appends need. On SQLite alone, a rebuild writes no temporary file, and leaves the write lock
+//! appends need. A whole rebuild, whose steps overlap, rebuilds a log of many pages and
+//! reports a swap that fails. On SQLite alone, a rebuild writes no temporary file, and leaves the write lock
 //! free between its swap batches only while another process has the database open.
 
 mod support;
@@ -13,7 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use callfold_projector::{Precedence, Projector, Rebuild};
 use callfold_simulate::invent_events;
-use callfold_store::{CallKey, ConfigFingerprint, NewEvent};
+use callfold_store::{CallKey, ConfigFingerprint, NewEvent, Store};
 use serde_json::json;
 use support::{
     CALLFOLD, LEASE, TestDb, TestReceiver, as_received,
@@ -255,6 +256,73 @@ async fn a_rebuild_of_many_pages_swaps_while_it_reads_and_refolds_cut_calls_whol
     assert_eq!(db.store.queue_depth().await.expect("depth").calls, 0);
 }
 
+async fn a_whole_rebuild_reads_folds_and_swaps_many_pages_side_by_side(db: TestDb) {
+    let calls = append_invented_calls(&db, 1200).await;
+    let worker = Projector::new(db.store.clone(), Precedence::default(), 100, LEASE);
+    catch_up(&worker).await;
+    let projector = worker.recording(ConfigFingerprint::new("rebuilt"));
+
+    let mut progress = Vec::new();
+    let rebuilt = projector
+        .rebuild(|read, _| progress.push(read))
+        .await
+        .expect("rebuilt");
+
+    assert!(progress.len() > 1, "the log spans several pages");
+    assert_eq!(rebuilt.calls, calls.len() as u64);
+    assert_eq!(built_with(&db, &calls, "rebuilt").await, calls.len());
+    assert_projections_equal_a_fold_from_scratch(&db.store, &calls).await;
+    assert_eq!(db.store.queue_depth().await.expect("depth").calls, 0);
+}
+
+/// Makes every write of a projection to the store of `db` fail with `message`.
+async fn refuse_projections(db: &TestDb, message: &str) {
+    match &db.store {
+        Store::Sqlite(pools) => {
+            for (name, verb) in [("refuse_insert", "INSERT"), ("refuse_update", "UPDATE")] {
+                let trigger = format!(
+                    "CREATE TRIGGER {name} BEFORE {verb} ON call_projections \
+                     BEGIN SELECT RAISE(ABORT, '{message}'); END"
+                );
+                sqlx::raw_sql(&trigger)
+                    .execute(&pools.writer)
+                    .await
+                    .expect("trigger");
+            }
+        }
+        Store::Postgres(pools) => {
+            let trigger = format!(
+                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS \
+                 $$ BEGIN RAISE EXCEPTION '{message}'; END $$; \
+                 CREATE TRIGGER refuse BEFORE INSERT OR UPDATE ON call_projections \
+                 FOR EACH ROW EXECUTE FUNCTION refuse()"
+            );
+            sqlx::raw_sql(&trigger)
+                .execute(&pools.writer)
+                .await
+                .expect("trigger");
+        }
+    }
+}
+
+async fn a_whole_rebuild_whose_swap_fails_reports_the_failure(db: TestDb) {
+    append_invented_calls(&db, 1200).await;
+    refuse_projections(&db, "projections refused").await;
+    let projector = Projector::new(db.store.clone(), Precedence::default(), 100, LEASE);
+
+    let rebuild = projector.rebuild(|_, _| {});
+    let failed = tokio::time::timeout(READ_PAGE_BOUND, rebuild)
+        .await
+        .expect("the rebuild ends")
+        .expect_err("the swap fails");
+
+    assert!(
+        failed.to_string().contains("projections refused"),
+        "the swap's failure is reported: {failed}"
+    );
+    assert_eq!(db.store.stats().await.expect("stats").projections, 0);
+}
+
 /// Sets the last-modified time of `folder` to a second after the epoch, and returns it.
 fn reset_modified(folder: &Path) -> SystemTime {
     let long_ago = SystemTime::UNIX_EPOCH + Duration::from_secs(1);
@@ -353,7 +421,9 @@ async fn a_sqlite_rebuild_pauses_only_while_another_process_has_the_database_ope
 on_both_stores!(
     folds_settled_between_a_rebuilds_read_and_its_swap_are_never_undone,
     a_rebuilds_read_does_not_wait_for_the_write_lock,
-    a_rebuild_of_many_pages_swaps_while_it_reads_and_refolds_cut_calls_whole
+    a_rebuild_of_many_pages_swaps_while_it_reads_and_refolds_cut_calls_whole,
+    a_whole_rebuild_reads_folds_and_swaps_many_pages_side_by_side,
+    a_whole_rebuild_whose_swap_fails_reports_the_failure
 );
 
 /// Asserts that the projections of `calls` equal a fold of their events from scratch, and
