@@ -18,7 +18,9 @@ use sqlx::sqlite::SqliteConnectOptions;
 use tokio_stream::StreamExt;
 
 use crate::late;
-use crate::servers::{callfold_executable, peak_rss_mib_of, pinned, start_callfold_command};
+use crate::servers::{
+    Placement, callfold_executable, counters_of, peak_rss_mib_of, start_callfold_command,
+};
 
 /// Events appended per transaction while filling.
 const FILL_BATCH: usize = 1000;
@@ -155,25 +157,44 @@ fn direct_raw_read(database: &Path) -> anyhow::Result<u64> {
     Ok(read)
 }
 
-/// One `callfold rebuild`: how long it took and its peak resident memory in MiB.
-pub async fn rebuild(database_url: &str) -> anyhow::Result<(Duration, f64)> {
+/// What one `callfold rebuild` took.
+#[derive(Clone, Copy, Debug)]
+pub struct RebuildFigures {
+    /// From its start to its exit.
+    pub took: Duration,
+    /// Its CPU time, all threads, as last sampled before it exited.
+    pub cpu_seconds: f64,
+    /// Its peak resident memory in MiB, as last sampled.
+    pub peak_rss_mib: f64,
+}
+
+/// One `callfold rebuild` running at `placement`, its memory and CPU time sampled every 20 ms.
+pub async fn rebuild(database_url: &str, placement: Placement) -> anyhow::Result<RebuildFigures> {
     let started = Instant::now();
-    let mut child = pinned(callfold_executable()?)
+    let mut child = placement
+        .command(callfold_executable()?)
         .args(["rebuild", "--database-url", database_url])
         .env("RUST_LOG", "warn")
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()?;
     let pid = child.id().unwrap_or_default();
-    let mut peak = 0.0f64;
+    let (mut peak_rss_mib, mut cpu_seconds) = (0.0f64, 0.0);
+    let mut placement_checked = false;
     loop {
         tokio::select! {
             status = child.wait() => {
                 anyhow::ensure!(status?.success(), "callfold rebuild failed");
-                return Ok((started.elapsed(), peak));
+                let took = started.elapsed();
+                return Ok(RebuildFigures { took, cpu_seconds, peak_rss_mib });
             }
             _ = tokio::time::sleep(Duration::from_millis(20)) => {
-                peak = peak.max(peak_rss_mib_of(pid));
+                if !placement_checked {
+                    placement.ensure_holds_for(pid)?;
+                    placement_checked = true;
+                }
+                peak_rss_mib = peak_rss_mib.max(peak_rss_mib_of(pid));
+                cpu_seconds = counters_of(pid).cpu_seconds.max(cpu_seconds);
             }
         }
     }

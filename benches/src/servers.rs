@@ -2,8 +2,9 @@
 //! reading their memory, CPU time and storage writes, and the ceiling server itself.
 //!
 //! The benchmark process pins itself to core 0 and every server to core 1 (when the machine
-//! has two cores or more), so that the load generator and the server do not compete. Each
-//! process's cores are checked once it runs.
+//! has two cores or more), so that the load generator and the server do not compete; a
+//! rebuild running alone gets every core, as one started by hand does. Each process's cores
+//! are checked once it runs.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -52,6 +53,9 @@ pub fn pin_this_process() -> bool {
 pub enum Placement {
     /// On the servers' core alone, away from the load generator.
     ServerCore,
+    /// On every core of the machine, as a command started by hand runs (rather than on this
+    /// process's core, which it would inherit).
+    EveryCore,
 }
 
 impl Placement {
@@ -60,6 +64,7 @@ impl Placement {
         let server = server_core()?;
         Some(match self {
             Self::ServerCore => server.to_string(),
+            Self::EveryCore => format!("0-{}", machine_cores() - 1),
         })
     }
 
