@@ -48,8 +48,8 @@ const RENEWALS_PER_LEASE: u32 = 3;
 /// the token fences out a settle that would still come.
 const MOST_LEASES_HELD: u32 = 12;
 
-/// Aborts a task when dropped: a claim's renewal ends with its fold, and a rebuild's read and
-/// swap end with the rebuild, however that ends.
+/// Aborts a task when dropped: a claim's renewal ends with its fold, and a whole rebuild's read
+/// and swap are asked to end with it, however it ends.
 struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
 
 impl<T> Drop for AbortOnDrop<T> {
@@ -96,6 +96,46 @@ struct RebuildFolded {
 
 /// A page of a rebuild's read (see `Store::rebuild_page`).
 type RebuildPage = Result<Option<Vec<(CallKey, Vec<LoggedEvent>)>>, StoreError>;
+
+/// A task of a whole rebuild (see [`Projector::rebuild`]): aborted if the rebuild ends first.
+struct RebuildTask<T>(AbortOnDrop<Result<T, StoreError>>);
+
+impl<T> RebuildTask<T> {
+    /// What the task ended with; its panic, resumed here. Only [`RebuildTask::stop`] aborts
+    /// it, and the runtime cancels no task while the rebuild awaits one.
+    async fn outcome(&mut self) -> Result<T, StoreError> {
+        match (&mut self.0.0).await {
+            Ok(outcome) => outcome,
+            Err(ended) => std::panic::resume_unwind(ended.into_panic()),
+        }
+    }
+
+    /// Aborts the task and waits until it has ended, however it ends.
+    async fn stop(mut self) {
+        self.0.0.abort();
+        let _ended = (&mut self.0.0).await;
+    }
+}
+
+/// A rebuild's swap in its task, which tells the live streams of the process when it changed
+/// live projections: after each page, and when dropped (the task stopped between two of its
+/// batches).
+struct AnnouncedSwap {
+    projector: Projector,
+    swap: RebuildSwap,
+}
+
+impl AnnouncedSwap {
+    fn announce(&mut self) {
+        self.projector.announce_swapped(&mut self.swap);
+    }
+}
+
+impl Drop for AnnouncedSwap {
+    fn drop(&mut self) {
+        self.announce();
+    }
+}
 
 /// What a whole rebuild did (see [`Projector::rebuild`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -309,12 +349,13 @@ impl Projector {
     /// goes, page by page, while receivers and workers keep running. `progress` hears the number
     /// of log records folded so far and how many the log held when the rebuild started.
     ///
-    /// The three steps of a page overlap: a task reads the page after the one being folded
-    /// (see `Store::rebuild_page`), and another swaps in the page folded before it (see
-    /// `Store::swap_rebuilt`), each one page ahead of or behind the fold at most. On a machine
-    /// of several cores a rebuild so takes about as long as its slowest step rather than the
-    /// sum of the three; on one core, as long as one step after the other. A step that fails
-    /// ends the rebuild and the other two with it; what the swap committed before stays.
+    /// The three steps overlap: a task reads the pages after the one being folded, two at most
+    /// (see `Store::rebuild_page`), and another swaps in those folded before it (see
+    /// `Store::swap_rebuilt`), a page behind the fold, or as many as its queue holds while it
+    /// pauses. On a machine of several cores a rebuild so takes about as long as its slowest
+    /// step rather than the sum of the three; on one core, as long as one step after the other.
+    /// A step that fails ends the rebuild: the other tasks are stopped and waited for before it
+    /// returns the failure (or resumes the panic); what the swap committed before stays.
     pub async fn rebuild(&self, mut progress: impl FnMut(u64, i64)) -> Result<Rebuilt, StoreError> {
         let log_len = self.store.log_len().await?;
         let Rebuild {
@@ -322,10 +363,21 @@ impl Projector {
             mut folded,
             swap,
         } = self.start_rebuild();
-        let (_reader, mut pages) = self.read_ahead(read);
+        let (mut reader, mut pages) = self.read_ahead(read);
         let (to_swap, mut swapper) = self.swap_behind(swap);
+        let mut read_whole = false;
         while let Some(page) = pages.recv().await {
-            let Some(calls) = page? else { break };
+            let calls = match page {
+                Ok(Some(calls)) => calls,
+                Ok(None) => {
+                    read_whole = true;
+                    break;
+                }
+                Err(failed) => {
+                    swapper.stop().await;
+                    return Err(failed);
+                }
+            };
             let projections = self.fold_page(&mut folded, &calls);
             if to_swap.send(projections).await.is_err() {
                 break;
@@ -333,18 +385,26 @@ impl Projector {
             progress(folded.records, log_len);
         }
         drop(to_swap);
-        let swapped = (&mut swapper.0).await;
-        let pauses =
-            swapped.unwrap_or_else(|failed| std::panic::resume_unwind(failed.into_panic()))?;
+        let pauses = match swapper.outcome().await {
+            Ok(pauses) => pauses,
+            Err(failed) => {
+                reader.stop().await;
+                return Err(failed);
+            }
+        };
+        if !read_whole {
+            // The swap went on to the end, so the read stopped before the log's end: it panicked.
+            reader.outcome().await?;
+        }
         Ok(Rebuilt {
             calls: folded.calls,
             pauses,
         })
     }
 
-    /// A task that reads a rebuild's pages from `read` on, one ahead of the one taken, until
-    /// the last or the first that fails.
-    fn read_ahead(&self, mut read: RebuildRead) -> (AbortOnDrop<()>, mpsc::Receiver<RebuildPage>) {
+    /// A task that reads a rebuild's pages from `read` on, ahead of the one taken, until the
+    /// last or the first that fails.
+    fn read_ahead(&self, mut read: RebuildRead) -> (RebuildTask<()>, mpsc::Receiver<RebuildPage>) {
         let (pages, taken) = mpsc::channel(1);
         let store = self.store.clone();
         let reader = tokio::spawn(async move {
@@ -352,36 +412,38 @@ impl Projector {
                 let page = store.rebuild_page(&mut read).await;
                 let last = !matches!(page, Ok(Some(_)));
                 if pages.send(page).await.is_err() || last {
-                    return;
+                    return Ok(());
                 }
             }
         });
-        (AbortOnDrop(reader), taken)
+        (RebuildTask(AbortOnDrop(reader)), taken)
     }
 
     /// A task that swaps in the pages of rebuilt projections it is sent with `swap`, then, once
     /// the sender is dropped, what `swap` still holds; it ends with the number of pauses, or at
-    /// the first failure.
+    /// the first failure. The live streams hear of each change it commits, also when it is
+    /// stopped between two batches.
     fn swap_behind(
         &self,
-        mut swap: RebuildSwap,
-    ) -> (
-        mpsc::Sender<Vec<StoredProjection>>,
-        AbortOnDrop<Result<u64, StoreError>>,
-    ) {
+        swap: RebuildSwap,
+    ) -> (mpsc::Sender<Vec<StoredProjection>>, RebuildTask<u64>) {
         let (to_swap, mut sent) = mpsc::channel(1);
-        let projector = self.clone();
+        let mut swap = AnnouncedSwap {
+            projector: self.clone(),
+            swap,
+        };
         let swapper = tokio::spawn(async move {
+            let store = swap.projector.store.clone();
             while let Some(folded) = sent.recv().await {
-                let swapped = projector.store.swap_rebuilt(&mut swap, folded).await;
-                projector.announce_swapped(&mut swap);
+                let swapped = store.swap_rebuilt(&mut swap.swap, folded).await;
+                swap.announce();
                 swapped?;
             }
-            let swapped = projector.store.finish_swap(&mut swap).await;
-            projector.announce_swapped(&mut swap);
-            swapped.map(|()| swap.pauses())
+            let swapped = store.finish_swap(&mut swap.swap).await;
+            swap.announce();
+            swapped.map(|()| swap.swap.pauses())
         });
-        (to_swap, AbortOnDrop(swapper))
+        (to_swap, RebuildTask(AbortOnDrop(swapper)))
     }
 
     /// A rebuild from the first call of the log, which has read nothing yet.
