@@ -2,8 +2,8 @@
 //! rebuild step by step (read and fold a page of the log, then swap its projections in):
 //! settling folds in between, at the point where a swap could overwrite them with the older
 //! rebuilt projections, and reading the log while another connection holds the write lock that
-//! appends need. A whole rebuild, whose steps overlap, rebuilds a log of many pages and
-//! reports a swap that fails. On SQLite alone, a rebuild writes no temporary file, and leaves the write lock
+//! appends need. A whole rebuild (its steps overlapped, on a SQLite file no other process has
+//! open) rebuilds a log of many pages and reports a swap that fails. On SQLite alone, a rebuild writes no temporary file, and leaves the write lock
 //! free between its swap batches only while another process has the database open.
 
 mod support;
@@ -256,7 +256,7 @@ async fn a_rebuild_of_many_pages_swaps_while_it_reads_and_refolds_cut_calls_whol
     assert_eq!(db.store.queue_depth().await.expect("depth").calls, 0);
 }
 
-async fn a_whole_rebuild_reads_folds_and_swaps_many_pages_side_by_side(db: TestDb) {
+async fn a_whole_rebuild_reads_folds_and_swaps_every_page(db: TestDb) {
     let calls = append_invented_calls(&db, 1200).await;
     let worker = Projector::new(db.store.clone(), Precedence::default(), 100, LEASE);
     catch_up(&worker).await;
@@ -422,7 +422,7 @@ on_both_stores!(
     folds_settled_between_a_rebuilds_read_and_its_swap_are_never_undone,
     a_rebuilds_read_does_not_wait_for_the_write_lock,
     a_rebuild_of_many_pages_swaps_while_it_reads_and_refolds_cut_calls_whole,
-    a_whole_rebuild_reads_folds_and_swaps_many_pages_side_by_side,
+    a_whole_rebuild_reads_folds_and_swaps_every_page,
     a_whole_rebuild_whose_swap_fails_reports_the_failure
 );
 
