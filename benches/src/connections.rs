@@ -9,17 +9,7 @@ use anyhow::{Context, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::servers::{Server, start_callfold};
-
-/// `VmRSS` of process `pid` (its resident set now), in KiB.
-fn rss_kib(pid: u32) -> anyhow::Result<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmRSS in /proc/PID/status")
-}
+use crate::servers::{Server, start_callfold, status_kib};
 
 /// Waits until the server reports at least `count` open connections.
 async fn wait_until_open(
@@ -67,7 +57,7 @@ pub async fn measure(count: usize, scratch: &Path) -> anyhow::Result<()> {
     // One kept-alive connection of its own for the metrics, opened before the baseline.
     let client = reqwest::Client::new();
     wait_until_open(&server, &client, 1).await?;
-    let baseline = rss_kib(pid)?;
+    let baseline = status_kib(pid, "VmRSS")?;
 
     let mut connections = Vec::with_capacity(count);
     for _ in 0..count {
@@ -75,7 +65,7 @@ pub async fn measure(count: usize, scratch: &Path) -> anyhow::Result<()> {
         connections.push(connection.context("connect (raise `ulimit -n` above the count)")?);
     }
     wait_until_open(&server, &client, count + 1).await?;
-    let silent = rss_kib(pid)?;
+    let silent = status_kib(pid, "VmRSS")?;
 
     for connection in &mut connections {
         connection
@@ -91,7 +81,7 @@ pub async fn measure(count: usize, scratch: &Path) -> anyhow::Result<()> {
             answer.extend_from_slice(&chunk[..read]);
         }
     }
-    let kept_alive = rss_kib(pid)?;
+    let kept_alive = status_kib(pid, "VmRSS")?;
 
     println!("## Idle connections: {count} on `callfold serve` (SQLite)\n");
     println!("| connections | RSS MiB | KiB per connection |");

@@ -87,12 +87,7 @@ impl Placement {
         let Some(cores) = self.cores() else {
             return Ok(());
         };
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-        let allowed = status
-            .lines()
-            .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))
-            .map(str::trim)
-            .unwrap_or_default();
+        let allowed = status_field(pid, "Cpus_allowed_list")?;
         anyhow::ensure!(
             allowed == cores,
             "process {pid} under test runs on cores {allowed:?}, not on {cores:?}"
@@ -226,21 +221,30 @@ pub fn counters_of(pid: u32) -> ProcessCounters {
     }
 }
 
+/// The value of `field` in `/proc/PID/status` of process `pid`, trimmed.
+pub fn status_field(pid: u32, field: &str) -> anyhow::Result<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .map(|value| value.trim().to_owned())
+        .with_context(|| format!("no {field} in /proc/{pid}/status"))
+}
+
+/// A size in `/proc/PID/status` of process `pid` (`VmRSS`, `VmHWM`, ...), in KiB.
+pub fn status_kib(pid: u32, field: &str) -> anyhow::Result<f64> {
+    let value = status_field(pid, field)?;
+    value
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .with_context(|| format!("{field} of process {pid} is not a size in kB: {value:?}"))
+}
+
 /// `VmHWM` of process `pid` (its peak resident set size), in MiB; 0 if unreadable. Under
 /// `taskset`, the process is taskset's only child, which `exec`s: the same pid.
 pub fn peak_rss_mib_of(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|rest| {
-            rest.trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<f64>()
-                .ok()
-        })
-        .map_or(0.0, |kib| kib / 1024.0)
+    status_kib(pid, "VmHWM").map_or(0.0, |kib| kib / 1024.0)
 }
 
 /// `target/release/callfold`, next to this benchmark's own executable.
