@@ -3,8 +3,9 @@
 //! settling folds in between, at the point where a swap could overwrite them with the older
 //! rebuilt projections, and reading the log while another connection holds the write lock that
 //! appends need. A whole rebuild (its steps overlapped, on a SQLite file no other process has
-//! open) rebuilds a log of many pages and reports a swap that fails. On SQLite alone, a rebuild writes no temporary file, and leaves the write lock
-//! free between its swap batches only while another process has the database open.
+//! open) rebuilds a log of many pages and reports a swap that fails. On SQLite alone, a rebuild
+//! writes no temporary file, and leaves the write lock free between its swap batches only while
+//! another process has the database open.
 
 mod support;
 

@@ -118,22 +118,16 @@ impl<T> RebuildTask<T> {
 }
 
 /// A rebuild's swap in its task, which tells the live streams of the process when it changed
-/// live projections: after each page, and when dropped (the task stopped between two of its
-/// batches).
+/// live projections: after each page (see [`Projector::swap_page`]), and when dropped (the task
+/// stopped between two of its batches).
 struct AnnouncedSwap {
     projector: Projector,
     swap: RebuildSwap,
 }
 
-impl AnnouncedSwap {
-    fn announce(&mut self) {
-        self.projector.announce_swapped(&mut self.swap);
-    }
-}
-
 impl Drop for AnnouncedSwap {
     fn drop(&mut self) {
-        self.announce();
+        self.projector.announce_swapped(&mut self.swap);
     }
 }
 
@@ -459,15 +453,11 @@ impl Projector {
             swap,
         };
         let swapper = tokio::spawn(async move {
-            let store = swap.projector.store.clone();
             while let Some(folded) = sent.recv().await {
-                let swapped = store.swap_rebuilt(&mut swap.swap, folded).await;
-                swap.announce();
-                swapped?;
+                swap.projector.swap_page(&mut swap.swap, folded).await?;
             }
-            let swapped = store.finish_swap(&mut swap.swap).await;
-            swap.announce();
-            swapped.map(|()| swap.swap.pauses())
+            swap.projector.swap_the_rest(&mut swap.swap).await?;
+            Ok(swap.swap.pauses())
         });
         (to_swap, RebuildTask(AbortOnDrop(swapper)))
     }
@@ -523,16 +513,33 @@ impl Projector {
         rebuild: &mut Rebuild,
         folded: Vec<StoredProjection>,
     ) -> Result<(), StoreError> {
-        let swapped = self.store.swap_rebuilt(&mut rebuild.swap, folded).await;
-        self.announce_swapped(&mut rebuild.swap);
-        swapped
+        self.swap_page(&mut rebuild.swap, folded).await
     }
 
     /// Swaps in what `rebuild` still has queued. Returns the number of calls it rebuilt.
     pub async fn finish_rebuild(&self, rebuild: &mut Rebuild) -> Result<u64, StoreError> {
-        let swapped = self.store.finish_swap(&mut rebuild.swap).await;
-        self.announce_swapped(&mut rebuild.swap);
-        swapped.map(|()| rebuild.folded.calls)
+        self.swap_the_rest(&mut rebuild.swap).await?;
+        Ok(rebuild.folded.calls)
+    }
+
+    /// Queues a page of rebuilt projections in `swap` (see `Store::swap_rebuilt`), then tells the
+    /// live streams if it changed live projections.
+    async fn swap_page(
+        &self,
+        swap: &mut RebuildSwap,
+        folded: Vec<StoredProjection>,
+    ) -> Result<(), StoreError> {
+        let swapped = self.store.swap_rebuilt(swap, folded).await;
+        self.announce_swapped(swap);
+        swapped
+    }
+
+    /// Swaps in what `swap` still has queued (see `Store::finish_swap`), then tells the live
+    /// streams if it changed live projections.
+    async fn swap_the_rest(&self, swap: &mut RebuildSwap) -> Result<(), StoreError> {
+        let swapped = self.store.finish_swap(swap).await;
+        self.announce_swapped(swap);
+        swapped
     }
 
     /// Tells the live streams of this process when `swap` changed live projections, also in a
